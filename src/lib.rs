@@ -1,0 +1,8 @@
+//! eglr — a stream-processing re-ranking pipeline around EGLR (Entropy-Guided Latent
+//! Reasoning, arXiv 2601.13533). See `README.md` and `docs/` for the big picture.
+
+pub mod config;
+pub mod features;
+pub mod logs;
+pub mod schema;
+pub mod sim;

@@ -1,0 +1,59 @@
+//! Parquet list logs: the schema, a crash-safe rolling writer and a streaming reader.
+
+mod convert;
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use convert::{from_record_batch, to_record_batch};
+pub use reader::{LogBatches, LogReader};
+pub use schema::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
+pub use writer::{LogWriter, RollPolicy};
+
+/// Errors reading or writing log files.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: parquet error: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path} is not a valid list log: {message}")]
+    BadFile { path: PathBuf, message: String },
+    #[error("cannot encode rows as Arrow (a bug in eglr): {0}")]
+    Encode(arrow::error::ArrowError),
+    #[error("bad glob pattern {pattern:?}: {message}")]
+    Glob { pattern: String, message: String },
+    #[error("no log files match {0:?}")]
+    NoFiles(String),
+    #[error("log file prefix {0:?} must be a plain, non-empty name not starting with '.'")]
+    BadPrefix(String),
+    #[error("internal error: no open log file")]
+    NotOpen,
+}
+
+impl LogError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        LogError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn parquet(path: &Path, source: parquet::errors::ParquetError) -> Self {
+        LogError::Parquet {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

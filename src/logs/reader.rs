@@ -1,0 +1,128 @@
+//! Streaming reader over a glob of log files: one file open at a time, one batch of rows
+//! decoded at a time, so a data set larger than memory reads fine.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use super::convert::from_record_batch;
+use super::schema::LoggedList;
+use super::LogError;
+
+/// The published log files matching a pattern.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    files: Vec<PathBuf>,
+    batch_rows: usize,
+}
+
+impl LogReader {
+    /// `pattern` is a glob (`data/logs/*.parquet`) or a directory (all its `*.parquet`).
+    /// Files are read in name order; no match is an error.
+    pub fn open(pattern: &str, batch_rows: usize) -> Result<Self, LogError> {
+        let glob_pattern = if Path::new(pattern).is_dir() {
+            format!("{}/*.parquet", pattern.trim_end_matches('/'))
+        } else {
+            pattern.to_owned()
+        };
+        let paths = glob::glob(&glob_pattern).map_err(|e| LogError::Glob {
+            pattern: pattern.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut files = Vec::new();
+        for path in paths {
+            let path = path.map_err(|e| {
+                let at = e.path().to_owned();
+                LogError::io(&at, e.into())
+            })?;
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(LogError::NoFiles(pattern.to_owned()));
+        }
+        Ok(Self {
+            files,
+            batch_rows: batch_rows.max(1),
+        })
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Batches of at most `batch_rows` rows, file after file.
+    pub fn batches(&self) -> LogBatches<'_> {
+        LogBatches {
+            reader: self,
+            next_file: 0,
+            current: None,
+        }
+    }
+}
+
+/// Iterator returned by [`LogReader::batches`].
+pub struct LogBatches<'a> {
+    reader: &'a LogReader,
+    next_file: usize,
+    current: Option<(PathBuf, ParquetRecordBatchReader)>,
+}
+
+impl std::fmt::Debug for LogBatches<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBatches")
+            .field("next_file", &self.next_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogBatches<'_> {
+    fn open_next(&mut self) -> Option<Result<(), LogError>> {
+        let path = self.reader.files.get(self.next_file)?.clone();
+        self.next_file += 1;
+        let opened = File::open(&path)
+            .map_err(|e| LogError::io(&path, e))
+            .and_then(|f| {
+                ParquetRecordBatchReaderBuilder::try_new(f)
+                    .and_then(|b| b.with_batch_size(self.reader.batch_rows).build())
+                    .map_err(|e| LogError::parquet(&path, e))
+            });
+        Some(opened.map(|r| self.current = Some((path, r))))
+    }
+}
+
+impl Iterator for LogBatches<'_> {
+    type Item = Result<Vec<LoggedList>, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((path, reader)) = &mut self.current {
+                match reader.next() {
+                    Some(Ok(batch)) => {
+                        return Some(from_record_batch(&batch).map_err(|message| {
+                            LogError::BadFile {
+                                path: path.clone(),
+                                message,
+                            }
+                        }))
+                    }
+                    Some(Err(e)) => {
+                        let err = LogError::BadFile {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        };
+                        self.current = None;
+                        return Some(Err(err));
+                    }
+                    None => self.current = None,
+                }
+            }
+            if let Err(e) = self.open_next()? {
+                return Some(Err(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+use std::path::Path;
+
+use super::*;
+use crate::schema::{Candidate, Token, UserFeatures};
+
+fn row(k: usize) -> LoggedList {
+    let candidates: Vec<Candidate> = (0..4)
+        .map(|j| Candidate {
+            item_id: Token(format!("i{k}-{j}")),
+            sparse: [("category".to_owned(), Token::from((j % 2) as u64))].into(),
+            dense: [("views".to_owned(), 10.0 * j as f64)].into(),
+            upstream_score: (j != 3).then_some(1.0 - j as f64 / 10.0),
+        })
+        .collect();
+    LoggedList {
+        request_id: format!("r{k}"),
+        timestamp_ms: 1_000 + k as i64,
+        user: UserFeatures {
+            id: Token(format!("u{}", k % 3)),
+            sparse: [("segment".to_owned(), Token::from(2))].into(),
+            dense: [("sessions_per_day".to_owned(), 1.5)].into(),
+        },
+        served_items: vec![format!("i{k}-2"), format!("i{k}-0"), format!("i{k}-1")],
+        clicks: vec![k.is_multiple_of(2), false, true],
+        utility: 1.0 + (k % 2) as f64,
+        candidates,
+        model_version: "v1".into(),
+        exploration: k.is_multiple_of(5),
+    }
+}
+
+fn policy(max_bytes: u64) -> RollPolicy {
+    RollPolicy {
+        max_bytes,
+        max_age: None,
+        row_group_rows: 16,
+    }
+}
+
+fn read_all(pattern: &Path) -> Vec<LoggedList> {
+    let reader = LogReader::open(pattern.to_str().expect("utf-8 path"), 7).expect("files");
+    reader
+        .batches()
+        .map(|b| b.expect("batch"))
+        .inspect(|b| assert!(b.len() <= 7, "batches respect batch_rows"))
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn rows_round_trip_through_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<LoggedList> = (0..50).map(row).collect();
+    let mut w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("writer");
+    assert!(w.write(&rows).expect("write").is_empty());
+    let file = w.finish().expect("finish").expect("one file");
+    assert_eq!(file, dir.path().join("lists-000000.parquet"));
+    assert_eq!(read_all(dir.path()), rows);
+}
+
+#[test]
+fn files_roll_by_size_and_continue_their_sequence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<LoggedList> = (0..200).map(row).collect();
+    let mut w = LogWriter::create(dir.path(), "lists", policy(4096)).expect("writer");
+    let mut published = w.write(&rows).expect("write");
+    published.extend(w.finish().expect("finish"));
+    assert!(published.len() > 2, "4 KiB files: {published:?}");
+    // A new writer continues after the last published file instead of overwriting it.
+    let mut w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("writer");
+    w.write(&[row(999)]).expect("write");
+    let next = w.finish().expect("finish").expect("file");
+    assert_eq!(
+        next,
+        dir.path()
+            .join(format!("lists-{:06}.parquet", published.len()))
+    );
+    let mut expected = rows;
+    expected.push(row(999));
+    assert_eq!(read_all(&dir.path().join("lists-*.parquet")), expected);
+}
+
+#[test]
+fn unfinished_file_is_invisible_and_cleaned_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("writer");
+    w.write(&[row(1), row(2)]).expect("write");
+    drop(w); // a crash before publishing
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![".lists-000000.parquet.tmp".to_owned()]);
+    let e =
+        LogReader::open(dir.path().to_str().expect("utf-8"), 10).expect_err("nothing published");
+    assert!(matches!(e, LogError::NoFiles(_)), "{e}");
+    let w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("restart");
+    assert_eq!(w.finish().expect("finish"), None);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "temp removed"
+    );
+}
+
+#[test]
+fn time_roll_publishes_old_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = LogWriter::create(
+        dir.path(),
+        "lists",
+        RollPolicy {
+            max_age: Some(std::time::Duration::ZERO),
+            ..policy(1 << 30)
+        },
+    )
+    .expect("writer");
+    assert_eq!(w.roll_if_due().expect("nothing open"), None);
+    w.write(&[row(1)]).expect("write");
+    let file = w.roll_if_due().expect("roll").expect("published");
+    assert!(file.exists());
+}
+
+#[test]
+fn bad_files_give_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("junk.parquet"), b"not parquet at all").expect("write");
+    let reader = LogReader::open(dir.path().to_str().expect("utf-8"), 10).expect("one file");
+    let e = reader.batches().next().expect("an item").expect_err("junk");
+    let text = e.to_string();
+    assert!(text.contains("junk.parquet: parquet error"), "{text}");
+
+    let e = LogReader::open("/nonexistent/dir/*.parquet", 10).expect_err("no files");
+    assert_eq!(
+        e.to_string(),
+        "no log files match \"/nonexistent/dir/*.parquet\""
+    );
+    let e = LogReader::open("[", 10).expect_err("glob");
+    assert!(e.to_string().starts_with("bad glob pattern \"[\""), "{e}");
+    let e = LogWriter::create(dir.path(), "../x", policy(1 << 20)).expect_err("prefix");
+    assert!(e.to_string().contains("must be a plain"), "{e}");
+}
+
+#[test]
+fn inconsistent_rows_are_refused_on_read() {
+    let mut bad = row(1);
+    bad.served_items[1] = "ghost".into();
+    let batch = to_record_batch(&[bad]).expect("encodes");
+    let e = from_record_batch(&batch).expect_err("ghost item");
+    assert_eq!(
+        e,
+        "row 0 (request r1): served item \"ghost\" is not in the candidate pool"
+    );
+    let mut bad = row(1);
+    bad.clicks.pop();
+    let e = from_record_batch(&to_record_batch(&[bad]).expect("encodes")).expect_err("clicks");
+    assert!(e.ends_with("2 clicks for 3 served items"), "{e}");
+    let mut bad = row(1);
+    bad.served_items[1] = bad.served_items[0].clone();
+    let e = from_record_batch(&to_record_batch(&[bad]).expect("encodes")).expect_err("twice");
+    assert!(e.ends_with("served twice"), "{e}");
+}
+
+#[test]
+fn foreign_schema_is_refused_by_column() {
+    use arrow::array::Int64Array;
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter([(
+        "request_id",
+        Arc::new(Int64Array::from(vec![1])) as arrow::array::ArrayRef,
+    )])
+    .expect("batch");
+    let e = from_record_batch(&batch).expect_err("foreign");
+    assert_eq!(e, "missing column `candidates`");
+}

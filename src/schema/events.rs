@@ -1,0 +1,96 @@
+//! The Kafka events (the wire contract). Their JSON Schemas live in `schemas/*.json`;
+//! a test keeps the two in step. Unknown fields are rejected so a misspelt field name
+//! is caught at the edge instead of silently taking a default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Token;
+
+/// Sparse field name -> categorical value.
+pub type SparseFeatures = BTreeMap<String, Token>;
+/// Dense field name -> value.
+pub type DenseFeatures = BTreeMap<String, f64>;
+
+/// The user a list is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFeatures {
+    pub id: Token,
+    #[serde(default)]
+    pub sparse: SparseFeatures,
+    #[serde(default)]
+    pub dense: DenseFeatures,
+}
+
+/// One candidate of the pool, as upstream hands it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    pub item_id: Token,
+    #[serde(default)]
+    pub sparse: SparseFeatures,
+    #[serde(default)]
+    pub dense: DenseFeatures,
+    /// Upstream ranker's score; the candidates' order in the request is the initial order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_score: Option<f64>,
+}
+
+/// Topic `requests`: re-rank this pool for this user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    pub request_id: String,
+    pub user: UserFeatures,
+    pub candidates: Vec<Candidate>,
+    /// Length of the list to return (`L <= n`).
+    pub list_len: usize,
+    /// Milliseconds since the Unix epoch, when upstream sent the request.
+    pub timestamp_ms: i64,
+}
+
+/// One position of a re-ranked list and how the generator arrived at it (spec §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankedItem {
+    pub item_id: Token,
+    /// Probability the generator gave the chosen item when it chose it.
+    pub score: f64,
+    /// Reasoning tokens inserted before this item was chosen.
+    pub reasoning_steps: u32,
+    /// Selection entropy before the first reasoning token (spec eq. 13-14).
+    pub entropy_before: f64,
+    /// Selection entropy when the item was chosen (after reasoning).
+    pub entropy_after: f64,
+}
+
+/// Topic `results`: the re-ranked list for one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankResult {
+    pub request_id: String,
+    pub model_version: String,
+    /// The list, top position first.
+    pub items: Vec<RankedItem>,
+    /// Time from taking the request off the queue to the result being ready.
+    pub latency_ms: f64,
+    pub timestamp_ms: i64,
+}
+
+/// Topic `feedback`: what the user did with one shown item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    pub request_id: String,
+    pub item_id: Token,
+    /// 0-based position in the served list.
+    pub position: u32,
+    pub clicked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dwell_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utility: Option<f64>,
+    pub timestamp_ms: i64,
+}

@@ -1,0 +1,183 @@
+//! `eglr simulate` and the CLI's handling of bad config, run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use eglr::logs::LogReader;
+
+fn eglr(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eglr"));
+    cmd.current_dir(root).args(args).env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("eglr runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "eglr failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn simulate(out: &Path, seed: &str, extra: &[&str]) -> String {
+    let out = out.to_str().expect("utf-8");
+    let mut args = vec![
+        "simulate",
+        "--out",
+        out,
+        "--lists",
+        "3000",
+        "--seed",
+        seed,
+        "--headroom-lists",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    // Small files so the roll by size is exercised.
+    ok(&eglr(
+        &args,
+        &[
+            ("EGLR_LOGS__ROLL_MAX_BYTES", "200000"),
+            ("EGLR_LOGS__ROW_GROUP_ROWS", "500"),
+        ],
+    ))
+}
+
+#[test]
+fn same_seed_gives_byte_identical_output() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    simulate(&a, "7", &["--events"]);
+    simulate(&b, "7", &["--events"]);
+    let logs = files(&a.join("logs"));
+    assert!(logs.len() > 1, "200 kB files roll: {logs:?}");
+    for rel in [
+        "world.json",
+        "events/requests.jsonl",
+        "events/feedback.jsonl",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .chain(
+        logs.iter()
+            .map(|p| Path::new("logs").join(p.file_name().expect("name"))),
+    ) {
+        let (x, y) = (
+            std::fs::read(a.join(&rel)).expect("a"),
+            std::fs::read(b.join(&rel)).expect("b"),
+        );
+        assert!(x == y, "{} differs", rel.display());
+    }
+    let reader = LogReader::open(a.join("logs").to_str().expect("utf-8"), 1000).expect("logs");
+    let rows: usize = reader.batches().map(|b| b.expect("batch").len()).sum();
+    assert_eq!(rows, 3000);
+    let requests = std::fs::read_to_string(a.join("events/requests.jsonl")).expect("events");
+    assert_eq!(requests.lines().count(), 3000);
+    // The events the simulator emits pass the pipeline's own contract.
+    let out = eglr(
+        &[
+            "validate",
+            "--kind",
+            "request",
+            a.join("events/requests.jsonl").to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(ok(&out).contains("3000 events, 3000 valid, 0 invalid"));
+}
+
+#[test]
+fn world_reuse_keeps_users_and_items_but_not_lists() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    simulate(&a, "7", &[]);
+    let world = a.join("world.json");
+    simulate(&b, "8", &["--world", world.to_str().expect("utf-8")]);
+    assert_eq!(
+        std::fs::read(&world).expect("a"),
+        std::fs::read(b.join("world.json")).expect("b")
+    );
+    let first = |dir: &Path| {
+        let reader = LogReader::open(dir.join("logs").to_str().expect("utf-8"), 10).expect("logs");
+        reader.batches().next().expect("batch").expect("rows")[0].clone()
+    };
+    assert_ne!(first(&a).served_items, first(&b).served_items);
+}
+
+#[test]
+fn refuses_to_overwrite_logs_without_force() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    simulate(tmp.path(), "1", &[]);
+    let out = eglr(
+        &[
+            "simulate",
+            "--out",
+            tmp.path().to_str().expect("utf-8"),
+            "--lists",
+            "10",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --force to replace them"));
+    simulate(tmp.path(), "1", &["--force"]);
+}
+
+#[test]
+fn bad_config_and_flags_are_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[features.user]\n[features.item]\n[limits]\nlist_len = 10\nmax_canidates = 5\n",
+    )
+    .expect("write");
+    // (arguments, environment, expected part of the error)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> =
+        vec![
+        (vec!["config", "--pipeline", bad.to_str().expect("utf-8")], vec![],
+         "unknown key `limits.max_canidates`"),
+        (vec!["config", "--pipeline", "/no/such.toml"], vec![],
+         "cannot read pipeline file /no/such.toml"),
+        (vec!["config"], vec![("EGLR_LIMITS__LIST_LEN", "many")],
+         "bad value for `limits.list_len` (set by environment variable EGLR_LIMITS__LIST_LEN)"),
+        (vec!["config", "--set", "simulator.exploration_share=2"], vec![],
+         "invalid setting `simulator.exploration_share`"),
+        (vec!["simulate", "--out", "/tmp/x", "--world", "/no/world.json"], vec![],
+         "/no/world.json: No such file"),
+    ];
+    for (args, envs, expected) in cases {
+        let out = eglr(&args, &envs);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn effective_config_shows_overrides() {
+    let out = eglr(
+        &["config", "--set", "batching.max_batch=32"],
+        &[("EGLR_KAFKA__BROKERS", "127.0.0.1:9092")],
+    );
+    let text = ok(&out);
+    assert!(text.contains("max_batch = 32"), "{text}");
+    assert!(text.contains("brokers = \"127.0.0.1:9092\""), "{text}");
+}
