@@ -4,5 +4,7 @@
 pub mod config;
 pub mod features;
 pub mod logs;
+pub mod metrics;
 pub mod schema;
 pub mod sim;
+pub mod model;

@@ -1,0 +1,147 @@
+//! (user, pool) pairs -> flat index and value arrays, ready to become tensors.
+//!
+//! Every sparse field has its own block of rows in one embedding table per entity
+//! (`offset_f .. offset_f + buckets_f + 1`), which is the same as one table per field but
+//! costs one lookup instead of one per field.
+
+use crate::schema::{Candidate, UserFeatures};
+
+use super::{hash_bucket, DenseNormaliser, EntityFeatures, FeatureSpec, FieldStats};
+
+/// A batch of pools, padded to the longest pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedPools {
+    pub batch: usize,
+    /// Candidates per row after padding.
+    pub max_items: usize,
+    /// `[batch, user sparse fields]` embedding rows.
+    pub user_sparse: Vec<u32>,
+    /// `[batch, user dense fields]` normalised values.
+    pub user_dense: Vec<f32>,
+    /// `[batch, max_items, item sparse fields]` embedding rows (padding: the fields'
+    /// missing rows).
+    pub item_sparse: Vec<u32>,
+    /// `[batch, max_items, item dense fields]`.
+    pub item_dense: Vec<f32>,
+    /// `[batch, max_items]`: 1 for a real candidate, 0 for padding.
+    pub mask: Vec<f32>,
+    /// Real candidates per row.
+    pub lens: Vec<usize>,
+}
+
+/// Encodes features by the spec and the fitted normaliser.
+#[derive(Debug, Clone)]
+pub struct FeatureEncoder {
+    spec: FeatureSpec,
+    normaliser: DenseNormaliser,
+    user_offsets: Vec<u32>,
+    item_offsets: Vec<u32>,
+}
+
+fn offsets(spec: &EntityFeatures) -> Vec<u32> {
+    let mut next = 0u32;
+    let mut out = Vec::with_capacity(spec.sparse.len() + 1);
+    for buckets in spec.sparse.values() {
+        out.push(next);
+        next += buckets + 1;
+    }
+    out.push(next);
+    out
+}
+
+impl FeatureEncoder {
+    pub fn new(spec: FeatureSpec, normaliser: DenseNormaliser) -> Self {
+        Self {
+            user_offsets: offsets(&spec.user),
+            item_offsets: offsets(&spec.item),
+            spec,
+            normaliser,
+        }
+    }
+
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    pub fn normaliser(&self) -> &DenseNormaliser {
+        &self.normaliser
+    }
+
+    /// Rows of the user embedding table.
+    pub fn user_rows(&self) -> usize {
+        self.user_offsets.last().copied().unwrap_or(0) as usize
+    }
+
+    /// Rows of the item embedding table.
+    pub fn item_rows(&self) -> usize {
+        self.item_offsets.last().copied().unwrap_or(0) as usize
+    }
+
+    pub fn user_fields(&self) -> (usize, usize) {
+        (self.spec.user.sparse.len(), self.spec.user.dense.len())
+    }
+
+    pub fn item_fields(&self) -> (usize, usize) {
+        (self.spec.item.sparse.len(), self.spec.item.dense.len())
+    }
+
+    /// Encodes a batch; pools may differ in size.
+    pub fn encode(&self, pools: &[(&UserFeatures, &[Candidate])]) -> EncodedPools {
+        let batch = pools.len();
+        let max_items = pools.iter().map(|p| p.1.len()).max().unwrap_or(0);
+        let (us, ud) = self.user_fields();
+        let (is, id) = self.item_fields();
+        let mut out = EncodedPools {
+            batch,
+            max_items,
+            user_sparse: Vec::with_capacity(batch * us),
+            user_dense: Vec::with_capacity(batch * ud),
+            item_sparse: Vec::with_capacity(batch * max_items * is),
+            item_dense: Vec::with_capacity(batch * max_items * id),
+            mask: Vec::with_capacity(batch * max_items),
+            lens: Vec::with_capacity(batch),
+        };
+        for (user, candidates) in pools {
+            sparse_rows(&self.spec.user, &self.user_offsets, |f| user.sparse.get(f).map(|t| t.as_str()), &mut out.user_sparse);
+            dense_values(&self.spec.user, &self.normaliser.user, |f| user.dense.get(f).copied(), &mut out.user_dense);
+            for c in candidates.iter() {
+                sparse_rows(&self.spec.item, &self.item_offsets, |f| c.sparse.get(f).map(|t| t.as_str()), &mut out.item_sparse);
+                dense_values(&self.spec.item, &self.normaliser.item, |f| c.dense.get(f).copied(), &mut out.item_dense);
+                out.mask.push(1.0);
+            }
+            for _ in candidates.len()..max_items {
+                sparse_rows(&self.spec.item, &self.item_offsets, |_| None, &mut out.item_sparse);
+                out.item_dense.extend(std::iter::repeat_n(0.0, id));
+                out.mask.push(0.0);
+            }
+            out.lens.push(candidates.len());
+        }
+        out
+    }
+}
+
+fn sparse_rows<'a>(
+    spec: &EntityFeatures,
+    offsets: &[u32],
+    value: impl Fn(&str) -> Option<&'a str>,
+    out: &mut Vec<u32>,
+) {
+    for ((field, &buckets), &offset) in spec.sparse.iter().zip(offsets) {
+        let local = value(field).map_or(0, |v| hash_bucket(field, v, buckets));
+        out.push(offset + local);
+    }
+}
+
+fn dense_values(
+    spec: &EntityFeatures,
+    stats: &std::collections::BTreeMap<String, FieldStats>,
+    value: impl Fn(&str) -> Option<f64>,
+    out: &mut Vec<f32>,
+) {
+    for (field, &transform) in &spec.dense {
+        let v = stats
+            .get(field)
+            .map_or(0.0, |s| s.normalise(transform, value(field)));
+        out.push(v);
+    }
+}

@@ -1,0 +1,174 @@
+//! Model bundles: one directory holding everything needed to serve and audit a model.
+//!
+//! ```text
+//! BUNDLE/bundle.json             configs, feature spec, normaliser stats, training metadata
+//! BUNDLE/evaluator.safetensors   evaluator weights
+//! BUNDLE/generator.safetensors   generator weights
+//! ```
+//! A bundle is written into a hidden sibling directory and renamed into place, so a
+//! watcher never sees half a bundle. Loading checks the format, the configs, and every
+//! tensor's name and shape against the model the configs describe.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::config::{EvaluatorConfig, GeneratorConfig};
+use super::{Evaluator, Generator};
+use crate::features::{DenseNormaliser, FeatureEncoder, FeatureSpec};
+
+/// Format version of `bundle.json`.
+pub const BUNDLE_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid bundle.json: {message}")]
+    BadMeta { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    BadWeights { path: PathBuf, message: String },
+    #[error("cannot build the model: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// What `bundle.json` records about how the model was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingInfo {
+    pub data: String,
+    pub seed: u64,
+    pub git_revision: Option<String>,
+    pub created_unix_ms: i64,
+    /// Training and validation metrics, free-form.
+    pub metrics: serde_json::Value,
+}
+
+/// The contents of `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleMeta {
+    pub format: u32,
+    /// The version results carry (`model_version`).
+    pub version: String,
+    pub features: FeatureSpec,
+    pub normaliser: DenseNormaliser,
+    pub evaluator: EvaluatorConfig,
+    pub generator: GeneratorConfig,
+    /// Longest list the models were built for.
+    pub max_list_len: usize,
+    pub training: TrainingInfo,
+}
+
+/// A loaded bundle, ready for inference (weights are plain tensors, no autograd).
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub meta: BundleMeta,
+    pub encoder: FeatureEncoder,
+    pub evaluator: Evaluator,
+    pub generator: Generator,
+}
+
+const META: &str = "bundle.json";
+const EVALUATOR: &str = "evaluator.safetensors";
+const GENERATOR: &str = "generator.safetensors";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io { path: path.to_owned(), source }
+}
+
+impl Bundle {
+    /// Writes a bundle to `dir` (which must not exist yet).
+    pub fn save(dir: &Path, meta: &BundleMeta, evaluator: &VarMap, generator: &VarMap) -> Result<(), BundleError> {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let staging = parent.join(format!(".{name}.partial"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let json = serde_json::to_vec_pretty(meta).map_err(|e| BundleError::BadMeta {
+            path: staging.join(META),
+            message: e.to_string(),
+        })?;
+        std::fs::write(staging.join(META), json).map_err(io(&staging))?;
+        for (file, vars) in [(EVALUATOR, evaluator), (GENERATOR, generator)] {
+            let path = staging.join(file);
+            vars.save(&path).map_err(|e| BundleError::BadWeights { path: path.clone(), message: e.to_string() })?;
+        }
+        std::fs::rename(&staging, dir).map_err(io(dir))
+    }
+
+    /// Loads and checks a bundle.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
+        let meta_path = dir.join(META);
+        let bytes = std::fs::read(&meta_path).map_err(io(&meta_path))?;
+        let meta: BundleMeta = serde_json::from_slice(&bytes).map_err(|e| BundleError::BadMeta {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
+        let bad = |message: String| BundleError::BadMeta { path: meta_path.clone(), message };
+        if meta.format != BUNDLE_FORMAT {
+            return Err(bad(format!("format {} is not supported (expected {BUNDLE_FORMAT})", meta.format)));
+        }
+        meta.evaluator.validate().map_err(|(k, m)| bad(format!("{k}: {m}")))?;
+        meta.generator.validate().map_err(|(k, m)| bad(format!("{k}: {m}")))?;
+        if meta.max_list_len == 0 {
+            return Err(bad("max_list_len must be at least 1".into()));
+        }
+        let encoder = FeatureEncoder::new(meta.features.clone(), meta.normaliser.clone());
+        let evaluator = {
+            let tensors = load_checked(&dir.join(EVALUATOR), device, |vb| {
+                Evaluator::new(&meta.evaluator, &encoder, meta.max_list_len, vb).map(drop)
+            })?;
+            Evaluator::new(&meta.evaluator, &encoder, meta.max_list_len, VarBuilder::from_tensors(tensors, DType::F32, device))?
+        };
+        let generator = {
+            let tensors = load_checked(&dir.join(GENERATOR), device, |vb| {
+                Generator::new(&meta.generator, &encoder, meta.max_list_len, vb).map(drop)
+            })?;
+            Generator::new(&meta.generator, &encoder, meta.max_list_len, VarBuilder::from_tensors(tensors, DType::F32, device))?
+        };
+        Ok(Self { meta, encoder, evaluator, generator })
+    }
+}
+
+/// Reads a safetensors file and checks that it holds exactly the tensors, with the
+/// shapes, that `build` asks for.
+fn load_checked(
+    path: &Path,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
+) -> Result<HashMap<String, Tensor>, BundleError> {
+    let bad = |message: String| BundleError::BadWeights { path: path.to_owned(), message };
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| bad(e.to_string()))?;
+    let expected = VarMap::new();
+    build(VarBuilder::from_varmap(&expected, DType::F32, device))?;
+    let expected: BTreeMap<String, Vec<usize>> = expected
+        .data()
+        .lock()
+        .map_err(|_| bad("internal lock poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    for (name, shape) in &expected {
+        match tensors.get(name) {
+            None => return Err(bad(format!("tensor `{name}` is missing"))),
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(bad(format!("tensor `{name}` has shape {:?}, the config needs {shape:?}", t.dims())))
+            }
+            Some(t) if t.dtype() != DType::F32 => {
+                return Err(bad(format!("tensor `{name}` is {:?}, expected f32", t.dtype())))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(bad(format!("unexpected tensor `{extra}` (does the file belong to another config?)")));
+    }
+    Ok(tensors)
+}

@@ -1,0 +1,126 @@
+//! Feature embeddings (spec §2): one table per entity with a block of rows per sparse
+//! field (see `features::encode`), plus a linear layer over the normalised dense fields.
+//! An entity's vector is the concatenation of its field embeddings.
+
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+
+use crate::features::{EncodedPools, FeatureEncoder};
+
+/// [`EncodedPools`] as tensors.
+#[derive(Debug, Clone)]
+pub struct PoolTensors {
+    pub user_sparse: Tensor,
+    pub user_dense: Tensor,
+    pub item_sparse: Tensor,
+    pub item_dense: Tensor,
+    /// `[b, n]`, 1 for a real candidate.
+    pub mask: Tensor,
+    pub lens: Vec<usize>,
+}
+
+impl PoolTensors {
+    pub fn new(e: &EncodedPools, enc: &FeatureEncoder, device: &Device) -> Result<Self> {
+        let (b, n) = (e.batch, e.max_items);
+        let (us, ud) = enc.user_fields();
+        let (is, id) = enc.item_fields();
+        Ok(Self {
+            user_sparse: Tensor::from_slice(&e.user_sparse, (b, us), device)?,
+            user_dense: Tensor::from_slice(&e.user_dense, (b, ud), device)?,
+            item_sparse: Tensor::from_slice(&e.item_sparse, (b, n, is), device)?,
+            item_dense: Tensor::from_slice(&e.item_dense, (b, n, id), device)?,
+            mask: Tensor::from_slice(&e.mask, (b, n), device)?,
+            lens: e.lens.clone(),
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.lens.len()
+    }
+}
+
+/// Embeddings of one entity.
+#[derive(Debug, Clone)]
+struct EntityEmbedding {
+    table: Option<Embedding>,
+    dense: Option<Linear>,
+    sparse_fields: usize,
+    dim: usize,
+}
+
+impl EntityEmbedding {
+    fn new(rows: usize, sparse: usize, dense: usize, e: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            table: (sparse > 0).then(|| embedding(rows, e, vb.pp("table"))).transpose()?,
+            dense: (dense > 0).then(|| linear(dense, e, vb.pp("dense"))).transpose()?,
+            sparse_fields: sparse,
+            dim: e * (sparse + usize::from(dense > 0)),
+        })
+    }
+
+    /// `sparse [.., f]` ids and `dense [.., g]` values -> `[.., dim]`.
+    fn forward(&self, sparse: &Tensor, dense: &Tensor) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(table) = &self.table {
+            let emb = table.forward(sparse)?;
+            let mut shape = sparse.dims().to_vec();
+            let last = shape.len() - 1;
+            shape[last] = self.sparse_fields * table.hidden_size();
+            parts.push(emb.reshape(shape)?);
+        }
+        if let Some(linear) = &self.dense {
+            parts.push(linear.forward(dense)?);
+        }
+        Tensor::cat(&parts, parts[0].rank() - 1)
+    }
+}
+
+/// User and item embeddings.
+#[derive(Debug, Clone)]
+pub struct FeatureEmbedding {
+    user: EntityEmbedding,
+    item: EntityEmbedding,
+}
+
+impl FeatureEmbedding {
+    pub fn new(enc: &FeatureEncoder, e: usize, vb: VarBuilder) -> Result<Self> {
+        let (us, ud) = enc.user_fields();
+        let (is, id) = enc.item_fields();
+        if is + id == 0 {
+            return Err(candle_core::Error::Msg("items need at least one feature".into()));
+        }
+        Ok(Self {
+            user: EntityEmbedding::new(enc.user_rows(), us, ud, e, vb.pp("user"))?,
+            item: EntityEmbedding::new(enc.item_rows(), is, id, e, vb.pp("item"))?,
+        })
+    }
+
+    pub fn user_dim(&self) -> usize {
+        self.user.dim
+    }
+
+    pub fn item_dim(&self) -> usize {
+        self.item.dim
+    }
+
+    /// `(user [b, du] or None without user features, items [b, n, di])`.
+    pub fn forward(&self, pools: &PoolTensors) -> Result<(Option<Tensor>, Tensor)> {
+        let user = (self.user.dim > 0)
+            .then(|| self.user.forward(&pools.user_sparse, &pools.user_dense))
+            .transpose()?;
+        let items = self.item.forward(&pools.item_sparse, &pools.item_dense)?;
+        Ok((user, items))
+    }
+}
+
+/// `[items ; user]` on the feature axis, the user repeated over the pool (spec §3.1, §4).
+pub fn join_user(items: &Tensor, user: Option<&Tensor>) -> Result<Tensor> {
+    match user {
+        None => Ok(items.clone()),
+        Some(user) => {
+            let (b, n, _) = items.dims3()?;
+            let u = user.unsqueeze(1)?.broadcast_as((b, n, user.dim(1)?))?;
+            Tensor::cat(&[items, &u.contiguous()?], 2)
+        }
+    }
+}
