@@ -2,9 +2,12 @@
 //! Reasoning, arXiv 2601.13533). See `README.md` and `docs/` for the big picture.
 
 pub mod config;
+pub mod eval;
 pub mod features;
 pub mod logs;
 pub mod metrics;
+pub mod model;
 pub mod schema;
 pub mod sim;
-pub mod model;
+pub mod study;
+pub mod train;

@@ -83,7 +83,14 @@ pub struct MetricSummary {
 impl MetricAccumulator {
     /// Adds one list: its labels in ranked order, all labels of its pool, its evaluator
     /// score, its oracle score (if a world is known) and its reasoning steps.
-    pub fn add(&mut self, ranked: &[f64], pool_labels: &[f64], evaluator_score: f64, oracle: Option<f64>, reasoning_steps: u32) {
+    pub fn add(
+        &mut self,
+        ranked: &[f64],
+        pool_labels: &[f64],
+        evaluator_score: f64,
+        oracle: Option<f64>,
+        reasoning_steps: u32,
+    ) {
         self.lists += 1;
         self.map5 += map_at_k(ranked, 5);
         self.map10 += map_at_k(ranked, 10);
@@ -122,7 +129,10 @@ mod tests {
     #[test]
     fn map_by_hand() {
         // hits at 1 and 3: (1/1 + 2/3) / 2
-        assert!(close(map_at_k(&[1.0, 0.0, 1.0, 0.0], 5), (1.0 + 2.0 / 3.0) / 2.0));
+        assert!(close(
+            map_at_k(&[1.0, 0.0, 1.0, 0.0], 5),
+            (1.0 + 2.0 / 3.0) / 2.0
+        ));
         // only hits within k count, and h_k counts hits in the top k
         assert!(close(map_at_k(&[0.0, 1.0, 0.0, 1.0], 2), 0.5));
         assert_eq!(map_at_k(&[0.0, 0.0, 1.0], 2), 0.0);
@@ -144,7 +154,10 @@ mod tests {
 
     #[test]
     fn dcg_reward_by_hand() {
-        assert!(close(dcg_reward(&[1.0, 1.0, 1.0]), 1.0 + 1.0 / 3f64.log2() + 0.5));
+        assert!(close(
+            dcg_reward(&[1.0, 1.0, 1.0]),
+            1.0 + 1.0 / 3f64.log2() + 0.5
+        ));
     }
 
     #[test]
@@ -154,6 +167,13 @@ mod tests {
         acc.add(&[0.0, 0.0], &[0.0, 0.0], 0.0, Some(0.0), 1);
         let s = acc.summary();
         assert_eq!((s.lists, s.map5, s.ndcg5), (2, 0.5, 0.5));
-        assert_eq!((s.evaluator_score, s.oracle_score, s.reasoning_steps_per_list), (1.0, Some(0.5), 2.0));
+        assert_eq!(
+            (
+                s.evaluator_score,
+                s.oracle_score,
+                s.reasoning_steps_per_list
+            ),
+            (1.0, Some(0.5), 2.0)
+        );
     }
 }

@@ -1,9 +1,13 @@
 //! Argument parsing, logging set-up and dispatch to one module per subcommand.
 
+mod bench;
 mod config;
+mod eval;
 mod report;
 mod simulate;
+mod study;
 mod telemetry;
+mod train;
 mod validate;
 
 use std::path::PathBuf;
@@ -55,6 +59,17 @@ enum Command {
     Validate(validate::Args),
     /// Print the effective pipeline configuration after environment and flag overrides.
     Config(config::Args),
+    /// Train the evaluator on logged lists, then the generator with GRPO against it;
+    /// writes a model bundle.
+    Train(train::Args),
+    /// Offline metrics (MAP, NDCG, Evaluator Score, oracle score) of a bundle and of the
+    /// initial order on logged lists.
+    Eval(eval::Args),
+    /// Inference throughput of the generator on the worst-case workload, with and
+    /// without the KV cache.
+    Bench(bench::Args),
+    /// The ablation study on simulated data: every variant, several seeds, one table.
+    Study(study::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -75,7 +90,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(&pipeline, args),
         Command::Validate(args) => validate::run(&pipeline, args),
         Command::Config(args) => config::run(&pipeline, args),
+        Command::Train(args) => train::run(&pipeline, args),
+        Command::Eval(args) => eval::run(&pipeline, args),
+        Command::Bench(args) => bench::run(&pipeline, args),
+        Command::Study(args) => study::run(&pipeline, args),
     }
+}
+
+/// `DIR/logs` for a `simulate` output directory, otherwise the argument as given.
+fn data_pattern(data: &str) -> String {
+    let logs = std::path::Path::new(data).join("logs");
+    if logs.is_dir() {
+        logs.display().to_string()
+    } else {
+        data.to_owned()
+    }
+}
+
+/// The compute device: CPU, or the first CUDA GPU when built with `--features cuda`.
+fn device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::Device::cuda_if_available(0).unwrap_or(candle_core::Device::Cpu)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        candle_core::Device::Cpu
+    }
+}
+
+/// The git revision of the working directory, for training metadata.
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn load_pipeline(cli: &Cli) -> anyhow::Result<PipelineConfig> {

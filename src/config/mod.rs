@@ -17,6 +17,8 @@ pub use sections::{
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureSpec;
+use crate::model::{EvaluatorConfig, GeneratorConfig};
+use crate::train::TrainingConfig;
 
 /// Errors in the pipeline file or its overrides. All of them are the user's to fix; none
 /// is worth retrying.
@@ -71,6 +73,12 @@ pub struct PipelineConfig {
     pub logs: LogsConfig,
     #[serde(default)]
     pub simulator: SimulatorConfig,
+    #[serde(default)]
+    pub evaluator: EvaluatorConfig,
+    #[serde(default)]
+    pub generator: GeneratorConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
 }
 
 fn default_name() -> String {
@@ -138,6 +146,9 @@ impl PipelineConfig {
         self.simulator
             .validate(&self.limits)
             .map_err(|(k, m)| invalid(k, m))?;
+        self.evaluator.validate().map_err(|(k, m)| invalid(k, m))?;
+        self.generator.validate().map_err(|(k, m)| invalid(k, m))?;
+        self.training.validate().map_err(|(k, m)| invalid(k, m))?;
         Ok(())
     }
 

@@ -29,6 +29,36 @@ pub struct EncodedPools {
     pub lens: Vec<usize>,
 }
 
+impl EncodedPools {
+    /// Row `row`'s candidates in `order` (indices into its pool), as a batch of one.
+    pub fn select(&self, row: usize, order: &[usize]) -> EncodedPools {
+        let n = self.max_items;
+        let is = self.item_sparse.len() / (self.batch * n).max(1);
+        let id = self.item_dense.len() / (self.batch * n).max(1);
+        let us = self.user_sparse.len() / self.batch.max(1);
+        let ud = self.user_dense.len() / self.batch.max(1);
+        let mut out = EncodedPools {
+            batch: 1,
+            max_items: order.len(),
+            user_sparse: self.user_sparse[row * us..(row + 1) * us].to_vec(),
+            user_dense: self.user_dense[row * ud..(row + 1) * ud].to_vec(),
+            item_sparse: Vec::with_capacity(order.len() * is),
+            item_dense: Vec::with_capacity(order.len() * id),
+            mask: Vec::with_capacity(order.len()),
+            lens: vec![order.len()],
+        };
+        for &j in order {
+            let at = row * n + j;
+            out.item_sparse
+                .extend_from_slice(&self.item_sparse[at * is..(at + 1) * is]);
+            out.item_dense
+                .extend_from_slice(&self.item_dense[at * id..(at + 1) * id]);
+            out.mask.push(self.mask[at]);
+        }
+        out
+    }
+}
+
 /// Encodes features by the spec and the fitted normaliser.
 #[derive(Debug, Clone)]
 pub struct FeatureEncoder {
@@ -85,6 +115,43 @@ impl FeatureEncoder {
         (self.spec.item.sparse.len(), self.spec.item.dense.len())
     }
 
+    /// Stacks batches (e.g. single examples) into one, padding to the longest pool.
+    pub fn stack(&self, parts: &[&EncodedPools]) -> EncodedPools {
+        let batch = parts.iter().map(|p| p.batch).sum();
+        let max_items = parts.iter().map(|p| p.max_items).max().unwrap_or(0);
+        let (is, id) = self.item_fields();
+        let pad: Vec<u32> = self.item_offsets[..is].to_vec();
+        let mut out = EncodedPools {
+            batch,
+            max_items,
+            user_sparse: Vec::new(),
+            user_dense: Vec::new(),
+            item_sparse: Vec::with_capacity(batch * max_items * is),
+            item_dense: Vec::with_capacity(batch * max_items * id),
+            mask: Vec::with_capacity(batch * max_items),
+            lens: Vec::with_capacity(batch),
+        };
+        for p in parts {
+            out.user_sparse.extend_from_slice(&p.user_sparse);
+            out.user_dense.extend_from_slice(&p.user_dense);
+            out.lens.extend_from_slice(&p.lens);
+            for row in 0..p.batch {
+                let (a, b) = (row * p.max_items, (row + 1) * p.max_items);
+                out.item_sparse
+                    .extend_from_slice(&p.item_sparse[a * is..b * is]);
+                out.item_dense
+                    .extend_from_slice(&p.item_dense[a * id..b * id]);
+                out.mask.extend_from_slice(&p.mask[a..b]);
+                for _ in p.max_items..max_items {
+                    out.item_sparse.extend_from_slice(&pad);
+                    out.item_dense.extend(std::iter::repeat_n(0.0, id));
+                    out.mask.push(0.0);
+                }
+            }
+        }
+        out
+    }
+
     /// Encodes a batch; pools may differ in size.
     pub fn encode(&self, pools: &[(&UserFeatures, &[Candidate])]) -> EncodedPools {
         let batch = pools.len();
@@ -102,15 +169,40 @@ impl FeatureEncoder {
             lens: Vec::with_capacity(batch),
         };
         for (user, candidates) in pools {
-            sparse_rows(&self.spec.user, &self.user_offsets, |f| user.sparse.get(f).map(|t| t.as_str()), &mut out.user_sparse);
-            dense_values(&self.spec.user, &self.normaliser.user, |f| user.dense.get(f).copied(), &mut out.user_dense);
+            sparse_rows(
+                &self.spec.user,
+                &self.user_offsets,
+                |f| user.sparse.get(f).map(|t| t.as_str()),
+                &mut out.user_sparse,
+            );
+            dense_values(
+                &self.spec.user,
+                &self.normaliser.user,
+                |f| user.dense.get(f).copied(),
+                &mut out.user_dense,
+            );
             for c in candidates.iter() {
-                sparse_rows(&self.spec.item, &self.item_offsets, |f| c.sparse.get(f).map(|t| t.as_str()), &mut out.item_sparse);
-                dense_values(&self.spec.item, &self.normaliser.item, |f| c.dense.get(f).copied(), &mut out.item_dense);
+                sparse_rows(
+                    &self.spec.item,
+                    &self.item_offsets,
+                    |f| c.sparse.get(f).map(|t| t.as_str()),
+                    &mut out.item_sparse,
+                );
+                dense_values(
+                    &self.spec.item,
+                    &self.normaliser.item,
+                    |f| item_dense(c, f),
+                    &mut out.item_dense,
+                );
                 out.mask.push(1.0);
             }
             for _ in candidates.len()..max_items {
-                sparse_rows(&self.spec.item, &self.item_offsets, |_| None, &mut out.item_sparse);
+                sparse_rows(
+                    &self.spec.item,
+                    &self.item_offsets,
+                    |_| None,
+                    &mut out.item_sparse,
+                );
                 out.item_dense.extend(std::iter::repeat_n(0.0, id));
                 out.mask.push(0.0);
             }
@@ -119,6 +211,20 @@ impl FeatureEncoder {
         out
     }
 }
+
+/// A candidate's dense value, where the reserved field [`UPSTREAM_SCORE`] reads the
+/// upstream ranker's score.
+pub fn item_dense(c: &Candidate, field: &str) -> Option<f64> {
+    if field == UPSTREAM_SCORE {
+        c.upstream_score
+    } else {
+        c.dense.get(field).copied()
+    }
+}
+
+/// Declaring a dense item field of this name makes the upstream score a model input:
+/// the upstream ranker's knowledge is the strongest single signal a re-ranker has.
+pub const UPSTREAM_SCORE: &str = "upstream_score";
 
 fn sparse_rows<'a>(
     spec: &EntityFeatures,

@@ -5,7 +5,7 @@ mod encode;
 mod normaliser;
 mod spec;
 
-pub use encode::{EncodedPools, FeatureEncoder};
+pub use encode::{item_dense, EncodedPools, FeatureEncoder, UPSTREAM_SCORE};
 pub use normaliser::{DenseNormaliser, FieldStats, NormaliserFit};
 pub use spec::{DenseTransform, EntityFeatures, FeatureSpec};
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DenseTransform, EntityFeatures};
+use super::{item_dense, DenseTransform, EntityFeatures};
+use crate::schema::Candidate;
 
 /// Statistics of one dense field after its transform.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,18 +64,23 @@ pub struct NormaliserFit {
 
 impl NormaliserFit {
     pub fn add_user(&mut self, spec: &EntityFeatures, dense: &BTreeMap<String, f64>) {
-        add(&mut self.user, spec, dense);
+        add(&mut self.user, spec, |f| dense.get(f).copied());
     }
 
-    pub fn add_item(&mut self, spec: &EntityFeatures, dense: &BTreeMap<String, f64>) {
-        add(&mut self.item, spec, dense);
+    pub fn add_item(&mut self, spec: &EntityFeatures, candidate: &Candidate) {
+        add(&mut self.item, spec, |f| item_dense(candidate, f));
     }
 
     pub fn finish(&self, user: &EntityFeatures, item: &EntityFeatures) -> DenseNormaliser {
         let stats = |runs: &BTreeMap<String, Running>, spec: &EntityFeatures| {
             spec.dense
                 .keys()
-                .map(|name| (name.clone(), runs.get(name).copied().unwrap_or_default().stats()))
+                .map(|name| {
+                    (
+                        name.clone(),
+                        runs.get(name).copied().unwrap_or_default().stats(),
+                    )
+                })
                 .collect()
         };
         DenseNormaliser {
@@ -84,11 +90,17 @@ impl NormaliserFit {
     }
 }
 
-fn add(runs: &mut BTreeMap<String, Running>, spec: &EntityFeatures, dense: &BTreeMap<String, f64>) {
+fn add(
+    runs: &mut BTreeMap<String, Running>,
+    spec: &EntityFeatures,
+    value: impl Fn(&str) -> Option<f64>,
+) {
     for (name, transform) in &spec.dense {
-        if let Some(&x) = dense.get(name) {
+        if let Some(x) = value(name) {
             if x.is_finite() {
-                runs.entry(name.clone()).or_default().add(transform.apply(x));
+                runs.entry(name.clone())
+                    .or_default()
+                    .add(transform.apply(x));
             }
         }
     }

@@ -19,9 +19,18 @@ fn spec() -> FeatureSpec {
 #[test]
 fn hashing_is_stable_and_in_range() {
     // Pinned: a change of the hash silently invalidates every trained embedding.
-    assert_eq!(hash_bucket("category", "7", 64), 1 + (hash_bucket("category", "7", 1 << 30) - 1) % 64);
-    assert_eq!(hash_bucket("item_id", "i42", 1000), hash_bucket("item_id", "i42", 1000));
-    assert_ne!(hash_bucket("a", "x", 1 << 20), hash_bucket("b", "x", 1 << 20));
+    assert_eq!(
+        hash_bucket("category", "7", 64),
+        1 + (hash_bucket("category", "7", 1 << 30) - 1) % 64
+    );
+    assert_eq!(
+        hash_bucket("item_id", "i42", 1000),
+        hash_bucket("item_id", "i42", 1000)
+    );
+    assert_ne!(
+        hash_bucket("a", "x", 1 << 20),
+        hash_bucket("b", "x", 1 << 20)
+    );
     for v in 0..1000 {
         let b = hash_bucket("f", &v.to_string(), 10);
         assert!((1..=10).contains(&b));
@@ -33,7 +42,13 @@ fn normaliser_z_scores_after_the_transform() {
     let s = spec();
     let mut fit = NormaliserFit::default();
     for x in [1.0, 2.0, 3.0] {
-        fit.add_item(&s.item, &BTreeMap::from([("views".to_owned(), x)]));
+        let c = Candidate {
+            item_id: Token::from("i"),
+            sparse: BTreeMap::new(),
+            dense: BTreeMap::from([("views".to_owned(), x)]),
+            upstream_score: Some(9.0),
+        };
+        fit.add_item(&s.item, &c);
     }
     let n = fit.finish(&s.user, &s.item);
     let views = n.item["views"];
@@ -41,7 +56,10 @@ fn normaliser_z_scores_after_the_transform() {
     assert_eq!(views.normalise(DenseTransform::Identity, Some(3.0)), 1.0);
     assert_eq!(views.normalise(DenseTransform::Identity, None), 0.0);
     // A field never seen maps to 0 instead of dividing by zero.
-    assert_eq!(n.user["activity"].normalise(DenseTransform::Log1p, Some(5.0)), 0.0);
+    assert_eq!(
+        n.user["activity"].normalise(DenseTransform::Log1p, Some(5.0)),
+        0.0
+    );
     assert!((DenseTransform::Log1p.apply(-(std::f64::consts::E - 1.0)) + 1.0).abs() < 1e-12);
 }
 
@@ -49,10 +67,18 @@ fn normaliser_z_scores_after_the_transform() {
 fn encoding_pads_and_separates_fields() {
     let enc = FeatureEncoder::new(spec(), DenseNormaliser::default());
     assert_eq!(enc.item_rows(), 9 + 101);
-    let user = UserFeatures { id: Token::from("u"), sparse: BTreeMap::new(), dense: BTreeMap::new() };
+    let user = UserFeatures {
+        id: Token::from("u"),
+        sparse: BTreeMap::new(),
+        dense: BTreeMap::new(),
+    };
     let c = |id: &str, cat: &str| Candidate {
         item_id: Token::from(id),
-        sparse: [("category".to_owned(), Token::from(cat)), ("item_id".to_owned(), Token::from(id))].into(),
+        sparse: [
+            ("category".to_owned(), Token::from(cat)),
+            ("item_id".to_owned(), Token::from(id)),
+        ]
+        .into(),
         dense: BTreeMap::new(),
         upstream_score: None,
     };
@@ -63,8 +89,15 @@ fn encoding_pads_and_separates_fields() {
     assert_eq!(e.mask, vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
     assert_eq!(e.item_sparse.len(), 2 * 3 * 2);
     // category rows live in 0..9, item_id rows in 9..110; padding uses the missing rows.
-    assert!(e.item_sparse.chunks(2).take(4).all(|f| (1..9).contains(&f[0]) && (10..110).contains(&f[1])));
+    assert!(e
+        .item_sparse
+        .chunks(2)
+        .take(4)
+        .all(|f| (1..9).contains(&f[0]) && (10..110).contains(&f[1])));
     assert_eq!(&e.item_sparse[8..], &[0, 9, 0, 9]);
-    assert_eq!(e.item_sparse[0], e.item_sparse[4], "same category, same row");
+    assert_eq!(
+        e.item_sparse[0], e.item_sparse[4],
+        "same category, same row"
+    );
     assert_eq!(e.user_sparse, vec![0, 0], "missing user feature");
 }

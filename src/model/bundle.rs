@@ -26,7 +26,10 @@ pub const BUNDLE_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid bundle.json: {message}")]
     BadMeta { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -77,14 +80,28 @@ const EVALUATOR: &str = "evaluator.safetensors";
 const GENERATOR: &str = "generator.safetensors";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io { path: path.to_owned(), source }
+    move |source| BundleError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl Bundle {
     /// Writes a bundle to `dir` (which must not exist yet).
-    pub fn save(dir: &Path, meta: &BundleMeta, evaluator: &VarMap, generator: &VarMap) -> Result<(), BundleError> {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    pub fn save(
+        dir: &Path,
+        meta: &BundleMeta,
+        evaluator: &VarMap,
+        generator: &VarMap,
+    ) -> Result<(), BundleError> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io(parent))?;
         let staging = parent.join(format!(".{name}.partial"));
         if staging.exists() {
@@ -98,7 +115,10 @@ impl Bundle {
         std::fs::write(staging.join(META), json).map_err(io(&staging))?;
         for (file, vars) in [(EVALUATOR, evaluator), (GENERATOR, generator)] {
             let path = staging.join(file);
-            vars.save(&path).map_err(|e| BundleError::BadWeights { path: path.clone(), message: e.to_string() })?;
+            vars.save(&path).map_err(|e| BundleError::BadWeights {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         }
         std::fs::rename(&staging, dir).map_err(io(dir))
     }
@@ -107,16 +127,27 @@ impl Bundle {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let meta_path = dir.join(META);
         let bytes = std::fs::read(&meta_path).map_err(io(&meta_path))?;
-        let meta: BundleMeta = serde_json::from_slice(&bytes).map_err(|e| BundleError::BadMeta {
+        let meta: BundleMeta =
+            serde_json::from_slice(&bytes).map_err(|e| BundleError::BadMeta {
+                path: meta_path.clone(),
+                message: e.to_string(),
+            })?;
+        let bad = |message: String| BundleError::BadMeta {
             path: meta_path.clone(),
-            message: e.to_string(),
-        })?;
-        let bad = |message: String| BundleError::BadMeta { path: meta_path.clone(), message };
+            message,
+        };
         if meta.format != BUNDLE_FORMAT {
-            return Err(bad(format!("format {} is not supported (expected {BUNDLE_FORMAT})", meta.format)));
+            return Err(bad(format!(
+                "format {} is not supported (expected {BUNDLE_FORMAT})",
+                meta.format
+            )));
         }
-        meta.evaluator.validate().map_err(|(k, m)| bad(format!("{k}: {m}")))?;
-        meta.generator.validate().map_err(|(k, m)| bad(format!("{k}: {m}")))?;
+        meta.evaluator
+            .validate()
+            .map_err(|(k, m)| bad(format!("{k}: {m}")))?;
+        meta.generator
+            .validate()
+            .map_err(|(k, m)| bad(format!("{k}: {m}")))?;
         if meta.max_list_len == 0 {
             return Err(bad("max_list_len must be at least 1".into()));
         }
@@ -125,15 +156,30 @@ impl Bundle {
             let tensors = load_checked(&dir.join(EVALUATOR), device, |vb| {
                 Evaluator::new(&meta.evaluator, &encoder, meta.max_list_len, vb).map(drop)
             })?;
-            Evaluator::new(&meta.evaluator, &encoder, meta.max_list_len, VarBuilder::from_tensors(tensors, DType::F32, device))?
+            Evaluator::new(
+                &meta.evaluator,
+                &encoder,
+                meta.max_list_len,
+                VarBuilder::from_tensors(tensors, DType::F32, device),
+            )?
         };
         let generator = {
             let tensors = load_checked(&dir.join(GENERATOR), device, |vb| {
                 Generator::new(&meta.generator, &encoder, meta.max_list_len, vb).map(drop)
             })?;
-            Generator::new(&meta.generator, &encoder, meta.max_list_len, VarBuilder::from_tensors(tensors, DType::F32, device))?
+            Generator::new(
+                &meta.generator,
+                &encoder,
+                meta.max_list_len,
+                VarBuilder::from_tensors(tensors, DType::F32, device),
+            )?
         };
-        Ok(Self { meta, encoder, evaluator, generator })
+        Ok(Self {
+            meta,
+            encoder,
+            evaluator,
+            generator,
+        })
     }
 }
 
@@ -144,7 +190,10 @@ fn load_checked(
     device: &Device,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
 ) -> Result<HashMap<String, Tensor>, BundleError> {
-    let bad = |message: String| BundleError::BadWeights { path: path.to_owned(), message };
+    let bad = |message: String| BundleError::BadWeights {
+        path: path.to_owned(),
+        message,
+    };
     let tensors = candle_core::safetensors::load(path, device).map_err(|e| bad(e.to_string()))?;
     let expected = VarMap::new();
     build(VarBuilder::from_varmap(&expected, DType::F32, device))?;
@@ -159,16 +208,24 @@ fn load_checked(
         match tensors.get(name) {
             None => return Err(bad(format!("tensor `{name}` is missing"))),
             Some(t) if t.dims() != shape.as_slice() => {
-                return Err(bad(format!("tensor `{name}` has shape {:?}, the config needs {shape:?}", t.dims())))
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {:?}, the config needs {shape:?}",
+                    t.dims()
+                )))
             }
             Some(t) if t.dtype() != DType::F32 => {
-                return Err(bad(format!("tensor `{name}` is {:?}, expected f32", t.dtype())))
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?}, expected f32",
+                    t.dtype()
+                )))
             }
             Some(_) => {}
         }
     }
     if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(bad(format!("unexpected tensor `{extra}` (does the file belong to another config?)")));
+        return Err(bad(format!(
+            "unexpected tensor `{extra}` (does the file belong to another config?)"
+        )));
     }
     Ok(tensors)
 }

@@ -173,20 +173,30 @@ impl GeneratorConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return Err((
                 "generator.d_model",
-                format!("{} must be a positive multiple of generator.heads = {}", self.d_model, self.heads),
+                format!(
+                    "{} must be a positive multiple of generator.heads = {}",
+                    self.d_model, self.heads
+                ),
             ));
         }
         if self.embedding_dim == 0 || self.layers == 0 || self.ffn_dim == 0 {
             return Err(("generator.embedding_dim", "sizes must be at least 1".into()));
         }
-        if !(self.tau0 > 0.0 && self.tau0.is_finite()) || !(self.alpha > 0.0 && self.alpha.is_finite()) {
-            return Err(("generator.tau0", "tau0 and alpha must be finite and > 0".into()));
+        if !(self.tau0 > 0.0 && self.tau0.is_finite() && self.alpha > 0.0 && self.alpha.is_finite())
+        {
+            return Err((
+                "generator.tau0",
+                "tau0 and alpha must be finite and > 0".into(),
+            ));
         }
         if self.theta.is_nan() {
-            return Err(("generator.theta", "must be a number (inf switches reasoning off)".into()));
+            return Err((
+                "generator.theta",
+                "must be a number (inf switches reasoning off)".into(),
+            ));
         }
         Ok(())
     }
@@ -224,14 +234,20 @@ impl Default for EvaluatorConfig {
 
 impl EvaluatorConfig {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return Err((
                 "evaluator.d_model",
-                format!("{} must be a positive multiple of evaluator.heads = {}", self.d_model, self.heads),
+                format!(
+                    "{} must be a positive multiple of evaluator.heads = {}",
+                    self.d_model, self.heads
+                ),
             ));
         }
-        if self.position_dim % 2 != 0 {
-            return Err(("evaluator.position_dim", "must be even (sin/cos pairs)".into()));
+        if !self.position_dim.is_multiple_of(2) {
+            return Err((
+                "evaluator.position_dim",
+                "must be even (sin/cos pairs)".into(),
+            ));
         }
         if !(self.wlr_weight >= 0.0 && self.wlr_weight.is_finite()) {
             return Err(("evaluator.wlr_weight", "must be finite and >= 0".into()));

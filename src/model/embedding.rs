@@ -51,8 +51,12 @@ struct EntityEmbedding {
 impl EntityEmbedding {
     fn new(rows: usize, sparse: usize, dense: usize, e: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            table: (sparse > 0).then(|| embedding(rows, e, vb.pp("table"))).transpose()?,
-            dense: (dense > 0).then(|| linear(dense, e, vb.pp("dense"))).transpose()?,
+            table: (sparse > 0)
+                .then(|| embedding(rows, e, vb.pp("table")))
+                .transpose()?,
+            dense: (dense > 0)
+                .then(|| linear(dense, e, vb.pp("dense")))
+                .transpose()?,
             sparse_fields: sparse,
             dim: e * (sparse + usize::from(dense > 0)),
         })
@@ -87,7 +91,9 @@ impl FeatureEmbedding {
         let (us, ud) = enc.user_fields();
         let (is, id) = enc.item_fields();
         if is + id == 0 {
-            return Err(candle_core::Error::Msg("items need at least one feature".into()));
+            return Err(candle_core::Error::Msg(
+                "items need at least one feature".into(),
+            ));
         }
         Ok(Self {
             user: EntityEmbedding::new(enc.user_rows(), us, ud, e, vb.pp("user"))?,

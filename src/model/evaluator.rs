@@ -37,15 +37,34 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// `max_len`: the longest list it will score (positions are precomputed).
-    pub fn new(cfg: &EvaluatorConfig, enc: &FeatureEncoder, max_len: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &EvaluatorConfig,
+        enc: &FeatureEncoder,
+        max_len: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
         let width = embedding.item_dim() + embedding.user_dim() + cfg.position_dim;
         let layers = (0..cfg.layers)
-            .map(|i| TransformerLayer::new(cfg.d_model, cfg.heads, cfg.ffn_dim, vb.pp(format!("encoder.{i}"))))
+            .map(|i| {
+                TransformerLayer::new(
+                    cfg.d_model,
+                    cfg.heads,
+                    cfg.ffn_dim,
+                    vb.pp(format!("encoder.{i}")),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             input: linear(width, cfg.d_model, vb.pp("input"))?,
-            cls: vb.get_with_hints((1, 1, cfg.d_model), "cls", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
+            cls: vb.get_with_hints(
+                (1, 1, cfg.d_model),
+                "cls",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
             layers,
             final_norm: layer_norm(cfg.d_model, LayerNormConfig::default(), vb.pp("final_norm"))?,
             click_head: Mlp::new(cfg.d_model, cfg.d_model, 1, vb.pp("click_head"))?,
@@ -62,7 +81,12 @@ impl Evaluator {
 
     /// Scores the lists `order [b, l]` (indices into each pool, u32) of `pools`; `None`
     /// scores each pool in its given order. `list_mask [b, l]` marks real positions.
-    pub fn forward(&self, pools: &PoolTensors, order: Option<&Tensor>, list_mask: &Tensor) -> Result<ListScores> {
+    pub fn forward(
+        &self,
+        pools: &PoolTensors,
+        order: Option<&Tensor>,
+        list_mask: &Tensor,
+    ) -> Result<ListScores> {
         let (user, items) = self.embedding.forward(pools)?;
         let items = match order {
             None => items,
@@ -72,7 +96,12 @@ impl Evaluator {
     }
 
     /// Scores embedded lists `items [b, l, di]` in display order.
-    pub fn score(&self, user: Option<&Tensor>, items: &Tensor, list_mask: &Tensor) -> Result<ListScores> {
+    pub fn score(
+        &self,
+        user: Option<&Tensor>,
+        items: &Tensor,
+        list_mask: &Tensor,
+    ) -> Result<ListScores> {
         let (b, l, _) = items.dims3()?;
         if l > self.max_len {
             return Err(candle_core::Error::Msg(format!(
@@ -81,21 +110,41 @@ impl Evaluator {
             )));
         }
         let x = join_user(items, user)?; // eq. 3.1
-        let p = self.positions.narrow(0, 0, l)?.unsqueeze(0)?.broadcast_as((b, l, self.positions.dim(1)?))?;
+        let p = self
+            .positions
+            .narrow(0, 0, l)?
+            .unsqueeze(0)?
+            .broadcast_as((b, l, self.positions.dim(1)?))?;
         let x = Tensor::cat(&[&x, &p.contiguous()?], 2)?; // eq. 3.2
         let x = self.input.forward(&x)?;
         let cls = self.cls.broadcast_as((b, 1, x.dim(2)?))?;
         let mut h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?; // eq. 3.3
-        // Key-padding mask: cls is always visible, padded positions never are.
-        let keep = Tensor::cat(&[&Tensor::ones((b, 1), list_mask.dtype(), list_mask.device())?, list_mask], 1)?;
+                                                                // Key-padding mask: cls is always visible, padded positions never are.
+        let keep = Tensor::cat(
+            &[
+                &Tensor::ones((b, 1), list_mask.dtype(), list_mask.device())?,
+                list_mask,
+            ],
+            1,
+        )?;
         let additive = ((keep - 1.0)? * f64::from(-NEG_INF))?.reshape((b, 1, 1, l + 1))?;
         for layer in &self.layers {
             h = layer.forward(&h, Some(&additive))?; // 3.4
         }
         let h = self.final_norm.forward(&h)?;
-        let click_logits = self.click_head.forward(&h.narrow(1, 1, l)?)?.squeeze(D::Minus1)?;
-        let list_logit = self.list_head.forward(&h.narrow(1, 0, 1)?)?.squeeze(D::Minus1)?.squeeze(D::Minus1)?;
-        Ok(ListScores { click_logits, list_logit })
+        let click_logits = self
+            .click_head
+            .forward(&h.narrow(1, 1, l)?)?
+            .squeeze(D::Minus1)?;
+        let list_logit = self
+            .list_head
+            .forward(&h.narrow(1, 0, 1)?)?
+            .squeeze(D::Minus1)?
+            .squeeze(D::Minus1)?;
+        Ok(ListScores {
+            click_logits,
+            list_logit,
+        })
     }
 }
 
@@ -115,7 +164,13 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 /// The evaluator loss (spec eq. 15-17): BCE of the click head averaged over real
 /// positions, plus `lambda` times the weighted logistic regression of the list head,
 /// `WLR = -(r log sigmoid(z) + log(1 - sigmoid(z)))`.
-pub fn evaluator_loss(scores: &ListScores, clicks: &Tensor, list_mask: &Tensor, utility: &Tensor, lambda: f64) -> Result<Tensor> {
+pub fn evaluator_loss(
+    scores: &ListScores,
+    clicks: &Tensor,
+    list_mask: &Tensor,
+    utility: &Tensor,
+    lambda: f64,
+) -> Result<Tensor> {
     let x = &scores.click_logits;
     // BCE with logits: y softplus(-x) + (1 - y) softplus(x).
     let bce = (clicks * softplus(&x.neg()?)?)? + ((1.0 - clicks)? * softplus(x)?)?;

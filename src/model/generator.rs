@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{GeneratorConfig, ReasoningMode, ReasoningPolicy, ReasoningToken};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::evaluator::gather_rows;
-use super::layers::{causal_mask, mask_scores, masked_sum, sinusoidal, KvCache, Mlp, TransformerLayer};
+use super::layers::{
+    causal_mask, mask_scores, masked_sum, sinusoidal, KvCache, Mlp, TransformerLayer,
+};
 use crate::features::FeatureEncoder;
 
 /// The encoded pool: candidate embeddings `h [b, n, d]`, DeepSets context `s0 [b, d]`.
@@ -74,7 +76,10 @@ pub struct Decoded {
 
 impl Decoded {
     pub fn orders(&self) -> Vec<Vec<usize>> {
-        self.lists.iter().map(|l| l.iter().map(|p| p.item).collect()).collect()
+        self.lists
+            .iter()
+            .map(|l| l.iter().map(|p| p.item).collect())
+            .collect()
     }
 }
 
@@ -96,12 +101,19 @@ pub struct Generator {
 impl Generator {
     /// `max_list_len`: the longest list it will generate (positions are precomputed for
     /// the worst-case sequence).
-    pub fn new(cfg: &GeneratorConfig, enc: &FeatureEncoder, max_list_len: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &GeneratorConfig,
+        enc: &FeatureEncoder,
+        max_list_len: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let d = cfg.d_model;
         let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
         let width = embedding.item_dim() + embedding.user_dim();
         let layers = (0..cfg.layers)
-            .map(|i| TransformerLayer::new(d, cfg.heads, cfg.ffn_dim, vb.pp(format!("decoder.{i}"))))
+            .map(|i| {
+                TransformerLayer::new(d, cfg.heads, cfg.ffn_dim, vb.pp(format!("decoder.{i}")))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             policy: cfg.policy(),
@@ -129,7 +141,9 @@ impl Generator {
     /// (eq. 9-10): invariant to the order of the pool.
     pub fn encode(&self, pools: &PoolTensors) -> Result<EncodedPool> {
         let (user, items) = self.embedding.forward(pools)?;
-        let h = self.item_encoder.forward(&join_user(&items, user.as_ref())?)?;
+        let h = self
+            .item_encoder
+            .forward(&join_user(&items, user.as_ref())?)?;
         let pooled = masked_sum(&self.phi.forward(&h)?.relu()?, &pools.mask)?;
         let s0 = self.rho.forward(&pooled)?;
         Ok(EncodedPool {
@@ -153,7 +167,11 @@ impl Generator {
     /// output at every position.
     pub fn decoder_full(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t, d) = tokens.dims3()?;
-        let pos = self.positions.narrow(0, 0, t)?.unsqueeze(0)?.broadcast_as((b, t, d))?;
+        let pos = self
+            .positions
+            .narrow(0, 0, t)?
+            .unsqueeze(0)?
+            .broadcast_as((b, t, d))?;
         let mut h = (tokens + pos)?;
         let mask = causal_mask(t, tokens.device())?;
         for layer in &self.layers {
@@ -164,16 +182,31 @@ impl Generator {
 
     pub fn new_caches(&self, max_len: usize, fixed: bool) -> Vec<KvCache> {
         (0..self.layers.len())
-            .map(|_| if fixed { KvCache::fixed(max_len) } else { KvCache::growing() })
+            .map(|_| {
+                if fixed {
+                    KvCache::fixed(max_len)
+                } else {
+                    KvCache::growing()
+                }
+            })
             .collect()
     }
 
     /// Generates a list of `list_lens[r]` items for every row (spec §4, steps 1-4).
-    pub fn decode(&self, pool: &EncodedPool, list_lens: &[usize], mut opts: DecodeOptions<'_>) -> Result<Decoded> {
+    pub fn decode(
+        &self,
+        pool: &EncodedPool,
+        list_lens: &[usize],
+        mut opts: DecodeOptions<'_>,
+    ) -> Result<Decoded> {
         let (b, n, _) = pool.h.dims3()?;
         let device = pool.h.device();
         let p = self.policy;
-        let targets: Vec<usize> = list_lens.iter().zip(&pool.lens).map(|(&l, &m)| l.min(m)).collect();
+        let targets: Vec<usize> = list_lens
+            .iter()
+            .zip(&pool.lens)
+            .map(|(&l, &m)| l.min(m))
+            .collect();
         let max_len = targets.iter().copied().max().unwrap_or(0);
         let max_steps = self.cfg.max_sequence(max_len);
         let mut rows: Vec<RowState> = targets.iter().map(|&t| RowState::new(t)).collect();
@@ -193,12 +226,23 @@ impl Generator {
             };
             // Step 1: pointer scores over the remaining candidates.
             let avail = Tensor::from_slice(&available, (b, n), device)?;
-            let scores = mask_scores(&(pool.h.matmul(&o.unsqueeze(2)?)?.squeeze(2)? * self.score_scale)?, &avail)?;
+            let scores = mask_scores(
+                &(pool.h.matmul(&o.unsqueeze(2)?)?.squeeze(2)? * self.score_scale)?,
+                &avail,
+            )?;
             // Step 2: entropy at tau_0 (eq. 13-14).
             let entropy: Vec<f32> = entropy(&(&scores / p.tau0)?, &avail)?.to_vec1()?;
             // Step 3: the gate.
-            let reason: Vec<bool> = rows.iter().zip(&entropy).map(|(r, &h)| r.reasons(&p, h)).collect();
-            let recommend: Vec<bool> = rows.iter().zip(&reason).map(|(r, &re)| !r.done() && !re).collect();
+            let reason: Vec<bool> = rows
+                .iter()
+                .zip(&entropy)
+                .map(|(r, &h)| r.reasons(&p, h))
+                .collect();
+            let recommend: Vec<bool> = rows
+                .iter()
+                .zip(&reason)
+                .map(|(r, &re)| !r.done() && !re)
+                .collect();
             for (r, &h) in rows.iter_mut().zip(&entropy) {
                 r.observe(h);
             }
@@ -215,7 +259,9 @@ impl Generator {
             };
             // Step 4: recommend.
             let logits = (&scores / p.tau_recommend)?;
-            let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?.flatten_all()?.to_vec1()?;
+            let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?
+                .flatten_all()?
+                .to_vec1()?;
             let mut picks = vec![0u32; b];
             for (row, pick) in picks.iter_mut().enumerate() {
                 if recommend[row] {
@@ -226,7 +272,9 @@ impl Generator {
             }
             let pick_tensor = Tensor::from_slice(&picks, (b, 1), device)?;
             if opts.track_log_prob {
-                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&pick_tensor, 1)?.squeeze(1)?;
+                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+                    .gather(&pick_tensor, 1)?
+                    .squeeze(1)?;
                 let on: Vec<f32> = recommend.iter().map(|&r| f32::from(u8::from(r))).collect();
                 log_probs.push((lp * Tensor::from_slice(&on, b, device)?)?);
             }
@@ -234,7 +282,8 @@ impl Generator {
             x = match &token_r {
                 Some(r) => {
                     let flags: Vec<u8> = reason.iter().map(|&r| u8::from(r)).collect();
-                    let m = Tensor::from_slice(&flags, (b, 1), device)?.broadcast_as(chosen.shape())?;
+                    let m =
+                        Tensor::from_slice(&flags, (b, 1), device)?.broadcast_as(chosen.shape())?;
                     m.where_cond(r, &chosen)?
                 }
                 None => chosen,
@@ -293,7 +342,9 @@ impl RowState {
         }
         match p.mode {
             ReasoningMode::None => false,
-            ReasoningMode::EntropyGated => f64::from(entropy) > p.theta && self.since_item < p.max_steps,
+            ReasoningMode::EntropyGated => {
+                f64::from(entropy) > p.theta && self.since_item < p.max_steps
+            }
             ReasoningMode::ReasonFirst => self.list.is_empty() && self.since_item < p.max_steps,
         }
     }
@@ -326,7 +377,11 @@ pub fn entropy(logits: &Tensor, avail: &Tensor) -> Result<Tensor> {
 /// Picks an available candidate: argmax, or a draw from `probs` (renormalised over the
 /// available ones, so rounding can never pick a taken or padded slot).
 fn choose(probs: &[f32], available: &[f32], selection: &mut Selection<'_>) -> usize {
-    let candidates = probs.iter().zip(available).enumerate().filter(|(_, (_, &a))| a > 0.0);
+    let candidates = probs
+        .iter()
+        .zip(available)
+        .enumerate()
+        .filter(|(_, (_, &a))| a > 0.0);
     match selection {
         Selection::Greedy => candidates
             .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))

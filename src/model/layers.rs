@@ -112,7 +112,11 @@ impl Attention {
             scores = scores.broadcast_add(mask)?;
         }
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
+        let ctx =
+            weights
+                .matmul(v)?
+                .transpose(1, 2)?
+                .reshape((b, t, self.heads * self.head_dim))?;
         self.out.forward(&ctx)
     }
 

@@ -4,7 +4,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::features::{DenseNormaliser, DenseTransform, EntityFeatures, FeatureEncoder, FeatureSpec};
+use crate::features::{
+    DenseNormaliser, DenseTransform, EntityFeatures, FeatureEncoder, FeatureSpec,
+};
 use crate::schema::{Candidate, Token, UserFeatures};
 
 pub(crate) fn encoder() -> FeatureEncoder {
@@ -43,46 +45,85 @@ pub(crate) fn pool(seed: usize, n: usize) -> (UserFeatures, Vec<Candidate>) {
 }
 
 fn tensors(enc: &FeatureEncoder, pools: &[(UserFeatures, Vec<Candidate>)]) -> PoolTensors {
-    let refs: Vec<(&UserFeatures, &[Candidate])> = pools.iter().map(|(u, c)| (u, c.as_slice())).collect();
+    let refs: Vec<(&UserFeatures, &[Candidate])> =
+        pools.iter().map(|(u, c)| (u, c.as_slice())).collect();
     PoolTensors::new(&enc.encode(&refs), enc, &Device::Cpu).expect("tensors")
 }
 
 fn generator(cfg: &GeneratorConfig) -> (Generator, VarMap) {
     let vars = VarMap::new();
-    let g = Generator::new(cfg, &encoder(), 12, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).expect("generator");
+    let g = Generator::new(
+        cfg,
+        &encoder(),
+        12,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("generator");
     (g, vars)
 }
 
 fn greedy(g: &Generator, pools: &PoolTensors, len: usize) -> Decoded {
     let enc = g.encode(pools).expect("encode");
     let lens = vec![len; pools.batch()];
-    g.decode(&enc, &lens, DecodeOptions { selection: Selection::Greedy, track_log_prob: false, use_cache: true })
-        .expect("decode")
+    g.decode(
+        &enc,
+        &lens,
+        DecodeOptions {
+            selection: Selection::Greedy,
+            track_log_prob: false,
+            use_cache: true,
+        },
+    )
+    .expect("decode")
 }
 
 #[test]
 fn kv_cache_matches_full_recompute() {
-    let cfg = GeneratorConfig { layers: 2, ..GeneratorConfig::default() };
+    let cfg = GeneratorConfig {
+        layers: 2,
+        ..GeneratorConfig::default()
+    };
     let (g, _) = generator(&cfg);
     let tokens = Tensor::randn(0f32, 1.0, (3, 9, cfg.d_model), &Device::Cpu).expect("tokens");
     let full = g.decoder_full(&tokens).expect("full");
     for fixed in [false, true] {
         let mut caches = g.new_caches(9, fixed);
         for t in 0..9 {
-            let x = tokens.narrow(1, t, 1).and_then(|x| x.squeeze(1)).expect("token");
+            let x = tokens
+                .narrow(1, t, 1)
+                .and_then(|x| x.squeeze(1))
+                .expect("token");
             let step = g.decoder_step(&x, t, &mut caches).expect("step");
-            let expected = full.narrow(1, t, 1).and_then(|x| x.squeeze(1)).expect("row");
-            let diff: f32 = (step - expected).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar()).expect("diff");
-            assert!(diff <= 1e-4, "step {t} (fixed cache: {fixed}): max |diff| = {diff}");
+            let expected = full
+                .narrow(1, t, 1)
+                .and_then(|x| x.squeeze(1))
+                .expect("row");
+            let diff: f32 = (step - expected)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar())
+                .expect("diff");
+            assert!(
+                diff <= 1e-4,
+                "step {t} (fixed cache: {fixed}): max |diff| = {diff}"
+            );
         }
     }
     // Whole decodes agree too, with and without the cache.
     let pools = tensors(&encoder(), &[pool(1, 10), pool(2, 7)]);
     let enc = g.encode(&pools).expect("encode");
     let run = |use_cache| {
-        g.decode(&enc, &[5, 5], DecodeOptions { selection: Selection::Greedy, track_log_prob: false, use_cache })
-            .expect("decode")
-            .lists
+        g.decode(
+            &enc,
+            &[5, 5],
+            DecodeOptions {
+                selection: Selection::Greedy,
+                track_log_prob: false,
+                use_cache,
+            },
+        )
+        .expect("decode")
+        .lists
     };
     let (cached, recomputed) = (run(true), run(false));
     for (a, b) in cached.iter().flatten().zip(recomputed.iter().flatten()) {
@@ -99,9 +140,16 @@ fn deepsets_context_ignores_pool_order() {
     shuffled.reverse();
     shuffled.swap(0, 3);
     let enc = encoder();
-    let a = g.encode(&tensors(&enc, &[(user.clone(), cands)])).expect("a").s0;
+    let a = g
+        .encode(&tensors(&enc, &[(user.clone(), cands)]))
+        .expect("a")
+        .s0;
     let b = g.encode(&tensors(&enc, &[(user, shuffled)])).expect("b").s0;
-    let diff: f32 = (a - b).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar()).expect("diff");
+    let diff: f32 = (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar())
+        .expect("diff");
     assert!(diff < 1e-5, "{diff}");
 }
 
@@ -110,7 +158,12 @@ fn entropy_gate_and_cap() {
     let pools = tensors(&encoder(), &[pool(1, 12), pool(2, 12)]);
     let k = 2;
     let steps = |theta: f64| {
-        let cfg = GeneratorConfig { theta, max_reasoning_steps: k, variant: Variant::Eglr, ..GeneratorConfig::default() };
+        let cfg = GeneratorConfig {
+            theta,
+            max_reasoning_steps: k,
+            variant: Variant::Eglr,
+            ..GeneratorConfig::default()
+        };
         let (g, _) = generator(&cfg);
         greedy(&g, &pools, 10)
     };
@@ -119,15 +172,38 @@ fn entropy_gate_and_cap() {
     assert_eq!(off.steps, 10, "one token per item");
     // theta = 0: every position has >= 3 candidates left, so H > 0 and exactly K tokens.
     let all = steps(0.0);
-    assert!(all.lists.iter().flatten().all(|p| p.reasoning_steps == k as u32), "{:?}", all.lists);
+    assert!(
+        all.lists
+            .iter()
+            .flatten()
+            .all(|p| p.reasoning_steps == k as u32),
+        "{:?}",
+        all.lists
+    );
     assert_eq!(all.steps, 10 * (k + 1));
     // In between, the cap holds and reasoning lowers the entropy it is allowed to see.
     let some = steps(1.5);
-    assert!(some.lists.iter().flatten().all(|p| p.reasoning_steps <= k as u32));
-    let backbone = GeneratorConfig { variant: Variant::Backbone, theta: 0.0, ..GeneratorConfig::default() };
+    assert!(some
+        .lists
+        .iter()
+        .flatten()
+        .all(|p| p.reasoning_steps <= k as u32));
+    let backbone = GeneratorConfig {
+        variant: Variant::Backbone,
+        theta: 0.0,
+        ..GeneratorConfig::default()
+    };
     let (g, _) = generator(&backbone);
-    assert!(greedy(&g, &pools, 10).lists.iter().flatten().all(|p| p.reasoning_steps == 0));
-    let first = GeneratorConfig { variant: Variant::ReasonFirst, reason_first_steps: 3, ..GeneratorConfig::default() };
+    assert!(greedy(&g, &pools, 10)
+        .lists
+        .iter()
+        .flatten()
+        .all(|p| p.reasoning_steps == 0));
+    let first = GeneratorConfig {
+        variant: Variant::ReasonFirst,
+        reason_first_steps: 3,
+        ..GeneratorConfig::default()
+    };
     let (g, _) = generator(&first);
     let d = greedy(&g, &pools, 10);
     for list in &d.lists {
@@ -141,12 +217,24 @@ fn lists_are_permutations_of_real_candidates() {
     let enc = encoder();
     let pools = tensors(&enc, &[pool(1, 12), pool(2, 4), pool(3, 9)]);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for cfg in Variant::ALL.map(|variant| GeneratorConfig { variant, theta: 0.5, ..GeneratorConfig::default() }) {
+    for cfg in Variant::ALL.map(|variant| GeneratorConfig {
+        variant,
+        theta: 0.5,
+        ..GeneratorConfig::default()
+    }) {
         let (g, _) = generator(&cfg);
         let encd = g.encode(&pools).expect("encode");
         for selection in [Selection::Greedy, Selection::Sample(&mut rng)] {
             let d = g
-                .decode(&encd, &[10, 10, 10], DecodeOptions { selection, track_log_prob: true, use_cache: true })
+                .decode(
+                    &encd,
+                    &[10, 10, 10],
+                    DecodeOptions {
+                        selection,
+                        track_log_prob: true,
+                        use_cache: true,
+                    },
+                )
                 .expect("decode");
             for (list, real) in d.orders().iter().zip([12, 4, 9]) {
                 assert_eq!(list.len(), real.min(10), "{:?}", cfg.variant);
@@ -154,7 +242,10 @@ fn lists_are_permutations_of_real_candidates() {
                 seen.sort_unstable();
                 seen.dedup();
                 assert_eq!(seen.len(), list.len(), "distinct");
-                assert!(list.iter().all(|&i| i < real), "never a padded slot: {list:?}");
+                assert!(
+                    list.iter().all(|&i| i < real),
+                    "never a padded slot: {list:?}"
+                );
             }
             let lp: Vec<f32> = d.log_prob.expect("log prob").to_vec1().expect("vec");
             assert!(lp.iter().all(|&x| x <= 0.0 && x.is_finite()), "{lp:?}");
@@ -164,22 +255,53 @@ fn lists_are_permutations_of_real_candidates() {
 
 #[test]
 fn variants_are_presets_of_one_generator() {
-    let base = GeneratorConfig { tau0: 2.0, alpha: 4.0, ..GeneratorConfig::default() };
-    let policy = |variant| GeneratorConfig { variant, ..base.clone() }.policy();
+    let base = GeneratorConfig {
+        tau0: 2.0,
+        alpha: 4.0,
+        ..GeneratorConfig::default()
+    };
+    let policy = |variant| {
+        GeneratorConfig {
+            variant,
+            ..base.clone()
+        }
+        .policy()
+    };
     assert_eq!(policy(Variant::Backbone).mode, ReasoningMode::None);
     assert_eq!(policy(Variant::V1).token, ReasoningToken::Plain);
     assert_eq!(policy(Variant::V2).token, ReasoningToken::ContextAware);
-    assert_eq!((policy(Variant::V2).tau_reason, policy(Variant::V2).tau_recommend), (2.0, 2.0));
+    assert_eq!(
+        (
+            policy(Variant::V2).tau_reason,
+            policy(Variant::V2).tau_recommend
+        ),
+        (2.0, 2.0)
+    );
     // Dynamic temperature: flatter for reasoning, sharper for recommending.
-    assert_eq!((policy(Variant::Eglr).tau_reason, policy(Variant::Eglr).tau_recommend), (8.0, 0.5));
-    assert_eq!(policy(Variant::ReasonFirst).mode, ReasoningMode::ReasonFirst);
+    assert_eq!(
+        (
+            policy(Variant::Eglr).tau_reason,
+            policy(Variant::Eglr).tau_recommend
+        ),
+        (8.0, 0.5)
+    );
+    assert_eq!(
+        policy(Variant::ReasonFirst).mode,
+        ReasoningMode::ReasonFirst
+    );
 }
 
 #[test]
 fn evaluator_ignores_padding() {
     let enc = encoder();
     let vars = VarMap::new();
-    let e = Evaluator::new(&EvaluatorConfig::default(), &enc, 12, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).expect("evaluator");
+    let e = Evaluator::new(
+        &EvaluatorConfig::default(),
+        &enc,
+        12,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("evaluator");
     let (user, cands) = pool(4, 6);
     let short = tensors(&enc, &[(user.clone(), cands[..4].to_vec())]);
     // The same 4 items padded to 6 in a batch with a longer list.

@@ -40,7 +40,7 @@ impl SimError {
 
 /// A standard normal draw (Box-Muller); kept here so the stream of draws, and so every
 /// world and log, is fixed by our code and not by a dependency's sampler.
-pub(crate) fn normal<R: Rng>(rng: &mut R) -> f64 {
+pub fn normal<R: Rng>(rng: &mut R) -> f64 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1]: ln is finite
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

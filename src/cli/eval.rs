@@ -1,0 +1,148 @@
+//! `eglr eval`: offline metrics of a bundle and of the initial order on logged lists.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use eglr::config::PipelineConfig;
+use eglr::eval::{evaluate, EvalOptions, EvalReport, OrderingReport};
+use eglr::model::Bundle;
+use eglr::sim::World;
+use eglr::train::Dataset;
+
+use super::report::{table, write_json};
+use super::{data_pattern, device};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model bundle directory.
+    #[arg(long, value_name = "BUNDLE")]
+    model: PathBuf,
+
+    /// Logged lists to evaluate on: a `simulate` output directory, a directory of
+    /// Parquet files or a glob.
+    #[arg(long, value_name = "LOGS")]
+    data: String,
+
+    /// Simulator world (`world.json` or the directory holding it): adds the oracle score.
+    #[arg(long, value_name = "WORLD")]
+    simulator: Option<PathBuf>,
+
+    /// Pass@N: keep the evaluator's favourite of the greedy list and N-1 sampled ones.
+    #[arg(long, default_value_t = 1)]
+    pass_at: usize,
+
+    /// Lists decoded together.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+
+    /// Seed of the Pass@N sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Write the report as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub fn world_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("world.json")
+    } else {
+        p.to_owned()
+    }
+}
+
+pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let device = device();
+    let bundle = Bundle::load(&args.model, &device)
+        .with_context(|| format!("loading bundle {}", args.model.display()))?;
+    let world = args
+        .simulator
+        .as_deref()
+        .map(|p| World::load(&world_path(p)))
+        .transpose()?;
+    let data = data_pattern(&args.data);
+    let examples = Dataset::load_all(&data, bundle.encoder.clone())?;
+    let opts = EvalOptions {
+        batch: args.batch,
+        list_len: pipeline.limits.list_len,
+        pass_at_n: args.pass_at.max(1),
+        seed: args.seed,
+    };
+    let report = evaluate(&bundle, &examples, world.as_ref(), &opts, &device)?;
+    print_report(&report);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(name: &str, r: &OrderingReport) -> Vec<String> {
+    let m = &r.metrics;
+    vec![
+        name.to_owned(),
+        format!("{:.4}", m.map5),
+        format!("{:.4}", m.map10),
+        format!("{:.4}", m.ndcg5),
+        format!("{:.4}", m.ndcg10),
+        format!("{:.4}", m.evaluator_score),
+        m.oracle_score.map_or("-".into(), |o| format!("{o:.4}")),
+        format!("{:.2}", m.reasoning_steps_per_list),
+        format!("{:.3}", r.ms_per_list),
+    ]
+}
+
+fn print_report(r: &EvalReport) {
+    println!(
+        "{} lists, model {} ({}), pass@{}",
+        r.lists, r.model_version, r.variant, r.pass_at_n
+    );
+    print!(
+        "{}",
+        table(
+            &[
+                "ordering",
+                "MAP@5",
+                "MAP@10",
+                "NDCG@5",
+                "NDCG@10",
+                "evaluator",
+                "oracle",
+                "reasoning/list",
+                "ms/list"
+            ],
+            &[
+                row("model", &r.model),
+                row("initial", &r.initial),
+                row("evaluator sort", &r.evaluator_sort)
+            ],
+        )
+    );
+    println!("\nentropy by position (model):");
+    let rows: Vec<Vec<String>> = r
+        .by_position
+        .iter()
+        .map(|p| {
+            vec![
+                p.position.to_string(),
+                format!("{:.3}", p.entropy_before),
+                format!("{:.3}", p.entropy_after),
+                format!("{:.2}", p.reasoning_steps),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "position",
+                "before reasoning",
+                "after reasoning",
+                "reasoning steps"
+            ],
+            &rows
+        )
+    );
+}

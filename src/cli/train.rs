@@ -1,0 +1,103 @@
+//! `eglr train`: evaluator on logged lists, then GRPO for the generator; writes a bundle.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use eglr::config::PipelineConfig;
+use eglr::model::Variant;
+use eglr::train::{self, TrainJob};
+
+use super::report::write_json;
+use super::{data_pattern, device, git_revision};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Logged lists: a `simulate` output directory, a directory of Parquet files or a glob.
+    #[arg(long, value_name = "DIR")]
+    data: String,
+
+    /// Generator variant (overrides `generator.variant`).
+    #[arg(long, value_enum)]
+    variant: Option<Variant>,
+
+    /// Bundle directory to create.
+    #[arg(long, value_name = "BUNDLE")]
+    out: PathBuf,
+
+    /// Seed of initialisation, shuffling and sampling (overrides `training.seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Reuse the evaluator (and feature normaliser) of this bundle instead of training
+    /// one: compares generator variants on the same evaluator.
+    #[arg(long, value_name = "BUNDLE")]
+    evaluator_from: Option<PathBuf>,
+
+    /// Version label results will carry (default: the bundle directory's name).
+    #[arg(long)]
+    version: Option<String>,
+
+    /// Write the training report as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.out.exists(),
+        "{} already exists; choose a new bundle directory",
+        args.out.display()
+    );
+    let mut generator = pipeline.generator.clone();
+    if let Some(v) = args.variant {
+        generator.variant = v;
+    }
+    let mut training = pipeline.training.clone();
+    if let Some(seed) = args.seed {
+        training.seed = seed;
+    }
+    let data = data_pattern(&args.data);
+    let version = args.version.clone().unwrap_or_else(|| {
+        args.out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let job = TrainJob {
+        data: &data,
+        evaluator: pipeline.evaluator.clone(),
+        generator,
+        training,
+        features: &pipeline.features,
+        list_len: pipeline.limits.list_len,
+        max_list_len: pipeline.limits.max_list_len,
+        evaluator_from: args.evaluator_from.as_deref(),
+        out: &args.out,
+        version,
+        git_revision: git_revision(),
+    };
+    let outcome = train::run(&job, &device()).with_context(|| format!("training on {data}"))?;
+    if let Some(e) = &outcome.evaluator {
+        println!(
+            "evaluator: {} epochs (best {}), validation log-loss {:.4}, AUC {:.4}",
+            e.epochs, e.best_epoch, e.validation_logloss, e.validation_auc
+        );
+    }
+    let curve = &outcome.grpo.reward_curve;
+    println!(
+        "generator ({}): {} GRPO steps, sampled-list reward {:.4} -> {:.4}, {:.2} reasoning steps/list, {:.0} s",
+        job.generator.variant.name(),
+        outcome.grpo.steps,
+        curve.first().copied().unwrap_or(f64::NAN),
+        curve.last().copied().unwrap_or(f64::NAN),
+        outcome.grpo.reasoning_steps_per_list,
+        outcome.grpo.seconds
+    );
+    println!("bundle: {}", args.out.display());
+    if let Some(path) = &args.json {
+        write_json(path, &outcome)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,241 @@
+//! Offline evaluation of a bundle on logged lists (spec §6-7): the re-ranked lists and
+//! the initial (upstream) order, scored against the logged clicks, by the bundle's
+//! evaluator and, on simulated data, by the simulator's oracle.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::metrics::{MetricAccumulator, MetricSummary};
+use crate::model::{Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection};
+use crate::sim::World;
+use crate::train::{pool_tensors, rewards, Example, Reward};
+
+/// Options of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub batch: usize,
+    pub list_len: usize,
+    /// Pass@N (spec §6): keep the best of the greedy list and `N - 1` sampled lists by
+    /// the evaluator. 1 = greedy only.
+    pub pass_at_n: usize,
+    pub seed: u64,
+}
+
+/// Mean entropy and reasoning at one list position.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PositionStats {
+    pub position: usize,
+    pub entropy_before: f64,
+    pub entropy_after: f64,
+    pub reasoning_steps: f64,
+}
+
+/// Metrics of one ordering plus its inference time.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrderingReport {
+    #[serde(flatten)]
+    pub metrics: MetricSummary,
+    pub ms_per_list: f64,
+}
+
+/// The report of `eglr eval`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalReport {
+    pub model_version: String,
+    pub variant: String,
+    pub lists: usize,
+    pub pass_at_n: usize,
+    pub model: OrderingReport,
+    pub initial: OrderingReport,
+    /// The pool sorted by the evaluator's point-wise click probabilities (scored in the
+    /// initial order): what a point-wise re-ranker with this evaluator would serve.
+    pub evaluator_sort: OrderingReport,
+    pub by_position: Vec<PositionStats>,
+}
+
+/// Runs the bundle's generator over every example and scores both orderings.
+pub fn evaluate(
+    bundle: &Bundle,
+    examples: &[Example],
+    world: Option<&World>,
+    opts: &EvalOptions,
+    device: &Device,
+) -> candle_core::Result<EvalReport> {
+    let mut model_acc = MetricAccumulator::default();
+    let mut initial_acc = MetricAccumulator::default();
+    let mut sorted_acc = MetricAccumulator::default();
+    let mut positions: Vec<PositionStats> = Vec::new();
+    let mut counts: Vec<usize> = Vec::new();
+    let mut decode_seconds = 0.0;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    for chunk in examples.chunks(opts.batch.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let pools = pool_tensors(&refs, &bundle.encoder, device)?;
+        let lens = vec![opts.list_len; chunk.len()];
+        let started = Instant::now();
+        let encoded = bundle.generator.encode(&pools)?;
+        let greedy = bundle.generator.decode(
+            &encoded,
+            &lens,
+            DecodeOptions {
+                selection: Selection::Greedy,
+                track_log_prob: false,
+                use_cache: true,
+            },
+        )?;
+        let mut best_lists = greedy.lists.clone();
+        let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
+        for _ in 1..opts.pass_at_n {
+            let sampled = bundle.generator.decode(
+                &encoded,
+                &lens,
+                DecodeOptions {
+                    selection: Selection::Sample(&mut rng),
+                    track_log_prob: false,
+                    use_cache: true,
+                },
+            )?;
+            let scores = rewards(&bundle.evaluator, &pools, &sampled, Reward::Dcg)?;
+            for (r, s) in scores.iter().enumerate() {
+                if *s > best_scores[r] {
+                    best_scores[r] = *s;
+                    best_lists[r] = sampled.lists[r].clone();
+                }
+            }
+        }
+        decode_seconds += started.elapsed().as_secs_f64();
+        let initial = initial_lists(chunk, opts.list_len);
+        let initial_scores = rewards(&bundle.evaluator, &pools, &initial, Reward::Dcg)?;
+        let sorted = evaluator_sort(bundle, &pools, chunk, opts.list_len)?;
+        let sorted_scores = rewards(&bundle.evaluator, &pools, &sorted, Reward::Dcg)?;
+        for (r, e) in chunk.iter().enumerate() {
+            add(&mut model_acc, e, &best_lists[r], best_scores[r], world);
+            add(
+                &mut initial_acc,
+                e,
+                &initial.lists[r],
+                initial_scores[r],
+                world,
+            );
+            add(
+                &mut sorted_acc,
+                e,
+                &sorted.lists[r],
+                sorted_scores[r],
+                world,
+            );
+            for (t, p) in best_lists[r].iter().enumerate() {
+                if positions.len() <= t {
+                    positions.push(PositionStats {
+                        position: t + 1,
+                        ..Default::default()
+                    });
+                    counts.push(0);
+                }
+                positions[t].entropy_before += f64::from(p.entropy_before);
+                positions[t].entropy_after += f64::from(p.entropy_after);
+                positions[t].reasoning_steps += f64::from(p.reasoning_steps);
+                counts[t] += 1;
+            }
+        }
+    }
+    for (p, &c) in positions.iter_mut().zip(&counts) {
+        let c = c.max(1) as f64;
+        p.entropy_before /= c;
+        p.entropy_after /= c;
+        p.reasoning_steps /= c;
+    }
+    let n = examples.len().max(1) as f64;
+    Ok(EvalReport {
+        model_version: bundle.meta.version.clone(),
+        variant: bundle.meta.generator.variant.name().to_owned(),
+        lists: examples.len(),
+        pass_at_n: opts.pass_at_n.max(1),
+        model: OrderingReport {
+            metrics: model_acc.summary(),
+            ms_per_list: 1000.0 * decode_seconds / n,
+        },
+        initial: OrderingReport {
+            metrics: initial_acc.summary(),
+            ms_per_list: 0.0,
+        },
+        evaluator_sort: OrderingReport {
+            metrics: sorted_acc.summary(),
+            ms_per_list: 0.0,
+        },
+        by_position: positions,
+    })
+}
+
+/// Lists of plain item indices as a decode result.
+fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
+    let lists = lists
+        .map(|l| {
+            l.into_iter()
+                .map(|item| PositionTrace {
+                    item,
+                    prob: 0.0,
+                    reasoning_steps: 0,
+                    entropy_before: 0.0,
+                    entropy_after: 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    Decoded {
+        lists,
+        log_prob: None,
+        steps: 0,
+    }
+}
+
+/// The first `len` candidates in upstream order.
+fn initial_lists(examples: &[Example], len: usize) -> Decoded {
+    as_decoded(
+        examples
+            .iter()
+            .map(|e| (0..e.pool.lens[0].min(len)).collect()),
+    )
+}
+
+/// Each pool sorted by the evaluator's click probability, scored in the initial order.
+fn evaluator_sort(
+    bundle: &Bundle,
+    pools: &PoolTensors,
+    examples: &[Example],
+    len: usize,
+) -> candle_core::Result<Decoded> {
+    let scores = bundle.evaluator.forward(pools, None, &pools.mask)?;
+    let logits: Vec<Vec<f32>> = scores.click_logits.to_vec2()?;
+    Ok(as_decoded(examples.iter().zip(logits).map(|(e, z)| {
+        let mut order: Vec<usize> = (0..e.pool.lens[0]).collect();
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+        order.truncate(len);
+        order
+    })))
+}
+
+fn add(
+    acc: &mut MetricAccumulator,
+    e: &Example,
+    list: &[PositionTrace],
+    evaluator_score: f32,
+    world: Option<&World>,
+) {
+    let labels = e.pool_labels();
+    let ranked: Vec<f64> = list.iter().map(|p| labels[p.item]).collect();
+    let oracle = world.and_then(|w| {
+        let user = w.user_index(&e.user_id)?;
+        let items: Option<Vec<usize>> = list
+            .iter()
+            .map(|p| w.item_index(&e.item_ids[p.item]))
+            .collect();
+        Some(w.expected_clicks(user, &items?))
+    });
+    let steps = list.iter().map(|p| p.reasoning_steps).sum();
+    acc.add(&ranked, &labels, f64::from(evaluator_score), oracle, steps);
+}

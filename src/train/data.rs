@@ -1,0 +1,150 @@
+//! Training data: logged lists read as a stream and kept only in compact, encoded form.
+
+use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
+use crate::logs::{LogError, LogReader, LoggedList};
+
+use super::TrainError;
+
+/// One logged list, encoded.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// The pool in initial (upstream) order, a batch of one.
+    pub pool: EncodedPools,
+    /// Served items as indices into the pool, top first.
+    pub served: Vec<usize>,
+    pub clicks: Vec<bool>,
+    pub utility: f32,
+    pub exploration: bool,
+    /// Ids, for the oracle score on simulated data.
+    pub user_id: String,
+    pub item_ids: Vec<String>,
+}
+
+impl Example {
+    /// Label of every pool candidate: clicked when it was served and clicked.
+    pub fn pool_labels(&self) -> Vec<f64> {
+        let mut labels = vec![0.0; self.pool.max_items];
+        for (&j, &c) in self.served.iter().zip(&self.clicks) {
+            labels[j] = f64::from(u8::from(c));
+        }
+        labels
+    }
+
+    /// The displayed list (served order), a batch of one.
+    pub fn displayed(&self) -> EncodedPools {
+        self.pool.select(0, &self.served)
+    }
+}
+
+/// Train / validation examples and the fitted feature encoder.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub encoder: FeatureEncoder,
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+}
+
+/// Validation membership by a hash of the request id: stable whatever the file order.
+fn is_validation(request_id: &str, share: f64) -> bool {
+    let h = crate::features::hash_bucket("split", request_id, 1_000_000);
+    f64::from(h - 1) < share * 1_000_000.0
+}
+
+fn read(
+    reader: &LogReader,
+    mut each: impl FnMut(&LoggedList) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    for batch in reader.batches() {
+        for row in batch? {
+            each(&row)?;
+        }
+    }
+    Ok(())
+}
+
+impl Dataset {
+    /// Reads logs and encodes them. Without a `normaliser`, a first pass fits one on
+    /// the training split. Only encoded examples are kept in memory.
+    pub fn load(
+        pattern: &str,
+        spec: &FeatureSpec,
+        validation_share: f64,
+        normaliser: Option<DenseNormaliser>,
+    ) -> Result<Self, TrainError> {
+        let reader = LogReader::open(pattern, 4096)?;
+        let normaliser = match normaliser {
+            Some(n) => n,
+            None => {
+                let mut fit = NormaliserFit::default();
+                read(&reader, |row| {
+                    if !is_validation(&row.request_id, validation_share) {
+                        fit.add_user(&spec.user, &row.user.dense);
+                        for c in &row.candidates {
+                            fit.add_item(&spec.item, c);
+                        }
+                    }
+                    Ok(())
+                })?;
+                fit.finish(&spec.user, &spec.item)
+            }
+        };
+        Self::encode(
+            &reader,
+            FeatureEncoder::new(spec.clone(), normaliser),
+            validation_share,
+        )
+    }
+
+    fn encode(
+        reader: &LogReader,
+        encoder: FeatureEncoder,
+        validation_share: f64,
+    ) -> Result<Self, TrainError> {
+        let mut train = Vec::new();
+        let mut validation = Vec::new();
+        read(reader, |row| {
+            let served = row.served_indices().map_err(|id| {
+                TrainError::Log(LogError::BadFile {
+                    path: reader.files().first().cloned().unwrap_or_default(),
+                    message: format!(
+                        "request {}: served item {id:?} not in its pool",
+                        row.request_id
+                    ),
+                })
+            })?;
+            let example = Example {
+                pool: encoder.encode(&[(&row.user, &row.candidates)]),
+                served,
+                clicks: row.clicks.clone(),
+                utility: row.utility as f32,
+                exploration: row.exploration,
+                user_id: row.user.id.0.clone(),
+                item_ids: row.candidates.iter().map(|c| c.item_id.0.clone()).collect(),
+            };
+            if is_validation(&row.request_id, validation_share) {
+                validation.push(example);
+            } else {
+                train.push(example);
+            }
+            Ok(())
+        })?;
+        if train.is_empty() && validation.is_empty() {
+            return Err(TrainError::Empty(reader.files().len()));
+        }
+        Ok(Self {
+            encoder,
+            train,
+            validation,
+        })
+    }
+
+    /// Every logged list of `pattern`, encoded with an existing encoder (a bundle's).
+    pub fn load_all(pattern: &str, encoder: FeatureEncoder) -> Result<Vec<Example>, TrainError> {
+        let reader = LogReader::open(pattern, 4096)?;
+        Ok(Self::encode(&reader, encoder, 0.0)?.train)
+    }
+
+    pub fn normaliser(&self) -> &DenseNormaliser {
+        self.encoder.normaliser()
+    }
+}

@@ -1,0 +1,200 @@
+//! Stage 1 (spec §5): train the evaluator on logged lists, model selection on the
+//! validation split (early stopping on its loss).
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::data::Example;
+use super::{restore, snapshot, TrainError, TrainingConfig};
+use crate::features::FeatureEncoder;
+use crate::model::{evaluator_loss, Evaluator, EvaluatorConfig, PoolTensors};
+
+/// Displayed lists of `examples` as tensors: pools in served order, clicks, utilities.
+#[derive(Debug)]
+pub struct ListBatch {
+    pub pools: PoolTensors,
+    pub clicks: Tensor,
+    pub utility: Tensor,
+}
+
+impl ListBatch {
+    pub fn new(
+        examples: &[&Example],
+        enc: &FeatureEncoder,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let displayed: Vec<_> = examples.iter().map(|e| e.displayed()).collect();
+        let stacked = enc.stack(&displayed.iter().collect::<Vec<_>>());
+        let l = stacked.max_items;
+        let mut clicks = vec![0f32; examples.len() * l];
+        for (i, e) in examples.iter().enumerate() {
+            for (t, &c) in e.clicks.iter().enumerate() {
+                clicks[i * l + t] = f32::from(u8::from(c));
+            }
+        }
+        let utility: Vec<f32> = examples.iter().map(|e| e.utility).collect();
+        Ok(Self {
+            pools: PoolTensors::new(&stacked, enc, device)?,
+            clicks: Tensor::from_vec(clicks, (examples.len(), l), device)?,
+            utility: Tensor::from_vec(utility, examples.len(), device)?,
+        })
+    }
+}
+
+/// How evaluator training went.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluatorReport {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    /// Click log-loss and AUC of the point-wise head on validation positions.
+    pub validation_logloss: f64,
+    pub validation_auc: f64,
+    pub seconds: f64,
+}
+
+/// Validation loss, click log-loss and AUC.
+pub fn validate(
+    model: &Evaluator,
+    cfg: &EvaluatorConfig,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> Result<(f64, f64, f64), TrainError> {
+    let mut loss = 0.0;
+    let mut batches = 0usize;
+    let mut scored: Vec<(f32, bool)> = Vec::new();
+    for chunk in examples.chunks(256) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let b = ListBatch::new(&refs, enc, device)?;
+        let out = model.forward(&b.pools, None, &b.pools.mask)?;
+        loss += evaluator_loss(&out, &b.clicks, &b.pools.mask, &b.utility, cfg.wlr_weight)?
+            .to_scalar::<f32>()? as f64;
+        batches += 1;
+        let logits: Vec<Vec<f32>> = out.click_logits.to_vec2()?;
+        for (e, row) in chunk.iter().zip(logits) {
+            scored.extend(e.clicks.iter().zip(row).map(|(&c, z)| (z, c)));
+        }
+    }
+    let logloss = scored
+        .iter()
+        .map(|&(z, c)| {
+            let p = (1.0 / (1.0 + (-f64::from(z)).exp())).clamp(1e-7, 1.0 - 1e-7);
+            if c {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum::<f64>()
+        / scored.len().max(1) as f64;
+    Ok((loss / batches.max(1) as f64, logloss, auc(&mut scored)))
+}
+
+/// Area under the ROC curve of scores against binary labels (ties count half).
+pub fn auc(scored: &mut [(f32, bool)]) -> f64 {
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let positives = scored.iter().filter(|s| s.1).count() as f64;
+    let negatives = scored.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return 0.5;
+    }
+    // Rank-sum with average ranks for ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < scored.len() {
+        let mut j = i;
+        while j < scored.len() && scored[j].0 == scored[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += avg_rank * scored[i..j].iter().filter(|s| s.1).count() as f64;
+        i = j;
+    }
+    (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+}
+
+/// Trains `model` (whose variables are `vars`) and leaves it at its best epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn train_evaluator(
+    model: &Evaluator,
+    vars: &VarMap,
+    cfg: &EvaluatorConfig,
+    train: &TrainingConfig,
+    train_set: &[Example],
+    validation: &[Example],
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> Result<EvaluatorReport, TrainError> {
+    let started = Instant::now();
+    let mut opt = AdamW::new(
+        vars.all_vars(),
+        ParamsAdamW {
+            lr: train.evaluator_lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(train.seed);
+    let mut order: Vec<usize> = (0..train_set.len()).collect();
+    let mut best = (f64::INFINITY, 0usize, snapshot(vars)?);
+    let mut report = EvaluatorReport {
+        epochs: 0,
+        best_epoch: 0,
+        train_loss: 0.0,
+        validation_loss: 0.0,
+        validation_logloss: 0.0,
+        validation_auc: 0.5,
+        seconds: 0.0,
+    };
+    for epoch in 1..=train.evaluator_epochs {
+        order.shuffle(&mut rng);
+        let mut total = 0.0;
+        let mut steps = 0usize;
+        for chunk in order.chunks(train.evaluator_batch) {
+            let refs: Vec<&Example> = chunk.iter().map(|&i| &train_set[i]).collect();
+            let b = ListBatch::new(&refs, enc, device)?;
+            let out = model.forward(&b.pools, None, &b.pools.mask)?;
+            let loss = evaluator_loss(&out, &b.clicks, &b.pools.mask, &b.utility, cfg.wlr_weight)?;
+            opt.backward_step(&loss)?;
+            total += loss.to_scalar::<f32>()? as f64;
+            steps += 1;
+        }
+        let (val_loss, logloss, val_auc) = if validation.is_empty() {
+            (total / steps.max(1) as f64, f64::NAN, f64::NAN)
+        } else {
+            validate(model, cfg, validation, enc, device)?
+        };
+        report.epochs = epoch;
+        tracing::info!(
+            epoch,
+            train_loss = total / steps.max(1) as f64,
+            val_loss,
+            val_logloss = logloss,
+            val_auc,
+            lists_per_s = (train_set.len() * epoch) as f64 / started.elapsed().as_secs_f64(),
+            "evaluator"
+        );
+        if val_loss < best.0 {
+            best = (val_loss, epoch, snapshot(vars)?);
+            report.train_loss = total / steps.max(1) as f64;
+            report.validation_loss = val_loss;
+            report.validation_logloss = logloss;
+            report.validation_auc = val_auc;
+            report.best_epoch = epoch;
+        } else if epoch >= best.1 + train.evaluator_patience {
+            tracing::info!(best_epoch = best.1, "evaluator: early stop");
+            break;
+        }
+    }
+    restore(vars, &best.2)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

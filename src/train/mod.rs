@@ -1,0 +1,334 @@
+//! Training (spec §5): the evaluator on logged lists, then GRPO for the generator
+//! against the frozen evaluator; the result is a model bundle.
+
+mod data;
+mod evaluator;
+mod grpo;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+pub use data::{Dataset, Example};
+pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch};
+pub use grpo::{group_advantages, pool_tensors, rewards, train_grpo, GrpoReport, Reward};
+
+use crate::logs::LogError;
+use crate::model::{
+    Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, Generator, GeneratorConfig,
+    TrainingInfo, BUNDLE_FORMAT,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("model error: {0}")]
+    Model(#[from] candle_core::Error),
+    #[error("no logged lists found in {0} file(s)")]
+    Empty(usize),
+    #[error("the evaluator bundle {path} does not fit: {message}")]
+    Mismatch { path: String, message: String },
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Optimisation settings (pipeline section `[training]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    pub seed: u64,
+    /// Share of logged lists held out for model selection (by a hash of request_id).
+    pub validation_share: f64,
+    pub evaluator_lr: f64,
+    pub evaluator_batch: usize,
+    pub evaluator_epochs: usize,
+    /// Epochs without validation improvement before stopping.
+    pub evaluator_patience: usize,
+    pub generator_lr: f64,
+    /// Pools per GRPO update; each is sampled `group_size` times.
+    pub grpo_pools_per_step: usize,
+    /// Group size `G`.
+    pub group_size: usize,
+    pub grpo_steps: usize,
+    pub reward: Reward,
+    /// Log a progress line every this many GRPO steps.
+    pub progress_every: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            validation_share: 0.1,
+            evaluator_lr: 1e-3,
+            evaluator_batch: 128,
+            evaluator_epochs: 10,
+            evaluator_patience: 2,
+            generator_lr: 1e-3,
+            grpo_pools_per_step: 16,
+            group_size: 8,
+            grpo_steps: 300,
+            reward: Reward::Dcg,
+            progress_every: 25,
+        }
+    }
+}
+
+impl TrainingConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..1.0).contains(&self.validation_share) {
+            return Err((
+                "training.validation_share",
+                format!("{} is not in [0, 1)", self.validation_share),
+            ));
+        }
+        for (key, v) in [
+            ("training.evaluator_lr", self.evaluator_lr),
+            ("training.generator_lr", self.generator_lr),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err((key, format!("{v} must be finite and > 0")));
+            }
+        }
+        for (key, v) in [
+            ("training.evaluator_batch", self.evaluator_batch),
+            ("training.grpo_pools_per_step", self.grpo_pools_per_step),
+            ("training.progress_every", self.progress_every),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.group_size < 2 {
+            return Err((
+                "training.group_size",
+                "GRPO needs groups of at least 2 lists".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Detached copies of all variables, by name.
+pub fn snapshot(vars: &VarMap) -> candle_core::Result<HashMap<String, Tensor>> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    data.iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?)))
+        .collect()
+}
+
+/// Sets all variables from a snapshot.
+pub fn restore(vars: &VarMap, snap: &HashMap<String, Tensor>) -> candle_core::Result<()> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    for (k, v) in data.iter() {
+        if let Some(t) = snap.get(k) {
+            v.set(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-draws every variable from a seeded RNG, with the distributions candle initialises
+/// them with (candle's CPU RNG cannot be seeded, and training must be reproducible):
+/// linear weights Kaiming-normal `N(0, 2 / fan_in)`, biases
+/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, embedding tables
+/// `N(0, 1)`, layer norms 1 and 0, the evaluator's `cls` token `N(0, 0.02)`.
+pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    let dims: HashMap<&str, Vec<usize>> = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.dims().to_vec()))
+        .collect();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let shape = var.dims().to_vec();
+        let n: usize = shape.iter().product();
+        let sibling = |suffix: &str| {
+            name.rsplit_once('.')
+                .and_then(|(p, _)| dims.get(format!("{p}.{suffix}").as_str()))
+        };
+        let uniform = |rng: &mut rand_chacha::ChaCha8Rng, fan_in: usize| -> Vec<f32> {
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect()
+        };
+        let values: Vec<f32> = if name.ends_with("cls") {
+            (0..n)
+                .map(|_| 0.02 * crate::sim::normal(&mut rng) as f32)
+                .collect()
+        } else if name.contains("table") {
+            (0..n)
+                .map(|_| crate::sim::normal(&mut rng) as f32)
+                .collect()
+        } else if name.ends_with(".weight") && shape.len() == 2 {
+            let std = (2.0 / shape[1].max(1) as f64).sqrt();
+            (0..n)
+                .map(|_| (std * crate::sim::normal(&mut rng)) as f32)
+                .collect()
+        } else if name.ends_with(".weight") {
+            vec![1.0; n] // layer norm scale
+        } else if let Some(w) = sibling("weight").filter(|w| w.len() == 2) {
+            uniform(&mut rng, w[1])
+        } else {
+            vec![0.0; n] // layer norm shift
+        };
+        var.set(&Tensor::from_vec(values, shape, var.device())?)?;
+    }
+    Ok(())
+}
+
+/// What to train and where the bundle goes.
+#[derive(Debug, Clone)]
+pub struct TrainJob<'a> {
+    pub data: &'a str,
+    pub evaluator: EvaluatorConfig,
+    pub generator: GeneratorConfig,
+    pub training: TrainingConfig,
+    pub features: &'a crate::features::FeatureSpec,
+    pub list_len: usize,
+    pub max_list_len: usize,
+    /// Reuse this bundle's evaluator (and feature normaliser) instead of training one.
+    pub evaluator_from: Option<&'a Path>,
+    pub out: &'a Path,
+    pub version: String,
+    pub git_revision: Option<String>,
+}
+
+/// Reports of a training run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub train_lists: usize,
+    pub validation_lists: usize,
+    pub evaluator: Option<EvaluatorReport>,
+    pub grpo: GrpoReport,
+}
+
+/// Evaluator (trained or reused), then GRPO, then a bundle at `job.out`.
+pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainError> {
+    let reused = match job.evaluator_from {
+        None => None,
+        Some(path) => {
+            let bundle = Bundle::load(path, device)?;
+            if bundle.meta.features != *job.features {
+                return Err(TrainError::Mismatch {
+                    path: path.display().to_string(),
+                    message: "its feature spec differs from the pipeline's".into(),
+                });
+            }
+            Some((path, bundle.meta))
+        }
+    };
+    let normaliser = reused.as_ref().map(|r| r.1.normaliser.clone());
+    let dataset = Dataset::load(
+        job.data,
+        job.features,
+        job.training.validation_share,
+        normaliser,
+    )?;
+    tracing::info!(
+        train = dataset.train.len(),
+        validation = dataset.validation.len(),
+        "data loaded"
+    );
+    let enc = &dataset.encoder;
+    let evaluator_cfg = reused
+        .as_ref()
+        .map_or_else(|| job.evaluator.clone(), |r| r.1.evaluator.clone());
+    let mut evaluator_vars = VarMap::new();
+    let evaluator = Evaluator::new(
+        &evaluator_cfg,
+        enc,
+        job.max_list_len,
+        VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
+    )?;
+    seeded_init(&evaluator_vars, job.training.seed)?;
+    let evaluator_report = match &reused {
+        Some((path, _)) => {
+            evaluator_vars.load(path.join("evaluator.safetensors"))?;
+            None
+        }
+        None => Some(train_evaluator(
+            &evaluator,
+            &evaluator_vars,
+            &evaluator_cfg,
+            &job.training,
+            &dataset.train,
+            &dataset.validation,
+            enc,
+            device,
+        )?),
+    };
+    let frozen = Evaluator::new(
+        &evaluator_cfg,
+        enc,
+        job.max_list_len,
+        VarBuilder::from_tensors(snapshot(&evaluator_vars)?, DType::F32, device),
+    )?;
+    let generator_vars = VarMap::new();
+    let generator = Generator::new(
+        &job.generator,
+        enc,
+        job.max_list_len,
+        VarBuilder::from_varmap(&generator_vars, DType::F32, device),
+    )?;
+    seeded_init(&generator_vars, job.training.seed ^ 0x6765_6e65)?;
+    let grpo = train_grpo(
+        &generator,
+        &generator_vars,
+        &frozen,
+        &job.training,
+        &dataset.train,
+        enc,
+        job.list_len,
+        device,
+    )?;
+    let outcome = TrainOutcome {
+        train_lists: dataset.train.len(),
+        validation_lists: dataset.validation.len(),
+        evaluator: evaluator_report,
+        grpo,
+    };
+    let meta = BundleMeta {
+        format: BUNDLE_FORMAT,
+        version: job.version.clone(),
+        features: job.features.clone(),
+        normaliser: enc.normaliser().clone(),
+        evaluator: evaluator_cfg,
+        generator: job.generator.clone(),
+        max_list_len: job.max_list_len,
+        training: TrainingInfo {
+            data: job.data.to_owned(),
+            seed: job.training.seed,
+            git_revision: job.git_revision.clone(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            metrics: serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null),
+        },
+    };
+    Bundle::save(job.out, &meta, &evaluator_vars, &generator_vars)?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests;

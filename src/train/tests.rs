@@ -1,0 +1,184 @@
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::*;
+use crate::config::PipelineConfig;
+use crate::eval::{evaluate, EvalOptions};
+use crate::logs::{LogWriter, RollPolicy};
+use crate::model::{Bundle, Variant};
+use crate::sim::{write_logs, Traffic, World};
+
+#[test]
+fn advantages_are_normalised_within_groups() {
+    let a = group_advantages(&[1.0, 2.0, 3.0, 5.0, 5.0, 5.0], 3);
+    let s = (2.0f32 / 3.0).sqrt();
+    let expected = [-1.0 / s, 0.0, 1.0 / s, 0.0, 0.0, 0.0];
+    for (x, y) in a.iter().zip(expected) {
+        assert!((x - y).abs() < 1e-4, "{a:?}");
+    }
+}
+
+#[test]
+fn auc_by_hand() {
+    // Positive-negative pairs ranked right: 0.4 beats 0.1 and 0.35, 0.8 beats all three.
+    let mut s = vec![
+        (0.1, false),
+        (0.4, true),
+        (0.35, false),
+        (0.8, true),
+        (0.5, false),
+    ];
+    assert!((auc(&mut s) - 5.0 / 6.0).abs() < 1e-12);
+    let mut tied = vec![(0.5, false), (0.5, true)];
+    assert_eq!(auc(&mut tied), 0.5);
+}
+
+/// A small pipeline: the shipped local features, small models, a small world.
+fn pipeline() -> PipelineConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut p =
+        PipelineConfig::load(&root.join("pipelines/local.toml"), &[]).expect("local pipeline");
+    p.evaluator.d_model = 32;
+    p.evaluator.layers = 1;
+    p.generator.d_model = 32;
+    p.generator.max_reasoning_steps = 1;
+    p.limits.max_list_len = 10;
+    p.training.evaluator_epochs = 4;
+    p.training.grpo_pools_per_step = 8;
+    p.training.group_size = 4;
+    p.training.progress_every = 10;
+    p
+}
+
+fn simulate(dir: &Path, lists: u64, seed: u64) -> World {
+    let world = World::small(3);
+    let traffic = Traffic::new(&world, seed);
+    let policy = RollPolicy {
+        max_bytes: 1 << 30,
+        max_age: None,
+        row_group_rows: 1024,
+    };
+    let mut w = LogWriter::create(dir, "lists", policy).expect("writer");
+    write_logs(&traffic, lists, 1024, &mut w, |_| {}).expect("logs");
+    w.finish().expect("publish");
+    world
+}
+
+fn job<'a>(p: &'a PipelineConfig, data: &'a str, out: &'a Path, steps: usize) -> TrainJob<'a> {
+    TrainJob {
+        data,
+        evaluator: p.evaluator.clone(),
+        generator: p.generator.clone(),
+        training: TrainingConfig {
+            grpo_steps: steps,
+            ..p.training.clone()
+        },
+        features: &p.features,
+        list_len: 10,
+        max_list_len: 10,
+        evaluator_from: None,
+        out,
+        version: "test".into(),
+        git_revision: None,
+    }
+}
+
+#[test]
+fn tiny_end_to_end_run_raises_the_evaluator_reward() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let logs = tmp.path().join("logs");
+    let world = simulate(&logs, 1500, 1);
+    let p = pipeline();
+    let data = logs.display().to_string();
+    let device = Device::Cpu;
+    let (untrained, trained) = (tmp.path().join("b0"), tmp.path().join("b1"));
+    // Same seed, same evaluator; 1 GRPO step versus 80.
+    run(&job(&p, &data, &untrained, 1), &device).expect("train 1 step");
+    let outcome = run(&job(&p, &data, &trained, 80), &device).expect("train 80 steps");
+    let e = outcome.evaluator.expect("evaluator trained");
+    assert!(
+        e.validation_auc > 0.6,
+        "evaluator learns clicks: AUC {}",
+        e.validation_auc
+    );
+    let score = |dir: &Path| {
+        let bundle = Bundle::load(dir, &device).expect("bundle");
+        let examples = Dataset::load_all(&data, bundle.encoder.clone()).expect("examples");
+        let opts = EvalOptions {
+            batch: 128,
+            list_len: 10,
+            pass_at_n: 1,
+            seed: 0,
+        };
+        evaluate(&bundle, &examples[..300], Some(&world), &opts, &device).expect("eval")
+    };
+    let (before, after) = (score(&untrained), score(&trained));
+    assert!(
+        after.model.metrics.evaluator_score > before.model.metrics.evaluator_score,
+        "evaluator reward {} -> {}",
+        before.model.metrics.evaluator_score,
+        after.model.metrics.evaluator_score
+    );
+}
+
+#[test]
+fn training_is_reproducible_and_bundles_are_checked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let logs = tmp.path().join("logs");
+    simulate(&logs, 400, 2);
+    let mut p = pipeline();
+    p.training.evaluator_epochs = 1;
+    p.generator.variant = Variant::V1;
+    let data = logs.display().to_string();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    run(&job(&p, &data, &a, 3), &Device::Cpu).expect("a");
+    run(&job(&p, &data, &b, 3), &Device::Cpu).expect("b");
+    for f in ["evaluator.safetensors", "generator.safetensors"] {
+        assert!(
+            std::fs::read(a.join(f)).expect("a") == std::fs::read(b.join(f)).expect("b"),
+            "{f} differs between runs"
+        );
+    }
+    let bundle = Bundle::load(&a, &Device::Cpu).expect("load");
+    assert_eq!(bundle.meta.generator.variant, Variant::V1);
+
+    // A truncated weights file, a config that does not match the weights, bad JSON.
+    let copy = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for f in [
+            "bundle.json",
+            "evaluator.safetensors",
+            "generator.safetensors",
+        ] {
+            std::fs::copy(a.join(f), dir.join(f)).expect("copy");
+        }
+        dir
+    };
+    let truncated = copy("truncated");
+    let bytes = std::fs::read(truncated.join("generator.safetensors")).expect("read");
+    std::fs::write(
+        truncated.join("generator.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .expect("write");
+    let e = Bundle::load(&truncated, &Device::Cpu).expect_err("truncated");
+    assert!(e.to_string().contains("generator.safetensors"), "{e}");
+
+    let mismatched = copy("mismatched");
+    let meta = std::fs::read_to_string(mismatched.join("bundle.json")).expect("read");
+    let meta = meta.replacen("\"ffn_dim\": 128", "\"ffn_dim\": 96", 2);
+    std::fs::write(mismatched.join("bundle.json"), meta).expect("write");
+    let e = Bundle::load(&mismatched, &Device::Cpu).expect_err("mismatch");
+    assert!(e.to_string().contains("has shape"), "{e}");
+
+    let garbage = copy("garbage");
+    std::fs::write(
+        garbage.join("bundle.json"),
+        "{\"format\": 1, \"version\": 3}",
+    )
+    .expect("write");
+    let e = Bundle::load(&garbage, &Device::Cpu).expect_err("garbage");
+    assert!(e.to_string().contains("is not a valid bundle.json"), "{e}");
+}
