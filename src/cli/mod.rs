@@ -41,6 +41,12 @@ struct Cli {
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 
+    /// Threads of candle's CPU kernels (sets RAYON_NUM_THREADS unless it is set). The
+    /// models' tensors are small: one thread avoids a scheduling cost per operation that
+    /// is larger than the work (see `eglr bench`).
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    compute_threads: usize,
+
     /// Format of log lines on stderr.
     #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -74,6 +80,10 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Before any thread exists: candle reads this variable at every kernel call.
+        std::env::set_var("RAYON_NUM_THREADS", cli.compute_threads.max(1).to_string());
+    }
     telemetry::init(cli.log_format);
     match run(cli) {
         Ok(code) => code,

@@ -15,7 +15,6 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::{GeneratorConfig, ReasoningMode, ReasoningPolicy, ReasoningToken};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
-use super::evaluator::gather_rows;
 use super::layers::{
     causal_mask, mask_scores, masked_sum, sinusoidal, KvCache, Mlp, TransformerLayer,
 };
@@ -193,13 +192,20 @@ impl Generator {
     }
 
     /// Generates a list of `list_lens[r]` items for every row (spec §4, steps 1-4).
+    ///
+    /// Per step, the pointer scores are copied to the host once; the gate, the entropy
+    /// and the choice are computed there (they need no gradient), and the next token of
+    /// every row is one batched product `W h`: a one-hot row for a chosen item, the
+    /// context weights for a context-aware reasoning token. With `track_log_prob` the
+    /// reasoning weights and the log-probabilities of the choices are also computed as
+    /// tensors, so gradients flow through them (spec §5).
     pub fn decode(
         &self,
         pool: &EncodedPool,
         list_lens: &[usize],
         mut opts: DecodeOptions<'_>,
     ) -> Result<Decoded> {
-        let (b, n, _) = pool.h.dims3()?;
+        let (b, n, d) = pool.h.dims3()?;
         let device = pool.h.device();
         let p = self.policy;
         let targets: Vec<usize> = list_lens
@@ -216,6 +222,7 @@ impl Generator {
         let mut log_probs: Vec<Tensor> = Vec::new();
         let mut x = pool.s0.clone();
         let mut t = 0;
+        let mut dist = vec![0f32; n];
         while rows.iter().any(|r| !r.done()) && t < max_steps {
             let o = if opts.use_cache {
                 self.decoder_step(&x, t, &mut caches)?
@@ -224,78 +231,68 @@ impl Generator {
                 let all = self.decoder_full(&Tensor::cat(&history, 1)?)?;
                 all.narrow(1, t, 1)?.squeeze(1)?
             };
-            // Step 1: pointer scores over the remaining candidates.
-            let avail = Tensor::from_slice(&available, (b, n), device)?;
-            let scores = mask_scores(
-                &(pool.h.matmul(&o.unsqueeze(2)?)?.squeeze(2)? * self.score_scale)?,
-                &avail,
-            )?;
-            // Step 2: entropy at tau_0 (eq. 13-14).
-            let entropy: Vec<f32> = entropy(&(&scores / p.tau0)?, &avail)?.to_vec1()?;
-            // Step 3: the gate.
-            let reason: Vec<bool> = rows
-                .iter()
-                .zip(&entropy)
-                .map(|(r, &h)| r.reasons(&p, h))
-                .collect();
-            let recommend: Vec<bool> = rows
-                .iter()
-                .zip(&reason)
-                .map(|(r, &re)| !r.done() && !re)
-                .collect();
-            for (r, &h) in rows.iter_mut().zip(&entropy) {
-                r.observe(h);
-            }
-            let token_r = if reason.iter().any(|&r| r) {
-                Some(match p.token {
-                    ReasoningToken::Plain => o.clone(),
-                    ReasoningToken::ContextAware => {
-                        let w = candle_nn::ops::softmax_last_dim(&(&scores / p.tau_reason)?)?;
-                        w.unsqueeze(1)?.matmul(&pool.h)?.squeeze(1)?
-                    }
-                })
-            } else {
-                None
-            };
-            // Step 4: recommend.
-            let logits = (&scores / p.tau_recommend)?;
-            let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?
-                .flatten_all()?
-                .to_vec1()?;
+            // Step 1: pointer scores `a_j = <o, h_j>` (scaled), one copy to the host.
+            let scores = (pool.h.matmul(&o.unsqueeze(2)?)?.squeeze(2)? * self.score_scale)?;
+            let host: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+            let mut weights = vec![0f32; b * n];
             let mut picks = vec![0u32; b];
-            for (row, pick) in picks.iter_mut().enumerate() {
-                if recommend[row] {
-                    let pr = &probs[row * n..(row + 1) * n];
-                    let av = &available[row * n..(row + 1) * n];
-                    *pick = choose(pr, av, &mut opts.selection) as u32;
+            let mut reason_plain = vec![0u8; b];
+            let mut reason_context = vec![0u8; b];
+            let mut recommend = vec![0f32; b];
+            for (row, state) in rows.iter_mut().enumerate() {
+                if state.done() {
+                    continue;
                 }
-            }
-            let pick_tensor = Tensor::from_slice(&picks, (b, 1), device)?;
-            if opts.track_log_prob {
-                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                    .gather(&pick_tensor, 1)?
-                    .squeeze(1)?;
-                let on: Vec<f32> = recommend.iter().map(|&r| f32::from(u8::from(r))).collect();
-                log_probs.push((lp * Tensor::from_slice(&on, b, device)?)?);
-            }
-            let chosen = gather_rows(&pool.h, &pick_tensor)?.squeeze(1)?;
-            x = match &token_r {
-                Some(r) => {
-                    let flags: Vec<u8> = reason.iter().map(|&r| u8::from(r)).collect();
-                    let m =
-                        Tensor::from_slice(&flags, (b, 1), device)?.broadcast_as(chosen.shape())?;
-                    m.where_cond(r, &chosen)?
-                }
-                None => chosen,
-            };
-            for row in 0..b {
-                if recommend[row] {
-                    let item = picks[row] as usize;
+                let a = &host[row * n..(row + 1) * n];
+                let avail = &available[row * n..(row + 1) * n];
+                // Step 2: entropy at tau_0 (eq. 13-14).
+                let entropy = masked_softmax(a, avail, p.tau0, &mut dist);
+                state.observe(entropy);
+                let w = &mut weights[row * n..(row + 1) * n];
+                if state.reasons(&p, entropy) {
+                    // Step 3: a reasoning token.
+                    match p.token {
+                        ReasoningToken::Plain => reason_plain[row] = 1,
+                        ReasoningToken::ContextAware => {
+                            masked_softmax(a, avail, p.tau_reason, w);
+                            reason_context[row] = 1;
+                        }
+                    }
+                    state.since_item += 1;
+                } else {
+                    // Step 4: recommend from `softmax(a / tau_c)`.
+                    masked_softmax(a, avail, p.tau_recommend, &mut dist);
+                    let item = choose(&dist, avail, &mut opts.selection);
+                    w[item] = 1.0;
+                    picks[row] = item as u32;
+                    recommend[row] = 1.0;
                     available[row * n + item] = 0.0;
-                    rows[row].pick(item, probs[row * n + item], entropy[row]);
-                } else if reason[row] {
-                    rows[row].since_item += 1;
+                    state.pick(item, dist[item], entropy);
                 }
+            }
+            let mut w = Tensor::from_vec(weights, (b, 1, n), device)?;
+            if opts.track_log_prob {
+                let avail = Tensor::from_slice(&available, (b, n), device)?;
+                // `available` already lost this step's picks: put them back for the softmax.
+                let before = (avail + pick_mask(&picks, &recommend, n, device)?)?;
+                let masked = mask_scores(&scores, &before)?;
+                if reason_context.contains(&1) {
+                    let soft = candle_nn::ops::softmax_last_dim(&(&masked / p.tau_reason)?)?
+                        .unsqueeze(1)?;
+                    let m = Tensor::from_slice(&reason_context, (b, 1, 1), device)?
+                        .broadcast_as((b, 1, n))?;
+                    w = m.where_cond(&soft, &w)?;
+                }
+                let pick_t = Tensor::from_slice(&picks, (b, 1), device)?;
+                let lp = candle_nn::ops::log_softmax(&(&masked / p.tau_recommend)?, D::Minus1)?
+                    .gather(&pick_t, 1)?
+                    .squeeze(1)?;
+                log_probs.push((lp * Tensor::from_slice(&recommend, b, device)?)?);
+            }
+            x = w.matmul(&pool.h)?.squeeze(1)?;
+            if reason_plain.contains(&1) {
+                let m = Tensor::from_slice(&reason_plain, (b, 1), device)?.broadcast_as((b, d))?;
+                x = m.where_cond(&o, &x)?;
             }
             t += 1;
         }
@@ -310,6 +307,45 @@ impl Generator {
             steps: t,
         })
     }
+}
+
+/// One-hot `[b, n]` of this step's picks (rows that recommended).
+fn pick_mask(
+    picks: &[u32],
+    recommend: &[f32],
+    n: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mut m = vec![0f32; picks.len() * n];
+    for (row, (&j, &r)) in picks.iter().zip(recommend).enumerate() {
+        m[row * n + j as usize] = r;
+    }
+    Tensor::from_vec(m, (picks.len(), n), device)
+}
+
+/// `softmax(a / tau)` over the available entries into `out` (0 elsewhere); returns its
+/// entropy `-sum p log p` in nats.
+fn masked_softmax(a: &[f32], avail: &[f32], tau: f64, out: &mut [f32]) -> f32 {
+    let inv = (1.0 / tau) as f32;
+    let max = a
+        .iter()
+        .zip(avail)
+        .filter(|(_, &m)| m > 0.0)
+        .map(|(&x, _)| x * inv)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for ((o, &x), &m) in out.iter_mut().zip(a).zip(avail) {
+        *o = if m > 0.0 { (x * inv - max).exp() } else { 0.0 };
+        sum += *o;
+    }
+    let mut entropy = 0f32;
+    for o in out.iter_mut() {
+        *o /= sum.max(f32::MIN_POSITIVE);
+        if *o > 0.0 {
+            entropy -= *o * o.ln();
+        }
+    }
+    entropy
 }
 
 /// Decoding state of one row, kept on the host.
@@ -365,13 +401,6 @@ impl RowState {
         });
         self.since_item = 0;
     }
-}
-
-/// `H = -sum_j p_j log p_j` of `softmax(logits)` over available candidates, `[b]`.
-pub fn entropy(logits: &Tensor, avail: &Tensor) -> Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let p = logp.exp()?;
-    ((p * logp)? * avail)?.sum(D::Minus1)?.neg()
 }
 
 /// Picks an available candidate: argmax, or a draw from `probs` (renormalised over the

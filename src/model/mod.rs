@@ -14,9 +14,7 @@ pub use config::{
 };
 pub use embedding::{FeatureEmbedding, PoolTensors};
 pub use evaluator::{evaluator_loss, gather_rows, Evaluator, ListScores};
-pub use generator::{
-    entropy, DecodeOptions, Decoded, EncodedPool, Generator, PositionTrace, Selection,
-};
+pub use generator::{DecodeOptions, Decoded, EncodedPool, Generator, PositionTrace, Selection};
 pub use layers::KvCache;
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ impl Default for TrainingConfig {
             generator_lr: 1e-3,
             grpo_pools_per_step: 16,
             group_size: 8,
-            grpo_steps: 300,
+            grpo_steps: 600,
             reward: Reward::Dcg,
             progress_every: 25,
         }
