@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod model;
 pub mod schema;
 pub mod sim;
+pub mod stream;
 pub mod study;
 pub mod train;

@@ -2,8 +2,10 @@
 
 mod bench;
 mod config;
+mod demo;
 mod eval;
 mod report;
+mod serve;
 mod simulate;
 mod study;
 mod telemetry;
@@ -76,6 +78,12 @@ enum Command {
     Bench(bench::Args),
     /// The ablation study on simulated data: every variant, several seeds, one table.
     Study(study::Args),
+    /// The re-ranking consumer group: requests in, re-ranked lists out, bad input to the
+    /// dead-letter topic, at least once. Starts an embedded broker when none is set.
+    Serve(serve::Args),
+    /// The whole loop on the embedded broker: simulator traffic -> serve -> results,
+    /// with latency and throughput.
+    Demo(demo::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -104,6 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&pipeline, args),
         Command::Bench(args) => bench::run(&pipeline, args),
         Command::Study(args) => study::run(&pipeline, args),
+        Command::Serve(args) => serve::run(&pipeline, args),
+        Command::Demo(args) => demo::run(&pipeline, args),
     }
 }
 

@@ -1,0 +1,237 @@
+//! `eglr demo`: the whole loop in one command on the embedded broker — simulator
+//! traffic -> serve -> results — with a summary of latency and throughput.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use eglr::config::PipelineConfig;
+use eglr::logs::{LogWriter, RollPolicy};
+use eglr::sim::{write_logs, Traffic, World};
+use eglr::stream::loadgen::{self, LoadReport, Outgoing};
+use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
+use eglr::train::{self, TrainJob, TrainingConfig};
+
+use super::device;
+use super::report::{table, write_json};
+use super::serve::embedded;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Requests to send.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+
+    /// Offered load in requests/s (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+
+    /// Share of requests sent malformed (they must land in the dead-letter topic).
+    #[arg(long, default_value_t = 0.0)]
+    malformed_share: f64,
+
+    /// Working directory: the simulated world, and the model store (a small model is
+    /// trained into it on first use).
+    #[arg(long, default_value = "data/demo")]
+    dir: PathBuf,
+
+    /// Write the summary as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    requests: usize,
+    results: usize,
+    dlq: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    throughput_rps: f64,
+    reasoning_steps_per_list: f64,
+    missing: usize,
+    duplicates: usize,
+    model_versions: Vec<(String, usize)>,
+}
+
+/// The demo's world and a first model, made once.
+fn prepare(
+    pipeline: &PipelineConfig,
+    dir: &std::path::Path,
+) -> anyhow::Result<(World, ModelStore)> {
+    let world_path = dir.join("world.json");
+    let world = if world_path.exists() {
+        World::load(&world_path)?
+    } else {
+        std::fs::create_dir_all(dir)?;
+        let w = World::generate(&pipeline.simulator, pipeline.limits.list_len, 11);
+        w.save(&world_path)?;
+        w
+    };
+    let store = ModelStore::new(&dir.join("models"));
+    if store.latest().is_none() {
+        println!(
+            "no model in {} yet: simulating 5,000 lists and training a small one (about a minute)",
+            store.dir().display()
+        );
+        let logs = dir.join("logs");
+        if !logs.is_dir() {
+            let policy = RollPolicy {
+                max_bytes: pipeline.logs.roll_max_bytes,
+                max_age: None,
+                row_group_rows: pipeline.logs.row_group_rows,
+            };
+            let mut w = LogWriter::create(&logs, "lists", policy)?;
+            write_logs(&Traffic::new(&world, 11), 5000, 4096, &mut w, |_| {})?;
+            w.finish()?;
+        }
+        let data = logs.display().to_string();
+        let out = store.path(&store.next_version());
+        let job = TrainJob {
+            data: &data,
+            evaluator: pipeline.evaluator.clone(),
+            generator: pipeline.generator.clone(),
+            training: TrainingConfig {
+                evaluator_epochs: 3,
+                grpo_steps: 100,
+                ..pipeline.training.clone()
+            },
+            features: &pipeline.features,
+            list_len: pipeline.limits.list_len,
+            max_list_len: pipeline.limits.max_list_len,
+            evaluator_from: None,
+            out: &out,
+            version: "v000001".into(),
+            git_revision: None,
+        };
+        train::run(&job, &device()).context("training the demo model")?;
+    }
+    Ok((world, store))
+}
+
+/// Request payloads from the simulator; a share of them deliberately malformed.
+fn traffic(world: &World, n: usize, malformed_share: f64) -> (Vec<Outgoing>, Vec<String>, usize) {
+    let t = Traffic::new(world, 12345);
+    let every = if malformed_share > 0.0 {
+        (1.0 / malformed_share).round().max(1.0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut valid = Vec::with_capacity(n);
+    let mut bad = 0;
+    for k in 0..n {
+        let request = t.request(&t.impression(k as u64));
+        let payload = if k % every == every - 1 {
+            bad += 1;
+            match bad % 3 {
+                0 => b"{not json".to_vec(),
+                1 => serde_json::to_vec(
+                    &serde_json::json!({"request_id": request.request_id, "candidates": []}),
+                )
+                .unwrap_or_default(),
+                _ => {
+                    let mut r = request.clone();
+                    r.list_len = r.candidates.len() + 1;
+                    serde_json::to_vec(&r).unwrap_or_default()
+                }
+            }
+        } else {
+            valid.push(request.request_id.clone());
+            serde_json::to_vec(&request).unwrap_or_default()
+        };
+        out.push(Outgoing {
+            key: request.request_id,
+            payload,
+        });
+    }
+    (out, valid, bad)
+}
+
+pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let (world, store) = prepare(pipeline, &args.dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report: LoadReport = runtime.block_on(async {
+        let broker = embedded(pipeline, 4)?;
+        let brokers = broker.bootstrap();
+        println!("embedded Kafka broker at {brokers}");
+        let live = Arc::new(LiveModel::open(store, device())?);
+        let settings = ServeSettings {
+            pipeline: pipeline.clone(),
+            brokers: brokers.clone(),
+            metrics_addr: None,
+            model_poll: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(settings, live, stopped));
+        let (outgoing, valid, bad) = traffic(&world, args.requests, args.malformed_share);
+        let rate = (args.rate > 0.0).then_some(args.rate);
+        let report = loadgen::run(
+            &pipeline.kafka,
+            &brokers,
+            outgoing,
+            &valid,
+            bad,
+            rate,
+            Duration::from_secs(120),
+        )
+        .await?;
+        let _ = stop.send(true);
+        server.await??;
+        anyhow::Ok(report)
+    })?;
+    let summary = Summary {
+        requests: report.requests,
+        results: report.results,
+        dlq: report.dlq,
+        p50_ms: report.p50_ms,
+        p99_ms: report.p99_ms,
+        throughput_rps: report.throughput_rps,
+        reasoning_steps_per_list: report.reasoning_steps_per_list,
+        missing: report.missing,
+        duplicates: report.duplicates,
+        model_versions: report.model_versions,
+    };
+    print!(
+        "{}",
+        table(
+            &[
+                "requests",
+                "results",
+                "dead letters",
+                "missing",
+                "p50 ms",
+                "p99 ms",
+                "results/s",
+                "reasoning/list"
+            ],
+            &[vec![
+                summary.requests.to_string(),
+                summary.results.to_string(),
+                summary.dlq.to_string(),
+                summary.missing.to_string(),
+                format!("{:.1}", summary.p50_ms),
+                format!("{:.1}", summary.p99_ms),
+                format!("{:.0}", summary.throughput_rps),
+                format!("{:.2}", summary.reasoning_steps_per_list),
+            ]],
+        )
+    );
+    if let Some(path) = &args.json {
+        write_json(path, &summary)?;
+    }
+    Ok(if summary.missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,174 @@
+//! The model stage: a dedicated thread (never a tokio worker, so consumers keep
+//! polling) that closes a batch at `max_batch` requests or `max_wait_ms`, whichever
+//! comes first, re-ranks it with the model serving at that moment, and hands the
+//! outcomes to the sink.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use super::metrics::ServeMetrics;
+use super::model_store::LiveModel;
+use crate::config::BatchingConfig;
+use crate::model::{Bundle, DecodeOptions, PoolTensors, Selection};
+use crate::schema::{RankedItem, RerankRequest, RerankResult};
+
+/// A valid request taken off the requests topic.
+#[derive(Debug)]
+pub struct Job {
+    pub request: RerankRequest,
+    pub raw: Vec<u8>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub received: Instant,
+}
+
+/// What became of a job.
+#[derive(Debug)]
+pub enum Outcome {
+    Ranked(RerankResult),
+    /// The model could not rank it: goes to the dead-letter topic.
+    Failed {
+        kind: &'static str,
+        message: String,
+    },
+}
+
+/// A finished job, with where it came from.
+#[derive(Debug)]
+pub struct Done {
+    pub job: Job,
+    pub outcome: Outcome,
+}
+
+/// Re-ranks a batch with `bundle`: greedy decode with the KV cache.
+pub fn rank_batch(
+    bundle: &Bundle,
+    requests: &[&RerankRequest],
+    device: &Device,
+) -> candle_core::Result<Vec<RerankResult>> {
+    let started = Instant::now();
+    let pools: Vec<_> = requests
+        .iter()
+        .map(|r| (&r.user, r.candidates.as_slice()))
+        .collect();
+    let tensors = PoolTensors::new(&bundle.encoder.encode(&pools), &bundle.encoder, device)?;
+    let encoded = bundle.generator.encode(&tensors)?;
+    let lens: Vec<usize> = requests.iter().map(|r| r.list_len).collect();
+    let decoded = bundle.generator.decode(
+        &encoded,
+        &lens,
+        DecodeOptions {
+            selection: Selection::Greedy,
+            track_log_prob: false,
+            use_cache: true,
+        },
+    )?;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(requests
+        .iter()
+        .zip(decoded.lists)
+        .map(|(r, list)| RerankResult {
+            request_id: r.request_id.clone(),
+            model_version: bundle.meta.version.clone(),
+            items: list
+                .iter()
+                .map(|p| RankedItem {
+                    item_id: r.candidates[p.item].item_id.clone(),
+                    score: f64::from(p.prob),
+                    reasoning_steps: p.reasoning_steps,
+                    entropy_before: f64::from(p.entropy_before),
+                    entropy_after: f64::from(p.entropy_after),
+                })
+                .collect(),
+            latency_ms,
+            timestamp_ms: now_ms,
+        })
+        .collect())
+}
+
+/// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`].
+pub fn run_inference(
+    jobs: Receiver<Job>,
+    done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
+    live: Arc<LiveModel>,
+    batching: BatchingConfig,
+    metrics: Arc<ServeMetrics>,
+    device: Device,
+) {
+    let max_wait = Duration::from_millis(batching.max_wait_ms);
+    while let Ok(first) = jobs.recv() {
+        let closes = Instant::now() + max_wait;
+        let mut batch = vec![first];
+        while batch.len() < batching.max_batch {
+            match jobs.recv_timeout(closes.saturating_duration_since(Instant::now())) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let bundle = live.current();
+        metrics.set_model_version(&bundle.meta.version);
+        let limit = bundle.meta.max_list_len;
+        let (fits, too_long): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|j| j.request.list_len <= limit);
+        let mut out: Vec<Done> = too_long
+            .into_iter()
+            .map(|job| {
+                let message = format!(
+                    "list_len {} exceeds the model's maximum of {limit}",
+                    job.request.list_len
+                );
+                Done {
+                    job,
+                    outcome: Outcome::Failed {
+                        kind: "model_limit",
+                        message,
+                    },
+                }
+            })
+            .collect();
+        if !fits.is_empty() {
+            let started = Instant::now();
+            let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
+            match rank_batch(&bundle, &requests, &device) {
+                Ok(results) => {
+                    metrics.batch_size.observe(fits.len() as f64);
+                    metrics
+                        .batch_latency_ms
+                        .observe(started.elapsed().as_secs_f64() * 1000.0);
+                    for (job, mut result) in fits.into_iter().zip(results) {
+                        let steps: u32 = result.items.iter().map(|i| i.reasoning_steps).sum();
+                        metrics.reasoning_steps.observe(f64::from(steps));
+                        for item in &result.items {
+                            metrics.entropy.observe(item.entropy_after);
+                        }
+                        result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
+                        out.push(Done {
+                            job,
+                            outcome: Outcome::Ranked(result),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; its requests go to the dead-letter topic");
+                    out.extend(fits.into_iter().map(|job| Done {
+                        job,
+                        outcome: Outcome::Failed {
+                            kind: "model_error",
+                            message: e.to_string(),
+                        },
+                    }));
+                }
+            }
+        }
+        if done.send(out).is_err() {
+            break; // the sink is gone: shutting down
+        }
+    }
+}
