@@ -61,9 +61,17 @@ pub async fn run(
 ) -> Result<LoadReport, StreamError> {
     let topics = &kafka.topics;
     let mut cfg = client_config(kafka, brokers);
-    cfg.set("group.id", format!("eglr-loadgen-{}", std::process::id()))
-        .set("auto.offset.reset", "latest")
-        .set("enable.auto.commit", "false");
+    // A fresh group per run: reusing one would wait for the previous member's session
+    // to expire before the assignment, and "latest" would then skip early results.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    cfg.set(
+        "group.id",
+        format!("eglr-loadgen-{}-{nonce}", std::process::id()),
+    )
+    .set("auto.offset.reset", "latest")
+    .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg
         .create()
         .map_err(StreamError::kafka("create the results consumer"))?;
