@@ -93,7 +93,17 @@ pub fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", cli.compute_threads.max(1).to_string());
     }
     telemetry::init(cli.log_format);
-    match run(cli) {
+    // Run the command on a worker of candle's rayon pool: its parallel kernels then run
+    // inline instead of waking a pool thread for every small operation (measured by
+    // `eglr bench`: a cross-thread hand-off per op dominates a batch-1 decode).
+    let outcome = match rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.compute_threads.max(1))
+        .build()
+    {
+        Ok(pool) => pool.install(|| run(cli)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the compute thread pool: {e}")),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -326,7 +326,17 @@ pub async fn serve(
             (Arc::clone(&live), Arc::clone(&metrics), p.batching.clone());
         std::thread::Builder::new()
             .name("eglr-inference".into())
-            .spawn(move || run_inference(job_rx, done_tx, live, batching, metrics, Device::Cpu))
+            .spawn(move || {
+                // The model runs on a worker of its own compute pool, so candle's parallel
+                // kernels run inline instead of handing every small op to another thread.
+                let threads = candle_core::utils::get_num_threads();
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(pool) => pool.install(|| {
+                        run_inference(job_rx, done_tx, live, batching, metrics, Device::Cpu)
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
+                }
+            })
             .map_err(|e| StreamError::External {
                 what: "start the inference thread".into(),
                 message: e.to_string(),
