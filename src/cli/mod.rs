@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod demo;
 mod eval;
+mod loadgen;
 mod report;
 mod serve;
 mod simulate;
@@ -84,6 +85,9 @@ enum Command {
     /// The whole loop on the embedded broker: simulator traffic -> serve -> results,
     /// with latency and throughput.
     Demo(demo::Args),
+    /// Offer simulator requests to a broker that `eglr serve` consumes from, and measure
+    /// end-to-end latency and throughput.
+    Loadgen(loadgen::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Study(args) => study::run(&pipeline, args),
         Command::Serve(args) => serve::run(&pipeline, args),
         Command::Demo(args) => demo::run(&pipeline, args),
+        Command::Loadgen(args) => loadgen::run(&pipeline, args),
     }
 }
 

@@ -15,7 +15,8 @@ use crate::config::KafkaConfig;
 /// Base client config: bootstrap servers plus the pipeline's pass-through properties.
 pub fn client_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
+    c.set("bootstrap.servers", brokers)
+        .set("socket.nagle.disable", "true");
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }
@@ -32,7 +33,10 @@ pub fn consumer_config(kafka: &KafkaConfig, brokers: &str, group: &str) -> Clien
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        // A re-ranker is latency-bound: do not let a fetch wait for more data.
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.error.backoff.ms", "10");
     c
 }
 

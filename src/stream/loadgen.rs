@@ -89,10 +89,50 @@ pub async fn run(
         .create()
         .map_err(StreamError::kafka("create the producer"))?;
 
+    // Results are read while requests are produced, so latency is not inflated by
+    // reading them late; each first result records when it was consumed.
+    let expected: usize = expect_results.len();
+    let dlq_topic = topics.dead_letter.clone();
+    let reader = tokio::spawn(async move {
+        let mut received: HashMap<String, (Instant, u32, String)> = HashMap::new();
+        let (mut dlq, mut duplicates) = (0usize, 0usize);
+        let deadline = Instant::now() + timeout;
+        while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline {
+            let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+            {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "results consumer");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if msg.topic() == dlq_topic {
+                dlq += 1;
+                continue;
+            }
+            let Some(result) = msg
+                .payload()
+                .and_then(|p| serde_json::from_slice::<RerankResult>(p).ok())
+            else {
+                continue;
+            };
+            if received.contains_key(&result.request_id) {
+                duplicates += 1;
+                continue;
+            }
+            let steps = result.items.iter().map(|i| i.reasoning_steps).sum();
+            received.insert(
+                result.request_id,
+                (Instant::now(), steps, result.model_version),
+            );
+        }
+        (received, dlq, duplicates)
+    });
+
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(outgoing.len());
     let started = Instant::now();
     let n = outgoing.len();
-    let mut acks = Vec::with_capacity(n);
     for (i, o) in outgoing.into_iter().enumerate() {
         if let Some(r) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / r);
@@ -107,10 +147,7 @@ pub async fn run(
                     .key(&o.key)
                     .payload(&o.payload),
             ) {
-                Ok(f) => {
-                    acks.push(f);
-                    break;
-                }
+                Ok(_delivery) => break,
                 Err((e, _)) => {
                     tracing::debug!(error = %e, "producer queue full");
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -119,52 +156,33 @@ pub async fn run(
         }
     }
     let _ = producer.flush(Duration::from_secs(10));
+    let (received, dlq, duplicates) = reader
+        .await
+        .map_err(|_| StreamError::Internal("the results reader panicked"))?;
 
-    let mut latencies = Vec::with_capacity(expect_results.len());
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut latencies: Vec<f64> = Vec::with_capacity(received.len());
     let mut versions: Vec<(String, usize)> = Vec::new();
-    let (mut dlq, mut steps) = (0usize, 0f64);
-    let deadline = Instant::now() + timeout;
-    let mut last = Instant::now();
-    while (seen.len() < expect_results.len() || dlq < expect_dlq) && Instant::now() < deadline {
-        let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "results consumer");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        last = Instant::now();
-        if msg.topic() == topics.dead_letter {
-            dlq += 1;
-            continue;
-        }
-        let Some(result) = msg
-            .payload()
-            .and_then(|p| serde_json::from_slice::<RerankResult>(p).ok())
-        else {
-            continue;
-        };
-        let count = seen.entry(result.request_id.clone()).or_default();
-        *count += 1;
-        if *count == 1 {
-            if let Some(t) = sent_at.get(&result.request_id) {
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            steps += f64::from(result.items.iter().map(|i| i.reasoning_steps).sum::<u32>());
-            match versions.iter_mut().find(|v| v.0 == result.model_version) {
-                Some(v) => v.1 += 1,
-                None => versions.push((result.model_version.clone(), 1)),
-            }
+    let mut steps = 0f64;
+    let mut last = started;
+    let mut by_arrival: Vec<(&Instant, &String)> =
+        received.iter().map(|(_, (t, _, v))| (t, v)).collect();
+    by_arrival.sort_by_key(|(t, _)| **t);
+    for (_, v) in &by_arrival {
+        match versions.iter_mut().find(|x| &x.0 == *v) {
+            Some(x) => x.1 += 1,
+            None => versions.push(((*v).clone(), 1)),
         }
     }
-    for a in acks {
-        let _ = a.await;
+    for (id, (t, s, _)) in &received {
+        if let Some(sent) = sent_at.get(id) {
+            latencies.push(t.duration_since(*sent).as_secs_f64() * 1000.0);
+        }
+        steps += f64::from(*s);
+        last = last.max(*t);
     }
     latencies.sort_by(f64::total_cmp);
     let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
-    let unique = seen.len();
+    let unique = received.len();
     Ok(LoadReport {
         requests: n,
         results: unique,
@@ -176,8 +194,8 @@ pub async fn run(
         model_versions: versions,
         missing: expect_results
             .iter()
-            .filter(|k| !seen.contains_key(*k))
+            .filter(|k| !received.contains_key(*k))
             .count(),
-        duplicates: seen.values().map(|&c| c - 1).sum(),
+        duplicates,
     })
 }
