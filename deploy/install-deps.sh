@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages eglr needs to build on Debian 12 (run as root or with
-# sudo). Idempotent: installs only what is missing.
+# Installs what eglr needs to build and test on Debian 12 (run as root or with sudo).
+# Idempotent: installs only what is missing.
 #   - a C toolchain and make: rdkafka builds its bundled librdkafka 2.12 from source
 #     (Debian's librdkafka is 2.0, too old to link against)
 #   - pkg-config and zlib headers: librdkafka's compression
@@ -20,3 +20,11 @@ else
   echo "system packages present: ${packages[*]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+# tansu: an independent Kafka-compatible broker for the integration tests. Building it
+# takes about 25 minutes on 2 cores, so it is installed only when missing.
+if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  echo "installing tansu 0.6 (cargo install, about 25 minutes on 2 cores)"
+  cargo install tansu --version '^0.6' --locked --features dynostore
+else
+  echo "tansu present"
+fi

@@ -91,6 +91,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             ],
             &[vec![
                 report.requests.to_string(),
+                report.produce_errors.to_string(),
                 report.results.to_string(),
                 report.missing.to_string(),
                 report.duplicates.to_string(),

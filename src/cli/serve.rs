@@ -29,9 +29,14 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
 
-    /// Partitions of the topics the embedded broker creates.
+    /// Partitions of the topics created by the embedded broker or --create-topics.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+
+    /// Create the pipeline's topics on the configured brokers if they are missing (for
+    /// brokers that do not auto-create topics, such as tansu).
+    #[arg(long)]
+    create_topics: bool,
 
     /// Seconds between checks of the model store for a new version.
     #[arg(long, default_value_t = 2.0)]
@@ -108,6 +113,21 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             _broker = b;
             bootstrap
         } else {
+            if args.create_topics {
+                let t = &pipeline.kafka.topics;
+                eglr::stream::kafka::create_topics(
+                    &pipeline.kafka,
+                    &pipeline.kafka.brokers,
+                    &[
+                        (t.requests.as_str(), args.partitions),
+                        (t.results.as_str(), args.partitions),
+                        (t.feedback.as_str(), args.partitions),
+                        (t.dead_letter.as_str(), 1),
+                        (t.control.as_str(), 1),
+                    ],
+                )
+                .await?;
+            }
             pipeline.kafka.brokers.clone()
         };
         let store = ModelStore::new(&pipeline.model.store);

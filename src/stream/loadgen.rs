@@ -38,6 +38,8 @@ pub struct LoadReport {
     pub missing: usize,
     /// Results delivered more than once (allowed under at-least-once).
     pub duplicates: usize,
+    /// Requests the broker did not acknowledge (they cannot have results).
+    pub produce_errors: usize,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -131,6 +133,7 @@ pub async fn run(
     });
 
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(outgoing.len());
+    let mut deliveries = Vec::with_capacity(outgoing.len());
     let started = Instant::now();
     let n = outgoing.len();
     for (i, o) in outgoing.into_iter().enumerate() {
@@ -147,7 +150,10 @@ pub async fn run(
                     .key(&o.key)
                     .payload(&o.payload),
             ) {
-                Ok(_delivery) => break,
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
                 Err((e, _)) => {
                     tracing::debug!(error = %e, "producer queue full");
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -155,7 +161,19 @@ pub async fn run(
             }
         }
     }
-    let _ = producer.flush(Duration::from_secs(10));
+    let _ = producer.flush(Duration::from_secs(30));
+    let mut produce_errors = 0;
+    for d in deliveries {
+        match d.await {
+            Ok(Ok(_)) => {}
+            other => {
+                produce_errors += 1;
+                if produce_errors <= 3 {
+                    tracing::warn!(?other, "request not delivered to the broker");
+                }
+            }
+        }
+    }
     let (received, dlq, duplicates) = reader
         .await
         .map_err(|_| StreamError::Internal("the results reader panicked"))?;
@@ -197,5 +215,6 @@ pub async fn run(
             .filter(|k| !received.contains_key(*k))
             .count(),
         duplicates,
+        produce_errors,
     })
 }
