@@ -2,22 +2,20 @@
 //! `deploy/install-deps.sh`): 5,000 requests with 5 % malformed, every valid request
 //! gets a result and every malformed one lands in the dead-letter topic.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use tokio::sync::watch;
 
+use common::{requests, spawn_load, write_bundle};
 use eglr::config::PipelineConfig;
-use eglr::features::{DenseNormaliser, FeatureEncoder};
-use eglr::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo, BUNDLE_FORMAT};
-use eglr::sim::{Traffic, World};
 use eglr::stream::kafka::create_topics;
-use eglr::stream::loadgen::{self, Outgoing};
 use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
 
 struct Tansu(Child);
@@ -65,48 +63,9 @@ fn start_tansu() -> (Tansu, String) {
 }
 
 fn pipeline() -> PipelineConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut p = PipelineConfig::load(&root.join("pipelines/local.toml"), &[]).expect("pipeline");
+    let mut p = common::pipeline();
     p.kafka.group_id = "tansu-serve".into();
     p
-}
-
-fn write_bundle(p: &PipelineConfig, dir: &Path) {
-    let encoder = FeatureEncoder::new(p.features.clone(), DenseNormaliser::default());
-    let (ev, gv) = (VarMap::new(), VarMap::new());
-    Evaluator::new(
-        &p.evaluator,
-        &encoder,
-        p.limits.max_list_len,
-        VarBuilder::from_varmap(&ev, DType::F32, &Device::Cpu),
-    )
-    .expect("evaluator");
-    Generator::new(
-        &p.generator,
-        &encoder,
-        p.limits.max_list_len,
-        VarBuilder::from_varmap(&gv, DType::F32, &Device::Cpu),
-    )
-    .expect("generator");
-    eglr::train::seeded_init(&ev, 1).expect("init");
-    eglr::train::seeded_init(&gv, 2).expect("init");
-    let meta = BundleMeta {
-        format: BUNDLE_FORMAT,
-        version: "v000001".into(),
-        features: p.features.clone(),
-        normaliser: DenseNormaliser::default(),
-        evaluator: p.evaluator.clone(),
-        generator: p.generator.clone(),
-        max_list_len: p.limits.max_list_len,
-        training: TrainingInfo {
-            data: "none".into(),
-            seed: 1,
-            git_revision: None,
-            created_unix_ms: 0,
-            metrics: serde_json::Value::Null,
-        },
-    };
-    Bundle::save(dir, &meta, &ev, &gv).expect("save");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +81,7 @@ async fn five_thousand_requests_five_percent_malformed_on_tansu() {
     .await
     .expect("create topics on tansu (it does not auto-create them)");
     let store = tempfile::tempdir().expect("tempdir");
-    write_bundle(&p, &store.path().join("v000001"));
+    write_bundle(&p, &store.path().join("v000001"), 1);
     let live =
         Arc::new(LiveModel::open(ModelStore::new(store.path()), Device::Cpu).expect("model"));
     let (stop, stopped) = watch::channel(false);
@@ -135,34 +94,10 @@ async fn five_thousand_requests_five_percent_malformed_on_tansu() {
     };
     let server = tokio::spawn(serve(settings, live, stopped));
 
-    let world = World::generate(&p.simulator, 10, 9);
-    let traffic = Traffic::new(&world, 9);
-    let (mut out, mut valid, mut bad) = (Vec::new(), Vec::new(), 0);
-    for k in 0..5000u64 {
-        let r = traffic.request(&traffic.impression(k));
-        let payload = if k % 20 == 19 {
-            bad += 1;
-            b"{\"request_id\": \"oops\"".to_vec()
-        } else {
-            valid.push(r.request_id.clone());
-            serde_json::to_vec(&r).expect("json")
-        };
-        out.push(Outgoing {
-            key: r.request_id,
-            payload,
-        });
-    }
-    let report = loadgen::run(
-        &p.kafka,
-        &brokers,
-        out,
-        &valid,
-        bad,
-        None,
-        Duration::from_secs(180),
-    )
-    .await
-    .expect("load");
+    let (out, valid, bad) = requests(5000, 9, 20, |_| b"{\"request_id\": \"oops\"".to_vec());
+    let report = spawn_load(&p.kafka, &brokers, out, valid, bad, None)
+        .await
+        .expect("load");
     let _ = stop.send(true);
     let summary = server.await.expect("join").expect("serve");
     // Guarantee: at least once — every valid request_id has >= 1 result.

@@ -1,0 +1,112 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use eglr::config::{KafkaConfig, PipelineConfig};
+use eglr::features::{DenseNormaliser, FeatureEncoder};
+use eglr::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo, BUNDLE_FORMAT};
+use eglr::sim::{Traffic, World};
+use eglr::stream::loadgen::{self, LoadReport, Outgoing};
+
+/// The shipped local pipeline.
+pub fn pipeline() -> PipelineConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    PipelineConfig::load(&root.join("pipelines/local.toml"), &[]).expect("pipeline")
+}
+
+/// An untrained but complete bundle: serving does not care how good the model is.
+pub fn write_bundle(p: &PipelineConfig, dir: &Path, seed: u64) {
+    let encoder = FeatureEncoder::new(p.features.clone(), DenseNormaliser::default());
+    let (ev, gv) = (VarMap::new(), VarMap::new());
+    Evaluator::new(
+        &p.evaluator,
+        &encoder,
+        p.limits.max_list_len,
+        VarBuilder::from_varmap(&ev, DType::F32, &Device::Cpu),
+    )
+    .expect("evaluator");
+    Generator::new(
+        &p.generator,
+        &encoder,
+        p.limits.max_list_len,
+        VarBuilder::from_varmap(&gv, DType::F32, &Device::Cpu),
+    )
+    .expect("generator");
+    eglr::train::seeded_init(&ev, seed).expect("init");
+    eglr::train::seeded_init(&gv, seed + 1).expect("init");
+    let meta = BundleMeta {
+        format: BUNDLE_FORMAT,
+        version: "test".into(),
+        features: p.features.clone(),
+        normaliser: DenseNormaliser::default(),
+        evaluator: p.evaluator.clone(),
+        generator: p.generator.clone(),
+        max_list_len: p.limits.max_list_len,
+        training: TrainingInfo {
+            data: "none".into(),
+            seed,
+            git_revision: None,
+            created_unix_ms: 0,
+            metrics: serde_json::Value::Null,
+        },
+    };
+    Bundle::save(dir, &meta, &ev, &gv).expect("save bundle");
+}
+
+/// `n` simulator requests; every `malformed_every`-th is replaced by `bad(k)`.
+/// Returns the messages, the ids of the valid ones and the number of bad ones.
+pub fn requests(
+    n: usize,
+    seed: u64,
+    malformed_every: usize,
+    bad: impl Fn(usize) -> Vec<u8>,
+) -> (Vec<Outgoing>, Vec<String>, usize) {
+    let world = World::generate(&pipeline().simulator, 10, 3);
+    let t = Traffic::new(&world, seed);
+    let (mut out, mut valid, mut bad_count) = (Vec::new(), Vec::new(), 0);
+    for k in 0..n {
+        let r = t.request(&t.impression(k as u64));
+        let payload = if k % malformed_every == malformed_every - 1 {
+            bad_count += 1;
+            bad(bad_count)
+        } else {
+            valid.push(r.request_id.clone());
+            serde_json::to_vec(&r).expect("json")
+        };
+        out.push(Outgoing {
+            key: r.request_id,
+            payload,
+        });
+    }
+    (out, valid, bad_count)
+}
+
+/// Runs the load generator in the background.
+pub fn spawn_load(
+    kafka: &KafkaConfig,
+    brokers: &str,
+    out: Vec<Outgoing>,
+    valid: Vec<String>,
+    dlq: usize,
+    rate: Option<f64>,
+) -> tokio::task::JoinHandle<LoadReport> {
+    let (kafka, brokers) = (kafka.clone(), brokers.to_owned());
+    tokio::spawn(async move {
+        loadgen::run(
+            &kafka,
+            &brokers,
+            out,
+            &valid,
+            dlq,
+            rate,
+            Duration::from_secs(180),
+        )
+        .await
+        .expect("load")
+    })
+}
