@@ -78,15 +78,9 @@ pub fn evaluate(
         let lens = vec![opts.list_len; chunk.len()];
         let started = Instant::now();
         let encoded = bundle.generator.encode(&pools)?;
-        let greedy = bundle.generator.decode(
-            &encoded,
-            &lens,
-            DecodeOptions {
-                selection: Selection::Greedy,
-                track_log_prob: false,
-                use_cache: true,
-            },
-        )?;
+        let greedy = bundle
+            .generator
+            .decode(&encoded, &lens, DecodeOptions::greedy())?;
         let mut best_lists = greedy.lists.clone();
         let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
         for _ in 1..opts.pass_at_n {

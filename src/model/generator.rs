@@ -49,6 +49,17 @@ pub struct DecodeOptions<'a> {
     pub use_cache: bool,
 }
 
+impl DecodeOptions<'static> {
+    /// Inference: greedy choices, KV cache, no autograd bookkeeping.
+    pub fn greedy() -> Self {
+        DecodeOptions {
+            selection: Selection::Greedy,
+            track_log_prob: false,
+            use_cache: true,
+        }
+    }
+}
+
 /// One position of a generated list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PositionTrace {

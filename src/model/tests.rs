@@ -65,16 +65,8 @@ fn generator(cfg: &GeneratorConfig) -> (Generator, VarMap) {
 fn greedy(g: &Generator, pools: &PoolTensors, len: usize) -> Decoded {
     let enc = g.encode(pools).expect("encode");
     let lens = vec![len; pools.batch()];
-    g.decode(
-        &enc,
-        &lens,
-        DecodeOptions {
-            selection: Selection::Greedy,
-            track_log_prob: false,
-            use_cache: true,
-        },
-    )
-    .expect("decode")
+    g.decode(&enc, &lens, DecodeOptions::greedy())
+        .expect("decode")
 }
 
 #[test]

@@ -12,7 +12,7 @@ use candle_core::Device;
 use super::metrics::ServeMetrics;
 use super::model_store::LiveModel;
 use crate::config::BatchingConfig;
-use crate::model::{Bundle, DecodeOptions, PoolTensors, Selection};
+use crate::model::{Bundle, DecodeOptions, PoolTensors};
 use crate::schema::{RankedItem, RerankRequest, RerankResult};
 
 /// A valid request taken off the requests topic.
@@ -58,15 +58,9 @@ pub fn rank_batch(
     let tensors = PoolTensors::new(&bundle.encoder.encode(&pools), &bundle.encoder, device)?;
     let encoded = bundle.generator.encode(&tensors)?;
     let lens: Vec<usize> = requests.iter().map(|r| r.list_len).collect();
-    let decoded = bundle.generator.decode(
-        &encoded,
-        &lens,
-        DecodeOptions {
-            selection: Selection::Greedy,
-            track_log_prob: false,
-            use_cache: true,
-        },
-    )?;
+    let decoded = bundle
+        .generator
+        .decode(&encoded, &lens, DecodeOptions::greedy())?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -15,7 +15,8 @@ pub type Partition = (String, i32);
 struct PartitionState {
     /// Offsets taken in and not yet finished.
     in_flight: BTreeSet<i64>,
-    /// Highest offset taken in so far.
+    /// Lowest and highest offsets taken in so far.
+    lowest_seen: Option<i64>,
     highest_seen: Option<i64>,
     /// The next offset to commit (everything below it is finished).
     committable: Option<i64>,
@@ -42,6 +43,7 @@ impl OffsetTracker {
             .or_default();
         state.in_flight.insert(offset);
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
+        state.lowest_seen = Some(state.lowest_seen.map_or(offset, |l| l.min(offset)));
     }
 
     /// A message finished (its result or dead letter was acknowledged).
@@ -55,7 +57,9 @@ impl OffsetTracker {
             Some(&oldest) => oldest,
             None => state.highest_seen.map_or(0, |h| h + 1),
         };
-        if state.committable.is_none_or(|c| next > c) {
+        // Committing the first offset taken in would say nothing new.
+        let progressed = state.lowest_seen.is_some_and(|l| next > l);
+        if progressed && state.committable.is_none_or(|c| next > c) {
             state.committable = Some(next);
         }
     }
