@@ -82,11 +82,13 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         table(
             &[
                 "requests",
+                "not acked",
                 "results",
                 "missing",
                 "duplicates",
                 "p50 ms",
                 "p99 ms",
+                "in serve p50 ms",
                 "results/s"
             ],
             &[vec![
@@ -97,6 +99,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 report.duplicates.to_string(),
                 format!("{:.1}", report.p50_ms),
                 format!("{:.1}", report.p99_ms),
+                format!("{:.1}", report.server_p50_ms),
                 format!("{:.0}", report.throughput_rps),
             ]],
         )
