@@ -62,6 +62,10 @@ pub enum EventError {
         declared: &'static str,
         given: &'static str,
     },
+    #[error(
+        "{path}: `{name}` is not sent as a feature; set the candidate's `upstream_score` field"
+    )]
+    ReservedFeature { path: String, name: String },
     #[error("the result has no items")]
     EmptyResult,
     #[error(
@@ -95,6 +99,7 @@ impl EventError {
             EventError::OutOfRange { .. } => "out_of_range",
             EventError::UnknownFeature { .. } => "unknown_feature",
             EventError::WrongFeatureKind { .. } => "wrong_feature_kind",
+            EventError::ReservedFeature { .. } => "reserved_feature",
         }
     }
 }

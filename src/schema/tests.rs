@@ -172,6 +172,11 @@ fn malformed_requests_say_what_is_wrong() {
             "item feature `category` at candidates[1].dense.category is declared sparse, not dense",
         ),
         (
+            refuse(|e| e["candidates"][0]["dense"]["upstream_score"] = json!(0.3)),
+            "reserved_feature",
+            "candidates[0].dense.upstream_score: `upstream_score` is not sent as a feature; set the candidate's `upstream_score` field",
+        ),
+        (
             refuse(|e| e["request_id"] = json!("  ")),
             "bad_id",
             "request_id is empty",

@@ -232,7 +232,13 @@ fn check_features(
     }
     for (name, value) in dense {
         let path = format!("{at}.dense.{name}");
-        if !spec.has_dense(name) || name == crate::features::UPSTREAM_SCORE {
+        if name == crate::features::UPSTREAM_SCORE {
+            return Err(EventError::ReservedFeature {
+                path,
+                name: name.clone(),
+            });
+        }
+        if !spec.has_dense(name) {
             return Err(if spec.has_sparse(name) {
                 EventError::WrongFeatureKind {
                     entity,
