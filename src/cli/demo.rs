@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
 use eglr::logs::{LogWriter, RollPolicy};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::stream::loadgen::{self, LoadReport, Outgoing};
+use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
 use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
 use eglr::train::{self, TrainJob, TrainingConfig};
 
 use super::device;
-use super::report::{table, write_json};
+use super::loadgen::print_load_report;
+use super::report::write_json;
 use super::serve::embedded;
 
 #[derive(Debug, clap::Args)]
@@ -43,20 +43,6 @@ pub struct Args {
     /// Write the summary as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    requests: usize,
-    results: usize,
-    dlq: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    throughput_rps: f64,
-    reasoning_steps_per_list: f64,
-    missing: usize,
-    duplicates: usize,
-    model_versions: Vec<(String, usize)>,
 }
 
 /// The demo's world and a first model, made once.
@@ -114,43 +100,13 @@ fn prepare(
     Ok((world, store))
 }
 
-/// Request payloads from the simulator; a share of them deliberately malformed.
-fn traffic(world: &World, n: usize, malformed_share: f64) -> (Vec<Outgoing>, Vec<String>, usize) {
-    let t = Traffic::new(world, 12345);
-    let every = if malformed_share > 0.0 {
-        (1.0 / malformed_share).round().max(1.0) as usize
-    } else {
-        usize::MAX
-    };
-    let mut out = Vec::with_capacity(n);
-    let mut valid = Vec::with_capacity(n);
-    let mut bad = 0;
-    for k in 0..n {
-        let request = t.request(&t.impression(k as u64));
-        let payload = if k % every == every - 1 {
-            bad += 1;
-            match bad % 3 {
-                0 => b"{not json".to_vec(),
-                1 => serde_json::to_vec(
-                    &serde_json::json!({"request_id": request.request_id, "candidates": []}),
-                )
-                .unwrap_or_default(),
-                _ => {
-                    let mut r = request.clone();
-                    r.list_len = r.candidates.len() + 1;
-                    serde_json::to_vec(&r).unwrap_or_default()
-                }
-            }
-        } else {
-            valid.push(request.request_id.clone());
-            serde_json::to_vec(&request).unwrap_or_default()
-        };
-        out.push(Outgoing {
-            key: request.request_id,
-            payload,
-        });
+/// A share of the demo's requests is deliberately malformed, three ways in turn.
+fn malformed(i: usize) -> Vec<u8> {
+    match i % 3 {
+        0 => b"{not json".to_vec(),
+        1 => br#"{"request_id":"bad","user":{"id":"u"},"candidates":[],"list_len":1,"timestamp_ms":0}"#.to_vec(),
+        _ => br#"{"request_id":"bad","user":{"id":"u"},"candidates":[{"item_id":"i1"}],"list_len":2,"timestamp_ms":0}"#.to_vec(),
     }
-    (out, valid, bad)
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
@@ -173,14 +129,21 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         };
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(settings, live, stopped));
-        let (outgoing, valid, bad) = traffic(&world, args.requests, args.malformed_share);
+        let every = (args.malformed_share > 0.0)
+            .then(|| (1.0 / args.malformed_share).round().max(1.0) as usize);
+        let load = simulated_requests(
+            &Traffic::new(&world, 12345),
+            args.requests,
+            every,
+            malformed,
+        );
         let rate = (args.rate > 0.0).then_some(args.rate);
         let report = loadgen::run(
             &pipeline.kafka,
             &brokers,
-            outgoing,
-            &valid,
-            bad,
+            load.outgoing,
+            &load.valid,
+            load.malformed,
             rate,
             Duration::from_secs(120),
         )
@@ -189,47 +152,11 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         server.await??;
         anyhow::Ok(report)
     })?;
-    let summary = Summary {
-        requests: report.requests,
-        results: report.results,
-        dlq: report.dlq,
-        p50_ms: report.p50_ms,
-        p99_ms: report.p99_ms,
-        throughput_rps: report.throughput_rps,
-        reasoning_steps_per_list: report.reasoning_steps_per_list,
-        missing: report.missing,
-        duplicates: report.duplicates,
-        model_versions: report.model_versions,
-    };
-    print!(
-        "{}",
-        table(
-            &[
-                "requests",
-                "results",
-                "dead letters",
-                "missing",
-                "p50 ms",
-                "p99 ms",
-                "results/s",
-                "reasoning/list"
-            ],
-            &[vec![
-                summary.requests.to_string(),
-                summary.results.to_string(),
-                summary.dlq.to_string(),
-                summary.missing.to_string(),
-                format!("{:.1}", summary.p50_ms),
-                format!("{:.1}", summary.p99_ms),
-                format!("{:.0}", summary.throughput_rps),
-                format!("{:.2}", summary.reasoning_steps_per_list),
-            ]],
-        )
-    );
+    print_load_report(&report);
     if let Some(path) = &args.json {
-        write_json(path, &summary)?;
+        write_json(path, &report)?;
     }
-    Ok(if summary.missing == 0 {
+    Ok(if report.missing == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

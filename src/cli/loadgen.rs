@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, Outgoing};
+use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
 
 use super::report::{table, write_json};
 
@@ -50,17 +50,12 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => World::load(p)?,
         None => World::generate(&pipeline.simulator, pipeline.limits.list_len, 1),
     };
-    let traffic = Traffic::new(&world, args.seed);
-    let mut outgoing = Vec::with_capacity(args.requests);
-    let mut keys = Vec::with_capacity(args.requests);
-    for k in 0..args.requests as u64 {
-        let r = traffic.request(&traffic.impression(k));
-        keys.push(r.request_id.clone());
-        outgoing.push(Outgoing {
-            key: r.request_id.clone(),
-            payload: serde_json::to_vec(&r)?,
-        });
-    }
+    let load = simulated_requests(
+        &Traffic::new(&world, args.seed),
+        args.requests,
+        None,
+        |_| Vec::new(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,40 +65,14 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .block_on(loadgen::run(
             &pipeline.kafka,
             &args.brokers,
-            outgoing,
-            &keys,
+            load.outgoing,
+            &load.valid,
             0,
             rate,
             Duration::from_secs(args.timeout_s),
         ))
         .context("running the load")?;
-    print!(
-        "{}",
-        table(
-            &[
-                "requests",
-                "not acked",
-                "results",
-                "missing",
-                "duplicates",
-                "p50 ms",
-                "p99 ms",
-                "in serve p50 ms",
-                "results/s"
-            ],
-            &[vec![
-                report.requests.to_string(),
-                report.produce_errors.to_string(),
-                report.results.to_string(),
-                report.missing.to_string(),
-                report.duplicates.to_string(),
-                format!("{:.1}", report.p50_ms),
-                format!("{:.1}", report.p99_ms),
-                format!("{:.1}", report.server_p50_ms),
-                format!("{:.0}", report.throughput_rps),
-            ]],
-        )
-    );
+    print_load_report(&report);
     if let Some(path) = &args.json {
         write_json(path, &report)?;
     }
@@ -112,4 +81,39 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The load report as a table: what was offered, what came back, how fast.
+pub fn print_load_report(r: &LoadReport) {
+    print!(
+        "{}",
+        table(
+            &[
+                "requests",
+                "not acked",
+                "results",
+                "dead letters",
+                "missing",
+                "duplicates",
+                "p50 ms",
+                "p99 ms",
+                "in serve p50 ms",
+                "results/s",
+                "reasoning/list"
+            ],
+            &[vec![
+                r.requests.to_string(),
+                r.produce_errors.to_string(),
+                r.results.to_string(),
+                r.dlq.to_string(),
+                r.missing.to_string(),
+                r.duplicates.to_string(),
+                format!("{:.1}", r.p50_ms),
+                format!("{:.1}", r.p99_ms),
+                format!("{:.1}", r.server_p50_ms),
+                format!("{:.0}", r.throughput_rps),
+                format!("{:.2}", r.reasoning_steps_per_list),
+            ]],
+        )
+    );
 }

@@ -173,15 +173,7 @@ impl GeneratorConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
-            return Err((
-                "generator.d_model",
-                format!(
-                    "{} must be a positive multiple of generator.heads = {}",
-                    self.d_model, self.heads
-                ),
-            ));
-        }
+        check_heads("generator", self.d_model, self.heads)?;
         if self.embedding_dim == 0 || self.layers == 0 || self.ffn_dim == 0 {
             return Err(("generator.embedding_dim", "sizes must be at least 1".into()));
         }
@@ -234,15 +226,7 @@ impl Default for EvaluatorConfig {
 
 impl EvaluatorConfig {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
-            return Err((
-                "evaluator.d_model",
-                format!(
-                    "{} must be a positive multiple of evaluator.heads = {}",
-                    self.d_model, self.heads
-                ),
-            ));
-        }
+        check_heads("evaluator", self.d_model, self.heads)?;
         if !self.position_dim.is_multiple_of(2) {
             return Err((
                 "evaluator.position_dim",
@@ -254,4 +238,24 @@ impl EvaluatorConfig {
         }
         Ok(())
     }
+}
+
+/// `d_model` must split evenly into `heads` attention heads.
+fn check_heads(
+    section: &'static str,
+    d_model: usize,
+    heads: usize,
+) -> Result<(), (&'static str, String)> {
+    if d_model == 0 || heads == 0 || !d_model.is_multiple_of(heads) {
+        let key = if section == "generator" {
+            "generator.d_model"
+        } else {
+            "evaluator.d_model"
+        };
+        return Err((
+            key,
+            format!("{d_model} must be a positive multiple of {section}.heads = {heads}"),
+        ));
+    }
+    Ok(())
 }

@@ -14,12 +14,53 @@ use super::kafka::{client_config, producer_config};
 use super::StreamError;
 use crate::config::KafkaConfig;
 use crate::schema::RerankResult;
+use crate::sim::Traffic;
 
 /// One message to produce to the requests topic.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub key: String,
     pub payload: Vec<u8>,
+}
+
+/// Requests of simulated traffic, some deliberately malformed.
+#[derive(Debug, Clone)]
+pub struct SimulatedLoad {
+    pub outgoing: Vec<Outgoing>,
+    /// Ids of the well-formed requests (each must get a result).
+    pub valid: Vec<String>,
+    /// How many were replaced by malformed payloads (each must be a dead letter).
+    pub malformed: usize,
+}
+
+/// Impressions `0..n` of `traffic` as request messages; with `malformed_every = Some(m)`
+/// every m-th payload is replaced by `malformed(i)`, `i` counting malformed ones from 1.
+pub fn simulated_requests(
+    traffic: &Traffic<'_>,
+    n: usize,
+    malformed_every: Option<usize>,
+    malformed: impl Fn(usize) -> Vec<u8>,
+) -> SimulatedLoad {
+    let mut load = SimulatedLoad {
+        outgoing: Vec::with_capacity(n),
+        valid: Vec::with_capacity(n),
+        malformed: 0,
+    };
+    for k in 0..n {
+        let request = traffic.request(&traffic.impression(k as u64));
+        let payload = if malformed_every.is_some_and(|m| k % m == m - 1) {
+            load.malformed += 1;
+            malformed(load.malformed)
+        } else {
+            load.valid.push(request.request_id.clone());
+            serde_json::to_vec(&request).unwrap_or_default()
+        };
+        load.outgoing.push(Outgoing {
+            key: request.request_id,
+            payload,
+        });
+    }
+    load
 }
 
 /// What a load run measured.

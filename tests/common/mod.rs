@@ -67,23 +67,9 @@ pub fn requests(
     bad: impl Fn(usize) -> Vec<u8>,
 ) -> (Vec<Outgoing>, Vec<String>, usize) {
     let world = World::generate(&pipeline().simulator, 10, 3);
-    let t = Traffic::new(&world, seed);
-    let (mut out, mut valid, mut bad_count) = (Vec::new(), Vec::new(), 0);
-    for k in 0..n {
-        let r = t.request(&t.impression(k as u64));
-        let payload = if k % malformed_every == malformed_every - 1 {
-            bad_count += 1;
-            bad(bad_count)
-        } else {
-            valid.push(r.request_id.clone());
-            serde_json::to_vec(&r).expect("json")
-        };
-        out.push(Outgoing {
-            key: r.request_id,
-            payload,
-        });
-    }
-    (out, valid, bad_count)
+    let every = (malformed_every != usize::MAX).then_some(malformed_every);
+    let load = loadgen::simulated_requests(&Traffic::new(&world, seed), n, every, bad);
+    (load.outgoing, load.valid, load.malformed)
 }
 
 /// Runs the load generator in the background.
