@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod demo;
 mod eval;
+mod import;
 mod loadgen;
 mod report;
 mod serve;
@@ -74,6 +75,8 @@ enum Command {
     /// Offline metrics (MAP, NDCG, Evaluator Score, oracle score) of a bundle and of the
     /// initial order on logged lists.
     Eval(eval::Args),
+    /// Import a public data set (KuaiRand) into the Parquet list log, split by time.
+    Import(import::Args),
     /// Inference throughput of the generator on the worst-case workload, with and
     /// without the KV cache.
     Bench(bench::Args),
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config::run(&pipeline, args),
         Command::Train(args) => train::run(&pipeline, args),
         Command::Eval(args) => eval::run(&pipeline, args),
+        Command::Import(args) => import::run(&pipeline, args),
         Command::Bench(args) => bench::run(&pipeline, args),
         Command::Study(args) => study::run(&pipeline, args),
         Command::Serve(args) => serve::run(&pipeline, args),
