@@ -8,6 +8,7 @@ pub mod import;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod schema;
 pub mod sim;
 pub mod stream;

@@ -7,8 +7,8 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::PipelineConfig;
-use crate::eval::{evaluate, EvalOptions, OrderingReport};
-use crate::model::{Bundle, Variant};
+use crate::eval::{evaluate, EvalOptions, OrderingReport, PositionStats};
+use crate::model::{Bundle, GeneratorConfig, Variant};
 use crate::sim::World;
 use crate::train::{self, Dataset, TrainError, TrainJob};
 
@@ -20,9 +20,41 @@ pub struct StudyPlan {
     pub test_data: String,
     pub world: Option<PathBuf>,
     pub seeds: Vec<u64>,
-    pub variants: Vec<Variant>,
-    /// Where the bundles go (`DIR/seed-S/VARIANT`).
+    /// The generators to train; the first also trains the evaluator of its seed.
+    pub runs: Vec<StudyRun>,
+    /// Where the bundles go (`DIR/seed-S/RUN`).
     pub bundles: PathBuf,
+}
+
+/// One generator configuration of the study: a variant, optionally with another
+/// reasoning cap `K` (the paper's Table 4 sweep).
+#[derive(Debug, Clone)]
+pub struct StudyRun {
+    pub variant: Variant,
+    /// `K` instead of the pipeline's `generator.max_reasoning_steps`.
+    pub max_reasoning_steps: Option<usize>,
+}
+
+impl StudyRun {
+    pub fn name(&self) -> String {
+        match self.max_reasoning_steps {
+            None => self.variant.name().to_owned(),
+            Some(k) => format!("{} K={k}", self.variant.name()),
+        }
+    }
+
+    /// Directory name of its bundles.
+    fn dir_name(&self) -> String {
+        self.name().replace(' ', "-").replace('=', "")
+    }
+
+    fn generator(&self, base: &GeneratorConfig) -> GeneratorConfig {
+        GeneratorConfig {
+            variant: self.variant,
+            max_reasoning_steps: self.max_reasoning_steps.unwrap_or(base.max_reasoning_steps),
+            ..base.clone()
+        }
+    }
 }
 
 /// All runs of one row of the table.
@@ -30,6 +62,8 @@ pub struct StudyPlan {
 pub struct StudyRow {
     pub name: String,
     pub runs: Vec<OrderingReport>,
+    /// Entropy and reasoning by list position, one entry per run (generators only).
+    pub positions: Vec<Vec<PositionStats>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,30 +84,26 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
     let world = plan.world.as_deref().map(World::load).transpose()?;
     let p = &plan.pipeline;
     let mut rows: Vec<StudyRow> = ["initial order", "evaluator point-wise sort"]
-        .iter()
-        .map(|n| StudyRow {
-            name: (*n).to_owned(),
+        .into_iter()
+        .map(str::to_owned)
+        .chain(plan.runs.iter().map(StudyRun::name))
+        .map(|name| StudyRow {
+            name,
             runs: Vec::new(),
+            positions: Vec::new(),
         })
-        .chain(plan.variants.iter().map(|v| StudyRow {
-            name: v.name().to_owned(),
-            runs: Vec::new(),
-        }))
         .collect();
     for &seed in &plan.seeds {
         let seed_dir = plan.bundles.join(format!("seed-{seed}"));
         let mut evaluator_from: Option<PathBuf> = None;
-        for (i, &variant) in plan.variants.iter().enumerate() {
-            let out = seed_dir.join(variant.name());
+        for (i, run) in plan.runs.iter().enumerate() {
+            let out = seed_dir.join(run.dir_name());
             if !out.join("bundle.json").exists() {
-                tracing::info!(seed, variant = variant.name(), "training");
+                tracing::info!(seed, run = run.name(), "training");
                 let job = TrainJob {
                     data: &plan.train_data,
                     evaluator: p.evaluator.clone(),
-                    generator: crate::model::GeneratorConfig {
-                        variant,
-                        ..p.generator.clone()
-                    },
+                    generator: run.generator(&p.generator),
                     training: train::TrainingConfig {
                         seed,
                         ..p.training.clone()
@@ -83,7 +113,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     max_list_len: p.limits.max_list_len,
                     evaluator_from: evaluator_from.as_deref(),
                     out: &out,
-                    version: format!("{}-seed{seed}", variant.name()),
+                    version: format!("{}-seed{seed}", run.dir_name()),
                     git_revision: None,
                 };
                 train::run(&job, device)?;
@@ -103,12 +133,14 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 rows[1].runs.push(report.evaluator_sort.clone());
             }
             rows[2 + i].runs.push(report.model);
+            rows[2 + i].positions.push(report.by_position);
         }
     }
     Ok(rows)
 }
 
-fn mean_std(xs: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len().max(1) as f64;
     let mean = xs.iter().sum::<f64>() / n;
     let var = if xs.len() > 1 {
@@ -158,10 +190,71 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
     out
 }
 
-/// Writes `text` to `path`, creating its directory.
-pub fn write_doc(path: &Path, text: &str) -> std::io::Result<()> {
+/// Per-position entropy and reasoning of a row, averaged over its runs.
+pub fn mean_positions(row: &StudyRow) -> Vec<PositionStats> {
+    let len = row.positions.iter().map(Vec::len).max().unwrap_or(0);
+    (0..len)
+        .map(|t| {
+            let at: Vec<&PositionStats> = row.positions.iter().filter_map(|p| p.get(t)).collect();
+            let mean = |f: fn(&PositionStats) -> f64| {
+                mean_std(&at.iter().map(|p| f(p)).collect::<Vec<_>>()).0
+            };
+            PositionStats {
+                position: t + 1,
+                entropy_before: mean(|p| p.entropy_before),
+                entropy_after: mean(|p| p.entropy_after),
+                reasoning_steps: mean(|p| p.reasoning_steps),
+            }
+        })
+        .collect()
+}
+
+/// Entropy (nats) of the selection distribution by list position, before and after
+/// reasoning, for the named rows (spec §6; the paper's entropy figures).
+pub fn positions_table(rows: &[&StudyRow]) -> String {
+    let mut out = String::from("| position |");
+    for row in rows {
+        out += &format!(
+            " {0} H before | {0} H after | {0} reasoning steps |",
+            row.name
+        );
+    }
+    out += "\n|---:|";
+    out += &"---:|---:|---:|".repeat(rows.len());
+    out += "\n";
+    let means: Vec<Vec<PositionStats>> = rows.iter().map(|r| mean_positions(r)).collect();
+    let len = means.iter().map(Vec::len).max().unwrap_or(0);
+    for t in 0..len {
+        out += &format!("| {} |", t + 1);
+        for m in &means {
+            out += &match m.get(t) {
+                Some(p) => format!(
+                    " {:.3} | {:.3} | {:.2} |",
+                    p.entropy_before, p.entropy_after, p.reasoning_steps
+                ),
+                None => " - | - | - |".to_owned(),
+            };
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Writes `generated` to `path`, creating its directory. A section starting with the
+/// line `## Findings` already in the file is kept after the generated text: the
+/// written interpretation survives a regeneration of the numbers.
+pub fn write_doc(path: &Path, generated: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let kept = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|old| old.find("\n## Findings").map(|i| old[i..].to_owned()))
+        .unwrap_or_default();
+    let text = if kept.is_empty() {
+        format!("{}\n", generated.trim_end())
+    } else {
+        format!("{}\n{}\n", generated.trim_end(), kept.trim_end())
+    };
     std::fs::write(path, text)
 }

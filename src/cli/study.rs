@@ -1,5 +1,6 @@
-//! `eglr study`: simulate train and test data, train every generator variant on the
-//! same evaluator for several seeds, and write the results table.
+//! `eglr study`: on simulated data (or imported logs), train every generator variant
+//! on the same evaluator for several seeds, and write the results tables and the
+//! entropy-by-position plot.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,11 @@ use anyhow::Context;
 use eglr::config::PipelineConfig;
 use eglr::logs::{LogWriter, RollPolicy};
 use eglr::model::Variant;
+use eglr::plot::{line_chart, Series};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::study::{self, markdown_table, write_doc, StudyPlan};
+use eglr::study::{
+    self, markdown_table, mean_positions, positions_table, write_doc, StudyPlan, StudyRow, StudyRun,
+};
 
 use super::device;
 use super::report::write_json;
@@ -21,6 +25,12 @@ pub struct Args {
     /// Working directory for the simulated data and the bundles (reused if present).
     #[arg(long, default_value = "data/study")]
     dir: PathBuf,
+
+    /// Study imported logs instead of simulating: DIR/train and DIR/test as written by
+    /// `eglr import` (no oracle score then). --lists, --test-lists, --world-seed are
+    /// ignored.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
 
     /// Logged lists to train on.
     #[arg(long, default_value_t = 20_000)]
@@ -42,7 +52,12 @@ pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL.to_vec())]
     variants: Vec<Variant>,
 
-    /// Markdown file to write.
+    /// Also train `eglr` with these reasoning caps K (the paper's Table 4 sweep; the
+    /// pipeline's K is the `eglr` row).
+    #[arg(long, value_delimiter = ',', value_name = "K,...")]
+    k_sweep: Vec<usize>,
+
+    /// Markdown file to write. A `## Findings` section already in it is kept.
     #[arg(long, default_value = "docs/results-sim.md")]
     doc: PathBuf,
 
@@ -73,10 +88,28 @@ fn simulate(
     Ok(())
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+/// ", from N lists (split: RULE)" from `DIR/import.json` when the importer wrote one.
+fn import_summary(data: &std::path::Path) -> String {
+    let Ok(text) = std::fs::read_to_string(data.join("import.json")) else {
+        return String::new();
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return String::new();
+    };
+    format!(
+        "; {} train and {} test lists of {} impressions (split: {})",
+        json["train_lists"],
+        json["test_lists"],
+        json["list_len"],
+        json["split_rule"].as_str().unwrap_or("?")
+    )
+}
+
+/// Simulates (or reuses) the world and the train/test logs under `--dir`.
+fn simulate_study_data(
+    pipeline: &PipelineConfig,
+    args: &Args,
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let world_path = args.dir.join("world.json");
     let world = if world_path.exists() {
         World::load(&world_path)?
@@ -98,44 +131,216 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         &test_dir,
         pipeline,
     )?;
+    Ok((train_dir, test_dir, world_path))
+}
+
+/// NDCG@10 of EGLR on KuaiRand-1K by K (paper Table 4, via spec §8): orientation only.
+const PAPER_NDCG10_BY_K: [(usize, f64); 3] = [(0, 0.7443), (1, 0.7526), (3, 0.7541)];
+
+pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let (train_dir, test_dir, world, source) = match &args.data {
+        Some(data) => (
+            data.join("train"),
+            data.join("test"),
+            None,
+            format!(
+                "the imported logs `{0}/train` (train) and `{0}/test` (test){1}. MAP/NDCG are computed against the \
+                 logged clicks of the same items; the initial order is the logged order",
+                data.display(),
+                import_summary(data)
+            ),
+        ),
+        None => {
+            let (train, test, world) = simulate_study_data(pipeline, &args)?;
+            let source = format!(
+                "train: {lists} logged lists of world seed {ws} (`{dir}/train`); test: {test} held-out lists of the same world \
+                 with traffic seed {ts} (`{dir}/test`). MAP/NDCG are computed against the logged clicks; the oracle is the exact \
+                 expected clicks per list under the simulator's true click model. The initial order is the upstream ranker's order",
+                lists = args.lists,
+                ws = args.world_seed,
+                ts = args.world_seed + 1000,
+                dir = args.dir.display(),
+                test = args.test_lists,
+            );
+            (train, test, Some(world), source)
+        }
+    };
+    let runs: Vec<StudyRun> = args
+        .variants
+        .iter()
+        .map(|&variant| StudyRun {
+            variant,
+            max_reasoning_steps: None,
+        })
+        .chain(args.k_sweep.iter().map(|&k| StudyRun {
+            variant: Variant::Eglr,
+            max_reasoning_steps: Some(k),
+        }))
+        .collect();
     let plan = StudyPlan {
         pipeline: pipeline.clone(),
         train_data: train_dir.display().to_string(),
         test_data: test_dir.display().to_string(),
-        world: Some(world_path),
+        world,
         seeds: args.seeds.clone(),
-        variants: args.variants.clone(),
+        runs,
         bundles: args.dir.join("bundles"),
     };
     let rows = study::run(&plan, &device())?;
     let table = markdown_table(&rows);
     println!("{table}");
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let variants: Vec<&str> = args.variants.iter().map(|v| v.name()).collect();
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
-    let doc = format!(
-        "# EGLR variants on simulated data\n\n\
-         Regenerate with:\n\n```sh\ncargo run --release -- study --dir {dir} --lists {lists} --test-lists {test} --world-seed {ws} --seeds {seeds} --variants {variants} --doc {doc}\n```\n\n\
-         Train: {lists} logged lists of world seed {ws} (`{dir}/train`); test: {test} held-out lists of the same world \
-         with traffic seed {ts} (`{dir}/test`). Each seed trains one evaluator (with the first variant) that every \
-         variant of that seed is trained against (GRPO). Metrics on the test lists, mean ± std over seeds {seed_list}. \
-         MAP/NDCG are computed against the logged clicks; the oracle is the exact expected clicks per list under the \
-         simulator's true click model. The initial order is the upstream ranker's order of each pool. \
-         This run took {minutes:.1} minutes on this machine.\n\n{table}",
-        dir = args.dir.display(),
-        lists = args.lists,
-        test = args.test_lists,
-        ws = args.world_seed,
-        ts = args.world_seed + 1000,
-        seeds = seeds.join(","),
+    let mut doc = format!(
+        "# EGLR variants on {title}\n\n\
+         Generated by (everything above `## Findings`):\n\n```sh\n{command}\n```\n\n\
+         Data: {source}. Each seed trains one evaluator (with the first variant) that every generator of that seed is \
+         trained against (GRPO); model selection uses a validation split of the train lists. Metrics on the test lists, \
+         mean ± std over seeds {seed_list}. This run took {minutes:.1} minutes on this machine.\n\n{table}",
+        title = if args.data.is_some() {
+            format!("`{}` logs", pipeline.name)
+        } else {
+            "simulated data".to_owned()
+        },
+        command = command_line(pipeline, &args),
         seed_list = seeds.join(", "),
-        variants = variants.join(","),
-        doc = args.doc.display(),
     );
+    if !args.k_sweep.is_empty() {
+        doc += &format!(
+            "\n## Reasoning cap K (paper Table 4)\n\n{}",
+            k_sweep_table(pipeline, &rows)
+        );
+    }
+    let traced: Vec<&StudyRow> = rows
+        .iter()
+        .filter(|r| r.name == "backbone" || r.name == "eglr")
+        .collect();
+    if !traced.is_empty() {
+        let plot = args.doc.with_extension("entropy.svg");
+        write_doc(&plot, &entropy_plot(&traced))
+            .with_context(|| format!("writing {}", plot.display()))?;
+        doc += &format!(
+            "\n## Entropy by list position\n\nMean entropy (nats) of the selection distribution at each position of the \
+             greedy test lists, before and after the reasoning tokens of that position (equal without reasoning), and the \
+             mean reasoning tokens inserted there (the paper's Figures 1, 2 and 5).\n\n![entropy by position]({})\n\n{}",
+            plot.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            positions_table(&traced)
+        );
+    }
     write_doc(&args.doc, &doc).with_context(|| format!("writing {}", args.doc.display()))?;
     println!("wrote {} ({minutes:.1} min)", args.doc.display());
     if let Some(path) = &args.json {
         write_json(path, &rows)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command that regenerates the doc.
+fn command_line(pipeline: &PipelineConfig, args: &Args) -> String {
+    let variants: Vec<&str> = args.variants.iter().map(|v| v.name()).collect();
+    let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
+    // The committed pipelines are `pipelines/NAME.toml`.
+    let mut cmd = format!(
+        "cargo run --release -- --pipeline pipelines/{}.toml study",
+        pipeline.name
+    );
+    match &args.data {
+        Some(data) => cmd += &format!(" --data {}", data.display()),
+        None => {
+            cmd += &format!(
+                " --lists {} --test-lists {} --world-seed {}",
+                args.lists, args.test_lists, args.world_seed
+            )
+        }
+    }
+    cmd += &format!(
+        " --dir {} --seeds {} --variants {}",
+        args.dir.display(),
+        seeds.join(","),
+        variants.join(",")
+    );
+    if !args.k_sweep.is_empty() {
+        let ks: Vec<String> = args.k_sweep.iter().map(usize::to_string).collect();
+        cmd += &format!(" --k-sweep {}", ks.join(","));
+    }
+    cmd + &format!(" --doc {}", args.doc.display())
+}
+
+/// NDCG@10 and reasoning by K for `eglr`, next to the paper's numbers.
+fn k_sweep_table(pipeline: &PipelineConfig, rows: &[StudyRow]) -> String {
+    let k_of = |name: &str| -> Option<usize> {
+        if name == "eglr" {
+            Some(pipeline.generator.max_reasoning_steps)
+        } else {
+            name.strip_prefix("eglr K=")?.parse().ok()
+        }
+    };
+    let mut ks: Vec<(usize, &StudyRow)> = rows
+        .iter()
+        .filter_map(|r| Some((k_of(&r.name)?, r)))
+        .collect();
+    ks.sort_by_key(|(k, _)| *k);
+    let mut out = String::from(
+        "| K | NDCG@10 (ours) | NDCG@10 (paper, KuaiRand-1K) | MAP@10 | Evaluator Score | reasoning steps/list | ms/list |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (k, row) in ks {
+        let stat = |f: fn(&eglr::eval::OrderingReport) -> f64| {
+            let xs: Vec<f64> = row.runs.iter().map(f).collect();
+            let (m, s) = study::mean_std(&xs);
+            format!("{m:.4} ± {s:.4}")
+        };
+        let paper = PAPER_NDCG10_BY_K
+            .iter()
+            .find(|(pk, _)| *pk == k)
+            .map_or_else(|| "-".to_owned(), |(_, v)| format!("{v:.4}"));
+        out += &format!(
+            "| {k} | {} | {paper} | {} | {} | {} | {} |\n",
+            stat(|r| r.metrics.ndcg10),
+            stat(|r| r.metrics.map10),
+            stat(|r| r.metrics.evaluator_score),
+            stat(|r| r.metrics.reasoning_steps_per_list),
+            stat(|r| r.ms_per_list),
+        );
+    }
+    out
+}
+
+/// Entropy before/after reasoning by position, one pair of lines per traced row.
+fn entropy_plot(rows: &[&StudyRow]) -> String {
+    let mut series = Vec::new();
+    for row in rows {
+        let positions = mean_positions(row);
+        let line = |label: String, dashed, f: fn(&eglr::eval::PositionStats) -> f64| Series {
+            label,
+            points: positions
+                .iter()
+                .map(|p| (p.position as f64, f(p)))
+                .collect(),
+            dashed,
+        };
+        if row
+            .positions
+            .iter()
+            .flatten()
+            .any(|p| p.reasoning_steps > 0.0)
+        {
+            series.push(line(format!("{} before reasoning", row.name), false, |p| {
+                p.entropy_before
+            }));
+            series.push(line(format!("{} after reasoning", row.name), true, |p| {
+                p.entropy_after
+            }));
+        } else {
+            series.push(line(row.name.clone(), false, |p| p.entropy_before));
+        }
+    }
+    line_chart(
+        "Selection entropy by list position",
+        "position",
+        "entropy (nats)",
+        &series,
+    )
 }

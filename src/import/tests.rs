@@ -215,7 +215,7 @@ fn cuts_each_users_time_sorted_impressions_into_lists() {
         Some("7")
     );
     assert!(
-        repeated.candidates[0].dense.get("video_duration").is_none(),
+        !repeated.candidates[0].dense.contains_key("video_duration"),
         "null stays missing"
     );
     assert_eq!(

@@ -122,7 +122,7 @@ pub fn spill(
             out.videos.insert(imp.video_id);
             out.users.insert(imp.user_id);
             out.impressions += 1;
-            if out.impressions % 1_000_000 == 0 {
+            if out.impressions.is_multiple_of(1_000_000) {
                 tracing::info!(impressions = out.impressions, file = %path.display(), "reading the log");
             }
         }
