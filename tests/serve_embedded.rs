@@ -199,3 +199,53 @@ async fn broker_down_and_up_mid_stream_loses_nothing() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let s = Stage::start();
+    let (out, valid, _) = requests(1500, 4, usize::MAX, no_bad);
+    let load = spawn_load(
+        &s.p.kafka,
+        &s.broker.bootstrap(),
+        out,
+        valid,
+        0,
+        Some(500.0),
+    );
+    // Mid-stream (the load generator joins for ~3 s, then produces for 3 s), the broker
+    // answers the next requests of each kind with retriable errors and dropped
+    // connections. Kafka clients must retry them; the stage must neither lose nor
+    // give up on a request.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let cluster = s.broker.cluster();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let report = load.await.expect("load");
+    assert_eq!(report.missing, 0, "{report:?}");
+    assert_eq!(report.produce_errors, 0, "retriable errors are retried");
+    let summary = s.stop().await;
+    assert!(summary.results >= 1500, "{summary:?}");
+}
