@@ -101,7 +101,7 @@ async fn malformed_requests_go_to_the_dead_letter_topic_and_nothing_valid_is_los
     assert_eq!(report.model_versions, vec![("v000001".to_owned(), 950)]);
 
     // Every dead letter carries its source and error in headers.
-    let mut cfg = client_config(&s.p.kafka, &s.broker.bootstrap());
+    let mut cfg = client_config(&s.p.kafka, &s.broker.bootstrap(), &[]);
     cfg.set("group.id", "dlq-reader")
         .set("auto.offset.reset", "earliest");
     let c: StreamConsumer = cfg.create().expect("consumer");

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use eglr::config::PipelineConfig;
 use eglr::logs::{LogWriter, RollPolicy};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
+use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport};
 use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
 use eglr::train::{self, TrainJob, TrainingConfig};
 
@@ -30,6 +30,17 @@ pub struct Args {
     /// Offered load in requests/s (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+
+    /// Seconds at the start whose requests are checked but left out of the latency
+    /// percentiles (connections, consumer-group joins and first batches warm up).
+    #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = super::loadgen::seconds)]
+    warmup: Duration,
+
+    /// Requests sent but not yet answered at most (0: no bound). Without --rate this
+    /// makes the run closed-loop: it measures the stage's throughput without piling up
+    /// a backlog.
+    #[arg(long, default_value_t = 2000)]
+    max_in_flight: usize,
 
     /// Share of requests sent malformed (they must land in the dead-letter topic).
     #[arg(long, default_value_t = 0.0)]
@@ -138,16 +149,16 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             malformed,
         );
         let rate = (args.rate > 0.0).then_some(args.rate);
-        let report = loadgen::run(
-            &pipeline.kafka,
-            &brokers,
-            load.outgoing,
-            &load.valid,
-            load.malformed,
+        let plan = LoadPlan {
+            outgoing: load.outgoing,
+            expect_results: &load.valid,
+            expect_dlq: load.malformed,
             rate,
-            Duration::from_secs(120),
-        )
-        .await?;
+            max_in_flight: (args.max_in_flight > 0).then_some(args.max_in_flight),
+            warmup: args.warmup,
+            timeout: Duration::from_secs(120),
+        };
+        let report = loadgen::run(&pipeline.kafka, &brokers, plan).await?;
         let _ = stop.send(true);
         server.await??;
         anyhow::Ok(report)

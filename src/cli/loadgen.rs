@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
+use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport};
 
 use super::report::{table, write_json};
 
@@ -27,6 +27,17 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
 
+    /// Seconds at the start whose requests are checked but left out of the latency
+    /// percentiles (connections, consumer-group joins and first batches warm up).
+    #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
+    warmup: Duration,
+
+    /// Requests sent but not yet answered at most (0: no bound). Without --rate this
+    /// makes the run closed-loop: it measures the stage's throughput without piling up
+    /// a backlog.
+    #[arg(long, default_value_t = 2000)]
+    max_in_flight: usize,
+
     /// Simulator world of the requests (`world.json`); default: a fresh world of the
     /// pipeline's `[simulator]` section.
     #[arg(long, value_name = "FILE")]
@@ -43,6 +54,15 @@ pub struct Args {
     /// Write the report as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+/// A non-negative number of seconds (clap value parser).
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("{text:?} is not a non-negative number of seconds"))
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
@@ -65,11 +85,15 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .block_on(loadgen::run(
             &pipeline.kafka,
             &args.brokers,
-            load.outgoing,
-            &load.valid,
-            0,
-            rate,
-            Duration::from_secs(args.timeout_s),
+            LoadPlan {
+                outgoing: load.outgoing,
+                expect_results: &load.valid,
+                expect_dlq: 0,
+                rate,
+                max_in_flight: (args.max_in_flight > 0).then_some(args.max_in_flight),
+                warmup: args.warmup,
+                timeout: Duration::from_secs(args.timeout_s),
+            },
         ))
         .context("running the load")?;
     print_load_report(&report);
@@ -98,6 +122,7 @@ pub fn print_load_report(r: &LoadReport) {
                 "p50 ms",
                 "p99 ms",
                 "in serve p50 ms",
+                "in serve p99 ms",
                 "results/s",
                 "reasoning/list"
             ],
@@ -111,6 +136,7 @@ pub fn print_load_report(r: &LoadReport) {
                 format!("{:.1}", r.p50_ms),
                 format!("{:.1}", r.p99_ms),
                 format!("{:.1}", r.server_p50_ms),
+                format!("{:.1}", r.server_p99_ms),
                 format!("{:.0}", r.throughput_rps),
                 format!("{:.2}", r.reasoning_steps_per_list),
             ]],

@@ -12,41 +12,57 @@ use rdkafka::producer::DefaultProducerContext;
 use super::StreamError;
 use crate::config::KafkaConfig;
 
-/// Base client config: bootstrap servers plus the pipeline's pass-through properties.
-pub fn client_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {
+/// Client config: bootstrap servers, then the stage's `defaults`, then the pipeline's
+/// pass-through properties, which win over both (an operator can tune any of them).
+pub fn client_config(
+    kafka: &KafkaConfig,
+    brokers: &str,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("socket.nagle.disable", "true");
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }
     c
 }
 
+/// Latency settings of every consumer on a re-ranking path: a fetch must not wait for
+/// more data (librdkafka's default lets it wait 500 ms).
+pub const LOW_LATENCY_FETCH: [(&str, &str); 2] =
+    [("fetch.wait.max.ms", "2"), ("fetch.error.backoff.ms", "10")];
+
 /// Consumer of a stage's consumer group: at-least-once (offsets are stored by the stage
 /// once the work is acknowledged, and auto-committed from the store).
 pub fn consumer_config(kafka: &KafkaConfig, brokers: &str, group: &str) -> ClientConfig {
-    let mut c = client_config(kafka, brokers);
-    c.set("group.id", group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "500")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "1000")
-        .set("session.timeout.ms", "10000")
-        // A re-ranker is latency-bound: do not let a fetch wait for more data.
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.error.backoff.ms", "10");
-    c
+    let mut defaults = vec![
+        ("group.id", group),
+        ("enable.auto.commit", "true"),
+        ("auto.commit.interval.ms", "500"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "1000"),
+        ("session.timeout.ms", "10000"),
+    ];
+    defaults.extend(LOW_LATENCY_FETCH);
+    client_config(kafka, brokers, &defaults)
 }
 
 /// Idempotent producer.
 pub fn producer_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {
-    let mut c = client_config(kafka, brokers);
-    c.set("enable.idempotence", "true")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "30000");
-    c
+    client_config(
+        kafka,
+        brokers,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"),
+        ],
+    )
 }
 
 /// The in-process broker used when no brokers are configured.
@@ -96,7 +112,7 @@ pub async fn create_topics(
     brokers: &str,
     topics: &[(&str, i32)],
 ) -> Result<(), StreamError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(kafka, brokers)
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka, brokers, &[])
         .create()
         .map_err(StreamError::kafka("create an admin client"))?;
     let new: Vec<NewTopic> = topics

@@ -3,6 +3,8 @@
 //! produce to consume.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -10,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
 
-use super::kafka::{client_config, producer_config};
+use super::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
 use super::StreamError;
 use crate::config::KafkaConfig;
 use crate::schema::RerankResult;
@@ -69,11 +71,16 @@ pub struct LoadReport {
     pub requests: usize,
     pub results: usize,
     pub dlq: usize,
+    /// Requests whose latency is in the percentiles (those sent after the warm-up).
+    pub latency_samples: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// Median time inside `serve`, from taking a request off the consumer to its result
-    /// being ready (the results' `latency_ms`): the rest of `p50_ms` is the Kafka path.
+    /// being ready (the results' `latency_ms`; measured requests only): the rest of
+    /// `p50_ms` is the Kafka path.
     pub server_p50_ms: f64,
+    /// 99th percentile of the time inside `serve`.
+    pub server_p99_ms: f64,
     pub throughput_rps: f64,
     pub reasoning_steps_per_list: f64,
     /// Results per model version, in order of first appearance.
@@ -94,33 +101,70 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Produces `outgoing`, then waits (up to `timeout`) for a result for every key in
-/// `expect_results` and `expect_dlq` dead letters.
+/// The first result of one request, as the load generator saw it.
+#[derive(Debug)]
+struct Received {
+    at: Instant,
+    steps: u32,
+    version: String,
+    /// Time inside `serve` (the result's `latency_ms`).
+    server_ms: f64,
+}
+
+/// What to offer and what to expect back.
+#[derive(Debug)]
+pub struct LoadPlan<'a> {
+    pub outgoing: Vec<Outgoing>,
+    /// Keys that must each get a result.
+    pub expect_results: &'a [String],
+    /// Dead letters to wait for.
+    pub expect_dlq: usize,
+    /// Offered requests/s; `None`: as fast as possible.
+    pub rate: Option<f64>,
+    /// At most this many requests sent and not yet answered (result or dead letter):
+    /// a closed-loop bound so "as fast as possible" measures the stage's throughput
+    /// instead of piling up a backlog (the embedded broker keeps only a few MB per
+    /// partition and drops older unconsumed messages).
+    pub max_in_flight: Option<usize>,
+    /// Requests sent during this first stretch are delivered and checked like the rest
+    /// but left out of the latency percentiles: connections, group joins and the first
+    /// batches warm up then.
+    pub warmup: Duration,
+    /// How long to wait for the expected results.
+    pub timeout: Duration,
+}
+
+/// Produces the plan's requests, then waits (up to its timeout) for a result for every
+/// expected key and for the expected dead letters.
 pub async fn run(
     kafka: &KafkaConfig,
     brokers: &str,
-    outgoing: Vec<Outgoing>,
-    expect_results: &[String],
-    expect_dlq: usize,
-    rate: Option<f64>,
-    timeout: Duration,
+    plan: LoadPlan<'_>,
 ) -> Result<LoadReport, StreamError> {
+    let LoadPlan {
+        outgoing,
+        expect_results,
+        expect_dlq,
+        rate,
+        max_in_flight,
+        warmup,
+        timeout,
+    } = plan;
     let topics = &kafka.topics;
-    let mut cfg = client_config(kafka, brokers);
     // A fresh group per run: reusing one would wait for the previous member's session
     // to expire before the assignment, and "latest" would then skip early results.
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    cfg.set(
-        "group.id",
-        format!("eglr-loadgen-{}-{nonce}", std::process::id()),
-    )
-    .set("auto.offset.reset", "latest")
-    .set("enable.auto.commit", "false")
-    // The measuring client must not add latency of its own: librdkafka's default lets a
-    // fetch wait up to 500 ms for data, which showed up as a ~300 ms median.
-    .set("fetch.wait.max.ms", "10");
+    let group = format!("eglr-loadgen-{}-{nonce}", std::process::id());
+    let mut defaults = vec![
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "latest"),
+        ("enable.auto.commit", "false"),
+    ];
+    // The measuring client must not add latency of its own.
+    defaults.extend(LOW_LATENCY_FETCH);
+    let cfg = client_config(kafka, brokers, &defaults);
     let consumer: StreamConsumer = cfg
         .create()
         .map_err(StreamError::kafka("create the results consumer"))?;
@@ -142,9 +186,10 @@ pub async fn run(
     // reading them late; each first result records when it was consumed.
     let expected: usize = expect_results.len();
     let dlq_topic = topics.dead_letter.clone();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let answered_by_reader = Arc::clone(&answered);
     let reader = tokio::spawn(async move {
-        let mut received: HashMap<String, (Instant, u32, String)> = HashMap::new();
-        let mut server_ms: Vec<f64> = Vec::new();
+        let mut received: HashMap<String, Received> = HashMap::new();
         let (mut dlq, mut duplicates) = (0usize, 0usize);
         let deadline = Instant::now() + timeout;
         while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline {
@@ -159,6 +204,7 @@ pub async fn run(
             };
             if msg.topic() == dlq_topic {
                 dlq += 1;
+                answered_by_reader.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let Some(result) = msg
@@ -171,16 +217,21 @@ pub async fn run(
                 duplicates += 1;
                 continue;
             }
-            let steps = result.items.iter().map(|i| i.reasoning_steps).sum();
-            server_ms.push(result.latency_ms);
+            answered_by_reader.fetch_add(1, Ordering::Relaxed);
             received.insert(
                 result.request_id,
-                (Instant::now(), steps, result.model_version),
+                Received {
+                    at: Instant::now(),
+                    steps: result.items.iter().map(|i| i.reasoning_steps).sum(),
+                    version: result.model_version,
+                    server_ms: result.latency_ms,
+                },
             );
         }
-        (received, dlq, duplicates, server_ms)
+        (received, dlq, duplicates)
     });
 
+    // Send times of the measured (post-warm-up) requests.
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(outgoing.len());
     let mut deliveries = Vec::with_capacity(outgoing.len());
     let started = Instant::now();
@@ -192,7 +243,18 @@ pub async fn run(
                 tokio::time::sleep(wait).await;
             }
         }
-        sent_at.insert(o.key.clone(), Instant::now());
+        if let Some(window) = max_in_flight {
+            let waiting = Instant::now();
+            while i >= answered.load(Ordering::Relaxed) + window.max(1)
+                && waiting.elapsed() < timeout
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(started) >= warmup {
+            sent_at.insert(o.key.clone(), now);
+        }
         loop {
             match producer.send_result(
                 FutureRecord::to(&topics.requests)
@@ -223,16 +285,17 @@ pub async fn run(
             }
         }
     }
-    let (received, dlq, duplicates, mut server_ms) = reader
+    let (received, dlq, duplicates) = reader
         .await
         .map_err(|_| StreamError::Internal("the results reader panicked"))?;
 
     let mut latencies: Vec<f64> = Vec::with_capacity(received.len());
+    let mut server_ms: Vec<f64> = Vec::with_capacity(received.len());
     let mut versions: Vec<(String, usize)> = Vec::new();
     let mut steps = 0f64;
     let mut last = started;
     let mut by_arrival: Vec<(&Instant, &String)> =
-        received.iter().map(|(_, (t, _, v))| (t, v)).collect();
+        received.values().map(|r| (&r.at, &r.version)).collect();
     by_arrival.sort_by_key(|(t, _)| **t);
     for (_, v) in &by_arrival {
         match versions.iter_mut().find(|x| &x.0 == *v) {
@@ -240,12 +303,13 @@ pub async fn run(
             None => versions.push(((*v).clone(), 1)),
         }
     }
-    for (id, (t, s, _)) in &received {
+    for (id, r) in &received {
         if let Some(sent) = sent_at.get(id) {
-            latencies.push(t.duration_since(*sent).as_secs_f64() * 1000.0);
+            latencies.push(r.at.duration_since(*sent).as_secs_f64() * 1000.0);
+            server_ms.push(r.server_ms);
         }
-        steps += f64::from(*s);
-        last = last.max(*t);
+        steps += f64::from(r.steps);
+        last = last.max(r.at);
     }
     latencies.sort_by(f64::total_cmp);
     server_ms.sort_by(f64::total_cmp);
@@ -255,9 +319,11 @@ pub async fn run(
         requests: n,
         results: unique,
         dlq,
+        latency_samples: latencies.len(),
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         server_p50_ms: percentile(&server_ms, 0.5),
+        server_p99_ms: percentile(&server_ms, 0.99),
         throughput_rps: unique as f64 / elapsed,
         reasoning_steps_per_list: steps / unique.max(1) as f64,
         model_versions: versions,

@@ -83,16 +83,15 @@ pub fn spawn_load(
 ) -> tokio::task::JoinHandle<LoadReport> {
     let (kafka, brokers) = (kafka.clone(), brokers.to_owned());
     tokio::spawn(async move {
-        loadgen::run(
-            &kafka,
-            &brokers,
-            out,
-            &valid,
-            dlq,
+        let plan = loadgen::LoadPlan {
+            outgoing: out,
+            expect_results: &valid,
+            expect_dlq: dlq,
             rate,
-            Duration::from_secs(180),
-        )
-        .await
-        .expect("load")
+            max_in_flight: None,
+            warmup: Duration::ZERO,
+            timeout: Duration::from_secs(180),
+        };
+        loadgen::run(&kafka, &brokers, plan).await.expect("load")
     })
 }
