@@ -1,7 +1,8 @@
-//! `eglr serve` as real processes in one consumer group, against a Kafka-protocol broker
-//! (the embedded MockCluster, owned by this test so it outlives the servers): a server
-//! killed with SIGKILL mid-stream and restarted loses no request; two servers share the
-//! partitions and one takes over when the other stops.
+//! `eglr serve` as real processes in one consumer group, against two Kafka-protocol
+//! brokers — tansu (an independent Kafka-compatible broker process) and the embedded
+//! MockCluster (owned by this test so it outlives the servers): a server killed with
+//! SIGKILL mid-stream and restarted loses no request; two servers share the partitions
+//! and one takes over when the other stops.
 
 mod common;
 
@@ -9,8 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{pipeline, requests, spawn_load, write_bundle};
+use common::{pipeline, requests, spawn_load, start_tansu, write_bundle, Tansu};
 use eglr::config::PipelineConfig;
+use eglr::stream::kafka::create_topics;
 use eglr::stream::EmbeddedBroker;
 
 struct Server(Child);
@@ -59,21 +61,41 @@ impl Drop for Server {
     }
 }
 
-fn setup() -> (PipelineConfig, EmbeddedBroker, tempfile::TempDir) {
-    let p = pipeline();
-    let b = EmbeddedBroker::start().expect("broker");
-    let t = &p.kafka.topics;
-    b.create_topics(&[(&t.requests, 4), (&t.results, 4), (&t.dead_letter, 1)])
-        .expect("topics");
-    let store = tempfile::tempdir().expect("tempdir");
-    write_bundle(&p, &store.path().join("v000001"), 1);
-    (p, b, store)
+/// The broker a test runs against; kept alive for the test's duration.
+enum Broker {
+    Embedded(EmbeddedBroker),
+    Tansu(Tansu),
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_then_restart_loses_nothing() {
-    let (p, b, store) = setup();
-    let brokers = b.bootstrap();
+/// A broker with the stage's topics and a model store holding `v000001`.
+async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDir) {
+    let p = pipeline();
+    let t = &p.kafka.topics;
+    let topics = [
+        (t.requests.as_str(), 4),
+        (t.results.as_str(), 4),
+        (t.dead_letter.as_str(), 1),
+    ];
+    let (broker, brokers) = if tansu {
+        let (process, brokers) = start_tansu();
+        create_topics(&p.kafka, &brokers, &topics)
+            .await
+            .expect("topics on tansu");
+        (Broker::Tansu(process), brokers)
+    } else {
+        let b = EmbeddedBroker::start().expect("broker");
+        b.create_topics(&topics).expect("topics");
+        let brokers = b.bootstrap();
+        (Broker::Embedded(b), brokers)
+    };
+    let store = tempfile::tempdir().expect("tempdir");
+    write_bundle(&p, &store.path().join("v000001"), 1);
+    (p, broker, brokers, store)
+}
+
+/// Kill one server mid-stream with SIGKILL, start another in the same group.
+async fn sigkill_then_restart(tansu: bool) {
+    let (p, _broker, brokers, store) = setup(tansu).await;
     let mut first = Server::start(&brokers, store.path(), "kill-test");
     let (out, keys, _) = requests(4000, 1, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
@@ -87,10 +109,9 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     assert_eq!(report.results, 4000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_share_partitions_and_one_takes_over() {
-    let (p, b, store) = setup();
-    let brokers = b.bootstrap();
+/// Two servers in one group; one stops gracefully mid-stream, the other takes over.
+async fn two_servers_then_one(tansu: bool) {
+    let (p, _broker, brokers, store) = setup(tansu).await;
     let mut a = Server::start(&brokers, store.path(), "pair-test");
     let _b = Server::start(&brokers, store.path(), "pair-test");
     let (out, keys, _) = requests(4000, 2, usize::MAX, |_| Vec::new());
@@ -103,4 +124,34 @@ async fn two_servers_share_partitions_and_one_takes_over() {
     let report = load.await.expect("load");
     assert_eq!(report.missing, 0, "{report:?}");
     assert_eq!(report.results, 4000);
+}
+
+/// Kafka guarantees that a member whose session times out (here 10 s) is removed from
+/// the group and its partitions reassigned, so the restarted server takes over.
+/// tansu 0.6 does not: with librdkafka's `debug=cgrp` the restarted member's JoinGroup
+/// answers keep naming the SIGKILLed member as the group leader (generation 1) and its
+/// SyncGroup returns an empty assignment, for as long as we waited (3 minutes); the
+/// same test passes on the embedded broker, and a graceful leave works on tansu
+/// (`two_servers_share_partitions_and_one_takes_over_on_tansu`). Run it with
+/// `cargo test --release --test serve_process -- --ignored` against a tansu that
+/// expires sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6 never expires the session of a SIGKILLed member (see the doc comment)"]
+async fn sigkill_mid_stream_then_restart_loses_nothing_on_tansu() {
+    sigkill_then_restart(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_nothing_on_the_embedded_broker() {
+    sigkill_then_restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_partitions_and_one_takes_over_on_tansu() {
+    two_servers_then_one(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_partitions_and_one_takes_over_on_the_embedded_broker() {
+    two_servers_then_one(false).await;
 }

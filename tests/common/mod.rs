@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::net::TcpListener;
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
@@ -94,4 +96,49 @@ pub fn spawn_load(
         };
         loadgen::run(&kafka, &brokers, plan).await.expect("load")
     })
+}
+
+/// A tansu broker process (an independent Kafka-compatible broker), killed on drop.
+pub struct Tansu(Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu_binary() -> String {
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let installed = format!("{home}/bin/tansu");
+    if Path::new(&installed).exists() {
+        installed
+    } else {
+        "tansu".to_owned()
+    }
+}
+
+/// Starts tansu on a free loopback port (it listens on IPv4 only).
+pub fn start_tansu() -> (Tansu, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_binary())
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu must be installed: bash deploy/install-deps.sh (cargo install tansu --locked --features dynostore)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tansu did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Tansu(child), format!("127.0.0.1:{port}"))
 }
