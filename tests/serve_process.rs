@@ -63,8 +63,8 @@ impl Drop for Server {
 
 /// The broker a test runs against; kept alive for the test's duration.
 enum Broker {
-    Embedded(EmbeddedBroker),
-    Tansu(Tansu),
+    Embedded { _broker: EmbeddedBroker },
+    Tansu { _process: Tansu },
 }
 
 /// A broker with the stage's topics and a model store holding `v000001`.
@@ -81,12 +81,12 @@ async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDi
         create_topics(&p.kafka, &brokers, &topics)
             .await
             .expect("topics on tansu");
-        (Broker::Tansu(process), brokers)
+        (Broker::Tansu { _process: process }, brokers)
     } else {
         let b = EmbeddedBroker::start().expect("broker");
         b.create_topics(&topics).expect("topics");
         let brokers = b.bootstrap();
-        (Broker::Embedded(b), brokers)
+        (Broker::Embedded { _broker: b }, brokers)
     };
     let store = tempfile::tempdir().expect("tempdir");
     write_bundle(&p, &store.path().join("v000001"), 1);
