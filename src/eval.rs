@@ -54,10 +54,13 @@ pub struct EvalReport {
     /// The pool sorted by the evaluator's point-wise click probabilities (scored in the
     /// initial order): what a point-wise re-ranker with this evaluator would serve.
     pub evaluator_sort: OrderingReport,
+    /// The order the list was actually shown in, as logged (differs from the initial
+    /// order for exploration traffic and for lists a model served).
+    pub logged: OrderingReport,
     pub by_position: Vec<PositionStats>,
 }
 
-/// Runs the bundle's generator over every example and scores both orderings.
+/// Runs the bundle's generator over every example and scores every ordering.
 pub fn evaluate(
     bundle: &Bundle,
     examples: &[Example],
@@ -65,14 +68,63 @@ pub fn evaluate(
     opts: &EvalOptions,
     device: &Device,
 ) -> candle_core::Result<EvalReport> {
-    let mut model_acc = MetricAccumulator::default();
-    let mut initial_acc = MetricAccumulator::default();
-    let mut sorted_acc = MetricAccumulator::default();
-    let mut positions: Vec<PositionStats> = Vec::new();
-    let mut counts: Vec<usize> = Vec::new();
-    let mut decode_seconds = 0.0;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut evaluation = Evaluation::new(bundle, world, opts);
     for chunk in examples.chunks(opts.batch.max(1)) {
+        evaluation.add(chunk, device)?;
+    }
+    Ok(evaluation.finish())
+}
+
+/// An evaluation fed one chunk of examples at a time, so logs larger than memory can
+/// be evaluated as a stream (`eglr replay`).
+#[derive(Debug)]
+pub struct Evaluation<'a> {
+    bundle: &'a Bundle,
+    world: Option<&'a World>,
+    opts: EvalOptions,
+    model: MetricAccumulator,
+    initial: MetricAccumulator,
+    sorted: MetricAccumulator,
+    logged: MetricAccumulator,
+    positions: Vec<PositionStats>,
+    counts: Vec<usize>,
+    decode_seconds: f64,
+    lists: usize,
+    rng: ChaCha8Rng,
+}
+
+/// The model's list for one example, with the evaluator's score of it.
+#[derive(Debug, Clone)]
+pub struct RankedList {
+    pub list: Vec<PositionTrace>,
+    pub evaluator_score: f32,
+}
+
+impl<'a> Evaluation<'a> {
+    pub fn new(bundle: &'a Bundle, world: Option<&'a World>, opts: &EvalOptions) -> Self {
+        Self {
+            bundle,
+            world,
+            opts: opts.clone(),
+            model: MetricAccumulator::default(),
+            initial: MetricAccumulator::default(),
+            sorted: MetricAccumulator::default(),
+            logged: MetricAccumulator::default(),
+            positions: Vec::new(),
+            counts: Vec::new(),
+            decode_seconds: 0.0,
+            lists: 0,
+            rng: ChaCha8Rng::seed_from_u64(opts.seed),
+        }
+    }
+
+    /// Re-ranks and scores one chunk (one decode batch); returns the model's lists.
+    pub fn add(
+        &mut self,
+        chunk: &[Example],
+        device: &Device,
+    ) -> candle_core::Result<Vec<RankedList>> {
+        let (bundle, opts, world) = (self.bundle, &self.opts, self.world);
         let refs: Vec<&Example> = chunk.iter().collect();
         let pools = pool_tensors(&refs, &bundle.encoder, device)?;
         let lens = vec![opts.list_len; chunk.len()];
@@ -88,7 +140,7 @@ pub fn evaluate(
                 &encoded,
                 &lens,
                 DecodeOptions {
-                    selection: Selection::Sample(&mut rng),
+                    selection: Selection::Sample(&mut self.rng),
                     track_log_prob: false,
                     use_cache: true,
                 },
@@ -101,68 +153,98 @@ pub fn evaluate(
                 }
             }
         }
-        decode_seconds += started.elapsed().as_secs_f64();
+        self.decode_seconds += started.elapsed().as_secs_f64();
         let initial = initial_lists(chunk, opts.list_len);
         let initial_scores = rewards(&bundle.evaluator, &pools, &initial, Reward::Dcg)?;
         let sorted = evaluator_sort(bundle, &pools, chunk, opts.list_len)?;
         let sorted_scores = rewards(&bundle.evaluator, &pools, &sorted, Reward::Dcg)?;
+        let logged = as_decoded(
+            chunk
+                .iter()
+                .map(|e| e.served.iter().copied().take(opts.list_len).collect()),
+        );
+        let logged_scores = rewards(&bundle.evaluator, &pools, &logged, Reward::Dcg)?;
         for (r, e) in chunk.iter().enumerate() {
-            add(&mut model_acc, e, &best_lists[r], best_scores[r], world);
+            add(&mut self.model, e, &best_lists[r], best_scores[r], world);
             add(
-                &mut initial_acc,
+                &mut self.initial,
                 e,
                 &initial.lists[r],
                 initial_scores[r],
                 world,
             );
             add(
-                &mut sorted_acc,
+                &mut self.sorted,
                 e,
                 &sorted.lists[r],
                 sorted_scores[r],
                 world,
             );
+            add(
+                &mut self.logged,
+                e,
+                &logged.lists[r],
+                logged_scores[r],
+                world,
+            );
             for (t, p) in best_lists[r].iter().enumerate() {
-                if positions.len() <= t {
-                    positions.push(PositionStats {
+                if self.positions.len() <= t {
+                    self.positions.push(PositionStats {
                         position: t + 1,
                         ..Default::default()
                     });
-                    counts.push(0);
+                    self.counts.push(0);
                 }
-                positions[t].entropy_before += f64::from(p.entropy_before);
-                positions[t].entropy_after += f64::from(p.entropy_after);
-                positions[t].reasoning_steps += f64::from(p.reasoning_steps);
-                counts[t] += 1;
+                let at = &mut self.positions[t];
+                at.entropy_before += f64::from(p.entropy_before);
+                at.entropy_after += f64::from(p.entropy_after);
+                at.reasoning_steps += f64::from(p.reasoning_steps);
+                self.counts[t] += 1;
             }
         }
+        self.lists += chunk.len();
+        Ok(best_lists
+            .into_iter()
+            .zip(best_scores)
+            .map(|(list, evaluator_score)| RankedList {
+                list,
+                evaluator_score,
+            })
+            .collect())
     }
-    for (p, &c) in positions.iter_mut().zip(&counts) {
-        let c = c.max(1) as f64;
-        p.entropy_before /= c;
-        p.entropy_after /= c;
-        p.reasoning_steps /= c;
+
+    pub fn finish(mut self) -> EvalReport {
+        for (p, &c) in self.positions.iter_mut().zip(&self.counts) {
+            let c = c.max(1) as f64;
+            p.entropy_before /= c;
+            p.entropy_after /= c;
+            p.reasoning_steps /= c;
+        }
+        let n = self.lists.max(1) as f64;
+        EvalReport {
+            model_version: self.bundle.meta.version.clone(),
+            variant: self.bundle.meta.generator.variant.name().to_owned(),
+            lists: self.lists,
+            pass_at_n: self.opts.pass_at_n.max(1),
+            model: OrderingReport {
+                metrics: self.model.summary(),
+                ms_per_list: 1000.0 * self.decode_seconds / n,
+            },
+            initial: OrderingReport {
+                metrics: self.initial.summary(),
+                ms_per_list: 0.0,
+            },
+            evaluator_sort: OrderingReport {
+                metrics: self.sorted.summary(),
+                ms_per_list: 0.0,
+            },
+            logged: OrderingReport {
+                metrics: self.logged.summary(),
+                ms_per_list: 0.0,
+            },
+            by_position: self.positions,
+        }
     }
-    let n = examples.len().max(1) as f64;
-    Ok(EvalReport {
-        model_version: bundle.meta.version.clone(),
-        variant: bundle.meta.generator.variant.name().to_owned(),
-        lists: examples.len(),
-        pass_at_n: opts.pass_at_n.max(1),
-        model: OrderingReport {
-            metrics: model_acc.summary(),
-            ms_per_list: 1000.0 * decode_seconds / n,
-        },
-        initial: OrderingReport {
-            metrics: initial_acc.summary(),
-            ms_per_list: 0.0,
-        },
-        evaluator_sort: OrderingReport {
-            metrics: sorted_acc.summary(),
-            ms_per_list: 0.0,
-        },
-        by_position: positions,
-    })
 }
 
 /// Lists of plain item indices as a decode result.

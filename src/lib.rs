@@ -9,6 +9,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod replay;
 pub mod schema;
 pub mod sim;
 pub mod stream;

@@ -94,7 +94,7 @@ fn row(name: &str, r: &OrderingReport) -> Vec<String> {
     ]
 }
 
-fn print_report(r: &EvalReport) {
+pub(super) fn print_report(r: &EvalReport) {
     println!(
         "{} lists, model {} ({}), pass@{}",
         r.lists, r.model_version, r.variant, r.pass_at_n
@@ -116,7 +116,8 @@ fn print_report(r: &EvalReport) {
             &[
                 row("model", &r.model),
                 row("initial", &r.initial),
-                row("evaluator sort", &r.evaluator_sort)
+                row("evaluator sort", &r.evaluator_sort),
+                row("logged", &r.logged)
             ],
         )
     );

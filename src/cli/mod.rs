@@ -6,6 +6,7 @@ mod demo;
 mod eval;
 mod import;
 mod loadgen;
+mod replay;
 mod report;
 mod serve;
 mod simulate;
@@ -77,6 +78,10 @@ enum Command {
     Eval(eval::Args),
     /// Import a public data set (KuaiRand) into the Parquet list log, split by time.
     Import(import::Args),
+    /// Re-rank every logged request of a list log offline with a bundle: writes the
+    /// re-ranked lists to Parquet and prints the offline metrics of `eval` for the
+    /// model, the initial order and the logged order.
+    Replay(replay::Args),
     /// Inference throughput of the generator on the worst-case workload, with and
     /// without the KV cache.
     Bench(bench::Args),
@@ -128,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::run(&pipeline, args),
         Command::Eval(args) => eval::run(&pipeline, args),
         Command::Import(args) => import::run(&pipeline, args),
+        Command::Replay(args) => replay::run(&pipeline, args),
         Command::Bench(args) => bench::run(&pipeline, args),
         Command::Study(args) => study::run(&pipeline, args),
         Command::Serve(args) => serve::run(&pipeline, args),

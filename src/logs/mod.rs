@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub use convert::{from_record_batch, to_record_batch};
 pub use reader::{LogBatches, LogReader};
 pub use schema::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
-pub use writer::{LogWriter, RollPolicy};
+pub use writer::{LogWriter, ParquetRows, RollPolicy};
 
 /// Errors reading or writing log files.
 #[derive(Debug, thiserror::Error)]

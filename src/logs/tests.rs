@@ -94,7 +94,7 @@ fn unfinished_file_is_invisible_and_cleaned_up() {
     let e =
         LogReader::open(dir.path().to_str().expect("utf-8"), 10).expect_err("nothing published");
     assert!(matches!(e, LogError::NoFiles(_)), "{e}");
-    let w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("restart");
+    let w: LogWriter = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("restart");
     assert_eq!(w.finish().expect("finish"), None);
     assert_eq!(
         std::fs::read_dir(dir.path()).expect("dir").count(),
@@ -137,7 +137,8 @@ fn bad_files_give_clear_errors() {
     );
     let e = LogReader::open("[", 10).expect_err("glob");
     assert!(e.to_string().starts_with("bad glob pattern \"[\""), "{e}");
-    let e = LogWriter::create(dir.path(), "../x", policy(1 << 20)).expect_err("prefix");
+    let e =
+        LogWriter::<LoggedList>::create(dir.path(), "../x", policy(1 << 20)).expect_err("prefix");
     assert!(e.to_string().contains("must be a plain"), "{e}");
 }
 

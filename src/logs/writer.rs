@@ -14,8 +14,28 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
 use super::convert::to_record_batch;
 use super::schema::{log_schema, LoggedList};
+
+/// Rows that have a fixed Arrow schema: what a [`LogWriter`] can write.
+pub trait ParquetRows: Sized {
+    fn schema() -> SchemaRef;
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
+}
+
+impl ParquetRows for LoggedList {
+    fn schema() -> SchemaRef {
+        log_schema()
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        to_record_batch(rows)
+    }
+}
 use super::LogError;
 
 /// When to close a file and start the next one.
@@ -29,14 +49,16 @@ pub struct RollPolicy {
     pub row_group_rows: usize,
 }
 
-/// Writes [`LoggedList`] rows into `DIR/PREFIX-SEQ.parquet` files.
+/// Writes rows (by default [`LoggedList`], the list log) into `DIR/PREFIX-SEQ.parquet`
+/// files.
 #[derive(Debug)]
-pub struct LogWriter {
+pub struct LogWriter<R: ParquetRows = LoggedList> {
     dir: PathBuf,
     prefix: String,
     policy: RollPolicy,
     next_seq: u64,
     open: Option<OpenFile>,
+    rows: std::marker::PhantomData<fn(&[R])>,
 }
 
 struct OpenFile {
@@ -55,7 +77,7 @@ impl std::fmt::Debug for OpenFile {
     }
 }
 
-impl LogWriter {
+impl<R: ParquetRows> LogWriter<R> {
     /// Prepares `dir` (created if missing). Files continue the sequence of any published
     /// files of the same `prefix`; two writers must not share a prefix.
     pub fn create(dir: &Path, prefix: &str, policy: RollPolicy) -> Result<Self, LogError> {
@@ -80,14 +102,15 @@ impl LogWriter {
             policy,
             next_seq,
             open: None,
+            rows: std::marker::PhantomData,
         })
     }
 
     /// Appends rows; returns the files published by this call (size roll).
-    pub fn write(&mut self, rows: &[LoggedList]) -> Result<Vec<PathBuf>, LogError> {
+    pub fn write(&mut self, rows: &[R]) -> Result<Vec<PathBuf>, LogError> {
         let mut published = Vec::new();
         for chunk in rows.chunks(self.policy.row_group_rows) {
-            let batch = to_record_batch(chunk).map_err(LogError::Encode)?;
+            let batch = R::to_batch(chunk).map_err(LogError::Encode)?;
             let file = self.open_file()?;
             file.writer
                 .write(&batch)
@@ -129,7 +152,7 @@ impl LogWriter {
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(self.policy.row_group_rows))
                 .build();
-            let writer = ArrowWriter::try_new(handle, log_schema(), Some(props))
+            let writer = ArrowWriter::try_new(handle, R::schema(), Some(props))
                 .map_err(|e| LogError::parquet(&temp, e))?;
             self.next_seq += 1;
             self.open = Some(OpenFile {

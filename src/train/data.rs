@@ -21,6 +21,25 @@ pub struct Example {
 }
 
 impl Example {
+    /// Encodes one logged list; the error says which served item is not in the pool.
+    pub fn from_logged(row: &LoggedList, encoder: &FeatureEncoder) -> Result<Self, String> {
+        let served = row.served_indices().map_err(|id| {
+            format!(
+                "request {}: served item {id:?} not in its pool",
+                row.request_id
+            )
+        })?;
+        Ok(Example {
+            pool: encoder.encode(&[(&row.user, &row.candidates)]),
+            served,
+            clicks: row.clicks.clone(),
+            utility: row.utility as f32,
+            exploration: row.exploration,
+            user_id: row.user.id.0.clone(),
+            item_ids: row.candidates.iter().map(|c| c.item_id.0.clone()).collect(),
+        })
+    }
+
     /// Label of every pool candidate: clicked when it was served and clicked.
     pub fn pool_labels(&self) -> Vec<f64> {
         let mut labels = vec![0.0; self.pool.max_items];
@@ -103,24 +122,12 @@ impl Dataset {
         let mut train = Vec::new();
         let mut validation = Vec::new();
         read(reader, |row| {
-            let served = row.served_indices().map_err(|id| {
+            let example = Example::from_logged(row, &encoder).map_err(|message| {
                 TrainError::Log(LogError::BadFile {
                     path: reader.files().first().cloned().unwrap_or_default(),
-                    message: format!(
-                        "request {}: served item {id:?} not in its pool",
-                        row.request_id
-                    ),
+                    message,
                 })
             })?;
-            let example = Example {
-                pool: encoder.encode(&[(&row.user, &row.candidates)]),
-                served,
-                clicks: row.clicks.clone(),
-                utility: row.utility as f32,
-                exploration: row.exploration,
-                user_id: row.user.id.0.clone(),
-                item_ids: row.candidates.iter().map(|c| c.item_id.0.clone()).collect(),
-            };
             if is_validation(&row.request_id, validation_share) {
                 validation.push(example);
             } else {
