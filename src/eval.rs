@@ -248,7 +248,7 @@ impl<'a> Evaluation<'a> {
 }
 
 /// Lists of plain item indices as a decode result.
-fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
+pub(crate) fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
     let lists = lists
         .map(|l| {
             l.into_iter()

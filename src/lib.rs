@@ -1,6 +1,7 @@
 //! eglr — a stream-processing re-ranking pipeline around EGLR (Entropy-Guided Latent
 //! Reasoning, arXiv 2601.13533). See `README.md` and `docs/` for the big picture.
 
+pub mod audit;
 pub mod config;
 pub mod eval;
 pub mod features;

@@ -1,5 +1,6 @@
 //! Argument parsing, logging set-up and dispatch to one module per subcommand.
 
+mod audit;
 mod bench;
 mod config;
 mod demo;
@@ -82,6 +83,10 @@ enum Command {
     /// re-ranked lists to Parquet and prints the offline metrics of `eval` for the
     /// model, the initial order and the logged order.
     Replay(replay::Args),
+    /// The offline Evaluator Score audit: each model's uplift over the logged order by
+    /// its own evaluator and by an independent judge, with bootstrap intervals, the share
+    /// of lists copying the input order, and a reward-hacking flag.
+    Audit(audit::Args),
     /// Inference throughput of the generator on the worst-case workload, with and
     /// without the KV cache.
     Bench(bench::Args),
@@ -134,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&pipeline, args),
         Command::Import(args) => import::run(&pipeline, args),
         Command::Replay(args) => replay::run(&pipeline, args),
+        Command::Audit(args) => audit::run(&pipeline, args),
         Command::Bench(args) => bench::run(&pipeline, args),
         Command::Study(args) => study::run(&pipeline, args),
         Command::Serve(args) => serve::run(&pipeline, args),

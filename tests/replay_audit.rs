@@ -1,12 +1,14 @@
-//! `replay` on a fixture log directory: the metrics of the initial and the logged order
-//! are the ones computed by hand below, the model's lists are permutations of their
-//! pools written to Parquet, and the streamed replay equals the in-memory evaluation.
+//! `replay` and `audit` on fixture log directories: the metrics of the initial and the
+//! logged order are the ones computed by hand below, the model's lists are permutations
+//! of their pools written to Parquet, the streamed replay equals the in-memory
+//! evaluation, and the audit's uplift, copy share and flag are the hand-derived ones.
 
 mod common;
 
 use candle_core::Device;
 
 use common::{pipeline, write_bundle};
+use eglr::audit::{audit_model, AuditOptions};
 use eglr::eval::{evaluate, EvalOptions};
 use eglr::logs::{LogWriter, LoggedList, RollPolicy};
 use eglr::model::Bundle;
@@ -15,7 +17,17 @@ use eglr::schema::{Candidate, UserFeatures};
 use eglr::train::Dataset;
 
 fn list(id: &str, served: &[&str], clicks: &[bool], exploration: bool) -> LoggedList {
-    let candidates = ["a", "b", "c"]
+    pool_list(id, &["a", "b", "c"], served, clicks, exploration)
+}
+
+fn pool_list(
+    id: &str,
+    pool: &[&str],
+    served: &[&str],
+    clicks: &[bool],
+    exploration: bool,
+) -> LoggedList {
+    let candidates = pool
         .iter()
         .enumerate()
         .map(|(i, item)| Candidate {
@@ -121,6 +133,53 @@ fn replay_gives_the_hand_computed_metrics_and_permutations() {
         Dataset::load_all(&logs.display().to_string(), bundle.encoder.clone()).expect("examples");
     let in_memory = evaluate(&bundle, &examples, None, &opts, &Device::Cpu).expect("eval");
     assert_eq!(in_memory.model.metrics, report.model.metrics);
+}
+
+#[test]
+fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copying() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut p = pipeline();
+    p.limits.list_len = 1;
+    let logs = tmp.path().join("logs");
+    // Pools of one item: the model's list, the initial order and the logged order are
+    // the same list, so every uplift is exactly 0, its interval [0, 0], and every list
+    // copies the input order.
+    let mut w = LogWriter::create(&logs, "lists", roll()).expect("writer");
+    let rows: Vec<LoggedList> = (0..5)
+        .map(|i| pool_list(&format!("r{i}"), &["a"], &["a"], &[i % 2 == 0], false))
+        .collect();
+    w.write(&rows).expect("write");
+    w.finish().expect("publish");
+    let (model_dir, judge_dir) = (tmp.path().join("m"), tmp.path().join("j"));
+    write_bundle(&p, &model_dir, 3);
+    write_bundle(&p, &judge_dir, 11);
+    let model = Bundle::load(&model_dir, &Device::Cpu).expect("model");
+    let judge = Bundle::load(&judge_dir, &Device::Cpu).expect("judge");
+    let opts = AuditOptions {
+        batch: 2,
+        list_len: 1,
+        bootstrap: 100,
+        seed: 0,
+        tolerance: 0.0,
+    };
+    let logs = logs.display().to_string();
+    let a = audit_model(&model, Some(&judge), &logs, &opts, &Device::Cpu).expect("audit");
+    assert_eq!(a.lists, 5);
+    assert_eq!(a.copies_input_order, 1.0);
+    for u in [&a.serving, a.judge.as_ref().expect("judge")] {
+        assert_eq!(
+            (u.uplift, u.ci95_low, u.ci95_high),
+            (0.0, 0.0, 0.0),
+            "{u:?}"
+        );
+        assert_eq!(u.model_score, u.logged_score);
+    }
+    assert!(!a.reward_hacking_flag, "equal uplifts are never flagged");
+    // Two different evaluators score the same lists differently.
+    assert_ne!(
+        a.serving.model_score,
+        a.judge.as_ref().map_or(0.0, |j| j.model_score)
+    );
 }
 
 /// (request_id, items) of every replayed row, read back with the parquet crate.

@@ -1,0 +1,251 @@
+//! The offline Evaluator Score audit: each model's lists on logged requests, scored by
+//! its own (serving) evaluator and by an independent judge evaluator, as uplift over
+//! the logged order with a bootstrap 95 % confidence interval. A serving uplift that
+//! exceeds the judge's by more than a tolerance flags possible reward hacking: the
+//! generator found orders its own evaluator over-rates.
+
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::eval::as_decoded;
+use crate::logs::{LogError, LogReader};
+use crate::model::{Bundle, DecodeOptions, Decoded};
+use crate::train::{pool_tensors, rewards, Example, Reward};
+
+/// How to audit.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub batch: usize,
+    pub list_len: usize,
+    /// Bootstrap resamples of the lists for the confidence intervals.
+    pub bootstrap: usize,
+    pub seed: u64,
+    /// Flag when serving uplift - judge uplift exceeds this (Evaluator Score units).
+    pub tolerance: f64,
+}
+
+/// Mean Evaluator Score of the model's lists and of the logged order, by one evaluator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreUplift {
+    pub model_score: f64,
+    pub logged_score: f64,
+    /// Mean over lists of (model - logged).
+    pub uplift: f64,
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+}
+
+/// The audit of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelAudit {
+    pub model_version: String,
+    pub lists: usize,
+    pub serving: ScoreUplift,
+    pub judge: Option<ScoreUplift>,
+    /// Share of lists identical to the first `list_len` candidates in initial order.
+    pub copies_input_order: f64,
+    /// `serving.uplift - judge.uplift > tolerance`.
+    pub reward_hacking_flag: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("model error: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// Per-list scores of one evaluator.
+#[derive(Debug, Default)]
+struct Scores {
+    model: Vec<f64>,
+    logged: Vec<f64>,
+}
+
+impl Scores {
+    fn summarise(&self, opts: &AuditOptions) -> ScoreUplift {
+        let diffs: Vec<f64> = self
+            .model
+            .iter()
+            .zip(&self.logged)
+            .map(|(m, l)| m - l)
+            .collect();
+        let (ci95_low, ci95_high) = bootstrap_ci95(&diffs, opts.bootstrap, opts.seed);
+        ScoreUplift {
+            model_score: mean(&self.model),
+            logged_score: mean(&self.logged),
+            uplift: mean(&diffs),
+            ci95_low,
+            ci95_high,
+        }
+    }
+
+    fn extend(&mut self, model: Vec<f32>, logged: Vec<f32>) {
+        self.model.extend(model.into_iter().map(f64::from));
+        self.logged.extend(logged.into_iter().map(f64::from));
+    }
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// Percentile bootstrap interval (2.5 %, 97.5 %) of the mean of `xs`.
+pub fn bootstrap_ci95(xs: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    if xs.is_empty() || resamples == 0 {
+        let m = mean(xs);
+        return (m, m);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let sum: f64 = (0..xs.len())
+                .map(|_| xs[rng.random_range(0..xs.len())])
+                .sum();
+            sum / xs.len() as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((resamples - 1) as f64 * q).round() as usize];
+    (at(0.025), at(0.975))
+}
+
+/// Scores `lists` and the logged order of `examples` with `evaluator_of`'s evaluator,
+/// encoding the pools with that bundle's own features.
+fn score(
+    evaluator_of: &Bundle,
+    rows: &[crate::logs::LoggedList],
+    lists: &Decoded,
+    list_len: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, Vec<f32>), AuditError> {
+    let examples = encode(evaluator_of, rows)?;
+    let refs: Vec<&Example> = examples.iter().collect();
+    let pools = pool_tensors(&refs, &evaluator_of.encoder, device)?;
+    let logged = as_decoded(
+        examples
+            .iter()
+            .map(|e| e.served.iter().copied().take(list_len).collect()),
+    );
+    Ok((
+        rewards(&evaluator_of.evaluator, &pools, lists, Reward::Dcg)?,
+        rewards(&evaluator_of.evaluator, &pools, &logged, Reward::Dcg)?,
+    ))
+}
+
+fn encode(bundle: &Bundle, rows: &[crate::logs::LoggedList]) -> Result<Vec<Example>, AuditError> {
+    rows.iter()
+        .map(|row| Example::from_logged(row, &bundle.encoder))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| {
+            AuditError::Log(LogError::BadFile {
+                path: "audit input".into(),
+                message,
+            })
+        })
+}
+
+/// Audits one model on the logs matching `pattern` (streamed, one batch at a time).
+pub fn audit_model(
+    model: &Bundle,
+    judge: Option<&Bundle>,
+    pattern: &str,
+    opts: &AuditOptions,
+    device: &Device,
+) -> Result<ModelAudit, AuditError> {
+    let reader = LogReader::open(pattern, opts.batch.max(1))?;
+    let (mut serving, mut judged) = (Scores::default(), Scores::default());
+    let (mut lists, mut copies) = (0usize, 0usize);
+    for batch in reader.batches() {
+        let rows = batch?;
+        let examples = encode(model, &rows)?;
+        let refs: Vec<&Example> = examples.iter().collect();
+        let pools = pool_tensors(&refs, &model.encoder, device)?;
+        let encoded = model.generator.encode(&pools)?;
+        let lens = vec![opts.list_len; examples.len()];
+        let decoded = model
+            .generator
+            .decode(&encoded, &lens, DecodeOptions::greedy())?;
+        for (e, list) in examples.iter().zip(&decoded.lists) {
+            let initial = (0..e.pool.lens[0].min(opts.list_len)).collect::<Vec<_>>();
+            copies += usize::from(list.iter().map(|p| p.item).eq(initial));
+        }
+        lists += examples.len();
+        let (m, l) = score(model, &rows, &decoded, opts.list_len, device)?;
+        serving.extend(m, l);
+        if let Some(judge) = judge {
+            let (m, l) = score(judge, &rows, &decoded, opts.list_len, device)?;
+            judged.extend(m, l);
+        }
+    }
+    let serving = serving.summarise(opts);
+    let judge = judge.map(|_| judged.summarise(opts));
+    let reward_hacking_flag = judge
+        .as_ref()
+        .is_some_and(|j| serving.uplift - j.uplift > opts.tolerance);
+    Ok(ModelAudit {
+        model_version: model.meta.version.clone(),
+        lists,
+        serving,
+        judge,
+        copies_input_order: copies as f64 / lists.max(1) as f64,
+        reward_hacking_flag,
+    })
+}
+
+/// The audit as a markdown report.
+pub fn markdown(audits: &[ModelAudit], judge: Option<&str>, tolerance: f64) -> String {
+    let ci =
+        |u: &ScoreUplift| format!("{:+.4} [{:+.4}, {:+.4}]", u.uplift, u.ci95_low, u.ci95_high);
+    let mut out = format!(
+        "# Evaluator Score audit\n\nUplift = mean over lists of (model's list - logged order), by the model's own \
+         (serving) evaluator and by the judge ({}); 95 % bootstrap intervals. Flag: serving uplift exceeds the \
+         judge's by more than {tolerance}.\n\n\
+         | model | lists | serving score | serving uplift [95 % CI] | judge score | judge uplift [95 % CI] | copies input order | flag |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+        judge.unwrap_or("none given")
+    );
+    for a in audits {
+        let (js, ju) = a
+            .judge
+            .as_ref()
+            .map_or(("-".to_owned(), "-".to_owned()), |j| {
+                (format!("{:.4}", j.model_score), ci(j))
+            });
+        out += &format!(
+            "| {} | {} | {:.4} | {} | {js} | {ju} | {:.1} % | {} |\n",
+            a.model_version,
+            a.lists,
+            a.serving.model_score,
+            ci(&a.serving),
+            100.0 * a.copies_input_order,
+            if a.reward_hacking_flag {
+                "possible reward hacking"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_interval_of_a_constant_is_the_constant_and_covers_the_mean() {
+        assert_eq!(bootstrap_ci95(&[0.5; 20], 200, 1), (0.5, 0.5));
+        let xs: Vec<f64> = (0..100).map(f64::from).collect();
+        let (lo, hi) = bootstrap_ci95(&xs, 500, 7);
+        // Mean 49.5, standard error 29.0 / 10 = 2.9: the interval is about ±5.7.
+        assert!(
+            lo < 49.5 && hi > 49.5 && hi - lo > 8.0 && hi - lo < 15.0,
+            "{lo} {hi}"
+        );
+        assert_eq!(bootstrap_ci95(&xs, 500, 7), (lo, hi), "seeded");
+    }
+}
