@@ -6,6 +6,7 @@ pub mod config;
 pub mod eval;
 pub mod features;
 pub mod import;
+pub mod logger;
 pub mod logs;
 pub mod metrics;
 pub mod model;
