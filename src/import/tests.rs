@@ -365,3 +365,38 @@ fn split_at_parses_auto_dates_and_times() {
     );
     assert!("30/04/2022".parse::<SplitAt>().is_err());
 }
+
+#[test]
+fn video_files_split_into_parts_give_the_same_lists() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_fixture(tmp.path());
+    let split = SplitAt::TimeMs(DAY2);
+    let whole = tmp.path().join("whole");
+    run_import(tmp.path(), &whole, &options(split));
+    // As in the 27K release: the statistic file in two parts with the same header.
+    let stats = tmp.path().join("video_features_statistic_pure.csv");
+    let text = std::fs::read_to_string(&stats).expect("read");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    let rows: Vec<&str> = lines.collect();
+    let (a, b) = rows.split_at(rows.len() / 2);
+    for (name, part) in [("part1", a), ("part2", b)] {
+        let body = format!("{header}\n{}\n", part.join("\n"));
+        std::fs::write(
+            tmp.path()
+                .join(format!("video_features_statistic_pure_{name}.csv")),
+            body,
+        )
+        .expect("write part");
+    }
+    std::fs::remove_file(&stats).expect("remove whole file");
+    let parts = tmp.path().join("parts");
+    run_import(tmp.path(), &parts, &options(split));
+    for sub in ["train", "test"] {
+        assert_eq!(
+            read_rows(&whole.join(sub)),
+            read_rows(&parts.join(sub)),
+            "{sub}"
+        );
+    }
+}

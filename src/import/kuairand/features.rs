@@ -15,7 +15,9 @@ pub struct Entity {
     pub dense: DenseFeatures,
 }
 
-/// Where each declared field is read: (table index, column index).
+/// Where each declared field is read: (field, table index, column index), once per
+/// table that has the column (the 1K/27K releases split large files into parts with the
+/// same columns).
 #[derive(Debug)]
 struct FieldColumns {
     sparse: Vec<(String, usize, usize)>,
@@ -27,12 +29,14 @@ fn locate(
     spec: &EntityFeatures,
     tables: &[CsvTable],
 ) -> Result<FieldColumns, ImportError> {
-    let find = |field: &str| {
-        tables
+    let find = |field: &str| -> Result<Vec<(String, usize, usize)>, ImportError> {
+        let found: Vec<_> = tables
             .iter()
             .enumerate()
-            .find_map(|(t, table)| table.find_column(field).map(|c| (field.to_owned(), t, c)))
-            .ok_or_else(|| ImportError::UndeclaredColumn {
+            .filter_map(|(t, table)| table.find_column(field).map(|c| (field.to_owned(), t, c)))
+            .collect();
+        if found.is_empty() {
+            return Err(ImportError::UndeclaredColumn {
                 entity,
                 field: field.to_owned(),
                 files: tables
@@ -40,22 +44,26 @@ fn locate(
                     .map(|t| t.path().display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-            })
+            });
+        }
+        Ok(found)
+    };
+    let all = |fields: Vec<&String>| -> Result<Vec<_>, ImportError> {
+        Ok(fields
+            .into_iter()
+            .map(|f| find(f))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat())
     };
     Ok(FieldColumns {
-        sparse: spec
-            .sparse
-            .keys()
-            .map(|f| find(f))
-            .collect::<Result<_, _>>()?,
+        sparse: all(spec.sparse.keys().collect())?,
         // The upstream score is the candidate's own field, not a column (KuaiRand has no
         // upstream ranker scores).
-        dense: spec
+        dense: all(spec
             .dense
             .keys()
             .filter(|f| f.as_str() != UPSTREAM_SCORE)
-            .map(|f| find(f))
-            .collect::<Result<_, _>>()?,
+            .collect())?,
     })
 }
 

@@ -148,8 +148,12 @@ pub fn import(
     }
     let logs = files_like(dir, "log_standard_", ".csv")?;
     let user_file = one_file_like(dir, "user_features", ".csv")?;
-    let basic_file = one_file_like(dir, "video_features_basic", ".csv")?;
-    let statistic_file = one_file_like(dir, "video_features_statistic", ".csv")?;
+    // The 27K release splits the video files into parts; every part is read.
+    let video_files: Vec<std::path::PathBuf> = [
+        files_like(dir, "video_features_basic", ".csv")?,
+        files_like(dir, "video_features_statistic", ".csv")?,
+    ]
+    .concat();
 
     let log_bytes: u64 = logs
         .iter()
@@ -186,7 +190,7 @@ pub fn import(
     let videos = read_entities(
         "item",
         &spec.item,
-        &[&basic_file, &statistic_file],
+        &video_files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
         "video_id",
         |id| spilled.videos.contains(id),
         &mut nulls,
