@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use common::{requests, spawn_load, write_bundle};
 use eglr::config::PipelineConfig;
 use eglr::stream::kafka::client_config;
+use eglr::stream::loadgen::LoadReport;
 use eglr::stream::{
     serve, EmbeddedBroker, LiveModel, ModelStore, ServeSettings, ServeSummary, StreamError,
 };
@@ -67,6 +68,19 @@ impl Stage {
             stop,
             server,
         }
+    }
+
+    /// `n` valid requests offered at 500/s by a load generator task.
+    fn valid_load_at_500_per_s(&self, n: usize) -> JoinHandle<LoadReport> {
+        let (out, valid, _) = requests(n, 4, usize::MAX, no_bad);
+        spawn_load(
+            &self.p.kafka,
+            &self.broker.bootstrap(),
+            out,
+            valid,
+            0,
+            Some(500.0),
+        )
     }
 
     async fn stop(self) -> ServeSummary {
@@ -176,15 +190,7 @@ async fn a_bad_bundle_never_stops_serving_and_a_good_one_is_swapped_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_and_up_mid_stream_loses_nothing() {
     let s = Stage::start();
-    let (out, valid, _) = requests(2000, 4, usize::MAX, no_bad);
-    let load = spawn_load(
-        &s.p.kafka,
-        &s.broker.bootstrap(),
-        out,
-        valid,
-        0,
-        Some(500.0),
-    );
+    let load = s.valid_load_at_500_per_s(2000);
     // Take the only broker away for 2 s in the middle of the stream: the load generator
     // joins its group (about 3 s), then produces for 4 s.
     tokio::time::sleep(Duration::from_millis(5000)).await;
@@ -204,15 +210,7 @@ async fn broker_down_and_up_mid_stream_loses_nothing() {
 async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let s = Stage::start();
-    let (out, valid, _) = requests(1500, 4, usize::MAX, no_bad);
-    let load = spawn_load(
-        &s.p.kafka,
-        &s.broker.bootstrap(),
-        out,
-        valid,
-        0,
-        Some(500.0),
-    );
+    let load = s.valid_load_at_500_per_s(1500);
     // Mid-stream (the load generator joins for ~3 s, then produces for 3 s), the broker
     // answers the next requests of each kind with retriable errors and dropped
     // connections. Kafka clients must retry them; the stage must neither lose nor
