@@ -9,9 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::eval::as_decoded;
-use crate::logs::{LogError, LogReader};
-use crate::model::{Bundle, DecodeOptions, Decoded};
+use crate::eval::{as_decoded, encode_rows, OfflineError};
+use crate::logs::{LogReader, LoggedList};
+use crate::model::{Bundle, DecodeOptions, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
 
 /// How to audit.
@@ -48,14 +48,6 @@ pub struct ModelAudit {
     pub copies_input_order: f64,
     /// `serving.uplift - judge.uplift > tolerance`.
     pub reward_hacking_flag: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("model error: {0}")]
-    Model(#[from] candle_core::Error),
 }
 
 /// Per-list scores of one evaluator.
@@ -113,39 +105,37 @@ pub fn bootstrap_ci95(xs: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
     (at(0.025), at(0.975))
 }
 
-/// Scores `lists` and the logged order of `examples` with `evaluator_of`'s evaluator,
-/// encoding the pools with that bundle's own features.
+/// Scores `lists` and the logged order of `examples` with `bundle`'s evaluator;
+/// `pools` are the examples encoded with that bundle's features.
 fn score(
-    evaluator_of: &Bundle,
-    rows: &[crate::logs::LoggedList],
+    bundle: &Bundle,
+    examples: &[Example],
+    pools: &PoolTensors,
     lists: &Decoded,
     list_len: usize,
-    device: &Device,
-) -> Result<(Vec<f32>, Vec<f32>), AuditError> {
-    let examples = encode(evaluator_of, rows)?;
-    let refs: Vec<&Example> = examples.iter().collect();
-    let pools = pool_tensors(&refs, &evaluator_of.encoder, device)?;
+) -> Result<(Vec<f32>, Vec<f32>), OfflineError> {
     let logged = as_decoded(
         examples
             .iter()
             .map(|e| e.served.iter().copied().take(list_len).collect()),
     );
     Ok((
-        rewards(&evaluator_of.evaluator, &pools, lists, Reward::Dcg)?,
-        rewards(&evaluator_of.evaluator, &pools, &logged, Reward::Dcg)?,
+        rewards(&bundle.evaluator, pools, lists, Reward::Dcg)?,
+        rewards(&bundle.evaluator, pools, &logged, Reward::Dcg)?,
     ))
 }
 
-fn encode(bundle: &Bundle, rows: &[crate::logs::LoggedList]) -> Result<Vec<Example>, AuditError> {
-    rows.iter()
-        .map(|row| Example::from_logged(row, &bundle.encoder))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| {
-            AuditError::Log(LogError::BadFile {
-                path: "audit input".into(),
-                message,
-            })
-        })
+/// `rows` encoded with `bundle`'s features, as examples and as model input.
+fn encode_for(
+    bundle: &Bundle,
+    rows: &[LoggedList],
+    source: &str,
+    device: &Device,
+) -> Result<(Vec<Example>, PoolTensors), OfflineError> {
+    let examples = encode_rows(rows, &bundle.encoder, source)?;
+    let refs: Vec<&Example> = examples.iter().collect();
+    let pools = pool_tensors(&refs, &bundle.encoder, device)?;
+    Ok((examples, pools))
 }
 
 /// Audits one model on the logs matching `pattern` (streamed, one batch at a time).
@@ -155,15 +145,13 @@ pub fn audit_model(
     pattern: &str,
     opts: &AuditOptions,
     device: &Device,
-) -> Result<ModelAudit, AuditError> {
+) -> Result<ModelAudit, OfflineError> {
     let reader = LogReader::open(pattern, opts.batch.max(1))?;
     let (mut serving, mut judged) = (Scores::default(), Scores::default());
     let (mut lists, mut copies) = (0usize, 0usize);
     for batch in reader.batches() {
         let rows = batch?;
-        let examples = encode(model, &rows)?;
-        let refs: Vec<&Example> = examples.iter().collect();
-        let pools = pool_tensors(&refs, &model.encoder, device)?;
+        let (examples, pools) = encode_for(model, &rows, pattern, device)?;
         let encoded = model.generator.encode(&pools)?;
         let lens = vec![opts.list_len; examples.len()];
         let decoded = model
@@ -174,10 +162,17 @@ pub fn audit_model(
             copies += usize::from(list.iter().map(|p| p.item).eq(initial));
         }
         lists += examples.len();
-        let (m, l) = score(model, &rows, &decoded, opts.list_len, device)?;
+        let (m, l) = score(model, &examples, &pools, &decoded, opts.list_len)?;
         serving.extend(m, l);
         if let Some(judge) = judge {
-            let (m, l) = score(judge, &rows, &decoded, opts.list_len, device)?;
+            let (judge_examples, judge_pools) = encode_for(judge, &rows, pattern, device)?;
+            let (m, l) = score(
+                judge,
+                &judge_examples,
+                &judge_pools,
+                &decoded,
+                opts.list_len,
+            )?;
             judged.extend(m, l);
         }
     }

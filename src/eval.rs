@@ -9,10 +9,38 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::features::FeatureEncoder;
+use crate::logs::{LogError, LoggedList};
 use crate::metrics::{MetricAccumulator, MetricSummary};
 use crate::model::{Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection};
 use crate::sim::World;
 use crate::train::{pool_tensors, rewards, Example, Reward};
+
+/// Errors of the offline tools that read list logs and run a bundle (`replay`, `audit`).
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("model error: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// Encodes logged rows read from `source` with `encoder`.
+pub fn encode_rows(
+    rows: &[LoggedList],
+    encoder: &FeatureEncoder,
+    source: &str,
+) -> Result<Vec<Example>, OfflineError> {
+    rows.iter()
+        .map(|row| Example::from_logged(row, encoder))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| {
+            OfflineError::Log(LogError::BadFile {
+                path: source.into(),
+                message,
+            })
+        })
+}
 
 /// Options of an evaluation.
 #[derive(Debug, Clone)]

@@ -13,10 +13,9 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use candle_core::Device;
 
-use crate::eval::{EvalOptions, EvalReport, Evaluation};
-use crate::logs::{LogError, LogReader, LogWriter, ParquetRows, RollPolicy};
+use crate::eval::{encode_rows, EvalOptions, EvalReport, Evaluation, OfflineError};
+use crate::logs::{LogReader, LogWriter, ParquetRows, RollPolicy};
 use crate::model::Bundle;
-use crate::train::Example;
 
 /// One re-ranked request, as written to `OUT/replay-SEQ.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,15 +66,6 @@ impl ParquetRows for ReplayedList {
     }
 }
 
-/// Errors of a replay.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("model error: {0}")]
-    Model(#[from] candle_core::Error),
-}
-
 /// Re-ranks every list of the logs matching `pattern` (decode batches of `opts.batch`)
 /// and writes the results under `out`; `progress` gets the lists done so far.
 pub fn replay(
@@ -86,21 +76,14 @@ pub fn replay(
     opts: &EvalOptions,
     device: &Device,
     mut progress: impl FnMut(usize),
-) -> Result<EvalReport, ReplayError> {
+) -> Result<EvalReport, OfflineError> {
     let reader = LogReader::open(pattern, opts.batch.max(1))?;
     let mut writer: LogWriter<ReplayedList> = LogWriter::create(out, "replay", roll)?;
     let mut evaluation = Evaluation::new(bundle, None, opts);
     let mut done = 0;
     for batch in reader.batches() {
         let rows = batch?;
-        let examples = rows
-            .iter()
-            .map(|row| Example::from_logged(row, &bundle.encoder))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| LogError::BadFile {
-                path: pattern.into(),
-                message,
-            })?;
+        let examples = encode_rows(&rows, &bundle.encoder, pattern)?;
         let ranked = evaluation.add(&examples, device)?;
         let replayed: Vec<ReplayedList> = rows
             .iter()
