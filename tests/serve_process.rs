@@ -18,9 +18,14 @@ use eglr::stream::EmbeddedBroker;
 struct Server(Child);
 
 impl Server {
-    fn start(brokers: &str, store: &Path, group: &str) -> Self {
+    /// `pipeline`: another pipeline file than the default `pipelines/local.toml`.
+    fn start(brokers: &str, store: &Path, group: &str, pipeline: Option<&Path>) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let child = Command::new(env!("CARGO_BIN_EXE_eglr"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eglr"));
+        if let Some(file) = pipeline {
+            command.arg("--pipeline").arg(file);
+        }
+        let child = command
             .current_dir(root)
             .args([
                 "serve",
@@ -61,6 +66,11 @@ impl Drop for Server {
     }
 }
 
+/// The tests of this file run one at a time: each starts servers (and a broker)
+/// as processes, and four at once on two cores made group rebalances on tansu miss
+/// their deadlines.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The broker a test runs against; kept alive for the test's duration.
 enum Broker {
     Embedded { _broker: EmbeddedBroker },
@@ -93,15 +103,31 @@ async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDi
     (p, broker, brokers, store)
 }
 
-/// Kill one server mid-stream with SIGKILL, start another in the same group.
-async fn sigkill_then_restart(tansu: bool) {
+/// The local pipeline with a static group membership (`group.instance.id`, KIP-345):
+/// the identity a restarted instance (e.g. a StatefulSet pod) keeps.
+fn static_member_pipeline(dir: &Path, instance: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = std::fs::read_to_string(root.join("pipelines/local.toml")).expect("pipeline");
+    let file = dir.join("static-member.toml");
+    let text = format!("{base}\n[kafka.properties]\n\"group.instance.id\" = \"{instance}\"\n");
+    std::fs::write(&file, text).expect("write pipeline");
+    file
+}
+
+/// Kill one server mid-stream with SIGKILL, start another in the same group (with
+/// the killed one's static identity when `static_member`).
+async fn sigkill_then_restart(tansu: bool, static_member: bool) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (p, _broker, brokers, store) = setup(tansu).await;
-    let mut first = Server::start(&brokers, store.path(), "kill-test");
+    let pipeline = static_member.then(|| static_member_pipeline(store.path(), "serve-0"));
+    let start = || Server::start(&brokers, store.path(), "kill-test", pipeline.as_deref());
+    let mut first = start();
     let (out, keys, _) = requests(4000, 1, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The load runs for 4 s from the start: kill the server in the middle of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     first.sigkill();
-    let _second = Server::start(&brokers, store.path(), "kill-test");
+    let _second = start();
     let report = load.await.expect("load");
     // At-least-once: every request has a result; re-delivery after the kill may
     // duplicate some, which consumers of the results topic dedupe by request_id.
@@ -111,12 +137,14 @@ async fn sigkill_then_restart(tansu: bool) {
 
 /// Two servers in one group; one stops gracefully mid-stream, the other takes over.
 async fn two_servers_then_one(tansu: bool) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (p, _broker, brokers, store) = setup(tansu).await;
-    let mut a = Server::start(&brokers, store.path(), "pair-test");
-    let _b = Server::start(&brokers, store.path(), "pair-test");
+    let mut a = Server::start(&brokers, store.path(), "pair-test", None);
+    let _b = Server::start(&brokers, store.path(), "pair-test", None);
     let (out, keys, _) = requests(4000, 2, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The load runs for 4 s from the start: stop one server in the middle of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = tokio::task::spawn_blocking(move || a.sigterm())
         .await
         .expect("join");
@@ -126,24 +154,21 @@ async fn two_servers_then_one(tansu: bool) {
     assert_eq!(report.results, 4000);
 }
 
-/// Kafka guarantees that a member whose session times out (here 10 s) is removed from
-/// the group and its partitions reassigned, so the restarted server takes over.
-/// tansu 0.6 does not: with librdkafka's `debug=cgrp` the restarted member's JoinGroup
-/// answers keep naming the SIGKILLed member as the group leader (generation 1) and its
-/// SyncGroup returns an empty assignment, for as long as we waited (3 minutes); the
-/// same test passes on the embedded broker, and a graceful leave works on tansu
-/// (`two_servers_share_partitions_and_one_takes_over_on_tansu`). Run it with
-/// `cargo test --release --test serve_process -- --ignored` against a tansu that
-/// expires sessions.
+/// On tansu the restarted server keeps the killed one's static identity. Without it
+/// Kafka would expire the dead member after the 10 s session timeout and hand its
+/// partitions over (the embedded-broker test below checks that path); tansu 0.6 does
+/// not: with librdkafka's `debug=cgrp` the restarted member's JoinGroup answers keep
+/// naming the SIGKILLed member as leader and its SyncGroup returns an empty assignment
+/// for as long as we waited (3 minutes). Static membership is what a deployment with
+/// stable instance names (a StatefulSet) uses anyway; deploy/README.md says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6 never expires the session of a SIGKILLed member (see the doc comment)"]
 async fn sigkill_mid_stream_then_restart_loses_nothing_on_tansu() {
-    sigkill_then_restart(true).await;
+    sigkill_then_restart(true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_nothing_on_the_embedded_broker() {
-    sigkill_then_restart(false).await;
+    sigkill_then_restart(false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,13 +12,12 @@ use tokio::sync::watch;
 use eglr::config::PipelineConfig;
 use eglr::logs::{LogWriter, RollPolicy};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport};
+use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
 use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
 use eglr::train::{self, TrainJob, TrainingConfig};
 
 use super::device;
-use super::loadgen::print_load_report;
-use super::report::write_json;
+use super::loadgen::{report_outcome, Offer};
 use super::serve::embedded;
 
 #[derive(Debug, clap::Args)]
@@ -27,20 +26,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     requests: usize,
 
-    /// Offered load in requests/s (0: as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
-    rate: f64,
-
-    /// Seconds at the start whose requests are checked but left out of the latency
-    /// percentiles (connections, consumer-group joins and first batches warm up).
-    #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = super::loadgen::seconds)]
-    warmup: Duration,
-
-    /// Requests sent but not yet answered at most (0: no bound). Without --rate this
-    /// makes the run closed-loop: it measures the stage's throughput without piling up
-    /// a backlog.
-    #[arg(long, default_value_t = 2000)]
-    max_in_flight: usize,
+    #[command(flatten)]
+    offer: Offer,
 
     /// Share of requests sent malformed (they must land in the dead-letter topic).
     #[arg(long, default_value_t = 0.0)]
@@ -142,34 +129,17 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         let server = tokio::spawn(serve(settings, live, stopped));
         let every = (args.malformed_share > 0.0)
             .then(|| (1.0 / args.malformed_share).round().max(1.0) as usize);
-        let load = simulated_requests(
+        let mut load = simulated_requests(
             &Traffic::new(&world, 12345),
             args.requests,
             every,
             malformed,
         );
-        let rate = (args.rate > 0.0).then_some(args.rate);
-        let plan = LoadPlan {
-            outgoing: load.outgoing,
-            expect_results: &load.valid,
-            expect_dlq: load.malformed,
-            rate,
-            max_in_flight: (args.max_in_flight > 0).then_some(args.max_in_flight),
-            warmup: args.warmup,
-            timeout: Duration::from_secs(120),
-        };
+        let plan = args.offer.plan(&mut load, Duration::from_secs(120));
         let report = loadgen::run(&pipeline.kafka, &brokers, plan).await?;
         let _ = stop.send(true);
         server.await??;
         anyhow::Ok(report)
     })?;
-    print_load_report(&report);
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
-    Ok(if report.missing == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report_outcome(&report, args.json.as_deref())
 }

@@ -1,7 +1,7 @@
 //! `eglr loadgen`: offer simulator requests to any broker running `eglr serve` and
 //! measure end-to-end latency (produce -> result consumed) and throughput.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport};
+use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport, SimulatedLoad};
 
 use super::report::{table, write_json};
 
@@ -23,20 +23,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     requests: usize,
 
-    /// Offered load in requests/s (0: as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
-    rate: f64,
-
-    /// Seconds at the start whose requests are checked but left out of the latency
-    /// percentiles (connections, consumer-group joins and first batches warm up).
-    #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
-    warmup: Duration,
-
-    /// Requests sent but not yet answered at most (0: no bound). Without --rate this
-    /// makes the run closed-loop: it measures the stage's throughput without piling up
-    /// a backlog.
-    #[arg(long, default_value_t = 2000)]
-    max_in_flight: usize,
+    #[command(flatten)]
+    offer: Offer,
 
     /// Simulator world of the requests (`world.json`); default: a fresh world of the
     /// pipeline's `[simulator]` section.
@@ -70,7 +58,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => World::load(p)?,
         None => World::generate(&pipeline.simulator, pipeline.limits.list_len, 1),
     };
-    let load = simulated_requests(
+    let mut load = simulated_requests(
         &Traffic::new(&world, args.seed),
         args.requests,
         None,
@@ -80,25 +68,59 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let rate = (args.rate > 0.0).then_some(args.rate);
     let report = runtime
         .block_on(loadgen::run(
             &pipeline.kafka,
             &args.brokers,
-            LoadPlan {
-                outgoing: load.outgoing,
-                expect_results: &load.valid,
-                expect_dlq: 0,
-                rate,
-                max_in_flight: (args.max_in_flight > 0).then_some(args.max_in_flight),
-                warmup: args.warmup,
-                timeout: Duration::from_secs(args.timeout_s),
-            },
+            args.offer
+                .plan(&mut load, Duration::from_secs(args.timeout_s)),
         ))
         .context("running the load")?;
-    print_load_report(&report);
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
+    report_outcome(&report, args.json.as_deref())
+}
+
+/// How the load is offered (shared by `loadgen` and `demo`).
+#[derive(Debug, clap::Args)]
+pub struct Offer {
+    /// Offered load in requests/s (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Seconds at the start whose requests are checked but left out of the latency
+    /// percentiles (connections, consumer-group joins and first batches warm up).
+    #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
+    pub warmup: Duration,
+
+    /// Requests sent but not yet answered at most (0: no bound). Without --rate this
+    /// makes the run closed-loop: it measures the stage's throughput without piling up
+    /// a backlog.
+    #[arg(long, default_value_t = 2000)]
+    pub max_in_flight: usize,
+}
+
+impl Offer {
+    /// The plan for `load`: every valid request must get a result, every malformed one
+    /// a dead letter, within `timeout`. Moves the payloads out of `load`.
+    pub fn plan<'a>(&self, load: &'a mut SimulatedLoad, timeout: Duration) -> LoadPlan<'a> {
+        LoadPlan {
+            outgoing: std::mem::take(&mut load.outgoing),
+            expect_results: &load.valid,
+            expect_dlq: load.malformed,
+            rate: (self.rate > 0.0).then_some(self.rate),
+            max_in_flight: (self.max_in_flight > 0).then_some(self.max_in_flight),
+            warmup: self.warmup,
+            timeout,
+            wait_until_answered: true,
+        }
+    }
+}
+
+/// Prints the report (and writes it as JSON); failure when a valid request is missing
+/// its result.
+pub fn report_outcome(report: &LoadReport, json: Option<&Path>) -> anyhow::Result<ExitCode> {
+    print_load_report(report);
+    if let Some(path) = json {
+        write_json(path, report)?;
     }
     Ok(if report.missing == 0 {
         ExitCode::SUCCESS

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
@@ -132,6 +133,9 @@ pub struct LoadPlan<'a> {
     pub warmup: Duration,
     /// How long to wait for the expected results.
     pub timeout: Duration,
+    /// Send the first request alone and start the clock once it is answered: the
+    /// stage's start-up (group join, first batch) is then not measured as latency.
+    pub wait_until_answered: bool,
 }
 
 /// Produces the plan's requests, then waits (up to its timeout) for a result for every
@@ -149,10 +153,10 @@ pub async fn run(
         max_in_flight,
         warmup,
         timeout,
+        wait_until_answered,
     } = plan;
     let topics = &kafka.topics;
-    // A fresh group per run: reusing one would wait for the previous member's session
-    // to expire before the assignment, and "latest" would then skip early results.
+    // A fresh group id per run (nothing is committed; the partitions are assigned).
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -168,16 +172,28 @@ pub async fn run(
     let consumer: StreamConsumer = cfg
         .create()
         .map_err(StreamError::kafka("create the results consumer"))?;
-    consumer
-        .subscribe(&[topics.results.as_str(), topics.dead_letter.as_str()])
-        .map_err(StreamError::kafka("subscribe to results"))?;
-    // Wait for the assignment so no result is produced before we listen.
-    let joined = Instant::now();
-    while consumer.assignment().map_or(0, |a| a.count()) == 0
-        && joined.elapsed() < Duration::from_secs(20)
-    {
-        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    // Listen from the current end of the results and dead-letter topics, fixed before
+    // the first request is sent: no group join to wait for, and no "latest" offset
+    // looked up late (after a broker error, say) that would skip results.
+    let mut start = TopicPartitionList::new();
+    for topic in [topics.results.as_str(), topics.dead_letter.as_str()] {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(20))
+            .map_err(StreamError::kafka("read topic metadata"))?;
+        for t in metadata.topics() {
+            for partition in t.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition.id(), Duration::from_secs(20))
+                    .map_err(StreamError::kafka("read the end offsets"))?;
+                start
+                    .add_partition_offset(topic, partition.id(), Offset::Offset(high))
+                    .map_err(StreamError::kafka("set a start offset"))?;
+            }
+        }
     }
+    consumer
+        .assign(&start)
+        .map_err(StreamError::kafka("assign the results partitions"))?;
     let producer: FutureProducer = producer_config(kafka, brokers)
         .create()
         .map_err(StreamError::kafka("create the producer"))?;
@@ -234,7 +250,7 @@ pub async fn run(
     // Send times of the measured (post-warm-up) requests.
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(outgoing.len());
     let mut deliveries = Vec::with_capacity(outgoing.len());
-    let started = Instant::now();
+    let mut started = Instant::now();
     let n = outgoing.len();
     for (i, o) in outgoing.into_iter().enumerate() {
         if let Some(r) = rate {
@@ -270,6 +286,13 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
+        }
+        if i == 0 && wait_until_answered {
+            let waiting = Instant::now();
+            while answered.load(Ordering::Relaxed) == 0 && waiting.elapsed() < timeout {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            started = Instant::now();
         }
     }
     let _ = producer.flush(Duration::from_secs(30));

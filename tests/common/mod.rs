@@ -93,6 +93,7 @@ pub fn spawn_load(
             max_in_flight: None,
             warmup: Duration::ZERO,
             timeout: Duration::from_secs(180),
+            wait_until_answered: false,
         };
         loadgen::run(&kafka, &brokers, plan).await.expect("load")
     })
