@@ -54,7 +54,7 @@ async fn five_thousand_requests_five_percent_malformed_on_tansu() {
     let _ = stop.send(true);
     let summary = server.await.expect("join").expect("serve");
     // Guarantee: at least once — every valid request_id has >= 1 result.
-    assert_eq!(report.missing, 0, "{report:?}");
+    assert_eq!(report.missing, 0, "{report:?} {summary:?}");
     assert_eq!(report.results, 4750);
     assert_eq!(report.dlq, 250, "{report:?}");
     assert_eq!(summary.dead_letters, 250);

@@ -163,7 +163,10 @@ pub async fn run(
     let group = format!("eglr-loadgen-{}-{nonce}", std::process::id());
     let mut defaults = vec![
         ("group.id", group.as_str()),
-        ("auto.offset.reset", "latest"),
+        // Only consulted if a fetch position is out of range (a broker hiccup): re-read
+        // the partition rather than jump to its end and miss results; what lies before
+        // the start offsets fixed below is ignored.
+        ("auto.offset.reset", "earliest"),
         ("enable.auto.commit", "false"),
     ];
     // The measuring client must not add latency of its own.
@@ -176,6 +179,7 @@ pub async fn run(
     // the first request is sent: no group join to wait for, and no "latest" offset
     // looked up late (after a broker error, say) that would skip results.
     let mut start = TopicPartitionList::new();
+    let mut start_offsets: HashMap<(String, i32), i64> = HashMap::new();
     for topic in [topics.results.as_str(), topics.dead_letter.as_str()] {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(20))
@@ -188,6 +192,7 @@ pub async fn run(
                 start
                     .add_partition_offset(topic, partition.id(), Offset::Offset(high))
                     .map_err(StreamError::kafka("set a start offset"))?;
+                start_offsets.insert((topic.to_owned(), partition.id()), high);
             }
         }
     }
@@ -200,7 +205,8 @@ pub async fn run(
 
     // Results are read while requests are produced, so latency is not inflated by
     // reading them late; each first result records when it was consumed.
-    let expected: usize = expect_results.len();
+    let expected_ids: std::collections::HashSet<String> = expect_results.iter().cloned().collect();
+    let expected = expected_ids.len();
     let dlq_topic = topics.dead_letter.clone();
     let answered = Arc::new(AtomicUsize::new(0));
     let answered_by_reader = Arc::clone(&answered);
@@ -218,6 +224,12 @@ pub async fn run(
                 }
                 Err(_) => continue,
             };
+            let before_start = start_offsets
+                .get(&(msg.topic().to_owned(), msg.partition()))
+                .is_some_and(|s| msg.offset() < *s);
+            if before_start {
+                continue;
+            }
             if msg.topic() == dlq_topic {
                 dlq += 1;
                 answered_by_reader.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +241,9 @@ pub async fn run(
             else {
                 continue;
             };
+            if !expected_ids.contains(&result.request_id) {
+                continue;
+            }
             if received.contains_key(&result.request_id) {
                 duplicates += 1;
                 continue;
