@@ -156,20 +156,31 @@ impl ConsumerContext for ServeContext {
     }
 }
 
+/// A record to produce, kept so that a failed delivery can be produced again.
+struct Outbound {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Deliveries of one record before the stage gives up on it (its request is then
+/// re-read only after a restart or rebalance, since its offset never finishes).
+const DELIVERY_ATTEMPTS: u32 = 5;
+
 /// Enqueues a record, waiting while the producer's local queue is full.
 async fn enqueue(
     producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-    headers: Option<OwnedHeaders>,
+    record: &Outbound,
 ) -> Result<rdkafka::producer::DeliveryFuture, StreamError> {
     loop {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(h) = headers.clone() {
-            record = record.headers(h);
+        let mut r = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload);
+        if let Some(h) = record.headers.clone() {
+            r = r.headers(h);
         }
-        match producer.send_result(record) {
+        match producer.send_result(r) {
             Ok(f) => return Ok(f),
             Err((
                 rdkafka::error::KafkaError::MessageProduction(
@@ -181,12 +192,44 @@ async fn enqueue(
             }
             Err((e, _)) => {
                 return Err(StreamError::External {
-                    what: format!("produce to {topic}"),
+                    what: format!("produce to {}", record.topic),
                     message: e.to_string(),
                 })
             }
         }
     }
+}
+
+/// Waits for the broker to acknowledge `record` (first sent as `delivery`) and produces
+/// it again, with back-off, when a delivery fails: the idempotent producer retries
+/// within `message.timeout.ms`, this covers errors it gives up on. Without it a failed
+/// delivery would hold its partition's offsets until the next restart.
+async fn acknowledged(
+    producer: &FutureProducer,
+    record: &Outbound,
+    mut delivery: rdkafka::producer::DeliveryFuture,
+) -> bool {
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        match delivery.await {
+            Ok(Ok(_)) => return true,
+            other => {
+                tracing::warn!(?other, attempt, topic = %record.topic, "delivery failed")
+            }
+        }
+        if attempt == DELIVERY_ATTEMPTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        delivery = match enqueue(producer, record).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot produce again");
+                return false;
+            }
+        };
+    }
+    tracing::error!(topic = %record.topic, key = %record.key, "giving up on a delivery; its request will be re-read after a restart");
+    false
 }
 
 fn dead_letter_headers(
@@ -232,32 +275,26 @@ async fn send_dead_letter(
     message: &str,
 ) {
     let (topic, partition, offset) = source;
-    let headers = dead_letter_headers(topic, partition, offset, kind, message);
-    match enqueue(
-        producer,
-        dlq,
-        &format!("{topic}-{partition}-{offset}"),
-        raw,
-        Some(headers),
-    )
-    .await
-    {
-        Ok(fut) => {
-            let (shared, topic) = (Arc::clone(shared), topic.to_owned());
+    let record = Outbound {
+        topic: dlq.to_owned(),
+        key: format!("{topic}-{partition}-{offset}"),
+        payload: raw.to_vec(),
+        headers: Some(dead_letter_headers(topic, partition, offset, kind, message)),
+    };
+    match enqueue(producer, &record).await {
+        Ok(first) => {
+            let (shared, producer, topic) =
+                (Arc::clone(shared), producer.clone(), topic.to_owned());
             pending.spawn(async move {
-                match fut.await {
-                    Ok(Ok(_)) => {
-                        shared.metrics.dead_letter(kind);
-                        shared.finish(&topic, partition, offset);
-                    }
-                    other => tracing::error!(
-                        ?other,
-                        "dead letter not acknowledged; the request will be re-read"
-                    ),
+                if acknowledged(&producer, &record, first).await {
+                    shared.metrics.dead_letter(kind);
+                    shared.finish(&topic, partition, offset);
                 }
             });
         }
-        Err(e) => tracing::error!(error = %e, "dead letter not sent; the request will be re-read"),
+        Err(e) => {
+            tracing::error!(error = %e, "dead letter not sent; the request will be re-read after a restart")
+        }
     }
 }
 
@@ -364,23 +401,25 @@ pub async fn serve(
                                     continue;
                                 }
                             };
-                            match enqueue(&producer, &results, &result.request_id, &payload, None)
-                                .await
-                            {
-                                Ok(fut) => {
-                                    let shared = Arc::clone(&shared);
+                            let record = Outbound {
+                                topic: results.clone(),
+                                key: result.request_id.clone(),
+                                payload,
+                                headers: None,
+                            };
+                            match enqueue(&producer, &record).await {
+                                Ok(first) => {
+                                    let (shared, producer) =
+                                        (Arc::clone(&shared), producer.clone());
                                     pending.spawn(async move {
-                                        match fut.await {
-                                            Ok(Ok(_)) => {
-                                                shared.metrics.results.fetch_add(1, Ordering::Relaxed);
-                                                shared.finish(&job.topic, job.partition, job.offset);
-                                            }
-                                            other => tracing::error!(?other, "result not acknowledged; the request will be re-read"),
+                                        if acknowledged(&producer, &record, first).await {
+                                            shared.metrics.results.fetch_add(1, Ordering::Relaxed);
+                                            shared.finish(&job.topic, job.partition, job.offset);
                                         }
                                     });
                                 }
                                 Err(e) => {
-                                    tracing::error!(error = %e, "result not sent; the request will be re-read")
+                                    tracing::error!(error = %e, "result not sent; the request will be re-read after a restart")
                                 }
                             }
                         }
