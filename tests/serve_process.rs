@@ -7,63 +7,32 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{pipeline, requests, spawn_load, start_tansu, write_bundle, Tansu};
+use common::{
+    pipeline, requests, spawn_load, start_tansu, static_member_pipeline, write_bundle, EglrProcess,
+    Tansu,
+};
 use eglr::config::PipelineConfig;
 use eglr::stream::kafka::create_topics;
 use eglr::stream::EmbeddedBroker;
 
-struct Server(Child);
-
-impl Server {
-    /// `pipeline`: another pipeline file than the default `pipelines/local.toml`.
-    fn start(brokers: &str, store: &Path, group: &str, pipeline: Option<&Path>) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eglr"));
-        if let Some(file) = pipeline {
-            command.arg("--pipeline").arg(file);
-        }
-        let child = command
-            .current_dir(root)
-            .args([
-                "serve",
-                "--brokers",
-                brokers,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--model-store",
-            ])
-            .arg(store)
-            .env("EGLR_KAFKA__GROUP_ID", group)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("eglr serve starts");
-        Server(child)
-    }
-
-    fn sigkill(&mut self) {
-        self.0.kill().expect("SIGKILL");
-        let _ = self.0.wait();
-    }
-
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        self.0.wait().expect("exit")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `eglr serve` in the consumer group `group`.
+fn start_server(brokers: &str, store: &Path, group: &str, pipeline: Option<&Path>) -> EglrProcess {
+    let store = store.display().to_string();
+    EglrProcess::start(
+        pipeline,
+        &[
+            "serve",
+            "--brokers",
+            brokers,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--model-store",
+            &store,
+        ],
+        &[("EGLR_KAFKA__GROUP_ID", group)],
+    )
 }
 
 /// The tests of this file run one at a time: each starts servers (and a broker)
@@ -103,24 +72,13 @@ async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDi
     (p, broker, brokers, store)
 }
 
-/// The local pipeline with a static group membership (`group.instance.id`, KIP-345):
-/// the identity a restarted instance (e.g. a StatefulSet pod) keeps.
-fn static_member_pipeline(dir: &Path, instance: &str) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let base = std::fs::read_to_string(root.join("pipelines/local.toml")).expect("pipeline");
-    let file = dir.join("static-member.toml");
-    let text = format!("{base}\n[kafka.properties]\n\"group.instance.id\" = \"{instance}\"\n");
-    std::fs::write(&file, text).expect("write pipeline");
-    file
-}
-
 /// Kill one server mid-stream with SIGKILL, start another in the same group (with
 /// the killed one's static identity when `static_member`).
 async fn sigkill_then_restart(tansu: bool, static_member: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (p, _broker, brokers, store) = setup(tansu).await;
     let pipeline = static_member.then(|| static_member_pipeline(store.path(), "serve-0"));
-    let start = || Server::start(&brokers, store.path(), "kill-test", pipeline.as_deref());
+    let start = || start_server(&brokers, store.path(), "kill-test", pipeline.as_deref());
     let mut first = start();
     let (out, keys, _) = requests(4000, 1, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
@@ -139,8 +97,8 @@ async fn sigkill_then_restart(tansu: bool, static_member: bool) {
 async fn two_servers_then_one(tansu: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (p, _broker, brokers, store) = setup(tansu).await;
-    let mut a = Server::start(&brokers, store.path(), "pair-test", None);
-    let _b = Server::start(&brokers, store.path(), "pair-test", None);
+    let mut a = start_server(&brokers, store.path(), "pair-test", None);
+    let _b = start_server(&brokers, store.path(), "pair-test", None);
     let (out, keys, _) = requests(4000, 2, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
     // The load runs for 4 s from the start: stop one server in the middle of it.

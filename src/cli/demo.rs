@@ -18,7 +18,7 @@ use eglr::train::{self, TrainJob, TrainingConfig};
 
 use super::device;
 use super::loadgen::{report_outcome, Offer};
-use super::serve::embedded;
+use super::serve::{connect, TopicArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -114,9 +114,13 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let report: LoadReport = runtime.block_on(async {
-        let broker = embedded(pipeline, 4)?;
-        let brokers = broker.bootstrap();
-        println!("embedded Kafka broker at {brokers}");
+        let mut pipeline = pipeline.clone();
+        pipeline.kafka.brokers.clear(); // the demo always runs on its own embedded broker
+        let topics = TopicArgs {
+            partitions: 4,
+            create_topics: false,
+        };
+        let (_broker, brokers) = connect(&pipeline, &topics).await?;
         let live = Arc::new(LiveModel::open(store, device())?);
         let settings = ServeSettings {
             pipeline: pipeline.clone(),

@@ -7,6 +7,7 @@ mod demo;
 mod eval;
 mod import;
 mod loadgen;
+mod log;
 mod replay;
 mod report;
 mod serve;
@@ -101,6 +102,10 @@ enum Command {
     /// Offer simulator requests to a broker that `eglr serve` consumes from, and measure
     /// end-to-end latency and throughput.
     Loadgen(loadgen::Args),
+    /// The feedback logger's consumer group: joins requests, results and feedback into
+    /// one Parquet row per served list once its feedback window closes; unjoined events
+    /// go to a side file; offsets are committed only after the rows are published.
+    Log(log::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -145,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&pipeline, args),
         Command::Demo(args) => demo::run(&pipeline, args),
         Command::Loadgen(args) => loadgen::run(&pipeline, args),
+        Command::Log(args) => log::run(&pipeline, args),
     }
 }
 

@@ -29,32 +29,55 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
 
-    /// Partitions of the topics created by the embedded broker or --create-topics.
-    #[arg(long, default_value_t = 4)]
-    partitions: i32,
-
-    /// Create the pipeline's topics on the configured brokers if they are missing (for
-    /// brokers that do not auto-create topics, such as tansu).
-    #[arg(long)]
-    create_topics: bool,
+    #[command(flatten)]
+    topics: TopicArgs,
 
     /// Seconds between checks of the model store for a new version.
     #[arg(long, default_value_t = 2.0)]
     model_poll_s: f64,
 }
 
-/// Starts the embedded broker with the pipeline's topics.
-pub fn embedded(pipeline: &PipelineConfig, partitions: i32) -> anyhow::Result<EmbeddedBroker> {
-    let broker = EmbeddedBroker::start()?;
+/// How a stage finds its topics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    /// Partitions of the topics created by the embedded broker or --create-topics.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+
+    /// Create the pipeline's topics on the configured brokers if they are missing (for
+    /// brokers that do not auto-create topics, such as tansu).
+    #[arg(long)]
+    pub create_topics: bool,
+}
+
+/// The brokers a stage talks to: the configured ones (with the topics created on
+/// request), or an embedded broker started here (kept alive by the returned handle).
+pub async fn connect(
+    pipeline: &PipelineConfig,
+    topics: &TopicArgs,
+) -> anyhow::Result<(Option<EmbeddedBroker>, String)> {
     let t = &pipeline.kafka.topics;
-    broker.create_topics(&[
-        (t.requests.as_str(), partitions),
-        (t.results.as_str(), partitions),
-        (t.feedback.as_str(), partitions),
+    let all = [
+        (t.requests.as_str(), topics.partitions),
+        (t.results.as_str(), topics.partitions),
+        (t.feedback.as_str(), topics.partitions),
         (t.dead_letter.as_str(), 1),
         (t.control.as_str(), 1),
-    ])?;
-    Ok(broker)
+    ];
+    if pipeline.kafka.brokers.is_empty() {
+        let b = EmbeddedBroker::start()?;
+        b.create_topics(&all)?;
+        let bootstrap = b.bootstrap();
+        println!(
+            "embedded Kafka broker listening at {bootstrap} (topics: {}, {}, {}, {}, {})",
+            t.requests, t.results, t.feedback, t.dead_letter, t.control
+        );
+        return Ok((Some(b), bootstrap));
+    }
+    if topics.create_topics {
+        eglr::stream::kafka::create_topics(&pipeline.kafka, &pipeline.kafka.brokers, &all).await?;
+    }
+    Ok((None, pipeline.kafka.brokers.clone()))
 }
 
 /// A channel that turns true on SIGINT or SIGTERM.
@@ -100,36 +123,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(s) = args.model_store {
             pipeline.model.store = s;
         }
-        let _broker;
-        let brokers = if pipeline.kafka.brokers.is_empty() {
-            let b = embedded(&pipeline, args.partitions)?;
-            let bootstrap = b.bootstrap();
-            println!(
-                "embedded Kafka broker listening at {bootstrap} (topics: {}, {}, {})",
-                pipeline.kafka.topics.requests,
-                pipeline.kafka.topics.results,
-                pipeline.kafka.topics.dead_letter
-            );
-            _broker = b;
-            bootstrap
-        } else {
-            if args.create_topics {
-                let t = &pipeline.kafka.topics;
-                eglr::stream::kafka::create_topics(
-                    &pipeline.kafka,
-                    &pipeline.kafka.brokers,
-                    &[
-                        (t.requests.as_str(), args.partitions),
-                        (t.results.as_str(), args.partitions),
-                        (t.feedback.as_str(), args.partitions),
-                        (t.dead_letter.as_str(), 1),
-                        (t.control.as_str(), 1),
-                    ],
-                )
-                .await?;
-            }
-            pipeline.kafka.brokers.clone()
-        };
+        let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
         let store = ModelStore::new(&pipeline.model.store);
         let live = Arc::new(LiveModel::open(store, device()).context("loading the model")?);
         println!(

@@ -45,6 +45,9 @@ pub enum UnjoinedReason {
     ResultWithoutRequest,
     /// A result naming items that are not in its request's pool, or one twice.
     ResultNotFromPool,
+    /// A result or feedback event that does not decode or validate (the event is the
+    /// error and the raw payload).
+    Malformed,
 }
 
 /// What closing the window produced, with the sources to finish once it is durable.

@@ -1,7 +1,14 @@
 //! Streaming reader over a glob of log files: one file open at a time, one batch of rows
 //! decoded at a time, so a data set larger than memory reads fine.
+//!
+//! Rows repeating a request_id already read are dropped: the feedback logger is
+//! at-least-once, and a logger that crashes after publishing a file but before
+//! committing its offsets writes those lists again (duplicates are removed on read).
+//! The reader remembers one 64-bit hash per list, 8 bytes each.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -60,6 +67,8 @@ impl LogReader {
             reader: self,
             next_file: 0,
             current: None,
+            seen: HashSet::new(),
+            duplicates: 0,
         }
     }
 }
@@ -69,6 +78,9 @@ pub struct LogBatches<'a> {
     reader: &'a LogReader,
     next_file: usize,
     current: Option<(PathBuf, ParquetRecordBatchReader)>,
+    /// Hashes of the request ids read so far.
+    seen: HashSet<u64>,
+    duplicates: usize,
 }
 
 impl std::fmt::Debug for LogBatches<'_> {
@@ -80,6 +92,25 @@ impl std::fmt::Debug for LogBatches<'_> {
 }
 
 impl LogBatches<'_> {
+    /// Rows dropped so far because their request_id was read before.
+    pub fn duplicates(&self) -> usize {
+        self.duplicates
+    }
+
+    fn first_time(&mut self, rows: Vec<LoggedList>) -> Vec<LoggedList> {
+        let before = rows.len();
+        let fresh: Vec<LoggedList> = rows
+            .into_iter()
+            .filter(|r| {
+                let mut h = std::hash::DefaultHasher::new();
+                r.request_id.hash(&mut h);
+                self.seen.insert(h.finish())
+            })
+            .collect();
+        self.duplicates += before - fresh.len();
+        fresh
+    }
+
     fn open_next(&mut self) -> Option<Result<(), LogError>> {
         let path = self.reader.files.get(self.next_file)?.clone();
         self.next_file += 1;
@@ -102,12 +133,20 @@ impl Iterator for LogBatches<'_> {
             if let Some((path, reader)) = &mut self.current {
                 match reader.next() {
                     Some(Ok(batch)) => {
-                        return Some(from_record_batch(&batch).map_err(|message| {
-                            LogError::BadFile {
-                                path: path.clone(),
-                                message,
+                        let rows = match from_record_batch(&batch) {
+                            Ok(rows) => rows,
+                            Err(message) => {
+                                return Some(Err(LogError::BadFile {
+                                    path: path.clone(),
+                                    message,
+                                }))
                             }
-                        }))
+                        };
+                        let fresh = self.first_time(rows);
+                        if !fresh.is_empty() {
+                            return Some(Ok(fresh));
+                        }
+                        continue;
                     }
                     Some(Err(e)) => {
                         let err = LogError::BadFile {

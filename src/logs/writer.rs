@@ -136,6 +136,11 @@ impl<R: ParquetRows> LogWriter<R> {
         }
     }
 
+    /// Publishes the open file now, if any (the caller needs its rows durable).
+    pub fn flush(&mut self) -> Result<Option<PathBuf>, LogError> {
+        self.publish()
+    }
+
     /// Publishes the open file, if any. Call before dropping the writer: rows of a file
     /// that is never published are not visible to readers.
     pub fn finish(mut self) -> Result<Option<PathBuf>, LogError> {

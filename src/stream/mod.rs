@@ -1,10 +1,11 @@
 //! The streaming stages on Kafka: the serve consumer group, its offsets, metrics,
-//! model store and hot swap, and the embedded broker.
+//! model store and hot swap, the feedback logger, and the embedded broker.
 
 mod http;
 mod inference;
 pub mod kafka;
 pub mod loadgen;
+mod log_stage;
 mod metrics;
 mod model_store;
 mod offsets;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 pub use inference::{rank_batch, Done, Job, Outcome};
 pub use kafka::EmbeddedBroker;
+pub use log_stage::{log, LogSettings, LogSummary};
 pub use metrics::{Histogram, ServeMetrics};
 pub use model_store::{LiveModel, ModelStore};
 pub use offsets::OffsetTracker;

@@ -143,3 +143,58 @@ pub fn start_tansu() -> (Tansu, String) {
     }
     (Tansu(child), format!("127.0.0.1:{port}"))
 }
+
+/// An `eglr` subcommand running as a process (killed on drop).
+pub struct EglrProcess(Child);
+
+impl EglrProcess {
+    /// `eglr [--pipeline FILE] ARGS...` in the crate root, with extra environment.
+    pub fn start(pipeline: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eglr"));
+        if let Some(file) = pipeline {
+            command.arg("--pipeline").arg(file);
+        }
+        command
+            .current_dir(root)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        EglrProcess(command.spawn().expect("eglr starts"))
+    }
+
+    pub fn sigkill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        let _ = self.0.wait();
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.0.wait().expect("exit")
+    }
+}
+
+impl Drop for EglrProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The local pipeline with a static group membership (`group.instance.id`, KIP-345):
+/// the identity a restarted instance (e.g. a StatefulSet pod) keeps.
+pub fn static_member_pipeline(dir: &Path, instance: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = std::fs::read_to_string(root.join("pipelines/local.toml")).expect("pipeline");
+    let file = dir.join(format!("static-member-{instance}.toml"));
+    let text = format!("{base}\n[kafka.properties]\n\"group.instance.id\" = \"{instance}\"\n");
+    std::fs::write(&file, text).expect("write pipeline");
+    file
+}

@@ -1,0 +1,78 @@
+//! `eglr log`: the feedback logger's consumer group (requests + results + feedback ->
+//! Parquet list log).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use eglr::config::PipelineConfig;
+use eglr::stream::{log, LogSettings};
+
+use super::serve::{connect, shutdown_signal, TopicArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bootstrap servers (overrides `kafka.brokers`; empty: embedded broker).
+    #[arg(long)]
+    brokers: Option<String>,
+
+    /// Directory the list log is published into (overrides `logs.dir`).
+    #[arg(long, value_name = "DIR")]
+    logs: Option<PathBuf>,
+
+    /// Seconds a served list waits for feedback after its result before it is written.
+    #[arg(long, default_value_t = 60.0)]
+    window_s: f64,
+
+    /// Consumer group of the logger (default: `<kafka.group_id>-logger`).
+    #[arg(long)]
+    group: Option<String>,
+
+    /// Name of this instance in its file names; instances sharing a log directory need
+    /// distinct names.
+    #[arg(long, default_value = "0")]
+    instance: String,
+
+    #[command(flatten)]
+    topics: TopicArgs,
+}
+
+pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.window_s.is_finite() && args.window_s >= 0.0,
+        "--window-s must be a number of seconds >= 0, not {}",
+        args.window_s
+    );
+    let mut pipeline = pipeline.clone();
+    if let Some(b) = args.brokers {
+        pipeline.kafka.brokers = b;
+    }
+    if let Some(dir) = args.logs {
+        pipeline.logs.dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
+        let settings = LogSettings {
+            group_id: args
+                .group
+                .unwrap_or_else(|| format!("{}-logger", pipeline.kafka.group_id)),
+            brokers,
+            window: Duration::from_secs_f64(args.window_s),
+            instance: args.instance,
+            pipeline: pipeline.clone(),
+        };
+        println!(
+            "logging joined lists into {} (group {}, window {:.1} s)",
+            pipeline.logs.dir.display(),
+            settings.group_id,
+            args.window_s
+        );
+        let summary = log(settings, shutdown_signal()).await?;
+        println!("stopped: {}", serde_json::to_string(&summary)?);
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,294 @@
+//! `eglr log`: the feedback logger's consumer group. Reads requests, results and
+//! feedback, joins them ([`ListJoiner`]) and writes one Parquet row per served list.
+//!
+//! Delivery: offsets are stored only once everything built from their messages is
+//! durable — the list rows in a *published* Parquet file (temp + fsync + rename, see
+//! [`LogWriter`]) and the unjoined events in the fsync'd side file — so a crash loses
+//! nothing. Messages are re-read after a crash from the last committed offset, so lists
+//! published but not yet committed are written again: **duplicates are removed on
+//! read** ([`crate::logs::LogReader`] keeps the first row per request_id). Lists whose
+//! window is still open at shutdown are not written; their messages are re-read by the
+//! next owner of the partitions.
+//!
+//! The commit lag is the publish interval (`logs.roll_max_seconds`, or a file reaching
+//! `logs.roll_max_bytes`): a file is published at that pace, and its offsets right after.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::kafka::consumer_config;
+use super::{OffsetTracker, StreamError};
+use crate::config::PipelineConfig;
+use crate::logger::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
+use crate::logs::{LogError, LogWriter, RollPolicy};
+use crate::schema::Contract;
+
+/// How a logger instance runs.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub pipeline: PipelineConfig,
+    pub brokers: String,
+    /// The logger's own consumer group (never the serving group).
+    pub group_id: String,
+    /// How long after its result a list waits for feedback.
+    pub window: Duration,
+    /// Names this instance's files (`lists-INSTANCE-SEQ.parquet`,
+    /// `unjoined-INSTANCE.jsonl`): instances of one group need distinct names.
+    pub instance: String,
+}
+
+/// Counts at exit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogSummary {
+    pub messages: u64,
+    pub malformed: u64,
+    pub files_published: u64,
+    pub join: JoinStats,
+}
+
+/// Appends unjoined events as JSON lines; `sync` makes them durable.
+struct SideFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl SideFile {
+    fn open(path: PathBuf) -> Result<Self, LogError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        Ok(Self { path, file })
+    }
+
+    fn append(&mut self, events: &[Unjoined]) -> Result<(), LogError> {
+        let mut buf = Vec::new();
+        for e in events {
+            serde_json::to_writer(&mut buf, e).map_err(|e| io(&self.path, e.into()))?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf).map_err(|e| io(&self.path, e))
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        self.file.sync_data().map_err(|e| io(&self.path, e))
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> LogError {
+    LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn log_error(e: LogError) -> StreamError {
+    StreamError::External {
+        what: "write the list log".into(),
+        message: e.to_string(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The joiner, the files and the offsets awaiting a publish.
+struct Logger {
+    joiner: ListJoiner,
+    writer: LogWriter,
+    side: SideFile,
+    tracker: OffsetTracker,
+    /// Sources whose output is written but not yet durable.
+    awaiting: Vec<Source>,
+    last_publish: Instant,
+    publish_every: Duration,
+    summary: LogSummary,
+}
+
+impl Logger {
+    /// Feeds one message to the join.
+    fn take(
+        &mut self,
+        contract: &Contract<'_>,
+        topics: &crate::config::Topics,
+        source: Source,
+        raw: &[u8],
+    ) {
+        self.tracker
+            .start(&source.topic, source.partition, source.offset);
+        self.summary.messages += 1;
+        let now = now_ms();
+        let malformed = if source.topic == topics.requests {
+            match contract.parse_request(raw) {
+                Ok(r) => return self.joiner.request(r, source, now),
+                // The serving stage dead-letters malformed requests; nothing to keep here.
+                Err(_) => None,
+            }
+        } else if source.topic == topics.results {
+            match contract.parse_result(raw) {
+                Ok(r) => return self.joiner.result(r, source, now),
+                Err(e) => Some(e),
+            }
+        } else {
+            match contract.parse_feedback(raw) {
+                Ok(f) => match self.joiner.feedback(f, source.clone(), now) {
+                    None => return,
+                    Some(late) => {
+                        self.keep(&[late]);
+                        self.awaiting.push(source);
+                        return;
+                    }
+                },
+                Err(e) => Some(e),
+            }
+        };
+        self.summary.malformed += 1;
+        if let Some(e) = malformed {
+            let event = serde_json::json!({
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "error": e.to_string(),
+                "payload": String::from_utf8_lossy(raw),
+            });
+            self.keep(&[Unjoined {
+                request_id: String::new(),
+                reason: UnjoinedReason::Malformed,
+                event,
+            }]);
+        }
+        self.awaiting.push(source);
+    }
+
+    fn keep(&mut self, unjoined: &[Unjoined]) {
+        if let Err(e) = self.side.append(unjoined) {
+            // Not fatal: the sources are not finished until a later sync succeeds.
+            tracing::error!(error = %e, "cannot append to the side file");
+        }
+    }
+
+    /// Writes the lists whose window closed; publishes when the interval or a file's
+    /// size says so. Returns the offsets that became committable.
+    fn close(
+        &mut self,
+        now: i64,
+        force_publish: bool,
+    ) -> Result<Vec<(String, i32, i64)>, StreamError> {
+        let closed = self.joiner.close_due(now);
+        let rolled = !self
+            .writer
+            .write(&closed.lists)
+            .map_err(log_error)?
+            .is_empty();
+        self.keep(&closed.unjoined);
+        self.awaiting.extend(closed.sources);
+        if rolled || force_publish || self.last_publish.elapsed() >= self.publish_every {
+            self.publish()?;
+        }
+        Ok(self.tracker.take_commits())
+    }
+
+    /// Makes everything written durable, then finishes its sources.
+    fn publish(&mut self) -> Result<(), StreamError> {
+        if self.writer.flush().map_err(log_error)?.is_some() {
+            self.summary.files_published += 1;
+        }
+        self.side.sync().map_err(log_error)?;
+        for s in self.awaiting.drain(..) {
+            self.tracker.finish(&s.topic, s.partition, s.offset);
+        }
+        self.last_publish = Instant::now();
+        Ok(())
+    }
+}
+
+fn store(consumer: &StreamConsumer, commits: Vec<(String, i32, i64)>) {
+    for (topic, partition, next) in commits {
+        if let Err(e) = consumer.store_offset(&topic, partition, next - 1) {
+            tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
+        }
+    }
+}
+
+/// Runs the logger until `shutdown` turns true, then publishes what is closed and
+/// commits it.
+pub async fn log(
+    settings: LogSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<LogSummary, StreamError> {
+    let p = &settings.pipeline;
+    let topics = &p.kafka.topics;
+    let dir = &p.logs.dir;
+    let writer = LogWriter::create(
+        dir,
+        &format!("lists-{}", settings.instance),
+        RollPolicy {
+            max_bytes: p.logs.roll_max_bytes,
+            max_age: None, // publishing is driven by the stage (offsets follow it)
+            row_group_rows: p.logs.row_group_rows,
+        },
+    )
+    .map_err(log_error)?;
+    let side = SideFile::open(dir.join(format!("unjoined-{}.jsonl", settings.instance)))
+        .map_err(log_error)?;
+    let mut logger = Logger {
+        joiner: ListJoiner::new(settings.window.as_millis() as i64),
+        writer,
+        side,
+        tracker: OffsetTracker::new(),
+        awaiting: Vec::new(),
+        last_publish: Instant::now(),
+        publish_every: Duration::from_secs(p.logs.roll_max_seconds.max(1)),
+        summary: LogSummary::default(),
+    };
+    let consumer: StreamConsumer = consumer_config(&p.kafka, &settings.brokers, &settings.group_id)
+        .create()
+        .map_err(StreamError::kafka("create the logger's consumer"))?;
+    consumer
+        .subscribe(&[
+            topics.requests.as_str(),
+            topics.results.as_str(),
+            topics.feedback.as_str(),
+        ])
+        .map_err(StreamError::kafka("subscribe"))?;
+    let contract = Contract::new(&p.features, &p.limits);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    let source = Source { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
+                    logger.take(&contract, topics, source, m.payload().unwrap_or_default());
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            },
+            _ = tick.tick() => {
+                let commits = logger.close(now_ms(), false)?;
+                store(&consumer, commits);
+            }
+        }
+    }
+    let commits = logger.close(now_ms(), true)?;
+    store(&consumer, commits);
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    logger.summary.join = logger.joiner.stats().clone();
+    tracing::info!(
+        pending = logger.joiner.pending(),
+        "logger stopped; lists still in their window will be re-read"
+    );
+    Ok(logger.summary)
+}

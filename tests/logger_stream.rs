@@ -1,0 +1,334 @@
+//! The feedback logger (`eglr log`) on real brokers — the embedded MockCluster and
+//! tansu: requests, results and feedback (out of order, twice, late, for unknown
+//! requests) become exactly the expected Parquet rows, the rest lands in the side file;
+//! a logger killed with SIGKILL and restarted loses no list.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+
+use common::{pipeline, start_tansu, static_member_pipeline, EglrProcess, Tansu};
+use eglr::config::PipelineConfig;
+use eglr::logs::LogReader;
+use eglr::schema::{Feedback, RankedItem, RerankResult};
+use eglr::sim::{Traffic, World};
+use eglr::stream::kafka::{create_topics, producer_config};
+use eglr::stream::{log, EmbeddedBroker, LogSettings};
+
+/// Keeps the broker alive for the test.
+#[allow(dead_code)]
+enum Broker {
+    Embedded(EmbeddedBroker),
+    Tansu(Tansu),
+}
+
+async fn broker(p: &PipelineConfig, tansu: bool) -> (Broker, String) {
+    let t = &p.kafka.topics;
+    let topics = [
+        (t.requests.as_str(), 2),
+        (t.results.as_str(), 2),
+        (t.feedback.as_str(), 2),
+    ];
+    if tansu {
+        let (process, brokers) = start_tansu();
+        create_topics(&p.kafka, &brokers, &topics)
+            .await
+            .expect("topics on tansu");
+        (Broker::Tansu(process), brokers)
+    } else {
+        let b = EmbeddedBroker::start().expect("broker");
+        b.create_topics(&topics).expect("topics");
+        let brokers = b.bootstrap();
+        (Broker::Embedded(b), brokers)
+    }
+}
+
+/// One served list of simulated traffic: its messages and the row it must become.
+struct Served {
+    request: Vec<u8>,
+    result: Vec<u8>,
+    feedback: Vec<Feedback>,
+    request_id: String,
+    served: Vec<String>,
+    clicks: Vec<bool>,
+}
+
+/// Impression `k`: the pool served in reverse order, clicks sampled by the simulator.
+fn served(traffic: &Traffic<'_>, k: u64) -> Served {
+    let imp = traffic.impression(k);
+    let request = traffic.request(&imp);
+    let items: Vec<RankedItem> = request
+        .candidates
+        .iter()
+        .rev()
+        .map(|c| RankedItem {
+            item_id: c.item_id.clone(),
+            score: 0.5,
+            reasoning_steps: 0,
+            entropy_before: 0.0,
+            entropy_after: 0.0,
+        })
+        .collect();
+    let ids: Vec<_> = items.iter().map(|i| i.item_id.clone()).collect();
+    let feedback = traffic.feedback(k, imp.user, &ids);
+    let result = RerankResult {
+        request_id: request.request_id.clone(),
+        model_version: "v000001".into(),
+        items,
+        latency_ms: 1.0,
+        timestamp_ms: request.timestamp_ms,
+    };
+    Served {
+        request: serde_json::to_vec(&request).expect("json"),
+        result: serde_json::to_vec(&result).expect("json"),
+        clicks: feedback.iter().map(|f| f.clicked).collect(),
+        served: ids.iter().map(|t| t.as_str().to_owned()).collect(),
+        request_id: request.request_id,
+        feedback,
+    }
+}
+
+async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+}
+
+async fn send_feedback(producer: &FutureProducer, p: &PipelineConfig, f: &Feedback) {
+    let json = serde_json::to_vec(f).expect("json");
+    send(producer, &p.kafka.topics.feedback, &f.request_id, &json).await;
+}
+
+/// Served items and clicks of each list, by request_id.
+type Rows = BTreeMap<String, (Vec<String>, Vec<bool>)>;
+
+/// Unique rows of the log directory by request_id (what a reader sees) and the raw
+/// row count.
+fn rows(dir: &Path) -> (Rows, usize) {
+    let mut unique = BTreeMap::new();
+    let Ok(reader) = LogReader::open(&dir.display().to_string(), 1024) else {
+        return (unique, 0);
+    };
+    let mut batches = reader.batches();
+    let mut raw = 0;
+    for batch in batches.by_ref() {
+        for row in batch.expect("readable log") {
+            raw += 1;
+            unique.insert(row.request_id, (row.served_items, row.clicks));
+        }
+    }
+    (unique, raw + batches.duplicates())
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn side_reasons(dir: &Path) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(dir.join("unjoined-0.jsonl")).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("side file is JSON lines");
+        *counts
+            .entry(v["reason"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+fn logger_pipeline(dir: &Path) -> PipelineConfig {
+    let mut p = pipeline();
+    p.logs.dir = dir.to_owned();
+    p.logs.roll_max_seconds = 1;
+    p
+}
+
+/// 40 lists: feedback of every 5th before its result, of every 3rd twice (the copy
+/// says the opposite and must lose), 4 orphan events, 1 late event after its list was
+/// written, 1 malformed feedback.
+async fn join_on(tansu: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = logger_pipeline(dir.path());
+    let (_broker, brokers) = broker(&p, tansu).await;
+    let world = World::generate(&p.simulator, p.limits.list_len, 3);
+    let traffic = Traffic::new(&world, 5);
+    let lists: Vec<Served> = (0..40).map(|k| served(&traffic, k)).collect();
+    let producer: FutureProducer = producer_config(&p.kafka, &brokers)
+        .create()
+        .expect("producer");
+    let (stop, stopped) = watch::channel(false);
+    let settings = LogSettings {
+        pipeline: p.clone(),
+        brokers: brokers.clone(),
+        group_id: "logger-test".into(),
+        window: Duration::from_secs(3),
+        instance: "0".into(),
+    };
+    let logger = tokio::spawn(log(settings, stopped));
+    let t = &p.kafka.topics;
+    for (k, s) in lists.iter().enumerate() {
+        send(&producer, &t.requests, &s.request_id, &s.request).await;
+        if k % 5 == 0 {
+            for f in &s.feedback {
+                send_feedback(&producer, &p, f).await;
+            }
+        }
+        send(&producer, &t.results, &s.request_id, &s.result).await;
+        if k % 5 != 0 {
+            for f in &s.feedback {
+                send_feedback(&producer, &p, f).await;
+            }
+        }
+        if k % 3 == 0 {
+            let mut copy = s.feedback[0].clone();
+            copy.clicked = !copy.clicked;
+            send_feedback(&producer, &p, &copy).await;
+        }
+    }
+    for (k, list) in lists.iter().take(4).enumerate() {
+        let mut orphan = list.feedback[0].clone();
+        orphan.request_id = format!("never-served-{k}");
+        send_feedback(&producer, &p, &orphan).await;
+    }
+    send(&producer, &t.feedback, "x", b"{\"request_id\": 1").await;
+    wait_for("40 lists in the log", Duration::from_secs(30), || {
+        rows(dir.path()).0.len() == 40
+    })
+    .await;
+    let mut late = lists[1].feedback[1].clone();
+    late.clicked = true;
+    send_feedback(&producer, &p, &late).await;
+    wait_for(
+        "the orphans and the late event",
+        Duration::from_secs(30),
+        || {
+            let r = side_reasons(dir.path());
+            r.get("late_feedback") == Some(&1) && r.get("orphan_feedback") == Some(&4)
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    let summary = logger.await.expect("join").expect("logger");
+
+    let (unique, raw) = rows(dir.path());
+    assert_eq!(raw, 40, "no duplicate rows without a crash");
+    for s in &lists {
+        assert_eq!(
+            unique.get(&s.request_id),
+            Some(&(s.served.clone(), s.clicks.clone())),
+            "row of {}",
+            s.request_id
+        );
+    }
+    assert_eq!(summary.join.duplicate_feedback, 14, "{summary:?}");
+    assert_eq!(summary.malformed, 1, "{summary:?}");
+    assert_eq!(side_reasons(dir.path()).get("malformed"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_duplicate_and_orphan_feedback_on_the_embedded_broker() {
+    join_on(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_duplicate_and_orphan_feedback_on_tansu() {
+    join_on(true).await;
+}
+
+/// `eglr log` as a process, SIGKILLed after its first published file and restarted
+/// with the same identity: every list is in the log; re-read lists may repeat and are
+/// removed on read.
+async fn kill_and_restart_on(tansu: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    let p = logger_pipeline(&logs);
+    let (_broker, brokers) = broker(&p, tansu).await;
+    let world = World::generate(&p.simulator, p.limits.list_len, 3);
+    let traffic = Traffic::new(&world, 6);
+    let lists: Vec<Served> = (0..200).map(|k| served(&traffic, k)).collect();
+    let producer: FutureProducer = producer_config(&p.kafka, &brokers)
+        .create()
+        .expect("producer");
+    let pipeline_file = static_member_pipeline(dir.path(), "logger-0");
+    let logs_arg = logs.display().to_string();
+    let start = || {
+        EglrProcess::start(
+            Some(&pipeline_file),
+            &[
+                "log",
+                "--brokers",
+                &brokers,
+                "--logs",
+                &logs_arg,
+                "--window-s",
+                "1",
+                "--group",
+                "kill-test",
+            ],
+            &[("EGLR_LOGS__ROLL_MAX_SECONDS", "1")],
+        )
+    };
+    let t = &p.kafka.topics;
+    let produce = |range: std::ops::Range<usize>| {
+        let (producer, lists, p) = (&producer, &lists, &p);
+        async move {
+            for s in &lists[range] {
+                send(producer, &t.requests, &s.request_id, &s.request).await;
+                send(producer, &t.results, &s.request_id, &s.result).await;
+                for f in &s.feedback {
+                    send_feedback(producer, p, f).await;
+                }
+            }
+        }
+    };
+    let mut first = start();
+    produce(0..100).await;
+    wait_for("a first published file", Duration::from_secs(60), || {
+        !rows(&logs).0.is_empty()
+    })
+    .await;
+    first.sigkill();
+    produce(100..200).await;
+    let mut second = start();
+    wait_for("all 200 lists", Duration::from_secs(90), || {
+        rows(&logs).0.len() == 200
+    })
+    .await;
+    assert!(second.sigterm().success(), "graceful stop exits 0");
+    let (unique, raw) = rows(&logs);
+    for s in &lists {
+        assert_eq!(
+            unique.get(&s.request_id),
+            Some(&(s.served.clone(), s.clicks.clone())),
+            "row of {}",
+            s.request_id
+        );
+    }
+    println!(
+        "rows written {raw} for 200 lists (re-read after the kill: {})",
+        raw - 200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_loses_no_list_on_the_embedded_broker() {
+    kill_and_restart_on(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_loses_no_list_on_tansu() {
+    kill_and_restart_on(true).await;
+}
