@@ -138,6 +138,77 @@ fn encode_for(
     Ok((examples, pools))
 }
 
+/// An audit of one model fed batches of logged rows.
+#[derive(Debug)]
+pub struct Auditor<'a> {
+    model: &'a Bundle,
+    judge: Option<&'a Bundle>,
+    opts: AuditOptions,
+    serving: Scores,
+    judged: Scores,
+    lists: usize,
+    copies: usize,
+}
+
+impl<'a> Auditor<'a> {
+    pub fn new(model: &'a Bundle, judge: Option<&'a Bundle>, opts: &AuditOptions) -> Self {
+        Self {
+            model,
+            judge,
+            opts: opts.clone(),
+            serving: Scores::default(),
+            judged: Scores::default(),
+            lists: 0,
+            copies: 0,
+        }
+    }
+
+    /// Re-ranks and scores one batch of rows (`source` names them in errors).
+    pub fn add(
+        &mut self,
+        rows: &[LoggedList],
+        source: &str,
+        device: &Device,
+    ) -> Result<(), OfflineError> {
+        let (model, list_len) = (self.model, self.opts.list_len);
+        let (examples, pools) = encode_for(model, rows, source, device)?;
+        let encoded = model.generator.encode(&pools)?;
+        let lens = vec![list_len; examples.len()];
+        let decoded = model
+            .generator
+            .decode(&encoded, &lens, DecodeOptions::greedy())?;
+        for (e, list) in examples.iter().zip(&decoded.lists) {
+            let initial = (0..e.pool.lens[0].min(list_len)).collect::<Vec<_>>();
+            self.copies += usize::from(list.iter().map(|p| p.item).eq(initial));
+        }
+        self.lists += examples.len();
+        let (m, l) = score(model, &examples, &pools, &decoded, list_len)?;
+        self.serving.extend(m, l);
+        if let Some(judge) = self.judge {
+            let (judge_examples, judge_pools) = encode_for(judge, rows, source, device)?;
+            let (m, l) = score(judge, &judge_examples, &judge_pools, &decoded, list_len)?;
+            self.judged.extend(m, l);
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> ModelAudit {
+        let serving = self.serving.summarise(&self.opts);
+        let judge = self.judge.map(|_| self.judged.summarise(&self.opts));
+        let reward_hacking_flag = judge
+            .as_ref()
+            .is_some_and(|j| serving.uplift - j.uplift > self.opts.tolerance);
+        ModelAudit {
+            model_version: self.model.meta.version.clone(),
+            lists: self.lists,
+            serving,
+            judge,
+            copies_input_order: self.copies as f64 / self.lists.max(1) as f64,
+            reward_hacking_flag,
+        }
+    }
+}
+
 /// Audits one model on the logs matching `pattern` (streamed, one batch at a time).
 pub fn audit_model(
     model: &Bundle,
@@ -147,48 +218,11 @@ pub fn audit_model(
     device: &Device,
 ) -> Result<ModelAudit, OfflineError> {
     let reader = LogReader::open(pattern, opts.batch.max(1))?;
-    let (mut serving, mut judged) = (Scores::default(), Scores::default());
-    let (mut lists, mut copies) = (0usize, 0usize);
+    let mut auditor = Auditor::new(model, judge, opts);
     for batch in reader.batches() {
-        let rows = batch?;
-        let (examples, pools) = encode_for(model, &rows, pattern, device)?;
-        let encoded = model.generator.encode(&pools)?;
-        let lens = vec![opts.list_len; examples.len()];
-        let decoded = model
-            .generator
-            .decode(&encoded, &lens, DecodeOptions::greedy())?;
-        for (e, list) in examples.iter().zip(&decoded.lists) {
-            let initial = (0..e.pool.lens[0].min(opts.list_len)).collect::<Vec<_>>();
-            copies += usize::from(list.iter().map(|p| p.item).eq(initial));
-        }
-        lists += examples.len();
-        let (m, l) = score(model, &examples, &pools, &decoded, opts.list_len)?;
-        serving.extend(m, l);
-        if let Some(judge) = judge {
-            let (judge_examples, judge_pools) = encode_for(judge, &rows, pattern, device)?;
-            let (m, l) = score(
-                judge,
-                &judge_examples,
-                &judge_pools,
-                &decoded,
-                opts.list_len,
-            )?;
-            judged.extend(m, l);
-        }
+        auditor.add(&batch?, pattern, device)?;
     }
-    let serving = serving.summarise(opts);
-    let judge = judge.map(|_| judged.summarise(opts));
-    let reward_hacking_flag = judge
-        .as_ref()
-        .is_some_and(|j| serving.uplift - j.uplift > opts.tolerance);
-    Ok(ModelAudit {
-        model_version: model.meta.version.clone(),
-        lists,
-        serving,
-        judge,
-        copies_input_order: copies as f64 / lists.max(1) as f64,
-        reward_hacking_flag,
-    })
+    Ok(auditor.finish())
 }
 
 /// The audit as a markdown report.

@@ -17,3 +17,4 @@ pub mod sim;
 pub mod stream;
 pub mod study;
 pub mod train;
+pub mod trainer;

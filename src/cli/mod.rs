@@ -15,6 +15,7 @@ mod simulate;
 mod study;
 mod telemetry;
 mod train;
+mod trainer;
 mod validate;
 
 use std::path::PathBuf;
@@ -106,6 +107,11 @@ enum Command {
     /// one Parquet row per served list once its feedback window closes; unjoined events
     /// go to a side file; offsets are committed only after the rows are published.
     Log(log::Args),
+    /// The continuous trainer: once enough new lists are logged, refresh the serving
+    /// model's evaluator (warm start), rerun GRPO, gate the candidate on held-out recent
+    /// lists, and publish it as the next version (serving swaps it in) or keep it
+    /// aside with the reasons.
+    Trainer(trainer::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -151,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(&pipeline, args),
         Command::Loadgen(args) => loadgen::run(&pipeline, args),
         Command::Log(args) => log::run(&pipeline, args),
+        Command::Trainer(args) => trainer::run(&pipeline, args),
     }
 }
 

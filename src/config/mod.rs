@@ -79,6 +79,8 @@ pub struct PipelineConfig {
     pub generator: GeneratorConfig,
     #[serde(default)]
     pub training: TrainingConfig,
+    #[serde(default)]
+    pub trainer: crate::trainer::TrainerConfig,
 }
 
 fn default_name() -> String {
@@ -149,6 +151,7 @@ impl PipelineConfig {
         self.evaluator.validate().map_err(|(k, m)| invalid(k, m))?;
         self.generator.validate().map_err(|(k, m)| invalid(k, m))?;
         self.training.validate().map_err(|(k, m)| invalid(k, m))?;
+        self.trainer.validate().map_err(|(k, m)| invalid(k, m))?;
         Ok(())
     }
 

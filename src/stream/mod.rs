@@ -1,5 +1,6 @@
 //! The streaming stages on Kafka: the serve consumer group, its offsets, metrics,
-//! model store and hot swap, the feedback logger, and the embedded broker.
+//! model store and hot swap, the feedback logger, the continuous trainer, and the
+//! embedded broker.
 
 mod http;
 mod inference;
@@ -10,6 +11,7 @@ mod metrics;
 mod model_store;
 mod offsets;
 mod serve;
+mod trainer_stage;
 
 use std::path::PathBuf;
 
@@ -20,6 +22,7 @@ pub use metrics::{Histogram, ServeMetrics};
 pub use model_store::{LiveModel, ModelStore};
 pub use offsets::OffsetTracker;
 pub use serve::{serve, ServeSettings, ServeSummary};
+pub use trainer_stage::{round_once, trainer, TrainerSettings, TrainerSummary};
 
 /// Errors of a stage, by whose fault: the outside system (retry later) or ours.
 #[derive(Debug, thiserror::Error)]

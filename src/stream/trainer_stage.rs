@@ -1,0 +1,150 @@
+//! `eglr trainer`: the continuous trainer as a long-running stage. It watches the list
+//! log, runs a round ([`crate::trainer::run_round`]) once `trainer.min_new_lists` new
+//! lists were published, and announces a published version on the control topic.
+//! Rounds run on a blocking thread of their own: serving never waits for training
+//! (a serve instance picks the new version up from the store between batches).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::Device;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::kafka::producer_config;
+use super::{ModelStore, StreamError};
+use crate::config::PipelineConfig;
+use crate::trainer::{count_lists, run_round, Round, RoundReport};
+
+/// How the trainer runs.
+#[derive(Debug, Clone)]
+pub struct TrainerSettings {
+    pub pipeline: PipelineConfig,
+    /// Where published versions are announced; `None`: not announced.
+    pub brokers: Option<String>,
+    pub git_revision: Option<String>,
+}
+
+/// The rounds run, in order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrainerSummary {
+    pub rounds: Vec<RoundReport>,
+}
+
+/// The control-topic message of a published version.
+#[derive(Debug, Serialize)]
+struct Announcement<'a> {
+    event: &'static str,
+    version: &'a str,
+    path: &'a std::path::Path,
+    round: &'a RoundReport,
+}
+
+/// One round on a blocking thread; a published version is announced.
+pub async fn round_once(settings: &TrainerSettings) -> Result<RoundReport, StreamError> {
+    let report = train_round(settings).await?;
+    if report.published {
+        tracing::info!(version = %report.candidate_version, score = report.candidate_score, serving_score = report.serving_score, "published");
+        if let Some(brokers) = &settings.brokers {
+            if let Err(e) = announce(settings, brokers, &report).await {
+                tracing::warn!(error = %e, "version published but not announced");
+            }
+        }
+    } else {
+        tracing::info!(reasons = ?report.rejected_because, "candidate rejected");
+    }
+    Ok(report)
+}
+
+async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamError> {
+    let p = settings.pipeline.clone();
+    let git = settings.git_revision.clone();
+    let store = ModelStore::new(&p.model.store);
+    let serving = store
+        .latest()
+        .ok_or_else(|| StreamError::NoModel(p.model.store.clone()))?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let logs = p.logs.dir.display().to_string();
+        let round = Round {
+            store: &p.model.store,
+            logs: &logs,
+            trainer: &p.trainer,
+            training: &p.training,
+            list_len: p.limits.list_len,
+            git_revision: git,
+        };
+        run_round(&round, &serving, &Device::Cpu)
+    })
+    .await
+    .map_err(|_| StreamError::Internal("the training thread panicked"))?;
+    outcome.map_err(|e| StreamError::External {
+        what: "run a training round".into(),
+        message: e.to_string(),
+    })
+}
+
+async fn announce(
+    settings: &TrainerSettings,
+    brokers: &str,
+    report: &RoundReport,
+) -> Result<(), StreamError> {
+    let p = &settings.pipeline;
+    let producer: FutureProducer = producer_config(&p.kafka, brokers)
+        .create()
+        .map_err(StreamError::kafka("create the control producer"))?;
+    let payload = serde_json::to_vec(&Announcement {
+        event: "model_published",
+        version: &report.candidate_version,
+        path: &report.bundle,
+        round: report,
+    })
+    .map_err(|_| StreamError::Internal("cannot encode the announcement"))?;
+    producer
+        .send(
+            FutureRecord::to(&p.kafka.topics.control)
+                .key(&report.candidate_version)
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| StreamError::External {
+            what: "announce on the control topic".into(),
+            message: e.to_string(),
+        })?;
+    Ok(())
+}
+
+/// Runs rounds as lists accumulate until `shutdown` turns true (a round in progress
+/// is finished first).
+pub async fn trainer(
+    settings: TrainerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<TrainerSummary, StreamError> {
+    let p = &settings.pipeline;
+    let logs: PathBuf = p.logs.dir.clone();
+    let every = Duration::from_secs_f64(p.trainer.check_every_s.max(0.1));
+    let mut summary = TrainerSummary::default();
+    let mut trained_on = 0usize;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let dir = logs.clone();
+        let logged = tokio::task::spawn_blocking(move || count_lists(&dir))
+            .await
+            .unwrap_or(0);
+        if logged < trained_on + p.trainer.min_new_lists {
+            continue;
+        }
+        trained_on = logged;
+        tracing::info!(lists = logged, "training round");
+        match round_once(&settings).await {
+            Ok(report) => summary.rounds.push(report),
+            // A failed round (e.g. a corrupt file) is retried after the next lists.
+            Err(e) => tracing::error!(error = %e, "training round failed"),
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,445 @@
+//! The continuous trainer's round: read the newest lists of the log (a sliding window),
+//! refresh the serving model's evaluator (warm start), rerun GRPO for its generator
+//! against the refreshed evaluator, gate the candidate, then publish it as the next
+//! version of the model store — or keep it aside with the reason it was rejected.
+//!
+//! Gates, all on the newest `holdout_share` of the window (never trained on):
+//! 1. the refreshed evaluator's click AUC / log-loss do not regress past a tolerance
+//!    compared with the serving evaluator on the same lists;
+//! 2. judged by the *refreshed* evaluator (the better-informed judge), the candidate's
+//!    lists beat the serving model's by `score_margin` (relative Evaluator Score);
+//! 3. the candidate does not just copy the upstream order (share of lists identical to
+//!    the first L candidates at most `max_copy_share`).
+//!
+//! The feature normaliser stays the serving bundle's: warm-started weights were trained
+//! on inputs scaled that way.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditOptions, Auditor, ModelAudit};
+use crate::eval::{encode_rows, OfflineError};
+use crate::logs::{LogReader, LoggedList};
+use crate::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo};
+use crate::train::{
+    snapshot, train_evaluator, train_grpo, validate, Example, TrainError, TrainingConfig,
+};
+
+/// Pipeline section `[trainer]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerConfig {
+    /// Newest lists read per round.
+    pub window_lists: usize,
+    /// Newest share of the window held out for the gates.
+    pub holdout_share: f64,
+    /// A round starts once this many lists were logged since the last one.
+    pub min_new_lists: usize,
+    /// Seconds between checks of the log for new lists.
+    pub check_every_s: f64,
+    /// Evaluator epochs per round (warm start: a few are enough).
+    pub evaluator_epochs: usize,
+    /// GRPO updates per round.
+    pub grpo_steps: usize,
+    /// Largest accepted drop of the held-out click AUC.
+    pub auc_tolerance: f64,
+    /// Largest accepted rise of the held-out click log-loss.
+    pub logloss_tolerance: f64,
+    /// Relative Evaluator Score gain over the serving model required to publish.
+    pub score_margin: f64,
+    /// Largest accepted share of lists identical to the upstream order.
+    pub max_copy_share: f64,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            window_lists: 20_000,
+            holdout_share: 0.2,
+            min_new_lists: 2_000,
+            check_every_s: 10.0,
+            evaluator_epochs: 3,
+            grpo_steps: 150,
+            auc_tolerance: 0.01,
+            logloss_tolerance: 0.01,
+            score_margin: 0.0,
+            max_copy_share: 0.9,
+        }
+    }
+}
+
+impl TrainerConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.holdout_share > 0.0 && self.holdout_share < 1.0) {
+            return Err((
+                "trainer.holdout_share",
+                format!("{} is not in (0, 1)", self.holdout_share),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_copy_share) {
+            return Err((
+                "trainer.max_copy_share",
+                format!("{} is not in [0, 1]", self.max_copy_share),
+            ));
+        }
+        for (key, v) in [
+            ("trainer.window_lists", self.window_lists),
+            ("trainer.min_new_lists", self.min_new_lists),
+            ("trainer.evaluator_epochs", self.evaluator_epochs),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        for (key, v) in [
+            ("trainer.check_every_s", self.check_every_s),
+            ("trainer.auc_tolerance", self.auc_tolerance),
+            ("trainer.logloss_tolerance", self.logloss_tolerance),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err((key, format!("{v} must be finite and >= 0")));
+            }
+        }
+        if !self.score_margin.is_finite() {
+            return Err(("trainer.score_margin", "must be finite".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    #[error("model error: {0}")]
+    Model(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the window holds {0} lists: too few to train and hold out")]
+    TooFewLists(usize),
+}
+
+/// Click metrics of an evaluator on the held-out lists.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ClickMetrics {
+    pub auc: f64,
+    pub logloss: f64,
+}
+
+/// What a round measured and decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub serving_version: String,
+    pub candidate_version: String,
+    pub train_lists: usize,
+    pub holdout_lists: usize,
+    pub serving_evaluator: ClickMetrics,
+    pub candidate_evaluator: ClickMetrics,
+    /// Held-out Evaluator Score (by the refreshed evaluator) of each model's lists.
+    pub serving_score: f64,
+    pub candidate_score: f64,
+    pub candidate_copy_share: f64,
+    pub serving_copy_share: f64,
+    pub published: bool,
+    /// Why the candidate was rejected (empty when published).
+    pub rejected_because: Vec<String>,
+    /// Where the candidate bundle is: the store's new version, or under `rejected/`.
+    pub bundle: PathBuf,
+    pub seconds: f64,
+}
+
+/// The newest `window` lists of the log directory, oldest first (files are named in
+/// publish order; duplicates removed on read).
+pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, TrainerError> {
+    let reader = LogReader::open(logs, 4096).map_err(TrainError::from)?;
+    let mut rows: std::collections::VecDeque<LoggedList> = std::collections::VecDeque::new();
+    for batch in reader.batches() {
+        for row in batch.map_err(TrainError::from)? {
+            if rows.len() == window {
+                rows.pop_front();
+            }
+            rows.push_back(row);
+        }
+    }
+    Ok(rows.into())
+}
+
+/// Lists in the log directory (from the files' footers, nothing decoded).
+pub fn count_lists(logs: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .filter_map(|p| std::fs::File::open(p).ok())
+        .filter_map(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+        .map(|r| {
+            use parquet::file::reader::FileReader;
+            r.metadata().file_metadata().num_rows().max(0) as usize
+        })
+        .sum()
+}
+
+/// Everything a round needs.
+#[derive(Debug, Clone)]
+pub struct Round<'a> {
+    pub store: &'a Path,
+    pub logs: &'a str,
+    pub trainer: &'a TrainerConfig,
+    pub training: &'a TrainingConfig,
+    pub list_len: usize,
+    pub git_revision: Option<String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
+    move |source| TrainerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn click_metrics(
+    evaluator: &Evaluator,
+    bundle: &Bundle,
+    holdout: &[Example],
+    device: &Device,
+) -> Result<ClickMetrics, TrainError> {
+    let (_, logloss, auc) = validate(
+        evaluator,
+        &bundle.meta.evaluator,
+        holdout,
+        &bundle.encoder,
+        device,
+    )?;
+    Ok(ClickMetrics { auc, logloss })
+}
+
+/// Held-out audit of `model`'s lists judged by `judge`.
+fn judged(
+    model: &Bundle,
+    judge: &Bundle,
+    holdout: &[LoggedList],
+    list_len: usize,
+    device: &Device,
+) -> Result<ModelAudit, OfflineError> {
+    let opts = AuditOptions {
+        batch: 512,
+        list_len,
+        bootstrap: 0,
+        seed: 0,
+        tolerance: f64::INFINITY,
+    };
+    let mut auditor = Auditor::new(model, Some(judge), &opts);
+    for chunk in holdout.chunks(512) {
+        auditor.add(chunk, "held-out window", device)?;
+    }
+    Ok(auditor.finish())
+}
+
+/// One round against the store's newest version (`serving`): trains, gates, publishes
+/// or rejects.
+pub fn run_round(
+    round: &Round<'_>,
+    serving_version: &str,
+    device: &Device,
+) -> Result<RoundReport, TrainerError> {
+    let started = std::time::Instant::now();
+    let serving =
+        Bundle::load(&round.store.join(serving_version), device).map_err(TrainError::from)?;
+    let rows = read_window(round.logs, round.trainer.window_lists)?;
+    let holdout_len = ((rows.len() as f64) * round.trainer.holdout_share).ceil() as usize;
+    if rows.len() < 10 || holdout_len == 0 || holdout_len >= rows.len() {
+        return Err(TrainerError::TooFewLists(rows.len()));
+    }
+    let (train_rows, holdout_rows) = rows.split_at(rows.len() - holdout_len);
+    let enc = &serving.encoder;
+    let train_examples = encode_rows(train_rows, enc, round.logs)?;
+    let holdout = encode_rows(holdout_rows, enc, round.logs)?;
+    // Early stopping inside the training part: the hold-out only judges.
+    let validation_share = round.training.validation_share.max(0.05);
+    let (mut fit, mut early): (Vec<Example>, Vec<Example>) = (Vec::new(), Vec::new());
+    for (row, e) in train_rows.iter().zip(train_examples) {
+        if crate::features::hash_bucket("split", &row.request_id, 1_000_000) as f64
+            <= validation_share * 1_000_000.0
+        {
+            early.push(e);
+        } else {
+            fit.push(e);
+        }
+    }
+    let settings = TrainingConfig {
+        evaluator_epochs: round.trainer.evaluator_epochs,
+        grpo_steps: round.trainer.grpo_steps,
+        ..round.training.clone()
+    };
+    let max_len = serving.meta.max_list_len;
+    // Evaluator: warm start from the serving weights.
+    let evaluator_vars = VarMap::new();
+    let evaluator = Evaluator::new(
+        &serving.meta.evaluator,
+        enc,
+        max_len,
+        VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
+    )?;
+    load_into(
+        &evaluator_vars,
+        &round.store.join(serving_version),
+        "evaluator.safetensors",
+    )?;
+    let evaluator_report = train_evaluator(
+        &evaluator,
+        &evaluator_vars,
+        &serving.meta.evaluator,
+        &settings,
+        &fit,
+        &early,
+        enc,
+        device,
+    )?;
+    let serving_clicks = click_metrics(&serving.evaluator, &serving, &holdout, device)?;
+    let candidate_clicks = click_metrics(&evaluator, &serving, &holdout, device)?;
+    // Generator: warm start, GRPO against the refreshed (frozen) evaluator.
+    let frozen = Evaluator::new(
+        &serving.meta.evaluator,
+        enc,
+        max_len,
+        VarBuilder::from_tensors(snapshot(&evaluator_vars)?, DType::F32, device),
+    )?;
+    let generator_vars = VarMap::new();
+    let generator = Generator::new(
+        &serving.meta.generator,
+        enc,
+        max_len,
+        VarBuilder::from_varmap(&generator_vars, DType::F32, device),
+    )?;
+    load_into(
+        &generator_vars,
+        &round.store.join(serving_version),
+        "generator.safetensors",
+    )?;
+    let mut pools = fit;
+    pools.extend(early);
+    let grpo = train_grpo(
+        &generator,
+        &generator_vars,
+        &frozen,
+        &settings,
+        &pools,
+        enc,
+        round.list_len,
+        device,
+    )?;
+
+    // The candidate as a bundle in a staging directory, then judged.
+    let version = crate::stream::ModelStore::new(round.store).next_version();
+    let staging = round.store.join(".candidates").join(&version);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let meta = BundleMeta {
+        version: version.clone(),
+        training: TrainingInfo {
+            data: format!("{} (newest {} lists)", round.logs, rows.len()),
+            seed: settings.seed,
+            git_revision: round.git_revision.clone(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            metrics: serde_json::json!({
+                "warm_start_from": serving_version,
+                "evaluator": evaluator_report,
+                "grpo": grpo,
+            }),
+        },
+        ..serving.meta.clone()
+    };
+    Bundle::save(&staging, &meta, &evaluator_vars, &generator_vars).map_err(TrainError::from)?;
+    let candidate = Bundle::load(&staging, device).map_err(TrainError::from)?;
+    let cand_audit = judged(&candidate, &candidate, holdout_rows, round.list_len, device)?;
+    let serv_audit = judged(&serving, &candidate, holdout_rows, round.list_len, device)?;
+    let judge_score = |a: &ModelAudit| a.judge.as_ref().map_or(f64::NAN, |j| j.model_score);
+    let (candidate_score, serving_score) = (judge_score(&cand_audit), judge_score(&serv_audit));
+
+    let t = round.trainer;
+    let mut reasons = Vec::new();
+    if candidate_clicks.auc < serving_clicks.auc - t.auc_tolerance {
+        reasons.push(format!(
+            "held-out click AUC fell from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.auc, candidate_clicks.auc, t.auc_tolerance
+        ));
+    }
+    if candidate_clicks.logloss > serving_clicks.logloss + t.logloss_tolerance {
+        reasons.push(format!(
+            "held-out click log-loss rose from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.logloss, candidate_clicks.logloss, t.logloss_tolerance
+        ));
+    }
+    let needed = serving_score * (1.0 + t.score_margin);
+    if !(candidate_score > needed) {
+        reasons.push(format!(
+            "held-out Evaluator Score {candidate_score:.4} does not beat the serving model's \
+             {serving_score:.4} by the margin {} (needs > {needed:.4})",
+            t.score_margin
+        ));
+    }
+    if cand_audit.copies_input_order > t.max_copy_share {
+        reasons.push(format!(
+            "{:.1} % of its lists copy the upstream order (at most {:.1} % allowed)",
+            100.0 * cand_audit.copies_input_order,
+            100.0 * t.max_copy_share
+        ));
+    }
+    let published = reasons.is_empty();
+    let bundle = if published {
+        round.store.join(&version)
+    } else {
+        let millis = meta.training.created_unix_ms;
+        round
+            .store
+            .join("rejected")
+            .join(format!("{version}-{millis}"))
+    };
+    let report = RoundReport {
+        serving_version: serving_version.to_owned(),
+        candidate_version: version,
+        train_lists: train_rows.len(),
+        holdout_lists: holdout_rows.len(),
+        serving_evaluator: serving_clicks,
+        candidate_evaluator: candidate_clicks,
+        serving_score,
+        candidate_score,
+        candidate_copy_share: cand_audit.copies_input_order,
+        serving_copy_share: serv_audit.copies_input_order,
+        published,
+        rejected_because: reasons,
+        bundle: bundle.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    // The report travels with the bundle; the rename publishes both at once.
+    let report_path = staging.join("round.json");
+    let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+    std::fs::write(&report_path, json).map_err(io(&report_path))?;
+    if let Some(parent) = bundle.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::rename(&staging, &bundle).map_err(io(&bundle))?;
+    Ok(report)
+}
+
+/// Loads saved weights into freshly built variables (names and shapes must match:
+/// the bundle was built from the same configs).
+fn load_into(vars: &VarMap, dir: &Path, file: &str) -> Result<(), TrainerError> {
+    let mut vars = vars.clone();
+    vars.load(dir.join(file))?;
+    Ok(())
+}
