@@ -385,7 +385,9 @@ pub fn run_round(
         ));
     }
     let needed = serving_score * (1.0 + t.score_margin);
-    if !(candidate_score > needed) {
+    // NaN (no held-out lists scored) must not pass either.
+    let beats = candidate_score.partial_cmp(&needed) == Some(std::cmp::Ordering::Greater);
+    if !beats {
         reasons.push(format!(
             "held-out Evaluator Score {candidate_score:.4} does not beat the serving model's \
              {serving_score:.4} by the margin {} (needs > {needed:.4})",
