@@ -80,7 +80,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// How the load is offered (shared by `loadgen` and `demo`).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Offer {
     /// Offered load in requests/s (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]

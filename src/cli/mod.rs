@@ -8,6 +8,7 @@ mod eval;
 mod import;
 mod loadgen;
 mod log;
+mod pipeline;
 mod replay;
 mod report;
 mod serve;
@@ -98,7 +99,8 @@ enum Command {
     /// dead-letter topic, at least once. Starts an embedded broker when none is set.
     Serve(serve::Args),
     /// The whole loop on the embedded broker: simulator traffic -> serve -> results,
-    /// with latency and throughput.
+    /// with latency and throughput; with --loop also feedback -> log -> trainer -> new
+    /// versions, with the true clicks per list of each version.
     Demo(demo::Args),
     /// Offer simulator requests to a broker that `eglr serve` consumes from, and measure
     /// end-to-end latency and throughput.
@@ -112,6 +114,9 @@ enum Command {
     /// lists, and publish it as the next version (serving swaps it in) or keep it
     /// aside with the reasons.
     Trainer(trainer::Args),
+    /// serve + log + trainer in one process for single-machine use; each stage keeps
+    /// its own consumer group, so they can later run as separate commands.
+    Pipeline(pipeline::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -158,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Loadgen(args) => loadgen::run(&pipeline, args),
         Command::Log(args) => log::run(&pipeline, args),
         Command::Trainer(args) => trainer::run(&pipeline, args),
+        Command::Pipeline(args) => pipeline::run(&pipeline, args),
     }
 }
 

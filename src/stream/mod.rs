@@ -10,6 +10,8 @@ mod log_stage;
 mod metrics;
 mod model_store;
 mod offsets;
+mod pipeline;
+mod responder;
 mod serve;
 mod trainer_stage;
 
@@ -21,6 +23,8 @@ pub use log_stage::{log, LogSettings, LogSummary};
 pub use metrics::{Histogram, ServeMetrics};
 pub use model_store::{LiveModel, ModelStore};
 pub use offsets::OffsetTracker;
+pub use pipeline::{pipeline, PipelineSummary};
+pub use responder::{respond, VersionOutcome};
 pub use serve::{serve, ServeSettings, ServeSummary};
 pub use trainer_stage::{round_once, trainer, TrainerSettings, TrainerSummary};
 

@@ -1,5 +1,9 @@
 //! `eglr demo`: the whole loop in one command on the embedded broker — simulator
-//! traffic -> serve -> results — with a summary of latency and throughput.
+//! traffic -> serve -> results — with a summary of latency and throughput. With
+//! `--loop`, the learning loop too: simulated users answer every served list with
+//! clicks (feedback), the logger writes the list log, the trainer publishes new
+//! versions, serving swaps them in; the summary shows the true (oracle) clicks per list
+//! of each version.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +45,69 @@ pub struct Args {
     /// Write the summary as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+
+    /// Run the learning loop (serve + users' feedback + logger + trainer), starting
+    /// from a weak model trained on 300 lists, for --minutes of traffic at --rate
+    /// (default 100 requests/s in this mode). Works in `DIR/loop`, emptied first.
+    #[arg(long = "loop")]
+    learning_loop: bool,
+
+    /// Minutes of traffic in --loop mode.
+    #[arg(long, default_value_t = 3.0)]
+    minutes: f64,
+
+    /// In --loop mode, a training round starts after this many new logged lists.
+    #[arg(long, default_value_t = 3000)]
+    lists_per_round: usize,
+}
+
+/// The demo's world, made once.
+fn world(pipeline: &PipelineConfig, dir: &std::path::Path) -> anyhow::Result<World> {
+    let world_path = dir.join("world.json");
+    if world_path.exists() {
+        return Ok(World::load(&world_path)?);
+    }
+    std::fs::create_dir_all(dir)?;
+    let w = World::generate(&pipeline.simulator, pipeline.limits.list_len, 11);
+    w.save(&world_path)?;
+    Ok(w)
+}
+
+/// Simulates `lists` logged lists into `logs` and trains `out` on them.
+fn simulate_and_train(
+    pipeline: &PipelineConfig,
+    world: &World,
+    logs: &std::path::Path,
+    lists: u64,
+    training: TrainingConfig,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    if !logs.is_dir() {
+        let policy = RollPolicy {
+            max_bytes: pipeline.logs.roll_max_bytes,
+            max_age: None,
+            row_group_rows: pipeline.logs.row_group_rows,
+        };
+        let mut w = LogWriter::create(logs, "lists", policy)?;
+        write_logs(&Traffic::new(world, 11), lists, 4096, &mut w, |_| {})?;
+        w.finish()?;
+    }
+    let data = logs.display().to_string();
+    let job = TrainJob {
+        data: &data,
+        evaluator: pipeline.evaluator.clone(),
+        generator: pipeline.generator.clone(),
+        training,
+        features: &pipeline.features,
+        list_len: pipeline.limits.list_len,
+        max_list_len: pipeline.limits.max_list_len,
+        evaluator_from: None,
+        out,
+        version: "v000001".into(),
+        git_revision: None,
+    };
+    train::run(&job, &device()).context("training the demo model")?;
+    Ok(())
 }
 
 /// The demo's world and a first model, made once.
@@ -48,52 +115,20 @@ fn prepare(
     pipeline: &PipelineConfig,
     dir: &std::path::Path,
 ) -> anyhow::Result<(World, ModelStore)> {
-    let world_path = dir.join("world.json");
-    let world = if world_path.exists() {
-        World::load(&world_path)?
-    } else {
-        std::fs::create_dir_all(dir)?;
-        let w = World::generate(&pipeline.simulator, pipeline.limits.list_len, 11);
-        w.save(&world_path)?;
-        w
-    };
+    let world = world(pipeline, dir)?;
     let store = ModelStore::new(&dir.join("models"));
     if store.latest().is_none() {
         println!(
             "no model in {} yet: simulating 5,000 lists and training a small one (about a minute)",
             store.dir().display()
         );
-        let logs = dir.join("logs");
-        if !logs.is_dir() {
-            let policy = RollPolicy {
-                max_bytes: pipeline.logs.roll_max_bytes,
-                max_age: None,
-                row_group_rows: pipeline.logs.row_group_rows,
-            };
-            let mut w = LogWriter::create(&logs, "lists", policy)?;
-            write_logs(&Traffic::new(&world, 11), 5000, 4096, &mut w, |_| {})?;
-            w.finish()?;
-        }
-        let data = logs.display().to_string();
-        let out = store.path(&store.next_version());
-        let job = TrainJob {
-            data: &data,
-            evaluator: pipeline.evaluator.clone(),
-            generator: pipeline.generator.clone(),
-            training: TrainingConfig {
-                evaluator_epochs: 3,
-                grpo_steps: 100,
-                ..pipeline.training.clone()
-            },
-            features: &pipeline.features,
-            list_len: pipeline.limits.list_len,
-            max_list_len: pipeline.limits.max_list_len,
-            evaluator_from: None,
-            out: &out,
-            version: "v000001".into(),
-            git_revision: None,
+        let training = TrainingConfig {
+            evaluator_epochs: 3,
+            grpo_steps: 100,
+            ..pipeline.training.clone()
         };
-        train::run(&job, &device()).context("training the demo model")?;
+        let out = store.path(&store.next_version());
+        simulate_and_train(pipeline, &world, &dir.join("logs"), 5000, training, &out)?;
     }
     Ok((world, store))
 }
@@ -108,6 +143,9 @@ fn malformed(i: usize) -> Vec<u8> {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    if args.learning_loop {
+        return learning_loop::run(pipeline, &args);
+    }
     let (world, store) = prepare(pipeline, &args.dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -147,3 +185,5 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     })?;
     report_outcome(&report, args.json.as_deref())
 }
+
+mod learning_loop;

@@ -1,0 +1,193 @@
+//! `eglr demo --loop`: the learning loop end to end on the embedded broker.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use eglr::config::PipelineConfig;
+use eglr::sim::{Traffic, World};
+use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
+use eglr::stream::{
+    pipeline, respond, LiveModel, LogSettings, ModelStore, ServeSettings, TrainerSettings,
+    VersionOutcome,
+};
+use eglr::train::TrainingConfig;
+use eglr::trainer::RoundReport;
+
+use super::super::device;
+use super::super::loadgen::print_load_report;
+use super::super::report::{table, write_json};
+use super::super::serve::{connect, TopicArgs};
+use super::{simulate_and_train, world, Args};
+
+/// The `--loop` summary (`--json`).
+#[derive(Debug, Serialize)]
+struct LoopSummary {
+    load: LoadReport,
+    /// Per model version, in order of first use.
+    versions: Vec<VersionOutcome>,
+    rounds: Vec<RoundReport>,
+}
+
+/// The pipeline of the loop: its own store and log under `DIR/loop`, rounds sized for
+/// a few minutes of traffic.
+fn loop_pipeline(base: &PipelineConfig, dir: &std::path::Path, args: &Args) -> PipelineConfig {
+    let mut p = base.clone();
+    p.kafka.brokers.clear();
+    p.model.store = dir.join("models");
+    p.logs.dir = dir.join("logs");
+    p.logs.roll_max_seconds = 2;
+    p.trainer.min_new_lists = args.lists_per_round.max(1);
+    p.trainer.window_lists = 2 * args.lists_per_round.max(1);
+    p.trainer.check_every_s = 2.0;
+    p
+}
+
+pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.minutes.is_finite() && args.minutes > 0.0,
+        "--minutes must be > 0"
+    );
+    let world: World = world(base, &args.dir)?;
+    let dir = args.dir.join("loop");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let p = loop_pipeline(base, &dir, args);
+    println!("training a weak first model on 300 simulated lists");
+    let weak = TrainingConfig {
+        evaluator_epochs: 1,
+        grpo_steps: 5,
+        ..base.training.clone()
+    };
+    simulate_and_train(
+        base,
+        &world,
+        &dir.join("seed-logs"),
+        300,
+        weak,
+        &p.model.store.join("v000001"),
+    )?;
+
+    let rate = if args.offer.rate > 0.0 {
+        args.offer.rate
+    } else {
+        100.0
+    };
+    let n = (rate * 60.0 * args.minutes).round().max(1.0) as usize;
+    let traffic = Traffic::new(&world, 12345);
+    let impressions: HashMap<String, u64> =
+        (0..n as u64).map(|k| (traffic.request_id(k), k)).collect();
+    let mut load = simulated_requests(&traffic, n, None, |_| Vec::new());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(async {
+        let topics = TopicArgs {
+            partitions: 4,
+            create_topics: false,
+        };
+        let (_broker, brokers) = connect(&p, &topics).await?;
+        let live = Arc::new(LiveModel::open(ModelStore::new(&p.model.store), device())?);
+        let (stop, stopped) = watch::channel(false);
+        let stages = tokio::spawn(pipeline(
+            ServeSettings {
+                pipeline: p.clone(),
+                brokers: brokers.clone(),
+                metrics_addr: None,
+                model_poll: Duration::from_secs(1),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            live,
+            LogSettings {
+                pipeline: p.clone(),
+                brokers: brokers.clone(),
+                group_id: format!("{}-logger", p.kafka.group_id),
+                window: Duration::from_secs(2),
+                instance: "0".into(),
+            },
+            TrainerSettings {
+                pipeline: p.clone(),
+                brokers: Some(brokers.clone()),
+                git_revision: None,
+            },
+            stopped.clone(),
+        ));
+        let users = {
+            let (kafka, brokers, stopped) = (p.kafka.clone(), brokers.clone(), stopped.clone());
+            let world = world.clone();
+            tokio::spawn(async move {
+                let traffic = Traffic::new(&world, 12345);
+                respond(&kafka, &brokers, &traffic, &impressions, stopped).await
+            })
+        };
+        println!(
+            "{n} requests at {rate}/s for {:.1} min; a training round every {} new lists",
+            args.minutes, p.trainer.min_new_lists
+        );
+        let mut offer = args.offer.clone();
+        offer.rate = rate;
+        // Results are awaited for the whole run plus two minutes.
+        let timeout = Duration::from_secs_f64(60.0 * args.minutes + 120.0);
+        let plan = offer.plan(&mut load, timeout);
+        let report = loadgen::run(&p.kafka, &brokers, plan).await?;
+        // Let the last lists' feedback reach the logger before stopping.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = stop.send(true);
+        let versions = users.await??;
+        let stages = stages.await??;
+        anyhow::Ok(LoopSummary {
+            load: report,
+            versions,
+            rounds: stages.trainer.rounds,
+        })
+    })?;
+
+    print_load_report(&summary.load);
+    let rows: Vec<Vec<String>> = summary
+        .versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.clone(),
+                v.lists_served.to_string(),
+                format!("{:.3}", v.oracle_clicks_per_list),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["model version", "lists served", "true clicks/list"],
+            &rows
+        )
+    );
+    for r in &summary.rounds {
+        println!(
+            "round -> {}: {} (Evaluator Score {:.4} vs serving {:.4}){}",
+            r.candidate_version,
+            if r.published { "published" } else { "rejected" },
+            r.candidate_score,
+            r.serving_score,
+            if r.published {
+                String::new()
+            } else {
+                format!(": {}", r.rejected_because.join("; "))
+            }
+        );
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &summary)?;
+    }
+    Ok(if summary.load.missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,102 @@
+//! `eglr pipeline`: serve + log + trainer in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use eglr::config::PipelineConfig;
+use eglr::stream::{pipeline, LiveModel, LogSettings, ModelStore, ServeSettings, TrainerSettings};
+
+use super::serve::{connect, shutdown_signal, TopicArgs};
+use super::{device, git_revision};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bootstrap servers (overrides `kafka.brokers`; empty: embedded broker).
+    #[arg(long)]
+    brokers: Option<String>,
+
+    /// Model store (overrides `model.store`).
+    #[arg(long, value_name = "DIR")]
+    model_store: Option<PathBuf>,
+
+    /// List log directory (overrides `logs.dir`).
+    #[arg(long, value_name = "DIR")]
+    logs: Option<PathBuf>,
+
+    /// Address of serve's `/metrics` and `/healthz`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+
+    /// Seconds a served list waits for feedback before it is logged.
+    #[arg(long, default_value_t = 60.0)]
+    window_s: f64,
+
+    #[command(flatten)]
+    topics: TopicArgs,
+}
+
+pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.window_s.is_finite() && args.window_s >= 0.0,
+        "--window-s must be a number of seconds >= 0"
+    );
+    let mut p = base.clone();
+    if let Some(b) = args.brokers {
+        p.kafka.brokers = b;
+    }
+    if let Some(dir) = args.model_store {
+        p.model.store = dir;
+    }
+    if let Some(dir) = args.logs {
+        p.logs.dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (_broker, brokers) = connect(&p, &args.topics).await?;
+        let live = Arc::new(
+            LiveModel::open(ModelStore::new(&p.model.store), device())
+                .context("loading the model")?,
+        );
+        println!(
+            "serving {} from {}; logging into {}; training rounds every {} new lists",
+            live.current().meta.version,
+            p.model.store.display(),
+            p.logs.dir.display(),
+            p.trainer.min_new_lists
+        );
+        let summary = pipeline(
+            ServeSettings {
+                pipeline: p.clone(),
+                brokers: brokers.clone(),
+                metrics_addr: Some(args.metrics_addr),
+                model_poll: Duration::from_secs(2),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            live,
+            LogSettings {
+                pipeline: p.clone(),
+                brokers: brokers.clone(),
+                group_id: format!("{}-logger", p.kafka.group_id),
+                window: Duration::from_secs_f64(args.window_s),
+                instance: "0".into(),
+            },
+            TrainerSettings {
+                pipeline: p.clone(),
+                brokers: Some(brokers),
+                git_revision: git_revision(),
+            },
+            shutdown_signal(),
+        )
+        .await?;
+        println!("stopped: {}", serde_json::to_string(&summary)?);
+        Ok(ExitCode::SUCCESS)
+    })
+}

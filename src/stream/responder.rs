@@ -1,0 +1,122 @@
+//! The simulated users of `eglr demo --loop`: every served list (a result) is answered
+//! with clicks sampled from the simulator's true click model, as `Feedback` events,
+//! and its expected clicks under the true model (the oracle) are tallied per model
+//! version — the number the demo shows rising as new versions are published.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
+use super::StreamError;
+use crate::config::KafkaConfig;
+use crate::schema::RerankResult;
+use crate::sim::Traffic;
+
+/// Lists served by one model version and their mean expected clicks (oracle).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionOutcome {
+    pub version: String,
+    pub lists_served: usize,
+    pub oracle_clicks_per_list: f64,
+}
+
+/// Answers results until `stop` turns true. `impressions` maps each request id the
+/// load sends to its impression index in `traffic`; results for other ids are ignored.
+pub async fn respond(
+    kafka: &KafkaConfig,
+    brokers: &str,
+    traffic: &Traffic<'_>,
+    impressions: &HashMap<String, u64>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Vec<VersionOutcome>, StreamError> {
+    let topics = &kafka.topics;
+    let mut defaults = vec![
+        ("group.id", "eglr-demo-users"),
+        ("enable.auto.commit", "false"),
+    ];
+    defaults.extend(LOW_LATENCY_FETCH);
+    let consumer: StreamConsumer = client_config(kafka, brokers, &defaults)
+        .create()
+        .map_err(StreamError::kafka("create the users' consumer"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&topics.results), Duration::from_secs(20))
+        .map_err(StreamError::kafka("read topic metadata"))?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assignment
+                .add_partition_offset(&topics.results, p.id(), Offset::Beginning)
+                .map_err(StreamError::kafka("assign"))?;
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(StreamError::kafka("assign the results"))?;
+    let producer: FutureProducer = producer_config(kafka, brokers)
+        .create()
+        .map_err(StreamError::kafka("create the feedback producer"))?;
+    let world = traffic.world();
+    // version -> (lists, sum of expected clicks), in order of first appearance
+    let mut tally: Vec<(String, usize, f64)> = Vec::new();
+    let mut answered = std::collections::HashSet::new();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let Ok(msg) = msg else { continue };
+        let Some(result) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<RerankResult>(p).ok())
+        else {
+            continue;
+        };
+        let Some(&index) = impressions.get(&result.request_id) else {
+            continue;
+        };
+        if !answered.insert(result.request_id.clone()) {
+            continue; // a re-delivered result: the user saw the list once
+        }
+        let user = traffic.impression(index).user;
+        let ids: Vec<_> = result.items.iter().map(|i| i.item_id.clone()).collect();
+        let items: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| world.item_index(id.as_str()))
+            .collect();
+        let expected = world.expected_clicks(user, &items);
+        match tally.iter_mut().find(|t| t.0 == result.model_version) {
+            Some(t) => {
+                t.1 += 1;
+                t.2 += expected;
+            }
+            None => tally.push((result.model_version.clone(), 1, expected)),
+        }
+        for f in traffic.feedback(index, user, &ids) {
+            let Ok(payload) = serde_json::to_vec(&f) else {
+                continue;
+            };
+            let record = FutureRecord::to(&topics.feedback)
+                .key(&f.request_id)
+                .payload(&payload);
+            if let Err((e, _)) = producer.send_result(record) {
+                tracing::warn!(error = %e, "feedback not sent");
+            }
+        }
+    }
+    let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
+    Ok(tally
+        .into_iter()
+        .map(|(version, n, sum)| VersionOutcome {
+            version,
+            lists_served: n,
+            oracle_clicks_per_list: sum / n.max(1) as f64,
+        })
+        .collect())
+}
