@@ -29,8 +29,15 @@ fn pipeline() -> PipelineConfig {
     p
 }
 
+/// The tests of this file run one at a time: their faults are timed against a load
+/// of a few seconds, and four stages plus four load generators on two cores stretched
+/// that load to minutes (in one such run one request acknowledged by the embedded
+/// broker never reached the stage's consumer; see the closing note).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A broker with the stage's topics, a store holding `v000001`, and a running stage.
 struct Stage {
+    _turn: std::sync::MutexGuard<'static, ()>,
     p: PipelineConfig,
     broker: EmbeddedBroker,
     store: tempfile::TempDir,
@@ -41,6 +48,8 @@ struct Stage {
 
 impl Stage {
     fn start() -> Self {
+        // A test that failed while holding the lock does not stop the others.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let p = pipeline();
         let store = tempfile::tempdir().expect("tempdir");
         write_bundle(&p, &store.path().join("v000001"), 1);
@@ -61,6 +70,7 @@ impl Stage {
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(settings, Arc::clone(&live), stopped));
         Self {
+            _turn: turn,
             p,
             broker,
             store,
