@@ -150,24 +150,27 @@ async fn a_better_candidate_is_published_and_served_without_restart() {
         live,
         stopped,
     ));
-    // Steady traffic for about 30 s while the round trains and publishes.
-    let (out, keys, _) = requests(6000, 4, usize::MAX, |_| Vec::new());
-    let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(200.0));
+    // Traffic while the round trains (served by v000001)...
+    let (out, keys, _) = requests(2000, 4, usize::MAX, |_| Vec::new());
+    let during = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(200.0));
     let round = round_once(&settings(&p, &store, &logs, 100, 1e-3))
         .await
         .expect("round");
     assert!(round.published, "{round:?}");
     assert!(round.candidate_score > round.serving_score);
-    let report = load.await.expect("load");
+    // ...and traffic from the moment it is published, so the swap happens under load.
+    let (out, keys, _) = requests(1000, 5, usize::MAX, |_| Vec::new());
+    let after = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(200.0));
+    let during = during.await.expect("load");
+    let after = after.await.expect("load");
     let _ = stop.send(true);
     let summary = server.await.expect("join").expect("serve");
-    assert_eq!(report.missing, 0, "{report:?}");
-    assert_eq!(report.dlq, 0);
+    for report in [&during, &after] {
+        assert_eq!(report.missing, 0, "{report:?}");
+        assert_eq!(report.dlq, 0);
+    }
     assert_eq!(summary.dead_letters, 0);
-    let versions: Vec<&str> = report
-        .model_versions
-        .iter()
-        .map(|(v, _)| v.as_str())
-        .collect();
-    assert_eq!(versions, ["v000001", "v000002"], "{report:?}");
+    assert_eq!(during.model_versions[0].0, "v000001", "{during:?}");
+    let last = after.model_versions.last().map(|(v, _)| v.as_str());
+    assert_eq!(last, Some("v000002"), "{after:?}");
 }
