@@ -171,6 +171,7 @@ async fn join_on(tansu: bool) {
         .expect("producer");
     let (stop, stopped) = watch::channel(false);
     let settings = LogSettings {
+        metrics_addr: Some("127.0.0.1:0".parse().expect("address")),
         pipeline: p.clone(),
         brokers: brokers.clone(),
         group_id: "logger-test".into(),

@@ -33,6 +33,10 @@ pub struct Args {
     #[arg(long, default_value = "0")]
     instance: String,
 
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    metrics_addr: std::net::SocketAddr,
+
     #[command(flatten)]
     topics: TopicArgs,
 }
@@ -57,6 +61,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
         let settings = LogSettings {
+            metrics_addr: Some(args.metrics_addr),
             group_id: args
                 .group
                 .unwrap_or_else(|| format!("{}-logger", pipeline.kafka.group_id)),

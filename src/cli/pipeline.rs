@@ -32,6 +32,10 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
 
+    /// Address of the logger's `/metrics` and `/healthz`.
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    log_metrics_addr: SocketAddr,
+
     /// Seconds a served list waits for feedback before it is logged.
     #[arg(long, default_value_t = 60.0)]
     window_s: f64,
@@ -82,6 +86,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             },
             live,
             LogSettings {
+                metrics_addr: Some(args.log_metrics_addr),
                 pipeline: p.clone(),
                 brokers: brokers.clone(),
                 group_id: format!("{}-logger", p.kafka.group_id),

@@ -1,5 +1,5 @@
-//! A minimal HTTP endpoint: `GET /metrics` (Prometheus text) and `GET /healthz`
-//! (200 when healthy, 503 with the reason otherwise).
+//! A minimal HTTP endpoint of a stage: `GET /metrics` (Prometheus text) and
+//! `GET /healthz` (200 when healthy, 503 with the reason otherwise).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,13 +8,20 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::metrics::ServeMetrics;
 use super::StreamError;
 
+/// What a stage exposes on its endpoint.
+pub trait Exposition: Send + Sync + 'static {
+    /// Prometheus text format.
+    fn render(&self) -> String;
+    /// `Err(reason)` when the stage made no progress for `stall` although it should.
+    fn health(&self, stall: Duration) -> Result<(), String>;
+}
+
 /// Binds `addr` and serves in the background; returns once listening.
-pub async fn spawn(
+pub async fn spawn<M: Exposition>(
     addr: SocketAddr,
-    metrics: Arc<ServeMetrics>,
+    metrics: Arc<M>,
     stall: Duration,
 ) -> Result<SocketAddr, StreamError> {
     let listener = TcpListener::bind(addr)

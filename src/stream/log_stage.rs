@@ -15,7 +15,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -23,7 +25,9 @@ use rdkafka::message::Message;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::http::{self, Exposition};
 use super::kafka::consumer_config;
+use super::metrics::{counter, gauge};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::logger::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
@@ -42,6 +46,8 @@ pub struct LogSettings {
     /// Names this instance's files (`lists-INSTANCE-SEQ.parquet`,
     /// `unjoined-INSTANCE.jsonl`): instances of one group need distinct names.
     pub instance: String,
+    /// Address of `/metrics` and `/healthz` (`None`: no endpoint).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Counts at exit.
@@ -51,6 +57,113 @@ pub struct LogSummary {
     pub malformed: u64,
     pub files_published: u64,
     pub join: JoinStats,
+}
+
+/// The logger's state as its endpoint shows it, refreshed every tick.
+#[derive(Debug)]
+struct LogMetrics {
+    state: Mutex<(LogSummary, usize)>,
+    /// When the output of every message taken so far was last durable.
+    last_durable: Mutex<Instant>,
+    publish_every: Duration,
+}
+
+impl LogMetrics {
+    fn update(&self, logger: &Logger) {
+        let mut summary = logger.summary.clone();
+        summary.join = logger.joiner.stats().clone();
+        if let Ok(mut s) = self.state.lock() {
+            *s = (summary, logger.joiner.pending());
+        }
+        if logger.awaiting.is_empty() {
+            if let Ok(mut t) = self.last_durable.lock() {
+                *t = Instant::now();
+            }
+        }
+    }
+}
+
+impl Exposition for LogMetrics {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let Ok(state) = self.state.lock() else {
+            return out;
+        };
+        let (s, pending) = &*state;
+        let j = &s.join;
+        counter(
+            &mut out,
+            "eglr_log_messages_total",
+            "Messages consumed (requests, results, feedback).",
+            s.messages,
+        );
+        counter(
+            &mut out,
+            "eglr_log_malformed_total",
+            "Messages that did not decode or validate.",
+            s.malformed,
+        );
+        counter(
+            &mut out,
+            "eglr_log_lists_total",
+            "Joined lists written.",
+            j.lists,
+        );
+        counter(
+            &mut out,
+            "eglr_log_duplicate_feedback_total",
+            "Feedback events repeating a (request, item).",
+            j.duplicate_feedback,
+        );
+        counter(
+            &mut out,
+            "eglr_log_orphan_feedback_total",
+            "Feedback for requests that got no result in the window.",
+            j.orphan_feedback,
+        );
+        counter(
+            &mut out,
+            "eglr_log_late_feedback_total",
+            "Feedback arriving after its list was written.",
+            j.late_feedback,
+        );
+        counter(
+            &mut out,
+            "eglr_log_results_without_request_total",
+            "Results whose request was not seen or not matched.",
+            j.results_without_request,
+        );
+        counter(
+            &mut out,
+            "eglr_log_files_published_total",
+            "Parquet files published.",
+            s.files_published,
+        );
+        gauge(
+            &mut out,
+            "eglr_log_pending_lists",
+            "Requests waiting for their window to close.",
+            pending.to_string(),
+        );
+        out
+    }
+
+    /// Unhealthy when written output has not become durable for `stall` beyond the
+    /// publish interval (offsets are then not committed either).
+    fn health(&self, stall: Duration) -> Result<(), String> {
+        let since = self
+            .last_durable
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if since > self.publish_every + stall {
+            return Err(format!(
+                "nothing published for {:.0} s",
+                since.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Appends unjoined events as JSON lines; `sync` makes them durable.
@@ -262,6 +375,14 @@ pub async fn log(
             topics.feedback.as_str(),
         ])
         .map_err(StreamError::kafka("subscribe"))?;
+    let metrics = Arc::new(LogMetrics {
+        state: Mutex::new((LogSummary::default(), 0)),
+        last_durable: Mutex::new(Instant::now()),
+        publish_every: logger.publish_every,
+    });
+    if let Some(addr) = settings.metrics_addr {
+        http::spawn(addr, Arc::clone(&metrics), Duration::from_secs(60)).await?;
+    }
     let contract = Contract::new(&p.features, &p.limits);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -277,6 +398,7 @@ pub async fn log(
             _ = tick.tick() => {
                 let commits = logger.close(now_ms(), false)?;
                 store(&consumer, commits);
+                metrics.update(&logger);
             }
         }
     }
@@ -291,4 +413,40 @@ pub async fn log(
         "logger stopped; lists still in their window will be re-read"
     );
     Ok(logger.summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_shows_the_join_counts_and_a_stalled_publish() {
+        let mut summary = LogSummary {
+            messages: 12,
+            ..LogSummary::default()
+        };
+        summary.join.lists = 3;
+        summary.join.late_feedback = 1;
+        let m = LogMetrics {
+            state: Mutex::new((summary, 2)),
+            last_durable: Mutex::new(Instant::now()),
+            publish_every: Duration::from_secs(1),
+        };
+        let text = m.render();
+        for line in [
+            "eglr_log_messages_total 12",
+            "eglr_log_lists_total 3",
+            "eglr_log_late_feedback_total 1",
+            "eglr_log_pending_lists 2",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(m.health(Duration::from_secs(60)).is_ok());
+        std::thread::sleep(Duration::from_millis(20));
+        let m = LogMetrics {
+            publish_every: Duration::ZERO,
+            ..m
+        };
+        assert!(m.health(Duration::from_millis(10)).is_err());
+    }
 }

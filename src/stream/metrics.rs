@@ -47,6 +47,19 @@ impl Histogram {
     }
 }
 
+/// Writes one Prometheus counter.
+pub(super) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+/// Writes one Prometheus gauge.
+pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: String) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
 /// Everything the serve stage counts.
 #[derive(Debug)]
 pub struct ServeMetrics {
@@ -117,10 +130,12 @@ impl ServeMetrics {
             *p = Instant::now();
         }
     }
+}
 
+impl super::http::Exposition for ServeMetrics {
     /// Healthy unless the stage lost its partitions or stalled with work waiting:
     /// a consumer that silently left its group has no assignment and makes no progress.
-    pub fn health(&self, stall: Duration) -> Result<(), String> {
+    fn health(&self, stall: Duration) -> Result<(), String> {
         let since = self
             .last_progress
             .lock()
@@ -138,14 +153,8 @@ impl ServeMetrics {
         Ok(())
     }
 
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
         counter(
             &mut out,
             "eglr_requests_total",
@@ -178,9 +187,6 @@ impl ServeMetrics {
             "Selection entropy at each chosen position.",
             &mut out,
         );
-        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
         gauge(
             &mut out,
             "eglr_consumer_lag",
@@ -207,6 +213,7 @@ impl ServeMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::http::Exposition;
 
     #[test]
     fn renders_prometheus_text() {

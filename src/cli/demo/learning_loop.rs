@@ -106,6 +106,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
             },
             live,
             LogSettings {
+                metrics_addr: None,
                 pipeline: p.clone(),
                 brokers: brokers.clone(),
                 group_id: format!("{}-logger", p.kafka.group_id),
