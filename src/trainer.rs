@@ -25,7 +25,8 @@ use crate::eval::{encode_rows, OfflineError};
 use crate::logs::{LogReader, LoggedList};
 use crate::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo};
 use crate::train::{
-    snapshot, train_evaluator, train_grpo, validate, Example, TrainError, TrainingConfig,
+    is_validation, snapshot, train_evaluator, train_grpo, validate, Example, TrainError,
+    TrainingConfig,
 };
 
 /// Pipeline section `[trainer]`.
@@ -269,9 +270,7 @@ pub fn run_round(
     let validation_share = round.training.validation_share.max(0.05);
     let (mut fit, mut early): (Vec<Example>, Vec<Example>) = (Vec::new(), Vec::new());
     for (row, e) in train_rows.iter().zip(train_examples) {
-        if crate::features::hash_bucket("split", &row.request_id, 1_000_000) as f64
-            <= validation_share * 1_000_000.0
-        {
+        if is_validation(&row.request_id, validation_share) {
             early.push(e);
         } else {
             fit.push(e);
@@ -370,37 +369,12 @@ pub fn run_round(
     let judge_score = |a: &ModelAudit| a.judge.as_ref().map_or(f64::NAN, |j| j.model_score);
     let (candidate_score, serving_score) = (judge_score(&cand_audit), judge_score(&serv_audit));
 
-    let t = round.trainer;
-    let mut reasons = Vec::new();
-    if candidate_clicks.auc < serving_clicks.auc - t.auc_tolerance {
-        reasons.push(format!(
-            "held-out click AUC fell from {:.4} to {:.4} (tolerance {})",
-            serving_clicks.auc, candidate_clicks.auc, t.auc_tolerance
-        ));
-    }
-    if candidate_clicks.logloss > serving_clicks.logloss + t.logloss_tolerance {
-        reasons.push(format!(
-            "held-out click log-loss rose from {:.4} to {:.4} (tolerance {})",
-            serving_clicks.logloss, candidate_clicks.logloss, t.logloss_tolerance
-        ));
-    }
-    let needed = serving_score * (1.0 + t.score_margin);
-    // NaN (no held-out lists scored) must not pass either.
-    let beats = candidate_score.partial_cmp(&needed) == Some(std::cmp::Ordering::Greater);
-    if !beats {
-        reasons.push(format!(
-            "held-out Evaluator Score {candidate_score:.4} does not beat the serving model's \
-             {serving_score:.4} by the margin {} (needs > {needed:.4})",
-            t.score_margin
-        ));
-    }
-    if cand_audit.copies_input_order > t.max_copy_share {
-        reasons.push(format!(
-            "{:.1} % of its lists copy the upstream order (at most {:.1} % allowed)",
-            100.0 * cand_audit.copies_input_order,
-            100.0 * t.max_copy_share
-        ));
-    }
+    let reasons = gates(
+        round.trainer,
+        (serving_clicks, candidate_clicks),
+        (serving_score, candidate_score),
+        cand_audit.copies_input_order,
+    );
     let published = reasons.is_empty();
     let bundle = if published {
         round.store.join(&version)
@@ -438,10 +412,90 @@ pub fn run_round(
     Ok(report)
 }
 
+/// Why a candidate may not be published (empty: it passes). `clicks` and `scores` are
+/// (serving, candidate) on the held-out lists.
+fn gates(
+    t: &TrainerConfig,
+    clicks: (ClickMetrics, ClickMetrics),
+    scores: (f64, f64),
+    copy_share: f64,
+) -> Vec<String> {
+    let ((serving_clicks, candidate_clicks), (serving_score, candidate_score)) = (clicks, scores);
+    let mut reasons = Vec::new();
+    if candidate_clicks.auc < serving_clicks.auc - t.auc_tolerance {
+        reasons.push(format!(
+            "held-out click AUC fell from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.auc, candidate_clicks.auc, t.auc_tolerance
+        ));
+    }
+    if candidate_clicks.logloss > serving_clicks.logloss + t.logloss_tolerance {
+        reasons.push(format!(
+            "held-out click log-loss rose from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.logloss, candidate_clicks.logloss, t.logloss_tolerance
+        ));
+    }
+    let needed = serving_score * (1.0 + t.score_margin);
+    // NaN (no held-out lists scored) must not pass either.
+    let beats = candidate_score.partial_cmp(&needed) == Some(std::cmp::Ordering::Greater);
+    if !beats {
+        reasons.push(format!(
+            "held-out Evaluator Score {candidate_score:.4} does not beat the serving model's \
+             {serving_score:.4} by the margin {} (needs > {needed:.4})",
+            t.score_margin
+        ));
+    }
+    if copy_share > t.max_copy_share {
+        reasons.push(format!(
+            "{:.1} % of its lists copy the upstream order (at most {:.1} % allowed)",
+            100.0 * copy_share,
+            100.0 * t.max_copy_share
+        ));
+    }
+    reasons
+}
+
 /// Loads saved weights into freshly built variables (names and shapes must match:
 /// the bundle was built from the same configs).
 fn load_into(vars: &VarMap, dir: &Path, file: &str) -> Result<(), TrainerError> {
     let mut vars = vars.clone();
     vars.load(dir.join(file))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clicks(auc: f64, logloss: f64) -> ClickMetrics {
+        ClickMetrics { auc, logloss }
+    }
+
+    #[test]
+    fn every_gate_can_reject_and_a_clear_win_passes() {
+        let t = TrainerConfig {
+            score_margin: 0.01,
+            ..TrainerConfig::default()
+        };
+        let same = clicks(0.70, 0.50);
+        assert!(gates(&t, (same, same), (1.0, 1.02), 0.1).is_empty());
+        let reasons = |c, s, copy| gates(&t, (same, c), s, copy);
+        assert_eq!(
+            reasons(clicks(0.68, 0.50), (1.0, 1.02), 0.1).len(),
+            1,
+            "AUC"
+        );
+        assert_eq!(
+            reasons(clicks(0.70, 0.52), (1.0, 1.02), 0.1).len(),
+            1,
+            "log-loss"
+        );
+        assert_eq!(reasons(same, (1.0, 1.01), 0.1).len(), 1, "needs > 1.01");
+        assert_eq!(
+            reasons(same, (1.0, f64::NAN), 0.1).len(),
+            1,
+            "NaN never passes"
+        );
+        assert_eq!(reasons(same, (1.0, 1.02), 0.95).len(), 1, "copies");
+        assert_eq!(reasons(clicks(0.5, 0.9), (1.0, 0.9), 1.0).len(), 4);
+    }
 }

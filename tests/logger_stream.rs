@@ -156,19 +156,31 @@ fn logger_pipeline(dir: &Path) -> PipelineConfig {
     p
 }
 
+/// A broker with the logger's topics, `n` served lists of traffic seed `seed`, and a
+/// producer.
+async fn setup(
+    p: &PipelineConfig,
+    tansu: bool,
+    seed: u64,
+    n: u64,
+) -> (Broker, String, Vec<Served>, FutureProducer) {
+    let (broker, brokers) = broker(p, tansu).await;
+    let world = World::generate(&p.simulator, p.limits.list_len, 3);
+    let traffic = Traffic::new(&world, seed);
+    let lists = (0..n).map(|k| served(&traffic, k)).collect();
+    let producer = producer_config(&p.kafka, &brokers)
+        .create()
+        .expect("producer");
+    (broker, brokers, lists, producer)
+}
+
 /// 40 lists: feedback of every 5th before its result, of every 3rd twice (the copy
 /// says the opposite and must lose), 4 orphan events, 1 late event after its list was
 /// written, 1 malformed feedback.
 async fn join_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = logger_pipeline(dir.path());
-    let (_broker, brokers) = broker(&p, tansu).await;
-    let world = World::generate(&p.simulator, p.limits.list_len, 3);
-    let traffic = Traffic::new(&world, 5);
-    let lists: Vec<Served> = (0..40).map(|k| served(&traffic, k)).collect();
-    let producer: FutureProducer = producer_config(&p.kafka, &brokers)
-        .create()
-        .expect("producer");
+    let (_broker, brokers, lists, producer) = setup(&p, tansu, 5, 40).await;
     let (stop, stopped) = watch::channel(false);
     let settings = LogSettings {
         metrics_addr: Some("127.0.0.1:0".parse().expect("address")),
@@ -256,13 +268,7 @@ async fn kill_and_restart_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     let p = logger_pipeline(&logs);
-    let (_broker, brokers) = broker(&p, tansu).await;
-    let world = World::generate(&p.simulator, p.limits.list_len, 3);
-    let traffic = Traffic::new(&world, 6);
-    let lists: Vec<Served> = (0..200).map(|k| served(&traffic, k)).collect();
-    let producer: FutureProducer = producer_config(&p.kafka, &brokers)
-        .create()
-        .expect("producer");
+    let (_broker, brokers, lists, producer) = setup(&p, tansu, 6, 200).await;
     let pipeline_file = static_member_pipeline(dir.path(), "logger-0");
     let logs_arg = logs.display().to_string();
     let start = || {

@@ -64,7 +64,7 @@ pub struct Dataset {
 }
 
 /// Validation membership by a hash of the request id: stable whatever the file order.
-fn is_validation(request_id: &str, share: f64) -> bool {
+pub(crate) fn is_validation(request_id: &str, share: f64) -> bool {
     let h = crate::features::hash_bucket("split", request_id, 1_000_000);
     f64::from(h - 1) < share * 1_000_000.0
 }

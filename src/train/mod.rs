@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use data::is_validation;
 pub use data::{Dataset, Example};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch};
 pub use grpo::{group_advantages, pool_tensors, rewards, train_grpo, GrpoReport, Reward};
