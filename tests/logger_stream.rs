@@ -284,6 +284,8 @@ async fn kill_and_restart_on(tansu: bool) {
                 "1",
                 "--group",
                 "kill-test",
+                "--metrics-addr",
+                "127.0.0.1:0",
             ],
             &[("EGLR_LOGS__ROLL_MAX_SECONDS", "1")],
         )
