@@ -157,10 +157,51 @@ pub struct RoundReport {
     pub seconds: f64,
 }
 
-/// The newest `window` lists of the log directory, oldest first (files are named in
-/// publish order; duplicates removed on read).
+/// Published list-log files of `logs` (a directory or glob) with their row counts
+/// (from the Parquet footers, nothing decoded), oldest publish first.
+fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, TrainerError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = LogReader::open(logs, 1).map_err(TrainError::from)?;
+    let mut files = Vec::new();
+    for path in reader.files() {
+        let published = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(io(path))?;
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let rows = SerializedFileReader::new(file)
+            .map_err(|e| {
+                TrainError::from(crate::logs::LogError::BadFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            })?
+            .metadata()
+            .file_metadata()
+            .num_rows()
+            .max(0) as usize;
+        files.push((published, path.clone(), rows));
+    }
+    // Publish time, not name: instances of the logger name their files apart.
+    files.sort();
+    Ok(files.into_iter().map(|(_, p, n)| (p, n)).collect())
+}
+
+/// The newest `window` lists of the log (by publish time of their files), oldest
+/// first; only the newest files that hold them are read, one batch at a time, and
+/// duplicates are removed on read.
 pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, TrainerError> {
-    let reader = LogReader::open(logs, 4096).map_err(TrainError::from)?;
+    let files = files_by_publish_time(logs)?;
+    let mut newest = Vec::new();
+    let mut rows_in = 0;
+    for (path, rows) in files.into_iter().rev() {
+        if rows_in >= window {
+            break;
+        }
+        rows_in += rows;
+        newest.push(path);
+    }
+    newest.reverse();
+    let reader = LogReader::from_files(newest, 4096).map_err(TrainError::from)?;
     let mut rows: std::collections::VecDeque<LoggedList> = std::collections::VecDeque::new();
     for batch in reader.batches() {
         for row in batch.map_err(TrainError::from)? {
@@ -173,22 +214,14 @@ pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, Trainer
     Ok(rows.into())
 }
 
-/// Lists in the log directory (from the files' footers, nothing decoded).
-pub fn count_lists(logs: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(logs) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .filter_map(|p| std::fs::File::open(p).ok())
-        .filter_map(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
-        .map(|r| {
-            use parquet::file::reader::FileReader;
-            r.metadata().file_metadata().num_rows().max(0) as usize
-        })
-        .sum()
+/// Lists in the log (from the files' footers, nothing decoded); 0 when there is no
+/// log yet.
+pub fn count_lists(logs: &Path) -> Result<usize, TrainerError> {
+    match files_by_publish_time(&logs.display().to_string()) {
+        Ok(files) => Ok(files.iter().map(|(_, n)| n).sum()),
+        Err(TrainerError::Train(TrainError::Log(crate::logs::LogError::NoFiles(_)))) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Everything a round needs.
@@ -468,6 +501,53 @@ mod tests {
 
     fn clicks(auc: f64, logloss: f64) -> ClickMetrics {
         ClickMetrics { auc, logloss }
+    }
+
+    /// Two logger instances: the file of instance "1" is published first, so the
+    /// newest lists are in instance "0"'s file although its name sorts first.
+    #[test]
+    fn the_window_is_the_newest_lists_by_publish_time() {
+        use crate::logs::{LogWriter, RollPolicy};
+        use crate::sim::{Traffic, World};
+        let world = World::small(3);
+        let traffic = Traffic::new(&world, 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |instance: &str, from: u64| {
+            let policy = RollPolicy {
+                max_bytes: 1 << 30,
+                max_age: None,
+                row_group_rows: 16,
+            };
+            let mut w = LogWriter::create(dir.path(), &format!("lists-{instance}"), policy)
+                .expect("writer");
+            let rows: Vec<LoggedList> = (from..from + 30)
+                .map(|k| traffic.logged_list(&traffic.impression(k)))
+                .collect();
+            w.write(&rows).expect("write");
+            w.finish().expect("publish");
+        };
+        write("1", 0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write("0", 100);
+        let logs = dir.path().display().to_string();
+        assert_eq!(count_lists(dir.path()).expect("count"), 60);
+        let window = read_window(&logs, 40).expect("window");
+        let ids: Vec<&str> = window.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids.len(), 40);
+        assert_eq!(
+            ids[0],
+            traffic.request_id(20),
+            "oldest kept: the file published first"
+        );
+        assert_eq!(
+            ids[39],
+            traffic.request_id(129),
+            "newest: the file published last"
+        );
+        assert_eq!(
+            count_lists(&dir.path().join("missing")).expect("no log yet"),
+            0
+        );
     }
 
     #[test]

@@ -57,6 +57,17 @@ impl LogReader {
         })
     }
 
+    /// These files, read in the given order.
+    pub fn from_files(files: Vec<PathBuf>, batch_rows: usize) -> Result<Self, LogError> {
+        if files.is_empty() {
+            return Err(LogError::NoFiles("(an empty file list)".into()));
+        }
+        Ok(Self {
+            files,
+            batch_rows: batch_rows.max(1),
+        })
+    }
+
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }

@@ -230,39 +230,45 @@ struct Logger {
 }
 
 impl Logger {
-    /// Feeds one message to the join.
+    /// Feeds one message to the join. Fails only when the side file cannot be written
+    /// (nothing of it is then committed: the stage stops and the message is re-read).
     fn take(
         &mut self,
         contract: &Contract<'_>,
         topics: &crate::config::Topics,
         source: Source,
         raw: &[u8],
-    ) {
+    ) -> Result<(), StreamError> {
         self.tracker
             .start(&source.topic, source.partition, source.offset);
         self.summary.messages += 1;
         let now = now_ms();
         let malformed = if source.topic == topics.requests {
             match contract.parse_request(raw) {
-                Ok(r) => return self.joiner.request(r, source, now),
+                Ok(r) => {
+                    self.joiner.request(r, source, now);
+                    return Ok(());
+                }
                 // The serving stage dead-letters malformed requests; nothing to keep here.
                 Err(_) => None,
             }
         } else if source.topic == topics.results {
             match contract.parse_result(raw) {
-                Ok(r) => return self.joiner.result(r, source, now),
+                Ok(r) => {
+                    self.joiner.result(r, source, now);
+                    return Ok(());
+                }
                 Err(e) => Some(e),
             }
         } else {
             match contract.parse_feedback(raw) {
-                Ok(f) => match self.joiner.feedback(f, source.clone(), now) {
-                    None => return,
-                    Some(late) => {
-                        self.keep(&[late]);
+                Ok(f) => {
+                    if let Some(late) = self.joiner.feedback(f, source.clone(), now) {
+                        self.keep(&[late])?;
                         self.awaiting.push(source);
-                        return;
                     }
-                },
+                    return Ok(());
+                }
                 Err(e) => Some(e),
             }
         };
@@ -279,16 +285,14 @@ impl Logger {
                 request_id: String::new(),
                 reason: UnjoinedReason::Malformed,
                 event,
-            }]);
+            }])?;
         }
         self.awaiting.push(source);
+        Ok(())
     }
 
-    fn keep(&mut self, unjoined: &[Unjoined]) {
-        if let Err(e) = self.side.append(unjoined) {
-            // Not fatal: the sources are not finished until a later sync succeeds.
-            tracing::error!(error = %e, "cannot append to the side file");
-        }
+    fn keep(&mut self, unjoined: &[Unjoined]) -> Result<(), StreamError> {
+        self.side.append(unjoined).map_err(log_error)
     }
 
     /// Writes the lists whose window closed; publishes when the interval or a file's
@@ -304,7 +308,7 @@ impl Logger {
             .write(&closed.lists)
             .map_err(log_error)?
             .is_empty();
-        self.keep(&closed.unjoined);
+        self.keep(&closed.unjoined)?;
         self.awaiting.extend(closed.sources);
         if rolled || force_publish || self.last_publish.elapsed() >= self.publish_every {
             self.publish()?;
@@ -391,7 +395,7 @@ pub async fn log(
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     let source = Source { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
-                    logger.take(&contract, topics, source, m.payload().unwrap_or_default());
+                    logger.take(&contract, topics, source, m.payload().unwrap_or_default())?;
                 }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },

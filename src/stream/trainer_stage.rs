@@ -132,9 +132,14 @@ pub async fn trainer(
             _ = tokio::time::sleep(every) => {}
         }
         let dir = logs.clone();
-        let logged = tokio::task::spawn_blocking(move || count_lists(&dir))
-            .await
-            .unwrap_or(0);
+        let logged = match tokio::task::spawn_blocking(move || count_lists(&dir)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot count the logged lists");
+                continue;
+            }
+            Err(_) => return Err(StreamError::Internal("the log counter panicked")),
+        };
         if logged < trained_on + p.trainer.min_new_lists {
             continue;
         }
