@@ -129,6 +129,18 @@ fn rows(dir: &Path) -> (Rows, usize) {
     (unique, raw + batches.duplicates())
 }
 
+/// Each served list has exactly its row: the served order and its clicks.
+fn assert_rows_are(unique: &Rows, lists: &[Served]) {
+    for s in lists {
+        assert_eq!(
+            unique.get(&s.request_id),
+            Some(&(s.served.clone(), s.clicks.clone())),
+            "row of {}",
+            s.request_id
+        );
+    }
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -238,14 +250,7 @@ async fn join_on(tansu: bool) {
 
     let (unique, raw) = rows(dir.path());
     assert_eq!(raw, 40, "no duplicate rows without a crash");
-    for s in &lists {
-        assert_eq!(
-            unique.get(&s.request_id),
-            Some(&(s.served.clone(), s.clicks.clone())),
-            "row of {}",
-            s.request_id
-        );
-    }
+    assert_rows_are(&unique, &lists);
     assert_eq!(summary.join.duplicate_feedback, 14, "{summary:?}");
     assert_eq!(summary.malformed, 1, "{summary:?}");
     assert_eq!(side_reasons(dir.path()).get("malformed"), Some(&1));
@@ -318,14 +323,7 @@ async fn kill_and_restart_on(tansu: bool) {
     .await;
     assert!(second.sigterm().success(), "graceful stop exits 0");
     let (unique, raw) = rows(&logs);
-    for s in &lists {
-        assert_eq!(
-            unique.get(&s.request_id),
-            Some(&(s.served.clone(), s.clicks.clone())),
-            "row of {}",
-            s.request_id
-        );
-    }
+    assert_rows_are(&unique, &lists);
     println!(
         "rows written {raw} for 200 lists (re-read after the kill: {})",
         raw - 200
