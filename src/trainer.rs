@@ -315,19 +315,11 @@ pub fn run_round(
         ..round.training.clone()
     };
     let max_len = serving.meta.max_list_len;
-    // Evaluator: warm start from the serving weights.
-    let evaluator_vars = VarMap::new();
-    let evaluator = Evaluator::new(
-        &serving.meta.evaluator,
-        enc,
-        max_len,
-        VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
-    )?;
-    load_into(
-        &evaluator_vars,
-        &round.store.join(serving_version),
-        "evaluator.safetensors",
-    )?;
+    let serving_dir = round.store.join(serving_version);
+    let (evaluator, evaluator_vars) =
+        warm_started(&serving_dir, "evaluator.safetensors", device, |vb| {
+            Evaluator::new(&serving.meta.evaluator, enc, max_len, vb)
+        })?;
     let evaluator_report = train_evaluator(
         &evaluator,
         &evaluator_vars,
@@ -347,18 +339,10 @@ pub fn run_round(
         max_len,
         VarBuilder::from_tensors(snapshot(&evaluator_vars)?, DType::F32, device),
     )?;
-    let generator_vars = VarMap::new();
-    let generator = Generator::new(
-        &serving.meta.generator,
-        enc,
-        max_len,
-        VarBuilder::from_varmap(&generator_vars, DType::F32, device),
-    )?;
-    load_into(
-        &generator_vars,
-        &round.store.join(serving_version),
-        "generator.safetensors",
-    )?;
+    let (generator, generator_vars) =
+        warm_started(&serving_dir, "generator.safetensors", device, |vb| {
+            Generator::new(&serving.meta.generator, enc, max_len, vb)
+        })?;
     let mut pools = fit;
     pools.extend(early);
     let grpo = train_grpo(
@@ -487,12 +471,18 @@ fn gates(
     reasons
 }
 
-/// Loads saved weights into freshly built variables (names and shapes must match:
-/// the bundle was built from the same configs).
-fn load_into(vars: &VarMap, dir: &Path, file: &str) -> Result<(), TrainerError> {
-    let mut vars = vars.clone();
+/// A model built with fresh trainable variables, then set to the weights saved in
+/// `dir/file` (names and shapes must match: the bundle was built from the same configs).
+fn warm_started<M>(
+    dir: &Path,
+    file: &str,
+    device: &Device,
+    build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<M>,
+) -> Result<(M, VarMap), TrainerError> {
+    let mut vars = VarMap::new();
+    let model = build(VarBuilder::from_varmap(&vars, DType::F32, device))?;
     vars.load(dir.join(file))?;
-    Ok(())
+    Ok((model, vars))
 }
 
 #[cfg(test)]
