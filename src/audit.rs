@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::eval::{as_decoded, encode_rows, OfflineError};
 use crate::logs::{LogReader, LoggedList};
-use crate::model::{Bundle, DecodeOptions, Decoded, PoolTensors};
+use crate::model::{Bundle, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
 
 /// How to audit.
@@ -172,11 +172,8 @@ impl<'a> Auditor<'a> {
     ) -> Result<(), OfflineError> {
         let (model, list_len) = (self.model, self.opts.list_len);
         let (examples, pools) = encode_for(model, rows, source, device)?;
-        let encoded = model.generator.encode(&pools)?;
         let lens = vec![list_len; examples.len()];
-        let decoded = model
-            .generator
-            .decode(&encoded, &lens, DecodeOptions::greedy())?;
+        let decoded = model.ranker.rank(&pools, &lens, &model.evaluator)?;
         for (e, list) in examples.iter().zip(&decoded.lists) {
             let initial = (0..e.pool.lens[0].min(list_len)).collect::<Vec<_>>();
             self.copies += usize::from(list.iter().map(|p| p.item).eq(initial));

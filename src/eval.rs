@@ -157,15 +157,20 @@ impl<'a> Evaluation<'a> {
         let pools = pool_tensors(&refs, &bundle.encoder, device)?;
         let lens = vec![opts.list_len; chunk.len()];
         let started = Instant::now();
-        let encoded = bundle.generator.encode(&pools)?;
-        let greedy = bundle
-            .generator
-            .decode(&encoded, &lens, DecodeOptions::greedy())?;
+        let greedy = bundle.ranker.rank(&pools, &lens, &bundle.evaluator)?;
         let mut best_lists = greedy.lists.clone();
         let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
-        for _ in 1..opts.pass_at_n {
-            let sampled = bundle.generator.decode(
-                &encoded,
+        // Pass@N samples from a generator; a scorer has nothing to sample (its Pass@N is
+        // its one list).
+        let sampler = bundle.ranker.generator().filter(|_| opts.pass_at_n > 1);
+        let encoded = match sampler {
+            Some(g) => Some((g, g.encode(&pools)?)),
+            None => None,
+        };
+        let draws = opts.pass_at_n.saturating_sub(1);
+        for (g, encoded) in encoded.iter().flat_map(|e| std::iter::repeat_n(e, draws)) {
+            let sampled = g.decode(
+                encoded,
                 &lens,
                 DecodeOptions {
                     selection: Selection::Sample(&mut self.rng),

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditOptions, Auditor, ModelAudit};
 use crate::eval::{encode_rows, OfflineError};
 use crate::logs::{LogReader, LoggedList};
-use crate::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo};
+use crate::model::{Bundle, BundleMeta, Evaluator, Ranker, TrainingInfo};
 use crate::train::{
-    is_validation, snapshot, train_evaluator, train_grpo, validate, Example, TrainError,
+    is_validation, snapshot, train_evaluator, train_ranker, validate, Example, TrainError,
     TrainingConfig,
 };
 
@@ -332,21 +332,22 @@ pub fn run_round(
     )?;
     let serving_clicks = click_metrics(&serving.evaluator, &serving, &holdout, device)?;
     let candidate_clicks = click_metrics(&evaluator, &serving, &holdout, device)?;
-    // Generator: warm start, GRPO against the refreshed (frozen) evaluator.
+    // Re-ranker: warm start, its recipe (GRPO for EGLR) against the refreshed evaluator.
     let frozen = Evaluator::new(
         &serving.meta.evaluator,
         enc,
         max_len,
         VarBuilder::from_tensors(snapshot(&evaluator_vars)?, DType::F32, device),
     )?;
-    let (generator, generator_vars) =
+    let (ranker, generator_vars) =
         warm_started(&serving_dir, "generator.safetensors", device, |vb| {
-            Generator::new(&serving.meta.generator, enc, max_len, vb)
+            Ranker::new(&serving.meta.generator, enc, max_len, vb)
         })?;
     let mut pools = fit;
     pools.extend(early);
-    let grpo = train_grpo(
-        &generator,
+    let ranker_report = train_ranker(
+        serving.meta.generator.variant,
+        &ranker,
         &generator_vars,
         &frozen,
         &settings,
@@ -374,7 +375,7 @@ pub fn run_round(
             metrics: serde_json::json!({
                 "warm_start_from": serving_version,
                 "evaluator": evaluator_report,
-                "grpo": grpo,
+                "ranker": ranker_report,
             }),
         },
         ..serving.meta.clone()

@@ -85,16 +85,26 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             e.epochs, e.best_epoch, e.validation_logloss, e.validation_auc
         );
     }
-    let curve = &outcome.grpo.reward_curve;
-    println!(
-        "generator ({}): {} GRPO steps, sampled-list reward {:.4} -> {:.4}, {:.2} reasoning steps/list, {:.0} s",
-        job.generator.variant.name(),
-        outcome.grpo.steps,
-        curve.first().copied().unwrap_or(f64::NAN),
-        curve.last().copied().unwrap_or(f64::NAN),
-        outcome.grpo.reasoning_steps_per_list,
-        outcome.grpo.seconds
-    );
+    let variant = job.generator.variant.name();
+    if let Some(s) = &outcome.ranker.supervised {
+        println!(
+            "{variant}: {} supervised steps, loss {:.4} -> {:.4}, {:.0} s",
+            s.steps,
+            s.loss_curve.first().copied().unwrap_or(f64::NAN),
+            s.loss_curve.last().copied().unwrap_or(f64::NAN),
+            s.seconds
+        );
+    }
+    if let Some(rl) = &outcome.ranker.rl {
+        println!(
+            "{variant}: {} RL steps, sampled-list reward {:.4} -> {:.4}, {:.2} reasoning steps/list, {:.0} s",
+            rl.steps,
+            rl.reward_curve.first().copied().unwrap_or(f64::NAN),
+            rl.reward_curve.last().copied().unwrap_or(f64::NAN),
+            rl.reasoning_steps_per_list,
+            rl.seconds
+        );
+    }
     println!("bundle: {}", args.out.display());
     if let Some(path) = &args.json {
         write_json(path, &outcome)?;

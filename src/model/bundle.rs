@@ -3,7 +3,7 @@
 //! ```text
 //! BUNDLE/bundle.json             configs, feature spec, normaliser stats, training metadata
 //! BUNDLE/evaluator.safetensors   evaluator weights
-//! BUNDLE/generator.safetensors   generator weights
+//! BUNDLE/generator.safetensors   the re-ranker's weights (a generator or a scorer)
 //! ```
 //! A bundle is written into a hidden sibling directory and renamed into place, so a
 //! watcher never sees half a bundle. Loading checks the format, the configs, and every
@@ -17,7 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::config::{EvaluatorConfig, GeneratorConfig};
-use super::{Evaluator, Generator};
+use super::{Evaluator, Ranker};
 use crate::features::{DenseNormaliser, FeatureEncoder, FeatureSpec};
 
 /// Format version of `bundle.json`.
@@ -72,7 +72,8 @@ pub struct Bundle {
     pub meta: BundleMeta,
     pub encoder: FeatureEncoder,
     pub evaluator: Evaluator,
-    pub generator: Generator,
+    /// The re-ranker `meta.generator.variant` names.
+    pub ranker: Ranker,
 }
 
 const META: &str = "bundle.json";
@@ -163,11 +164,11 @@ impl Bundle {
                 VarBuilder::from_tensors(tensors, DType::F32, device),
             )?
         };
-        let generator = {
+        let ranker = {
             let tensors = load_checked(&dir.join(GENERATOR), device, |vb| {
-                Generator::new(&meta.generator, &encoder, meta.max_list_len, vb).map(drop)
+                Ranker::new(&meta.generator, &encoder, meta.max_list_len, vb).map(drop)
             })?;
-            Generator::new(
+            Ranker::new(
                 &meta.generator,
                 &encoder,
                 meta.max_list_len,
@@ -178,7 +179,7 @@ impl Bundle {
             meta,
             encoder,
             evaluator,
-            generator,
+            ranker,
         })
     }
 }

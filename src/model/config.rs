@@ -3,8 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The generator variants of the paper's ablation (spec §4 table). Each is a preset of
-/// [`ReasoningConfig`]; all run through the one generator.
+/// Every re-ranker the crate trains: the generator variants of the paper's ablation
+/// (spec §4 table), the paper's baselines (Table 2) and the EGLR module inside three of
+/// them (Table 3). Each is a preset of one of two models — the pointer [`Generator`]
+/// (architecture, reasoning policy and training recipe are derived below) or the
+/// score-and-sort [`Scorer`] — never a copy of either.
+///
+/// [`Generator`]: super::Generator
+/// [`Scorer`]: super::Scorer
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
@@ -18,6 +24,68 @@ pub enum Variant {
     Eglr,
     /// `K_pre` reasoning tokens before the first item, no gate (ReaRec / LatentR3 style).
     ReasonFirst,
+    /// PRM (Pei et al., arXiv 1904.06813): a Transformer over the initial list with
+    /// learned positions scores every item; sorted by score. The paper adds a
+    /// pre-trained personalisation vector per item; ours has the user's features in every
+    /// item's input instead.
+    Prm,
+    /// DLCM (Ai et al., arXiv 1804.05936): a GRU over the initial list encodes its local
+    /// context; items are scored against the final state and sorted; attention-rank
+    /// loss. Simplified: one GRU layer, the scoring function `w . (o_i * tanh(W s_n))`.
+    Dlcm,
+    /// Seq2Slate (Bello et al., arXiv 1810.02019): a GRU pointer network trained
+    /// supervised, per step toward the clicked items (teacher forcing in pool order).
+    /// The original uses an LSTM and also a REINFORCE variant; ours is the supervised one.
+    Seq2slate,
+    /// EG-Rerank (Huzhang et al., arXiv 2003.11941): a GRU pointer generator trained with
+    /// PPO (clipped ratio) against the evaluator. Simplified: the advantage is
+    /// group-normalised (G samples per pool) instead of a learned critic, and the ratio is
+    /// per list.
+    #[value(name = "eg-rerank")]
+    #[serde(rename = "eg-rerank")]
+    EgRerank,
+    /// CMR (Chen et al., arXiv 2306.05118): DeepSets encoder whose weights a hypernetwork
+    /// generates from a preference vector, pointer decoder, RL against the evaluator.
+    /// Simplified: the hypernetwork generates the DeepSets `phi` layer; the preference is
+    /// accuracy-only by default (there is no diversity reward to trade off).
+    Cmr,
+    /// LAST (Wang et al., arXiv 2406.14004): at inference, a gradient step on the
+    /// encoder states along the generator's policy-gradient loss (rewards from the
+    /// evaluator, never labels), several step sizes decoded, the evaluator keeps the best.
+    /// The paper perturbs the generator's parameters per request; we step the encoder
+    /// states (pool embeddings and DeepSets context), with one gradient evaluation per
+    /// request and step sizes `test_time_step * 1..=test_time_candidates`.
+    Last,
+    /// ReaRec PRL (Tang et al., arXiv 2503.22675): the last hidden state fed back `K_pre`
+    /// times with learned reasoning position embeddings before the first item; each
+    /// reasoning step is trained toward the first clicked item with a progressively
+    /// lower temperature. Supervised only, as in the paper.
+    Rearec,
+    /// LatentR3 (Zhang et al., arXiv 2505.19092): one attention-pooled latent reasoning token before
+    /// the list, explored with Gaussian noise during RL; SFT then GRPO with the
+    /// evaluator's continuous reward. Simplified: the pooling is the pointer attention
+    /// over the pool (the context-aware token).
+    Latentr3,
+    /// STREAM-Rec (Zhang et al., arXiv 2504.09627): `K_pre` residual refinement steps
+    /// `r = o + MLP(o)` of the decoder state before the list; SFT then GRPO. The paper's
+    /// three stages become two (its middle stage distils explicit reasoning traces we do
+    /// not have).
+    #[value(name = "stream-rec")]
+    #[serde(rename = "stream-rec")]
+    StreamRec,
+    /// EG-Rerank's generator with the EGLR module (entropy gate, context-aware token,
+    /// dynamic temperature), PPO as EG-Rerank (paper Table 3).
+    #[value(name = "eg-rerank+eglr")]
+    #[serde(rename = "eg-rerank+eglr")]
+    EgRerankEglr,
+    /// CMR's generator with the EGLR module (paper Table 3).
+    #[value(name = "cmr+eglr")]
+    #[serde(rename = "cmr+eglr")]
+    CmrEglr,
+    /// LAST (with its test-time update) with the EGLR module (paper Table 3).
+    #[value(name = "last+eglr")]
+    #[serde(rename = "last+eglr")]
+    LastEglr,
 }
 
 impl Variant {
@@ -28,9 +96,22 @@ impl Variant {
             Variant::V2 => "v2",
             Variant::Eglr => "eglr",
             Variant::ReasonFirst => "reason-first",
+            Variant::Prm => "prm",
+            Variant::Dlcm => "dlcm",
+            Variant::Seq2slate => "seq2slate",
+            Variant::EgRerank => "eg-rerank",
+            Variant::Cmr => "cmr",
+            Variant::Last => "last",
+            Variant::Rearec => "rearec",
+            Variant::Latentr3 => "latentr3",
+            Variant::StreamRec => "stream-rec",
+            Variant::EgRerankEglr => "eg-rerank+eglr",
+            Variant::CmrEglr => "cmr+eglr",
+            Variant::LastEglr => "last+eglr",
         }
     }
 
+    /// The ablation of spec §4 (`eglr study` default).
     pub const ALL: [Variant; 5] = [
         Variant::Backbone,
         Variant::V1,
@@ -38,6 +119,119 @@ impl Variant {
         Variant::Eglr,
         Variant::ReasonFirst,
     ];
+
+    /// The paper's Tables 2 and 3 (`eglr study --suite paper`): EGLR first (it trains
+    /// the evaluator), then the nine baselines, then the transfer variants.
+    pub const PAPER: [Variant; 13] = [
+        Variant::Eglr,
+        Variant::Prm,
+        Variant::Dlcm,
+        Variant::Seq2slate,
+        Variant::EgRerank,
+        Variant::Cmr,
+        Variant::Last,
+        Variant::Rearec,
+        Variant::Latentr3,
+        Variant::StreamRec,
+        Variant::EgRerankEglr,
+        Variant::CmrEglr,
+        Variant::LastEglr,
+    ];
+
+    /// The score-and-sort model this variant is, if it is one.
+    pub fn scorer(self) -> Option<ScorerKind> {
+        match self {
+            Variant::Prm => Some(ScorerKind::Prm),
+            Variant::Dlcm => Some(ScorerKind::Dlcm),
+            _ => None,
+        }
+    }
+
+    /// The backbone of the generator: decoder, encoder, test-time update.
+    pub fn architecture(self) -> Architecture {
+        let transformer = Architecture {
+            decoder: DecoderKind::Transformer,
+            hyper_encoder: false,
+            test_time_update: false,
+        };
+        match self {
+            Variant::Seq2slate | Variant::EgRerank | Variant::EgRerankEglr => Architecture {
+                decoder: DecoderKind::Gru,
+                ..transformer
+            },
+            Variant::Cmr | Variant::CmrEglr => Architecture {
+                hyper_encoder: true,
+                ..transformer
+            },
+            Variant::Last | Variant::LastEglr => Architecture {
+                test_time_update: true,
+                ..transformer
+            },
+            _ => transformer,
+        }
+    }
+
+    /// How the model is trained after the evaluator.
+    pub fn recipe(self) -> Recipe {
+        let rl = |rl| Recipe {
+            supervised: false,
+            rl: Some(rl),
+        };
+        match self {
+            Variant::Prm | Variant::Dlcm | Variant::Seq2slate | Variant::Rearec => Recipe {
+                supervised: true,
+                rl: None,
+            },
+            Variant::EgRerank | Variant::EgRerankEglr => rl(Rl::Ppo),
+            Variant::Latentr3 | Variant::StreamRec => Recipe {
+                supervised: true,
+                rl: Some(Rl::Grpo),
+            },
+            _ => rl(Rl::Grpo),
+        }
+    }
+}
+
+/// The two score-and-sort baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorerKind {
+    Prm,
+    Dlcm,
+}
+
+/// The generator's decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderKind {
+    /// Causal Transformer with a KV cache (spec §4).
+    Transformer,
+    /// A GRU cell: its state is the whole cache (EG-Rerank, Seq2Slate).
+    Gru,
+}
+
+/// The generator's backbone, derived from the [`Variant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Architecture {
+    pub decoder: DecoderKind,
+    /// CMR: the DeepSets `phi` weights come from a hypernetwork of the preference.
+    pub hyper_encoder: bool,
+    /// LAST: a gradient step on the encoder states at inference.
+    pub test_time_update: bool,
+}
+
+/// Reinforcement learning against the frozen evaluator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rl {
+    /// Group-normalised advantages, one on-policy update per batch (spec §5).
+    Grpo,
+    /// PPO: the sampled lists are re-scored for `ppo_epochs` clipped updates.
+    Ppo,
+}
+
+/// Training after the evaluator: a supervised stage on logged clicks, then RL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipe {
+    pub supervised: bool,
+    pub rl: Option<Rl>,
 }
 
 /// When reasoning tokens are inserted.
@@ -57,6 +251,8 @@ pub enum ReasoningToken {
     Plain,
     /// `r = sum_j softmax(a / tau_r)_j h_j`.
     ContextAware,
+    /// `r = o + MLP(o)`: a residual refinement of the decoder state (STREAM-Rec).
+    Residual,
 }
 
 /// The behaviour a [`Variant`] selects, resolved from [`GeneratorConfig`].
@@ -74,6 +270,13 @@ pub struct ReasoningPolicy {
     pub tau_recommend: f64,
     /// Base temperature of the entropy gate `tau_0`.
     pub tau0: f64,
+    /// Learned reasoning position embeddings are added to reasoning tokens (ReaRec).
+    pub reasoning_positions: bool,
+    /// Std of the Gaussian noise added to reasoning tokens while sampling (LatentR3).
+    pub latent_noise: f64,
+    /// Reasoning step `k` is trained toward the first target at temperature
+    /// `tau_0 * decay^(k+1)` (ReaRec's progressive loss); `None`: no such term.
+    pub progressive_decay: Option<f64>,
 }
 
 /// Architecture and reasoning hyper-parameters of the generator (spec §4).
@@ -100,6 +303,18 @@ pub struct GeneratorConfig {
     pub tau0: f64,
     /// Dynamic temperature factor `alpha`: `tau_r = alpha tau_0`, `tau_c = tau_0 / alpha`.
     pub alpha: f64,
+    /// Gaussian exploration noise on LatentR3's latent token (std).
+    pub latent_noise: f64,
+    /// ReaRec: temperature factor per reasoning step of the progressive loss (< 1).
+    pub progressive_decay: f64,
+    /// CMR: the preference vector (accuracy, diversity) its hypernetwork reads.
+    pub preference: [f64; 2],
+    /// LAST: step size of the test-time update (relative to the encoder states' RMS).
+    pub test_time_step: f64,
+    /// LAST: step sizes tried (`test_time_step * 1..=n`), besides no step.
+    pub test_time_candidates: usize,
+    /// LAST: lists sampled per request to estimate the test-time gradient.
+    pub test_time_samples: usize,
 }
 
 impl Default for GeneratorConfig {
@@ -117,6 +332,12 @@ impl Default for GeneratorConfig {
             reason_first_context_token: true,
             tau0: 1.0,
             alpha: 1.5,
+            latent_noise: 0.1,
+            progressive_decay: 0.7,
+            preference: [1.0, 0.0],
+            test_time_step: 0.05,
+            test_time_candidates: 3,
+            test_time_samples: 4,
         }
     }
 }
@@ -124,7 +345,7 @@ impl Default for GeneratorConfig {
 impl GeneratorConfig {
     /// The reasoning behaviour of the configured variant.
     pub fn policy(&self) -> ReasoningPolicy {
-        let base = ReasoningPolicy {
+        let gated = ReasoningPolicy {
             mode: ReasoningMode::EntropyGated,
             token: ReasoningToken::ContextAware,
             theta: self.theta,
@@ -132,32 +353,61 @@ impl GeneratorConfig {
             tau_reason: self.tau0,
             tau_recommend: self.tau0,
             tau0: self.tau0,
+            reasoning_positions: false,
+            latent_noise: 0.0,
+            progressive_decay: None,
+        };
+        let none = ReasoningPolicy {
+            mode: ReasoningMode::None,
+            max_steps: 0,
+            ..gated
+        };
+        let eglr = ReasoningPolicy {
+            tau_reason: self.alpha * self.tau0,
+            tau_recommend: self.tau0 / self.alpha,
+            ..gated
+        };
+        let first = ReasoningPolicy {
+            mode: ReasoningMode::ReasonFirst,
+            max_steps: self.reason_first_steps,
+            ..gated
         };
         match self.variant {
-            Variant::Backbone => ReasoningPolicy {
-                mode: ReasoningMode::None,
-                max_steps: 0,
-                ..base
-            },
+            Variant::Backbone
+            | Variant::Prm
+            | Variant::Dlcm
+            | Variant::Seq2slate
+            | Variant::EgRerank
+            | Variant::Cmr
+            | Variant::Last => none,
             Variant::V1 => ReasoningPolicy {
                 token: ReasoningToken::Plain,
-                ..base
+                ..gated
             },
-            Variant::V2 => base,
-            Variant::Eglr => ReasoningPolicy {
-                tau_reason: self.alpha * self.tau0,
-                tau_recommend: self.tau0 / self.alpha,
-                ..base
-            },
+            Variant::V2 => gated,
+            Variant::Eglr | Variant::EgRerankEglr | Variant::CmrEglr | Variant::LastEglr => eglr,
             Variant::ReasonFirst => ReasoningPolicy {
-                mode: ReasoningMode::ReasonFirst,
                 token: if self.reason_first_context_token {
                     ReasoningToken::ContextAware
                 } else {
                     ReasoningToken::Plain
                 },
-                max_steps: self.reason_first_steps,
-                ..base
+                ..first
+            },
+            Variant::Rearec => ReasoningPolicy {
+                token: ReasoningToken::Plain,
+                reasoning_positions: true,
+                progressive_decay: Some(self.progressive_decay),
+                ..first
+            },
+            Variant::Latentr3 => ReasoningPolicy {
+                max_steps: 1,
+                latent_noise: self.latent_noise,
+                ..first
+            },
+            Variant::StreamRec => ReasoningPolicy {
+                token: ReasoningToken::Residual,
+                ..first
             },
         }
     }
@@ -182,6 +432,23 @@ impl GeneratorConfig {
             return Err((
                 "generator.tau0",
                 "tau0 and alpha must be finite and > 0".into(),
+            ));
+        }
+        if !(self.latent_noise >= 0.0 && self.latent_noise.is_finite()) {
+            return Err(("generator.latent_noise", "must be finite and >= 0".into()));
+        }
+        if !(self.progressive_decay > 0.0 && self.progressive_decay <= 1.0) {
+            return Err(("generator.progressive_decay", "must be in (0, 1]".into()));
+        }
+        if self.preference.iter().any(|p| !p.is_finite()) {
+            return Err(("generator.preference", "must be finite".into()));
+        }
+        if !(self.test_time_step >= 0.0 && self.test_time_step.is_finite())
+            || self.test_time_samples < 2
+        {
+            return Err((
+                "generator.test_time_step",
+                "test_time_step must be finite and >= 0 and test_time_samples >= 2".into(),
             ));
         }
         if self.theta.is_nan() {

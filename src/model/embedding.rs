@@ -37,6 +37,25 @@ impl PoolTensors {
     pub fn batch(&self) -> usize {
         self.lens.len()
     }
+
+    /// The pools of `rows` (repeats allowed), in that order.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
+        let device = self.mask.device();
+        let index = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            device,
+        )?;
+        let pick = |t: &Tensor| t.index_select(&index, 0);
+        Ok(Self {
+            user_sparse: pick(&self.user_sparse)?,
+            user_dense: pick(&self.user_dense)?,
+            item_sparse: pick(&self.item_sparse)?,
+            item_dense: pick(&self.item_dense)?,
+            mask: pick(&self.mask)?,
+            lens: rows.iter().map(|&r| self.lens[r]).collect(),
+        })
+    }
 }
 
 /// Embeddings of one entity.

@@ -10,7 +10,7 @@ use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuild
 
 use super::config::EvaluatorConfig;
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
-use super::layers::{sinusoidal, Mlp, TransformerLayer, NEG_INF};
+use super::layers::{padding_mask, sinusoidal, Mlp, TransformerLayer};
 use crate::features::FeatureEncoder;
 
 /// Output of the evaluator on a batch of lists.
@@ -127,7 +127,7 @@ impl Evaluator {
             ],
             1,
         )?;
-        let additive = ((keep - 1.0)? * f64::from(-NEG_INF))?.reshape((b, 1, 1, l + 1))?;
+        let additive = padding_mask(&keep)?;
         for layer in &self.layers {
             h = layer.forward(&h, Some(&additive))?; // 3.4
         }

@@ -2,18 +2,24 @@
 //! Transformer decoder with a KV cache that builds the list item by item, inserting
 //! latent reasoning tokens when the selection entropy is high.
 //!
-//! Every variant of the ablation is a [`ReasoningPolicy`] of this one generator.
+//! Every variant of the ablation is a [`ReasoningPolicy`] of this one generator; the
+//! pointer baselines are its [`Architecture`] options (a GRU decoder for EG-Rerank and
+//! Seq2Slate, a hypernetwork DeepSets for CMR) and reasoning tokens of their own
+//! (ReaRec's positions, LatentR3's noise, STREAM-Rec's residual refinement).
 //!
 //! A batch decodes in lock step: at every step each row appends exactly one token (a
 //! reasoning token, the chosen item's embedding, or — once its list is complete — a
 //! token nobody reads), so all rows share the sequence length and one KV cache tensor.
 
 use candle_core::{Module, Result, Tensor, D};
+use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{GeneratorConfig, ReasoningMode, ReasoningPolicy, ReasoningToken};
+use super::config::{
+    Architecture, DecoderKind, GeneratorConfig, ReasoningMode, ReasoningPolicy, ReasoningToken,
+};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::layers::{
     causal_mask, mask_scores, masked_sum, sinusoidal, KvCache, Mlp, TransformerLayer,
@@ -36,6 +42,9 @@ pub enum Selection<'a> {
     Greedy,
     /// `l_t ~ p` (training: Thompson sampling).
     Sample(&'a mut ChaCha8Rng),
+    /// Row `r` places `targets[r]` in order (teacher forcing: supervised training and
+    /// re-scoring sampled lists).
+    Forced(&'a [Vec<usize>]),
 }
 
 /// Options of one decode.
@@ -93,17 +102,75 @@ impl Decoded {
     }
 }
 
+/// The decoder of the list: a causal Transformer (spec §4) or a GRU cell.
+#[derive(Debug, Clone)]
+enum Decoder {
+    Transformer {
+        layers: Vec<TransformerLayer>,
+        final_norm: LayerNorm,
+        positions: Tensor,
+    },
+    Gru(GRU),
+}
+
+/// What a decode carries from one step to the next.
+#[derive(Debug, Clone)]
+pub enum DecoderState {
+    /// One KV cache per Transformer layer.
+    Kv(Vec<KvCache>),
+    /// The GRU's hidden state (none before the first step).
+    Gru(Option<Tensor>),
+}
+
+/// The DeepSets `phi` layer: its own weights, or weights a hypernetwork generates from
+/// the preference vector (CMR).
+#[derive(Debug, Clone)]
+enum Phi {
+    Plain(Linear),
+    Hyper { weight: Tensor, bias: Tensor },
+}
+
+impl Phi {
+    fn new(d: usize, cfg: &GeneratorConfig, vb: VarBuilder) -> Result<Self> {
+        if !cfg.variant.architecture().hyper_encoder {
+            return Ok(Phi::Plain(linear(d, d, vb.pp("deepsets.phi"))?));
+        }
+        // The hypernetwork maps the preference to the `d x d + d` parameters of phi.
+        let hyper = linear(2, d * d + d, vb.pp("deepsets.hyper"))?;
+        let pref: Vec<f32> = cfg.preference.iter().map(|&p| p as f32).collect();
+        let params = hyper
+            .forward(&Tensor::from_vec(pref, (1, 2), vb.device())?)?
+            .squeeze(0)?;
+        // Scaled like a Kaiming-initialised layer so the generated phi starts sane.
+        let weight = (params.narrow(0, 0, d * d)?.reshape((d, d))? / (d as f64).sqrt())?;
+        Ok(Phi::Hyper {
+            weight,
+            bias: params.narrow(0, d * d, d)?,
+        })
+    }
+
+    fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        match self {
+            Phi::Plain(l) => l.forward(h),
+            Phi::Hyper { weight, bias } => h.broadcast_matmul(&weight.t()?)?.broadcast_add(bias),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Generator {
     cfg: GeneratorConfig,
     policy: ReasoningPolicy,
+    architecture: Architecture,
     embedding: FeatureEmbedding,
     item_encoder: Mlp,
-    phi: Linear,
+    phi: Phi,
     rho: Mlp,
-    layers: Vec<TransformerLayer>,
-    final_norm: LayerNorm,
-    positions: Tensor,
+    decoder: Decoder,
+    /// STREAM-Rec's refinement `r = o + MLP(o)`.
+    refine: Option<Mlp>,
+    /// ReaRec's reasoning position embeddings `[K_pre, d]`.
+    reasoning_positions: Option<Tensor>,
     /// `1 / sqrt(d_model)`: scale of the pointer scores.
     score_scale: f64,
 }
@@ -120,23 +187,60 @@ impl Generator {
         let d = cfg.d_model;
         let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
         let width = embedding.item_dim() + embedding.user_dim();
-        let layers = (0..cfg.layers)
-            .map(|i| {
-                TransformerLayer::new(d, cfg.heads, cfg.ffn_dim, vb.pp(format!("decoder.{i}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let architecture = cfg.variant.architecture();
+        let policy = cfg.policy();
+        let decoder = match architecture.decoder {
+            DecoderKind::Transformer => Decoder::Transformer {
+                layers: (0..cfg.layers)
+                    .map(|i| {
+                        TransformerLayer::new(
+                            d,
+                            cfg.heads,
+                            cfg.ffn_dim,
+                            vb.pp(format!("decoder.{i}")),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                final_norm: layer_norm(d, LayerNormConfig::default(), vb.pp("final_norm"))?,
+                positions: sinusoidal(cfg.max_sequence(max_list_len) + 1, d, vb.device())?,
+            },
+            DecoderKind::Gru => Decoder::Gru(candle_nn::rnn::gru(
+                d,
+                d,
+                GRUConfig::default(),
+                vb.pp("decoder.gru"),
+            )?),
+        };
         Ok(Self {
-            policy: cfg.policy(),
             item_encoder: Mlp::new(width, d, d, vb.pp("item_encoder"))?,
-            phi: linear(d, d, vb.pp("deepsets.phi"))?,
+            phi: Phi::new(d, cfg, vb.clone())?,
             rho: Mlp::new(d, d, d, vb.pp("deepsets.rho"))?,
-            layers,
-            final_norm: layer_norm(d, LayerNormConfig::default(), vb.pp("final_norm"))?,
-            positions: sinusoidal(cfg.max_sequence(max_list_len) + 1, d, vb.device())?,
+            decoder,
+            refine: (policy.token == ReasoningToken::Residual && policy.max_steps > 0)
+                .then(|| Mlp::new(d, d, d, vb.pp("reasoning.refine")))
+                .transpose()?,
+            reasoning_positions: (policy.reasoning_positions && policy.max_steps > 0)
+                .then(|| {
+                    vb.get_with_hints(
+                        (policy.max_steps, d),
+                        "reasoning.positions.table",
+                        candle_nn::Init::Randn {
+                            mean: 0.0,
+                            stdev: 1.0,
+                        },
+                    )
+                })
+                .transpose()?,
             embedding,
             score_scale: 1.0 / (d as f64).sqrt(),
+            policy,
+            architecture,
             cfg: cfg.clone(),
         })
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
     }
 
     pub fn config(&self) -> &GeneratorConfig {
@@ -165,41 +269,119 @@ impl Generator {
     }
 
     /// One decoder step for the new tokens `x [b, d]` at sequence index `t`.
-    pub fn decoder_step(&self, x: &Tensor, t: usize, caches: &mut [KvCache]) -> Result<Tensor> {
-        let mut h = x.broadcast_add(&self.positions.get(t)?)?.unsqueeze(1)?;
-        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            h = layer.step(&h, cache)?;
+    pub fn decoder_step(&self, x: &Tensor, t: usize, state: &mut DecoderState) -> Result<Tensor> {
+        match (&self.decoder, state) {
+            (
+                Decoder::Transformer {
+                    layers,
+                    final_norm,
+                    positions,
+                },
+                DecoderState::Kv(caches),
+            ) => {
+                let mut h = x.broadcast_add(&positions.get(t)?)?.unsqueeze(1)?;
+                for (layer, cache) in layers.iter().zip(caches.iter_mut()) {
+                    h = layer.step(&h, cache)?;
+                }
+                final_norm.forward(&h)?.squeeze(1)
+            }
+            (Decoder::Gru(gru), DecoderState::Gru(h)) => {
+                let prev = match h.take() {
+                    Some(h) => candle_nn::rnn::GRUState { h },
+                    None => gru.zero_state(x.dim(0)?)?,
+                };
+                let next = gru.step(x, &prev)?.h;
+                *h = Some(next.clone());
+                Ok(next)
+            }
+            _ => Err(candle_core::Error::Msg(
+                "decoder state does not match the decoder".into(),
+            )),
         }
-        self.final_norm.forward(&h)?.squeeze(1)
     }
 
-    /// The decoder over a whole token sequence `[b, t, d]` with a causal mask: the
-    /// output at every position.
+    /// The decoder over a whole token sequence `[b, t, d]` (causal): the output at every
+    /// position. The Transformer attends with a causal mask; the GRU runs its steps.
     pub fn decoder_full(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t, d) = tokens.dims3()?;
-        let pos = self
-            .positions
-            .narrow(0, 0, t)?
-            .unsqueeze(0)?
-            .broadcast_as((b, t, d))?;
-        let mut h = (tokens + pos)?;
-        let mask = causal_mask(t, tokens.device())?;
-        for layer in &self.layers {
-            h = layer.forward(&h, Some(&mask))?;
+        match &self.decoder {
+            Decoder::Transformer {
+                layers,
+                final_norm,
+                positions,
+            } => {
+                let pos = positions
+                    .narrow(0, 0, t)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t, d))?;
+                let mut h = (tokens + pos)?;
+                let mask = causal_mask(t, tokens.device())?;
+                for layer in layers {
+                    h = layer.forward(&h, Some(&mask))?;
+                }
+                final_norm.forward(&h)
+            }
+            Decoder::Gru(gru) => {
+                let states = gru.seq(tokens)?;
+                Tensor::stack(&states.iter().map(|s| s.h.clone()).collect::<Vec<_>>(), 1)
+            }
         }
-        self.final_norm.forward(&h)
     }
 
-    pub fn new_caches(&self, max_len: usize, fixed: bool) -> Vec<KvCache> {
-        (0..self.layers.len())
-            .map(|_| {
-                if fixed {
-                    KvCache::fixed(max_len)
-                } else {
-                    KvCache::growing()
-                }
-            })
-            .collect()
+    /// A fresh decoder state; `fixed` preallocates the KV caches for `max_len` tokens
+    /// (inference only: no gradient flows through them).
+    pub fn new_state(&self, max_len: usize, fixed: bool) -> DecoderState {
+        match &self.decoder {
+            Decoder::Transformer { layers, .. } => DecoderState::Kv(
+                (0..layers.len())
+                    .map(|_| {
+                        if fixed {
+                            KvCache::fixed(max_len)
+                        } else {
+                            KvCache::growing()
+                        }
+                    })
+                    .collect(),
+            ),
+            Decoder::Gru(_) => DecoderState::Gru(None),
+        }
+    }
+
+    /// The reasoning token built from the decoder output `o` (plain or residual), with
+    /// ReaRec's position embedding of reasoning step `steps[r]` added, and LatentR3's
+    /// exploration noise while sampling.
+    fn latent_token(
+        &self,
+        o: &Tensor,
+        steps: &[u32],
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let mut r = match &self.refine {
+            Some(refine) => (o + refine.forward(o)?)?,
+            None => o.clone(),
+        };
+        if let Some(table) = &self.reasoning_positions {
+            let last = table.dim(0)?.saturating_sub(1) as u32;
+            let idx: Vec<u32> = steps.iter().map(|&k| k.min(last)).collect();
+            let idx = Tensor::from_vec(idx, steps.len(), o.device())?;
+            r = (r + table.index_select(&idx, 0)?)?;
+        }
+        r = self.explore(&r, rng)?;
+        Ok(r)
+    }
+
+    /// Adds LatentR3's Gaussian noise `N(0, sigma^2)` to latent tokens while sampling.
+    fn explore(&self, r: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let sigma = self.policy.latent_noise;
+        match rng {
+            Some(rng) if sigma > 0.0 => {
+                let noise: Vec<f32> = (0..r.elem_count())
+                    .map(|_| (sigma * crate::sim::normal(rng)) as f32)
+                    .collect();
+                r + Tensor::from_vec(noise, r.shape(), r.device())?
+            }
+            _ => Ok(r.clone()),
+        }
     }
 
     /// Generates a list of `list_lens[r]` items for every row (spec §4, steps 1-4).
@@ -216,7 +398,7 @@ impl Generator {
         list_lens: &[usize],
         mut opts: DecodeOptions<'_>,
     ) -> Result<Decoded> {
-        let (b, n, d) = pool.h.dims3()?;
+        let (b, n, _) = pool.h.dims3()?;
         let device = pool.h.device();
         let p = self.policy;
         let targets: Vec<usize> = list_lens
@@ -228,7 +410,7 @@ impl Generator {
         let max_steps = self.cfg.max_sequence(max_len);
         let mut rows: Vec<RowState> = targets.iter().map(|&t| RowState::new(t)).collect();
         let mut available: Vec<f32> = pool.mask.flatten_all()?.to_vec1()?;
-        let mut caches = self.new_caches(max_steps + 1, !opts.track_log_prob);
+        let mut state = self.new_state(max_steps + 1, !opts.track_log_prob);
         let mut history: Vec<Tensor> = Vec::new();
         let mut log_probs: Vec<Tensor> = Vec::new();
         let mut x = pool.s0.clone();
@@ -236,7 +418,7 @@ impl Generator {
         let mut dist = vec![0f32; n];
         while rows.iter().any(|r| !r.done()) && t < max_steps {
             let o = if opts.use_cache {
-                self.decoder_step(&x, t, &mut caches)?
+                self.decoder_step(&x, t, &mut state)?
             } else {
                 history.push(x.unsqueeze(1)?);
                 let all = self.decoder_full(&Tensor::cat(&history, 1)?)?;
@@ -247,8 +429,8 @@ impl Generator {
             let host: Vec<f32> = scores.flatten_all()?.to_vec1()?;
             let mut weights = vec![0f32; b * n];
             let mut picks = vec![0u32; b];
-            let mut reason_plain = vec![0u8; b];
-            let mut reason_context = vec![0u8; b];
+            let mut reasoning = vec![0u8; b];
+            let mut reasoning_step = vec![0u32; b];
             let mut recommend = vec![0f32; b];
             for (row, state) in rows.iter_mut().enumerate() {
                 if state.done() {
@@ -262,18 +444,17 @@ impl Generator {
                 let w = &mut weights[row * n..(row + 1) * n];
                 if state.reasons(&p, entropy) {
                     // Step 3: a reasoning token.
-                    match p.token {
-                        ReasoningToken::Plain => reason_plain[row] = 1,
-                        ReasoningToken::ContextAware => {
-                            masked_softmax(a, avail, p.tau_reason, w);
-                            reason_context[row] = 1;
-                        }
+                    if p.token == ReasoningToken::ContextAware {
+                        masked_softmax(a, avail, p.tau_reason, w);
                     }
+                    reasoning[row] = 1;
+                    reasoning_step[row] = state.since_item as u32;
                     state.since_item += 1;
                 } else {
                     // Step 4: recommend from `softmax(a / tau_c)`.
                     masked_softmax(a, avail, p.tau_recommend, &mut dist);
-                    let item = choose(&dist, avail, &mut opts.selection);
+                    let at = (row, state.list.len());
+                    let item = choose(&dist, avail, &mut opts.selection, at);
                     w[item] = 1.0;
                     picks[row] = item as u32;
                     recommend[row] = 1.0;
@@ -282,15 +463,16 @@ impl Generator {
                 }
             }
             let mut w = Tensor::from_vec(weights, (b, 1, n), device)?;
+            let reasons = reasoning.contains(&1);
             if opts.track_log_prob {
                 let avail = Tensor::from_slice(&available, (b, n), device)?;
                 // `available` already lost this step's picks: put them back for the softmax.
                 let before = (avail + pick_mask(&picks, &recommend, n, device)?)?;
                 let masked = mask_scores(&scores, &before)?;
-                if reason_context.contains(&1) {
+                if reasons && p.token == ReasoningToken::ContextAware {
                     let soft = candle_nn::ops::softmax_last_dim(&(&masked / p.tau_reason)?)?
                         .unsqueeze(1)?;
-                    let m = Tensor::from_slice(&reason_context, (b, 1, 1), device)?
+                    let m = Tensor::from_slice(&reasoning, (b, 1, 1), device)?
                         .broadcast_as((b, 1, n))?;
                     w = m.where_cond(&soft, &w)?;
                 }
@@ -299,11 +481,32 @@ impl Generator {
                     .gather(&pick_t, 1)?
                     .squeeze(1)?;
                 log_probs.push((lp * Tensor::from_slice(&recommend, b, device)?)?);
+                if let (Some(decay), Selection::Forced(targets), true) =
+                    (p.progressive_decay, &opts.selection, reasons)
+                {
+                    log_probs.push(progressive_log_prob(
+                        &masked,
+                        &reasoning_step,
+                        &reasoning,
+                        |row| targets[row].get(rows[row].list.len()).copied(),
+                        p.tau0,
+                        decay,
+                    )?);
+                }
             }
             x = w.matmul(&pool.h)?.squeeze(1)?;
-            if reason_plain.contains(&1) {
-                let m = Tensor::from_slice(&reason_plain, (b, 1), device)?.broadcast_as((b, d))?;
-                x = m.where_cond(&o, &x)?;
+            if reasons {
+                let base = match p.token {
+                    ReasoningToken::ContextAware => x.clone(),
+                    ReasoningToken::Plain | ReasoningToken::Residual => o,
+                };
+                let rng = match &mut opts.selection {
+                    Selection::Sample(rng) => Some(&mut **rng),
+                    _ => None,
+                };
+                let latent = self.latent_token(&base, &reasoning_step, rng)?;
+                let m = Tensor::from_slice(&reasoning, (b, 1), device)?.broadcast_as(x.shape())?;
+                x = m.where_cond(&latent, &x)?;
             }
             t += 1;
         }
@@ -318,6 +521,36 @@ impl Generator {
             steps: t,
         })
     }
+}
+
+/// ReaRec's progressive loss term: at reasoning step `k` of each reasoning row, the log
+/// probability of the row's next target under `softmax(a / (tau_0 decay^(k+1)))` — the
+/// temperature falls as reasoning goes on, so later steps are pushed to be sharper.
+fn progressive_log_prob(
+    masked: &Tensor,
+    step: &[u32],
+    reasoning: &[u8],
+    target: impl Fn(usize) -> Option<usize>,
+    tau0: f64,
+    decay: f64,
+) -> Result<Tensor> {
+    let b = step.len();
+    let mut inv_tau = vec![1f32; b];
+    let mut index = vec![0u32; b];
+    let mut weight = vec![0f32; b];
+    for row in 0..b {
+        if let (1, Some(j)) = (reasoning[row], target(row)) {
+            inv_tau[row] = (1.0 / (tau0 * decay.powi(step[row] as i32 + 1))) as f32;
+            index[row] = j as u32;
+            weight[row] = 1.0;
+        }
+    }
+    let device = masked.device();
+    let scaled = masked.broadcast_mul(&Tensor::from_vec(inv_tau, (b, 1), device)?)?;
+    let lp = candle_nn::ops::log_softmax(&scaled, D::Minus1)?
+        .gather(&Tensor::from_vec(index, (b, 1), device)?, 1)?
+        .squeeze(1)?;
+    lp * Tensor::from_vec(weight, b, device)?
 }
 
 /// One-hot `[b, n]` of this step's picks (rows that recommended).
@@ -414,18 +647,30 @@ impl RowState {
     }
 }
 
-/// Picks an available candidate: argmax, or a draw from `probs` (renormalised over the
-/// available ones, so rounding can never pick a taken or padded slot).
-fn choose(probs: &[f32], available: &[f32], selection: &mut Selection<'_>) -> usize {
+/// Picks an available candidate for row `at.0`, position `at.1`: argmax, a draw from
+/// `probs` (renormalised over the available ones, so rounding can never pick a taken or
+/// padded slot), or the forced target (greedy if the target is missing or taken).
+fn choose(
+    probs: &[f32],
+    available: &[f32],
+    selection: &mut Selection<'_>,
+    at: (usize, usize),
+) -> usize {
     let candidates = probs
         .iter()
         .zip(available)
         .enumerate()
         .filter(|(_, (_, &a))| a > 0.0);
+    let argmax = candidates
+        .clone()
+        .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))
+        .map_or(0, |(j, _)| j);
     match selection {
-        Selection::Greedy => candidates
-            .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))
-            .map_or(0, |(j, _)| j),
+        Selection::Greedy => argmax,
+        Selection::Forced(targets) => match targets.get(at.0).and_then(|t| t.get(at.1)) {
+            Some(&j) if available.get(j).is_some_and(|&a| a > 0.0) => j,
+            _ => argmax,
+        },
         Selection::Sample(rng) => {
             let total: f64 = candidates.clone().map(|(_, (&p, _))| f64::from(p)).sum();
             let mut u = rng.random::<f64>() * total;

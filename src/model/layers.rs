@@ -188,3 +188,10 @@ pub fn mask_scores(xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
 pub fn masked_sum(xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
     xs.broadcast_mul(&mask.unsqueeze(D::Minus1)?)?.sum(1)
 }
+
+/// Additive key-padding mask `[b, 1, 1, n]` from a 0/1 mask `[b, n]`: padded keys are
+/// never attended to.
+pub fn padding_mask(mask: &Tensor) -> Result<Tensor> {
+    let (b, n) = mask.dims2()?;
+    ((mask - 1.0)? * f64::from(-NEG_INF))?.reshape((b, 1, 1, n))
+}

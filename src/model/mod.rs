@@ -1,5 +1,6 @@
 //! The EGLR models in candle (spec §3-4): the evaluator, the generator with
-//! entropy-guided latent reasoning and a KV cache, and model bundles.
+//! entropy-guided latent reasoning and a KV cache, the paper's baselines as
+//! configurations of it (or of the score-and-sort [`Scorer`]), and model bundles.
 
 mod bundle;
 mod config;
@@ -7,15 +8,24 @@ mod embedding;
 mod evaluator;
 mod generator;
 mod layers;
+mod ranker;
+mod reward;
+mod scorer;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, TrainingInfo, BUNDLE_FORMAT};
 pub use config::{
-    EvaluatorConfig, GeneratorConfig, ReasoningMode, ReasoningPolicy, ReasoningToken, Variant,
+    Architecture, DecoderKind, EvaluatorConfig, GeneratorConfig, ReasoningMode, ReasoningPolicy,
+    ReasoningToken, Recipe, Rl, ScorerKind, Variant,
 };
 pub use embedding::{FeatureEmbedding, PoolTensors};
 pub use evaluator::{evaluator_loss, gather_rows, Evaluator, ListScores};
-pub use generator::{DecodeOptions, Decoded, EncodedPool, Generator, PositionTrace, Selection};
-pub use layers::KvCache;
+pub use generator::{
+    DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
+};
+pub use layers::{mask_scores, KvCache};
+pub use ranker::Ranker;
+pub use reward::{group_advantages, rewards, Reward};
+pub use scorer::Scorer;
 
 #[cfg(test)]
 mod tests;

@@ -79,7 +79,7 @@ fn kv_cache_matches_full_recompute() {
     let tokens = Tensor::randn(0f32, 1.0, (3, 9, cfg.d_model), &Device::Cpu).expect("tokens");
     let full = g.decoder_full(&tokens).expect("full");
     for fixed in [false, true] {
-        let mut caches = g.new_caches(9, fixed);
+        let mut caches = g.new_state(9, fixed);
         for t in 0..9 {
             let x = tokens
                 .narrow(1, t, 1)

@@ -12,7 +12,7 @@ use candle_core::Device;
 use super::metrics::ServeMetrics;
 use super::model_store::LiveModel;
 use crate::config::BatchingConfig;
-use crate::model::{Bundle, DecodeOptions, PoolTensors};
+use crate::model::{Bundle, PoolTensors};
 use crate::schema::{RankedItem, RerankRequest, RerankResult};
 
 /// A valid request taken off the requests topic.
@@ -56,11 +56,8 @@ pub fn rank_batch(
         .map(|r| (&r.user, r.candidates.as_slice()))
         .collect();
     let tensors = PoolTensors::new(&bundle.encoder.encode(&pools), &bundle.encoder, device)?;
-    let encoded = bundle.generator.encode(&tensors)?;
     let lens: Vec<usize> = requests.iter().map(|r| r.list_len).collect();
-    let decoded = bundle
-        .generator
-        .decode(&encoded, &lens, DecodeOptions::greedy())?;
+    let decoded = bundle.ranker.rank(&tensors, &lens, &bundle.evaluator)?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

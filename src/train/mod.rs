@@ -1,9 +1,11 @@
-//! Training (spec §5): the evaluator on logged lists, then GRPO for the generator
+//! Training (spec §5): the evaluator on logged lists, then the re-ranker by its
+//! variant's recipe — a supervised stage on logged clicks and/or RL (GRPO or PPO)
 //! against the frozen evaluator; the result is a model bundle.
 
 mod data;
 mod evaluator;
-mod grpo;
+mod rl;
+mod supervised;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,15 +14,18 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{Dataset, Example};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch};
-pub use grpo::{group_advantages, pool_tensors, rewards, train_grpo, GrpoReport, Reward};
+pub use rl::{pool_tensors, train_rl, RlReport};
+pub use supervised::{train_supervised, SupervisedReport};
 
+use crate::features::FeatureEncoder;
 use crate::logs::LogError;
 use crate::model::{
-    Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, Generator, GeneratorConfig,
-    TrainingInfo, BUNDLE_FORMAT,
+    Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, GeneratorConfig, Ranker,
+    TrainingInfo, Variant, BUNDLE_FORMAT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +63,16 @@ pub struct TrainingConfig {
     pub group_size: usize,
     pub grpo_steps: usize,
     pub reward: Reward,
-    /// Log a progress line every this many GRPO steps.
+    /// PPO (EG-Rerank): clip range `eps` of the probability ratio.
+    pub ppo_clip: f64,
+    /// PPO: updates per sampled batch.
+    pub ppo_epochs: usize,
+    /// Updates of the supervised stage (PRM, DLCM, Seq2Slate, ReaRec, and the SFT of
+    /// LatentR3 and STREAM-Rec), at `generator_lr`.
+    pub supervised_steps: usize,
+    /// Clicked lists per supervised update.
+    pub supervised_batch: usize,
+    /// Log a progress line every this many steps.
     pub progress_every: usize,
 }
 
@@ -76,6 +90,10 @@ impl Default for TrainingConfig {
             group_size: 8,
             grpo_steps: 600,
             reward: Reward::Dcg,
+            ppo_clip: 0.2,
+            ppo_epochs: 2,
+            supervised_steps: 300,
+            supervised_batch: 64,
             progress_every: 25,
         }
     }
@@ -100,11 +118,19 @@ impl TrainingConfig {
         for (key, v) in [
             ("training.evaluator_batch", self.evaluator_batch),
             ("training.grpo_pools_per_step", self.grpo_pools_per_step),
+            ("training.ppo_epochs", self.ppo_epochs),
+            ("training.supervised_batch", self.supervised_batch),
             ("training.progress_every", self.progress_every),
         ] {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if !(self.ppo_clip > 0.0 && self.ppo_clip < 1.0) {
+            return Err((
+                "training.ppo_clip",
+                format!("{} is not in (0, 1)", self.ppo_clip),
+            ));
         }
         if self.group_size < 2 {
             return Err((
@@ -144,7 +170,8 @@ pub fn restore(vars: &VarMap, snap: &HashMap<String, Tensor>) -> candle_core::Re
 /// Re-draws every variable from a seeded RNG, with the distributions candle initialises
 /// them with (candle's CPU RNG cannot be seeded, and training must be reproducible):
 /// linear weights Kaiming-normal `N(0, 2 / fan_in)`, biases
-/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, embedding tables
+/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, GRU weights `U(-1/sqrt(h), 1/sqrt(h))`, embedding
+/// and position tables
 /// `N(0, 1)`, layer norms 1 and 0, the evaluator's `cls` token `N(0, 0.02)`.
 pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
     use rand::{Rng, SeedableRng};
@@ -181,6 +208,9 @@ pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
             (0..n)
                 .map(|_| crate::sim::normal(&mut rng) as f32)
                 .collect()
+        } else if name.contains("_ih_l") || name.contains("_hh_l") {
+            // GRU weights and biases `[3h, ..]`: U(-1/sqrt(h), 1/sqrt(h)) as in PyTorch.
+            uniform(&mut rng, shape[0] / 3)
         } else if name.ends_with(".weight") && shape.len() == 2 {
             let std = (2.0 / shape[1].max(1) as f64).sqrt();
             (0..n)
@@ -221,7 +251,43 @@ pub struct TrainOutcome {
     pub train_lists: usize,
     pub validation_lists: usize,
     pub evaluator: Option<EvaluatorReport>,
-    pub grpo: GrpoReport,
+    pub ranker: RankerReport,
+}
+
+/// How the re-ranker's training stages went (each present when its recipe has it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RankerReport {
+    pub supervised: Option<SupervisedReport>,
+    pub rl: Option<RlReport>,
+}
+
+/// Trains `ranker` (variables `vars`) by `variant`'s recipe: the supervised stage on the
+/// logged clicks of `examples`, then RL against the frozen `evaluator` on their pools.
+#[allow(clippy::too_many_arguments)]
+pub fn train_ranker(
+    variant: Variant,
+    ranker: &Ranker,
+    vars: &VarMap,
+    evaluator: &Evaluator,
+    cfg: &TrainingConfig,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    list_len: usize,
+    device: &Device,
+) -> Result<RankerReport, TrainError> {
+    let recipe = variant.recipe();
+    let supervised = if recipe.supervised {
+        Some(train_supervised(ranker, vars, cfg, examples, enc, device)?)
+    } else {
+        None
+    };
+    let rl = match (recipe.rl, ranker.generator()) {
+        (Some(method), Some(generator)) => Some(train_rl(
+            method, generator, vars, evaluator, cfg, examples, enc, list_len, device,
+        )?),
+        _ => None,
+    };
+    Ok(RankerReport { supervised, rl })
 }
 
 /// Evaluator (trained or reused), then GRPO, then a bundle at `job.out`.
@@ -286,15 +352,16 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         VarBuilder::from_tensors(snapshot(&evaluator_vars)?, DType::F32, device),
     )?;
     let generator_vars = VarMap::new();
-    let generator = Generator::new(
+    let ranker = Ranker::new(
         &job.generator,
         enc,
         job.max_list_len,
         VarBuilder::from_varmap(&generator_vars, DType::F32, device),
     )?;
     seeded_init(&generator_vars, job.training.seed ^ 0x6765_6e65)?;
-    let grpo = train_grpo(
-        &generator,
+    let ranker_report = train_ranker(
+        job.generator.variant,
+        &ranker,
         &generator_vars,
         &frozen,
         &job.training,
@@ -307,7 +374,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         train_lists: dataset.train.len(),
         validation_lists: dataset.validation.len(),
         evaluator: evaluator_report,
-        grpo,
+        ranker: ranker_report,
     };
     let meta = BundleMeta {
         format: BUNDLE_FORMAT,

@@ -1,7 +1,10 @@
-//! Stage 2 (spec §5): GRPO for the generator against the frozen evaluator, fully
-//! on-policy. For each pool, `G` lists are sampled; each list's reward comes from the
-//! evaluator re-scoring the generated list; advantages are normalised within the group;
-//! the loss is `-mean_g(A_g * sum_t log p(l_t^g)) / L`.
+//! Stage 2 (spec §5): reinforcement learning of the generator against the frozen
+//! evaluator. For each pool, `G` lists are sampled; each list's reward comes from the
+//! evaluator re-scoring the generated list; advantages are normalised within the group.
+//! GRPO (EGLR) takes one on-policy step on `-mean_g(A_g * sum_t log p(l_t^g)) / L`;
+//! PPO (EG-Rerank) re-scores the same lists for `ppo_epochs` steps on the clipped
+//! surrogate `-mean_g(min(rho_g A_g, clip(rho_g, 1 - eps, 1 + eps) A_g)) / L` with the
+//! per-list ratio `rho_g = p_new(list) / p_old(list)`.
 
 use std::time::Instant;
 
@@ -10,37 +13,15 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::data::Example;
 use super::{TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
-use crate::metrics::dcg_reward;
-use crate::model::{DecodeOptions, Decoded, Evaluator, Generator, PoolTensors, Selection};
-
-/// What the generator is rewarded with (spec §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reward {
-    /// `sum_t yhat_t / log2(t + 1)` (eq. 18).
-    Dcg,
-    /// The list-wise head's predicted utility `vhat = exp(z)`.
-    Listwise,
-}
-
-/// `(R_g - mean(R)) / (std(R) + eps)` within each consecutive group of `group` rewards.
-pub fn group_advantages(rewards: &[f32], group: usize) -> Vec<f32> {
-    const EPS: f32 = 1e-6;
-    rewards
-        .chunks(group.max(1))
-        .flat_map(|g| {
-            let n = g.len() as f32;
-            let mean = g.iter().sum::<f32>() / n;
-            let std = (g.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / n).sqrt();
-            g.iter().map(move |r| (r - mean) / (std + EPS))
-        })
-        .collect()
-}
+use crate::model::{
+    group_advantages, rewards, DecodeOptions, EncodedPool, Evaluator, Generator, PoolTensors, Rl,
+    Selection,
+};
 
 /// Pools of `examples` (initial order) as tensors.
 pub fn pool_tensors(
@@ -52,43 +33,9 @@ pub fn pool_tensors(
     PoolTensors::new(&enc.stack(&parts), enc, device)
 }
 
-/// Evaluator rewards of decoded lists of `pools`.
-pub fn rewards(
-    evaluator: &Evaluator,
-    pools: &PoolTensors,
-    decoded: &Decoded,
-    reward: Reward,
-) -> candle_core::Result<Vec<f32>> {
-    let orders = decoded.orders();
-    let l = orders.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let b = orders.len();
-    let mut index = vec![0u32; b * l];
-    let mut mask = vec![0f32; b * l];
-    for (r, order) in orders.iter().enumerate() {
-        for (t, &j) in order.iter().enumerate() {
-            index[r * l + t] = j as u32;
-            mask[r * l + t] = 1.0;
-        }
-    }
-    let device = pools.mask.device();
-    let order = Tensor::from_vec(index, (b, l), device)?;
-    let mask_t = Tensor::from_vec(mask.clone(), (b, l), device)?;
-    let scores = evaluator.forward(pools, Some(&order), &mask_t)?;
-    Ok(match reward {
-        Reward::Dcg => {
-            let yhat: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()?;
-            yhat.iter()
-                .zip(&orders)
-                .map(|(y, o)| dcg_reward(&y[..o.len()]) as f32)
-                .collect()
-        }
-        Reward::Listwise => scores.list_logit.exp()?.to_vec1()?,
-    })
-}
-
-/// How GRPO went: the mean reward of the sampled lists over training.
+/// How RL went: the mean reward of the sampled lists over training.
 #[derive(Debug, Clone, Serialize)]
-pub struct GrpoReport {
+pub struct RlReport {
     pub steps: usize,
     /// Mean sampled-list reward per progress window, in order.
     pub reward_curve: Vec<f64>,
@@ -96,9 +43,10 @@ pub struct GrpoReport {
     pub seconds: f64,
 }
 
-/// Runs `cfg.grpo_steps` updates of `generator` (variables `vars`).
+/// Runs `cfg.grpo_steps` batches of `generator` (variables `vars`) with `method`.
 #[allow(clippy::too_many_arguments)]
-pub fn train_grpo(
+pub fn train_rl(
+    method: Rl,
     generator: &Generator,
     vars: &VarMap,
     evaluator: &Evaluator,
@@ -107,7 +55,7 @@ pub fn train_grpo(
     enc: &FeatureEncoder,
     list_len: usize,
     device: &Device,
-) -> Result<GrpoReport, TrainError> {
+) -> Result<RlReport, TrainError> {
     if pools.is_empty() {
         return Err(TrainError::Empty(0));
     }
@@ -125,7 +73,7 @@ pub fn train_grpo(
     order.shuffle(&mut rng);
     let mut cursor = 0;
     let g = cfg.group_size;
-    let mut report = GrpoReport {
+    let mut report = RlReport {
         steps: 0,
         reward_curve: Vec::new(),
         reasoning_steps_per_list: 0.0,
@@ -163,8 +111,22 @@ pub fn train_grpo(
             .as_ref()
             .ok_or(TrainError::Internal("decode returned no log-probabilities"))?;
         let adv = Tensor::from_vec(adv, batch.len(), device)?;
-        let loss = ((adv * log_prob)?.mean_all()?.neg()? / list_len as f64)?;
-        opt.backward_step(&loss)?;
+        match method {
+            Rl::Grpo => {
+                let loss = ((adv * log_prob)?.mean_all()?.neg()? / list_len as f64)?;
+                opt.backward_step(&loss)?;
+            }
+            Rl::Ppo => {
+                let old = log_prob.detach();
+                let orders = decoded.orders();
+                // The first epoch's policy is the sampling one: its graph is reused.
+                opt.backward_step(&ppo_loss(log_prob, &old, &adv, cfg.ppo_clip, list_len)?)?;
+                for _ in 1..cfg.ppo_epochs {
+                    let new = rescore(generator, &pt, &orders)?;
+                    opt.backward_step(&ppo_loss(&new, &old, &adv, cfg.ppo_clip, list_len)?)?;
+                }
+            }
+        }
 
         window_reward += r.iter().map(|&x| f64::from(x)).sum::<f64>();
         for list in &decoded.lists {
@@ -188,7 +150,7 @@ pub fn train_grpo(
                 entropy = window_entropy / n,
                 reasoning_steps_per_list = window_reasoning / n,
                 lists_per_s = (step * batch.len()) as f64 / started.elapsed().as_secs_f64(),
-                "grpo"
+                "rl ({method:?})"
             );
             (
                 window_reward,
@@ -200,4 +162,40 @@ pub fn train_grpo(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The clipped surrogate, negated and divided by the list length.
+fn ppo_loss(
+    log_prob: &Tensor,
+    old: &Tensor,
+    adv: &Tensor,
+    clip: f64,
+    list_len: usize,
+) -> candle_core::Result<Tensor> {
+    let ratio = (log_prob - old)?.exp()?;
+    let unclipped = (&ratio * adv)?;
+    let clipped = (ratio.clamp(1.0 - clip, 1.0 + clip)? * adv)?;
+    unclipped.minimum(&clipped)?.mean_all()?.neg()? / list_len as f64
+}
+
+/// `log p(list)` of given lists under the generator's current weights (teacher forcing).
+fn rescore(
+    generator: &Generator,
+    pools: &PoolTensors,
+    orders: &[Vec<usize>],
+) -> candle_core::Result<Tensor> {
+    let encoded: EncodedPool = generator.encode(pools)?;
+    let lens: Vec<usize> = orders.iter().map(Vec::len).collect();
+    generator
+        .decode(
+            &encoded,
+            &lens,
+            DecodeOptions {
+                selection: Selection::Forced(orders),
+                track_log_prob: true,
+                use_cache: true,
+            },
+        )?
+        .log_prob
+        .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
 }

@@ -1,0 +1,179 @@
+//! The supervised stage, on logged clicks: the score-and-sort baselines' list-wise
+//! softmax losses (PRM, DLCM) and teacher-forced pointer training toward the clicked
+//! items (Seq2Slate, ReaRec, and the SFT stage of LatentR3 and STREAM-Rec).
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::data::Example;
+use super::rl::pool_tensors;
+use super::{TrainError, TrainingConfig};
+use crate::features::FeatureEncoder;
+use crate::model::{DecodeOptions, Generator, PoolTensors, Ranker, Scorer, ScorerKind, Selection};
+
+/// How the supervised stage went.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupervisedReport {
+    pub steps: usize,
+    /// Mean loss per progress window, in order.
+    pub loss_curve: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// Runs `cfg.supervised_steps` updates of `ranker` on lists with at least one click
+/// (a list without one says nothing about which item should come first).
+pub fn train_supervised(
+    ranker: &Ranker,
+    vars: &VarMap,
+    cfg: &TrainingConfig,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> Result<SupervisedReport, TrainError> {
+    let clicked: Vec<&Example> = examples
+        .iter()
+        .filter(|e| e.clicks.contains(&true))
+        .collect();
+    if clicked.is_empty() {
+        return Err(TrainError::Empty(0));
+    }
+    let started = Instant::now();
+    let mut opt = AdamW::new(
+        vars.all_vars(),
+        ParamsAdamW {
+            lr: cfg.generator_lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5346_5400);
+    let mut order: Vec<usize> = (0..clicked.len()).collect();
+    order.shuffle(&mut rng);
+    let mut cursor = 0;
+    let mut report = SupervisedReport {
+        steps: 0,
+        loss_curve: Vec::new(),
+        seconds: 0.0,
+    };
+    let (mut window_loss, mut window_steps) = (0.0, 0usize);
+    for step in 1..=cfg.supervised_steps {
+        let mut batch = Vec::with_capacity(cfg.supervised_batch);
+        for _ in 0..cfg.supervised_batch.min(clicked.len()) {
+            if cursor == order.len() {
+                order.shuffle(&mut rng);
+                cursor = 0;
+            }
+            batch.push(clicked[order[cursor]]);
+            cursor += 1;
+        }
+        let pools = pool_tensors(&batch, enc, device)?;
+        let loss = match ranker {
+            Ranker::Scorer(s) => scorer_loss(s, &pools, &batch)?,
+            Ranker::Generator(g) => pointer_loss(g, &pools, &batch)?,
+        };
+        opt.backward_step(&loss)?;
+        window_loss += f64::from(loss.to_scalar::<f32>()?);
+        window_steps += 1;
+        report.steps = step;
+        if step % cfg.progress_every == 0 || step == cfg.supervised_steps {
+            let mean = window_loss / window_steps as f64;
+            report.loss_curve.push(mean);
+            tracing::info!(
+                step,
+                steps = cfg.supervised_steps,
+                loss = mean,
+                "supervised"
+            );
+            (window_loss, window_steps) = (0.0, 0);
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Served items as a `[b, n]` mask and their clicks as `[b, n]` labels.
+fn served_labels(
+    batch: &[&Example],
+    n: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let mut served = vec![0f32; batch.len() * n];
+    let mut labels = vec![0f32; batch.len() * n];
+    for (r, e) in batch.iter().enumerate() {
+        for (&j, &c) in e.served.iter().zip(&e.clicks) {
+            served[r * n + j] = 1.0;
+            labels[r * n + j] = f32::from(u8::from(c));
+        }
+    }
+    Ok((
+        Tensor::from_vec(served, (batch.len(), n), device)?,
+        Tensor::from_vec(labels, (batch.len(), n), device)?,
+    ))
+}
+
+/// List-wise softmax loss over the served items (the only ones with a label):
+/// `-sum_i w_i log softmax(s)_i`. PRM weighs each click 1 (softmax log-loss); DLCM's
+/// attention-rank loss uses the normalised gains `(2^y - 1) / sum(2^y - 1)`.
+fn scorer_loss(
+    scorer: &Scorer,
+    pools: &PoolTensors,
+    batch: &[&Example],
+) -> candle_core::Result<Tensor> {
+    let scores = scorer.forward(pools)?;
+    let (b, n) = scores.dims2()?;
+    let (served, labels) = served_labels(batch, n, scores.device())?;
+    let log_p =
+        candle_nn::ops::log_softmax(&crate::model::mask_scores(&scores, &served)?, D::Minus1)?;
+    let weights = match scorer.kind() {
+        ScorerKind::Prm => labels,
+        // Binary clicks: 2^y - 1 = y.
+        ScorerKind::Dlcm => labels.broadcast_div(&labels.sum_keepdim(1)?)?,
+    };
+    ((weights * log_p)?.sum_all()? / b as f64)?.neg()
+}
+
+/// Teacher forcing toward the clicked items: the decoder places each list's clicked
+/// items (in pool order) and is trained on `-log p` of each (Seq2Slate's per-step loss),
+/// plus the variant's own reasoning terms (ReaRec's progressive loss).
+fn pointer_loss(
+    generator: &Generator,
+    pools: &PoolTensors,
+    batch: &[&Example],
+) -> candle_core::Result<Tensor> {
+    let targets: Vec<Vec<usize>> = batch
+        .iter()
+        .map(|e| {
+            let mut clicked: Vec<usize> = e
+                .served
+                .iter()
+                .zip(&e.clicks)
+                .filter(|(_, &c)| c)
+                .map(|(&j, _)| j)
+                .collect();
+            clicked.sort_unstable();
+            clicked
+        })
+        .collect();
+    let lens: Vec<usize> = targets.iter().map(Vec::len).collect();
+    let encoded = generator.encode(pools)?;
+    let decoded = generator.decode(
+        &encoded,
+        &lens,
+        DecodeOptions {
+            selection: Selection::Forced(&targets),
+            track_log_prob: true,
+            use_cache: true,
+        },
+    )?;
+    let log_prob = decoded
+        .log_prob
+        .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))?;
+    let clicks: usize = lens.iter().sum();
+    (log_prob.sum_all()? / clicks.max(1) as f64)?.neg()
+}
