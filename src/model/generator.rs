@@ -127,7 +127,12 @@ pub enum DecoderState {
 #[derive(Debug, Clone)]
 enum Phi {
     Plain(Linear),
-    Hyper { weight: Tensor, bias: Tensor },
+    Hyper {
+        /// Maps the preference to the `d x d + d` parameters of phi.
+        hyper: Linear,
+        preference: Tensor,
+        d: usize,
+    },
 }
 
 impl Phi {
@@ -135,24 +140,29 @@ impl Phi {
         if !cfg.variant.architecture().hyper_encoder {
             return Ok(Phi::Plain(linear(d, d, vb.pp("deepsets.phi"))?));
         }
-        // The hypernetwork maps the preference to the `d x d + d` parameters of phi.
-        let hyper = linear(2, d * d + d, vb.pp("deepsets.hyper"))?;
         let pref: Vec<f32> = cfg.preference.iter().map(|&p| p as f32).collect();
-        let params = hyper
-            .forward(&Tensor::from_vec(pref, (1, 2), vb.device())?)?
-            .squeeze(0)?;
-        // Scaled like a Kaiming-initialised layer so the generated phi starts sane.
-        let weight = (params.narrow(0, 0, d * d)?.reshape((d, d))? / (d as f64).sqrt())?;
         Ok(Phi::Hyper {
-            weight,
-            bias: params.narrow(0, d * d, d)?,
+            hyper: linear(2, d * d + d, vb.pp("deepsets.hyper"))?,
+            preference: Tensor::from_vec(pref, (1, 2), vb.device())?,
+            d,
         })
     }
 
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
         match self {
             Phi::Plain(l) => l.forward(h),
-            Phi::Hyper { weight, bias } => h.broadcast_matmul(&weight.t()?)?.broadcast_add(bias),
+            Phi::Hyper {
+                hyper,
+                preference,
+                d,
+            } => {
+                // Generated at every call: the hypernetwork is what training updates.
+                let params = hyper.forward(preference)?.squeeze(0)?;
+                // Scaled like a Kaiming-initialised layer so the generated phi starts sane.
+                let weight = (params.narrow(0, 0, d * d)?.reshape((*d, *d))? / (*d as f64).sqrt())?;
+                let bias = params.narrow(0, d * d, *d)?;
+                h.broadcast_matmul(&weight.t()?)?.broadcast_add(&bias)
+            }
         }
     }
 }

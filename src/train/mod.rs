@@ -19,7 +19,7 @@ pub(crate) use data::is_validation;
 pub use data::{Dataset, Example};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch};
 pub use rl::{pool_tensors, train_rl, RlReport};
-pub use supervised::{train_supervised, SupervisedReport};
+pub use supervised::{supervised_loss, train_supervised, SupervisedReport};
 
 use crate::features::FeatureEncoder;
 use crate::logs::LogError;
@@ -398,5 +398,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     Ok(outcome)
 }
 
+#[cfg(test)]
+mod baseline_tests;
 #[cfg(test)]
 mod tests;

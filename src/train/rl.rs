@@ -199,3 +199,28 @@ fn rescore(
         .log_prob
         .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// A list whose probability already rose past `1 + eps` (with a positive advantage)
+    /// gets no more push; one whose probability fell still does.
+    #[test]
+    fn ppo_stops_pushing_a_ratio_past_the_clip() {
+        let device = Device::Cpu;
+        let log_prob = Var::new(&[0.5f32, -0.5], &device).expect("var");
+        let old = Tensor::new(&[0f32, 0.0], &device).expect("old");
+        let adv = Tensor::new(&[1f32, 1.0], &device).expect("adv");
+        let loss = super::ppo_loss(log_prob.as_tensor(), &old, &adv, 0.2, 1).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let g: Vec<f32> = grads
+            .get(log_prob.as_tensor())
+            .expect("grad")
+            .to_vec1()
+            .expect("vec");
+        assert_eq!(g[0], 0.0, "clipped: {g:?}");
+        // d/dx of -mean(e^x * 1) at x = -0.5 over 2 lists.
+        assert!((g[1] + (-0.5f32).exp() / 2.0).abs() < 1e-6, "{g:?}");
+    }
+}

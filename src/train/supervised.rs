@@ -72,11 +72,7 @@ pub fn train_supervised(
             batch.push(clicked[order[cursor]]);
             cursor += 1;
         }
-        let pools = pool_tensors(&batch, enc, device)?;
-        let loss = match ranker {
-            Ranker::Scorer(s) => scorer_loss(s, &pools, &batch)?,
-            Ranker::Generator(g) => pointer_loss(g, &pools, &batch)?,
-        };
+        let loss = supervised_loss(ranker, &batch, enc, device)?;
         opt.backward_step(&loss)?;
         window_loss += f64::from(loss.to_scalar::<f32>()?);
         window_steps += 1;
@@ -95,6 +91,20 @@ pub fn train_supervised(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The supervised loss of `ranker` on `batch` (lists with at least one click).
+pub fn supervised_loss(
+    ranker: &Ranker,
+    batch: &[&Example],
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let pools = pool_tensors(batch, enc, device)?;
+    match ranker {
+        Ranker::Scorer(s) => scorer_loss(s, &pools, batch),
+        Ranker::Generator(g) => pointer_loss(g, &pools, batch),
+    }
 }
 
 /// Served items as a `[b, n]` mask and their clicks as `[b, n]` labels.

@@ -35,7 +35,7 @@ fn auc_by_hand() {
 }
 
 /// A small pipeline: the shipped local features, small models, a small world.
-fn pipeline() -> PipelineConfig {
+pub(super) fn pipeline() -> PipelineConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut p =
         PipelineConfig::load(&root.join("pipelines/local.toml"), &[]).expect("local pipeline");
@@ -51,7 +51,7 @@ fn pipeline() -> PipelineConfig {
     p
 }
 
-fn simulate(dir: &Path, lists: u64, seed: u64) -> World {
+pub(super) fn simulate(dir: &Path, lists: u64, seed: u64) -> World {
     let world = World::small(3);
     let traffic = Traffic::new(&world, seed);
     let policy = RollPolicy {
@@ -65,7 +65,12 @@ fn simulate(dir: &Path, lists: u64, seed: u64) -> World {
     world
 }
 
-fn job<'a>(p: &'a PipelineConfig, data: &'a str, out: &'a Path, steps: usize) -> TrainJob<'a> {
+pub(super) fn job<'a>(
+    p: &'a PipelineConfig,
+    data: &'a str,
+    out: &'a Path,
+    steps: usize,
+) -> TrainJob<'a> {
     TrainJob {
         data,
         evaluator: p.evaluator.clone(),
