@@ -74,8 +74,8 @@ enum Command {
     Validate(validate::Args),
     /// Print the effective pipeline configuration after environment and flag overrides.
     Config(config::Args),
-    /// Train the evaluator on logged lists, then the generator with GRPO against it;
-    /// writes a model bundle.
+    /// Train the evaluator on logged lists, then the re-ranker (EGLR or a baseline) by its
+    /// recipe — GRPO, PPO or supervised on clicks — against it; writes a model bundle.
     Train(train::Args),
     /// Offline metrics (MAP, NDCG, Evaluator Score, oracle score) of a bundle and of the
     /// initial order on logged lists.
@@ -93,7 +93,8 @@ enum Command {
     /// Inference throughput of the generator on the worst-case workload, with and
     /// without the KV cache.
     Bench(bench::Args),
-    /// The ablation study on simulated data: every variant, several seeds, one table.
+    /// The ablation study (or, with `--suite paper`, the paper's baselines) on simulated
+    /// data or imported logs: every variant, several seeds, one table.
     Study(study::Args),
     /// The re-ranking consumer group: requests in, re-ranked lists out, bad input to the
     /// dead-letter topic, at least once. Starts an embedded broker when none is set.

@@ -1,4 +1,5 @@
-//! `eglr train`: evaluator on logged lists, then GRPO for the generator; writes a bundle.
+//! `eglr train`: evaluator on logged lists, then the re-ranker by its variant's recipe;
+//! writes a bundle.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     data: String,
 
-    /// Generator variant (overrides `generator.variant`).
+    /// Re-ranker: an EGLR ablation variant, a baseline or a transfer variant (overrides
+    /// `generator.variant`; `docs/models.md` lists what each is).
     #[arg(long, value_enum)]
     variant: Option<Variant>,
 
