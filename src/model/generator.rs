@@ -505,15 +505,16 @@ impl Generator {
                 }
             }
             x = w.matmul(&pool.h)?.squeeze(1)?;
-            if reasons {
-                let base = match p.token {
-                    ReasoningToken::ContextAware => x.clone(),
-                    ReasoningToken::Plain | ReasoningToken::Residual => o,
-                };
-                let rng = match &mut opts.selection {
-                    Selection::Sample(rng) => Some(&mut **rng),
-                    _ => None,
-                };
+            let rng = match &mut opts.selection {
+                Selection::Sample(rng) => Some(&mut **rng),
+                _ => None,
+            };
+            let from_output = p.token != ReasoningToken::ContextAware;
+            let noisy = rng.is_some() && p.latent_noise > 0.0;
+            // A context-aware token is already in `x` (its weights went into `W h`); the
+            // other tokens, positions and noise are built here.
+            if reasons && (from_output || noisy || self.reasoning_positions.is_some()) {
+                let base = if from_output { o } else { x.clone() };
                 let latent = self.latent_token(&base, &reasoning_step, rng)?;
                 let m = Tensor::from_slice(&reasoning, (b, 1), device)?.broadcast_as(x.shape())?;
                 x = m.where_cond(&latent, &x)?;
