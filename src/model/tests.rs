@@ -328,6 +328,18 @@ fn evaluator_ignores_padding() {
     }
 }
 
+fn ranker(cfg: &GeneratorConfig) -> (Ranker, VarMap) {
+    let vars = VarMap::new();
+    let r = Ranker::new(
+        cfg,
+        &encoder(),
+        12,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("ranker");
+    (r, vars)
+}
+
 /// An untrained judge with seeded weights.
 fn evaluator(enc: &FeatureEncoder) -> Evaluator {
     let vars = VarMap::new();
@@ -355,14 +367,7 @@ fn every_model_ranks_pools_of_different_sizes() {
             theta: 0.5,
             ..GeneratorConfig::default()
         };
-        let vars = VarMap::new();
-        let ranker = Ranker::new(
-            &cfg,
-            &enc,
-            12,
-            VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-        )
-        .expect("ranker");
+        let (ranker, _) = ranker(&cfg);
         let lists = ranker
             .rank(&pools, &[10, 10, 3], &judge)
             .expect("rank")
@@ -422,14 +427,7 @@ fn last_keeps_a_list_only_when_the_evaluator_prefers_it() {
         test_time_step: 0.5,
         ..GeneratorConfig::default()
     };
-    let vars = VarMap::new();
-    let ranker = Ranker::new(
-        &cfg,
-        &enc,
-        12,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("ranker");
+    let (ranker, vars) = ranker(&cfg);
     // Seeded weights: the "some list changed" check must not depend on candle's RNG.
     crate::train::seeded_init(&vars, 7).expect("init");
     let g = ranker.generator().expect("LAST is a generator");

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{group_advantages, rewards, Reward};
@@ -72,6 +74,10 @@ pub struct TrainingConfig {
     pub supervised_steps: usize,
     /// Clicked lists per supervised update.
     pub supervised_batch: usize,
+    /// Run the supervised stage before RL for every variant, not only for those whose
+    /// paper has one (LatentR3, STREAM-Rec): an SFT warm start for EGLR. Off by default
+    /// (spec §5 trains the generator with GRPO alone).
+    pub supervised_warm_start: bool,
     /// Log a progress line every this many steps.
     pub progress_every: usize,
 }
@@ -94,6 +100,7 @@ impl Default for TrainingConfig {
             ppo_epochs: 2,
             supervised_steps: 300,
             supervised_batch: 64,
+            supervised_warm_start: false,
             progress_every: 25,
         }
     }
@@ -139,6 +146,42 @@ impl TrainingConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// AdamW without weight decay over all of `vars` (the generator's optimiser).
+fn adamw(vars: &VarMap, lr: f64) -> candle_core::Result<AdamW> {
+    AdamW::new(
+        vars.all_vars(),
+        ParamsAdamW {
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+}
+
+/// Indices `0..n` drawn in passes, each pass in a fresh shuffle from the caller's RNG
+/// (which the caller also samples with, so one seed fixes both).
+struct Passes {
+    order: Vec<usize>,
+    cursor: usize,
+}
+
+impl Passes {
+    fn new(n: usize, rng: &mut ChaCha8Rng) -> Self {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        Self { order, cursor: 0 }
+    }
+
+    fn next(&mut self, rng: &mut ChaCha8Rng) -> usize {
+        if self.cursor == self.order.len() {
+            self.order.shuffle(rng);
+            self.cursor = 0;
+        }
+        self.cursor += 1;
+        self.order[self.cursor - 1]
     }
 }
 
@@ -276,7 +319,7 @@ pub fn train_ranker(
     device: &Device,
 ) -> Result<RankerReport, TrainError> {
     let recipe = variant.recipe();
-    let supervised = if recipe.supervised {
+    let supervised = if recipe.supervised || cfg.supervised_warm_start {
         Some(train_supervised(ranker, vars, cfg, examples, enc, device)?)
     } else {
         None

@@ -9,14 +9,13 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
-use rand::seq::SliceRandom;
+use candle_nn::{Optimizer, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::data::Example;
-use super::{TrainError, TrainingConfig};
+use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
 use crate::model::{
     group_advantages, rewards, DecodeOptions, EncodedPool, Evaluator, Generator, PoolTensors, Rl,
@@ -60,18 +59,9 @@ pub fn train_rl(
         return Err(TrainError::Empty(0));
     }
     let started = Instant::now();
-    let mut opt = AdamW::new(
-        vars.all_vars(),
-        ParamsAdamW {
-            lr: cfg.generator_lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adamw(vars, cfg.generator_lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x4752_504f);
-    let mut order: Vec<usize> = (0..pools.len()).collect();
-    order.shuffle(&mut rng);
-    let mut cursor = 0;
+    let mut passes = Passes::new(pools.len(), &mut rng);
     let g = cfg.group_size;
     let mut report = RlReport {
         steps: 0,
@@ -84,12 +74,7 @@ pub fn train_rl(
     for step in 1..=cfg.grpo_steps {
         let mut batch: Vec<&Example> = Vec::with_capacity(cfg.grpo_pools_per_step * g);
         for _ in 0..cfg.grpo_pools_per_step {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            let e = &pools[order[cursor]];
-            cursor += 1;
+            let e = &pools[passes.next(&mut rng)];
             batch.extend(std::iter::repeat_n(e, g));
         }
         let pt = pool_tensors(&batch, enc, device)?;

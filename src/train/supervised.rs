@@ -5,15 +5,14 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
-use rand::seq::SliceRandom;
+use candle_nn::{Optimizer, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::data::Example;
 use super::rl::pool_tensors;
-use super::{TrainError, TrainingConfig};
+use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
 use crate::model::{DecodeOptions, Generator, PoolTensors, Ranker, Scorer, ScorerKind, Selection};
 
@@ -44,18 +43,9 @@ pub fn train_supervised(
         return Err(TrainError::Empty(0));
     }
     let started = Instant::now();
-    let mut opt = AdamW::new(
-        vars.all_vars(),
-        ParamsAdamW {
-            lr: cfg.generator_lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adamw(vars, cfg.generator_lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5346_5400);
-    let mut order: Vec<usize> = (0..clicked.len()).collect();
-    order.shuffle(&mut rng);
-    let mut cursor = 0;
+    let mut passes = Passes::new(clicked.len(), &mut rng);
     let mut report = SupervisedReport {
         steps: 0,
         loss_curve: Vec::new(),
@@ -65,12 +55,7 @@ pub fn train_supervised(
     for step in 1..=cfg.supervised_steps {
         let mut batch = Vec::with_capacity(cfg.supervised_batch);
         for _ in 0..cfg.supervised_batch.min(clicked.len()) {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            batch.push(clicked[order[cursor]]);
-            cursor += 1;
+            batch.push(clicked[passes.next(&mut rng)]);
         }
         let loss = supervised_loss(ranker, &batch, enc, device)?;
         opt.backward_step(&loss)?;
