@@ -39,8 +39,9 @@ pub enum Variant {
     Seq2slate,
     /// EG-Rerank (Huzhang et al., arXiv 2003.11941): a GRU pointer generator trained with
     /// PPO (clipped ratio) against the evaluator. Simplified: the advantage is
-    /// group-normalised (G samples per pool) instead of a learned critic, and the ratio is
-    /// per list.
+    /// group-normalised (G samples per pool) instead of a learned critic, the ratio is
+    /// per list, and the paper's discriminator (which keeps exploration near the logged
+    /// data) is left out.
     #[value(name = "eg-rerank")]
     #[serde(rename = "eg-rerank")]
     EgRerank,
