@@ -263,7 +263,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         doc += &format!(
             "\n## The EGLR module on other backbones (paper Table 3)\n\nEach backbone without (`X`) and with \
              (`X+eglr`: entropy gate, context-aware token, dynamic temperature) the EGLR module, same training \
-             otherwise. `backbone`/`eglr` is our Transformer generator.\n\n{transfer}"
+             otherwise (`backbone`/`eglr`, when the study has both, is our Transformer generator).\n\n{transfer}"
         );
     }
     if !args.k_sweep.is_empty() {
