@@ -140,10 +140,26 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: library errors quote their cause in their
+/// own message, so a cause the message before it already quotes is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out += ": ";
+            }
+            out += &text;
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -210,4 +226,18 @@ fn load_pipeline(cli: &Cli) -> anyhow::Result<PipelineConfig> {
         .with_context(|| format!("loading pipeline {}", cli.pipeline.display()))?;
     tracing::debug!(pipeline = %cli.pipeline.display(), overrides = overrides.len(), "pipeline loaded");
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_the_message_quotes_is_said_once() {
+        let quoted = anyhow::Error::new(std::io::Error::other("disk gone"))
+            .context("cannot read x.toml: disk gone");
+        assert_eq!(report(&quoted), "cannot read x.toml: disk gone");
+        let chained = anyhow::anyhow!("disk gone").context("loading x.toml");
+        assert_eq!(report(&chained), "loading x.toml: disk gone");
+    }
 }
