@@ -83,7 +83,7 @@ pub enum Suite {
 impl Args {
     fn variants(&self) -> Vec<Variant> {
         self.variants.clone().unwrap_or_else(|| match self.suite {
-            Suite::Ablation => Variant::ALL.to_vec(),
+            Suite::Ablation => Variant::ABLATION.to_vec(),
             Suite::Paper => Variant::PAPER.to_vec(),
         })
     }

@@ -113,7 +113,7 @@ impl Variant {
     }
 
     /// The ablation of spec §4 (`eglr study` default).
-    pub const ALL: [Variant; 5] = [
+    pub const ABLATION: [Variant; 5] = [
         Variant::Backbone,
         Variant::V1,
         Variant::V2,
