@@ -162,27 +162,24 @@ impl<'a> Evaluation<'a> {
         let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
         // Pass@N samples from a generator; a scorer has nothing to sample (its Pass@N is
         // its one list).
-        let sampler = bundle.ranker.generator().filter(|_| opts.pass_at_n > 1);
-        let encoded = match sampler {
-            Some(g) => Some((g, g.encode(&pools)?)),
-            None => None,
-        };
-        let draws = opts.pass_at_n.saturating_sub(1);
-        for (g, encoded) in encoded.iter().flat_map(|e| std::iter::repeat_n(e, draws)) {
-            let sampled = g.decode(
-                encoded,
-                &lens,
-                DecodeOptions {
-                    selection: Selection::Sample(&mut self.rng),
-                    track_log_prob: false,
-                    use_cache: true,
-                },
-            )?;
-            let scores = rewards(&bundle.evaluator, &pools, &sampled, Reward::Dcg)?;
-            for (r, s) in scores.iter().enumerate() {
-                if *s > best_scores[r] {
-                    best_scores[r] = *s;
-                    best_lists[r] = sampled.lists[r].clone();
+        if let Some(g) = bundle.ranker.generator().filter(|_| opts.pass_at_n > 1) {
+            let encoded = g.encode(&pools)?;
+            for _ in 1..opts.pass_at_n {
+                let sampled = g.decode(
+                    &encoded,
+                    &lens,
+                    DecodeOptions {
+                        selection: Selection::Sample(&mut self.rng),
+                        track_log_prob: false,
+                        use_cache: true,
+                    },
+                )?;
+                let scores = rewards(&bundle.evaluator, &pools, &sampled, Reward::Dcg)?;
+                for (r, s) in scores.iter().enumerate() {
+                    if *s > best_scores[r] {
+                        best_scores[r] = *s;
+                        best_lists[r] = sampled.lists[r].clone();
+                    }
                 }
             }
         }

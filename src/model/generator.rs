@@ -100,6 +100,13 @@ impl Decoded {
             .map(|l| l.iter().map(|p| p.item).collect())
             .collect()
     }
+
+    /// The log-probabilities a decode with `track_log_prob` kept.
+    pub fn tracked_log_prob(&self) -> Result<&Tensor> {
+        self.log_prob
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
+    }
 }
 
 /// The decoder of the list: a causal Transformer (spec §4) or a GRU cell.
@@ -672,15 +679,17 @@ fn choose(
         .zip(available)
         .enumerate()
         .filter(|(_, (_, &a))| a > 0.0);
-    let argmax = candidates
-        .clone()
-        .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))
-        .map_or(0, |(j, _)| j);
+    let argmax = || {
+        candidates
+            .clone()
+            .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))
+            .map_or(0, |(j, _)| j)
+    };
     match selection {
-        Selection::Greedy => argmax,
+        Selection::Greedy => argmax(),
         Selection::Forced(targets) => match targets.get(at.0).and_then(|t| t.get(at.1)) {
             Some(&j) if available.get(j).is_some_and(|&a| a > 0.0) => j,
-            _ => argmax,
+            _ => argmax(),
         },
         Selection::Sample(rng) => {
             let total: f64 = candidates.clone().map(|(_, (&p, _))| f64::from(p)).sum();

@@ -113,10 +113,7 @@ fn test_time_update(
             use_cache: true,
         },
     )?;
-    let log_prob = sampled
-        .log_prob
-        .as_ref()
-        .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))?;
+    let log_prob = sampled.tracked_log_prob()?;
     let advantages = group_advantages(
         &rewards(evaluator, &repeated_pools, &sampled, Reward::Dcg)?,
         m,

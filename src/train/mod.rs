@@ -42,8 +42,6 @@ pub enum TrainError {
     Empty(usize),
     #[error("the evaluator bundle {path} does not fit: {message}")]
     Mismatch { path: String, message: String },
-    #[error("internal error: {0}")]
-    Internal(&'static str),
 }
 
 /// Optimisation settings (pipeline section `[training]`).

@@ -91,10 +91,7 @@ pub fn train_rl(
         )?;
         let r = rewards(evaluator, &pt, &decoded, cfg.reward)?;
         let adv = group_advantages(&r, g);
-        let log_prob = decoded
-            .log_prob
-            .as_ref()
-            .ok_or(TrainError::Internal("decode returned no log-probabilities"))?;
+        let log_prob = decoded.tracked_log_prob()?;
         let adv = Tensor::from_vec(adv, batch.len(), device)?;
         match method {
             Rl::Grpo => {
@@ -181,8 +178,8 @@ fn rescore(
                 use_cache: true,
             },
         )?
-        .log_prob
-        .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
+        .tracked_log_prob()
+        .cloned()
 }
 
 #[cfg(test)]

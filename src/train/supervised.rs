@@ -166,9 +166,7 @@ fn pointer_loss(
             use_cache: true,
         },
     )?;
-    let log_prob = decoded
-        .log_prob
-        .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))?;
+    let log_prob = decoded.tracked_log_prob()?;
     let clicks: usize = lens.iter().sum();
     (log_prob.sum_all()? / clicks.max(1) as f64)?.neg()
 }
