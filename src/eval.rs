@@ -279,7 +279,7 @@ impl<'a> Evaluation<'a> {
 
 /// Lists of plain item indices as a decode result.
 pub(crate) fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
-    let lists = lists
+    let lists: Vec<Vec<PositionTrace>> = lists
         .map(|l| {
             l.into_iter()
                 .map(|item| PositionTrace {
@@ -293,6 +293,7 @@ pub(crate) fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
         })
         .collect();
     Decoded {
+        upstream: vec![false; lists.len()],
         lists,
         log_prob: None,
         steps: 0,

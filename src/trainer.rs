@@ -248,14 +248,17 @@ fn click_metrics(
     holdout: &[Example],
     device: &Device,
 ) -> Result<ClickMetrics, TrainError> {
-    let (_, logloss, auc) = validate(
+    let v = validate(
         evaluator,
         &bundle.meta.evaluator,
         holdout,
         &bundle.encoder,
         device,
     )?;
-    Ok(ClickMetrics { auc, logloss })
+    Ok(ClickMetrics {
+        auc: v.auc,
+        logloss: v.logloss,
+    })
 }
 
 /// Held-out audit of `model`'s lists judged by `judge`.

@@ -235,6 +235,7 @@ fn print_summary(s: &Summary) {
                     row("initial (upstream)", h.initial),
                     row("point-wise sort (true relevance)", h.pointwise_sort),
                     row("list-wise search (true model)", h.listwise_search),
+                    row("list-wise search (observable inputs)", h.observable_search),
                 ],
             )
         );

@@ -142,6 +142,14 @@ impl PipelineConfig {
                 }
             }
         }
+        for (entity, spec) in [("user", &self.features.user), ("item", &self.features.item)] {
+            if let Some(name) = spec.exact.iter().find(|n| !spec.sparse.contains_key(*n)) {
+                return Err(invalid(
+                    &format!("features.{entity}.exact"),
+                    format!("{name:?} is not a sparse field of the {entity}: declare it under features.{entity}.sparse with its number of values"),
+                ));
+            }
+        }
         self.limits.validate().map_err(|(k, m)| invalid(k, m))?;
         self.batching.validate().map_err(|(k, m)| invalid(k, m))?;
         self.logs.validate().map_err(|(k, m)| invalid(k, m))?;

@@ -233,8 +233,14 @@ pub struct SimulatorConfig {
     pub segments: usize,
     /// Dimension of the user/item latent vectors.
     pub latent_dim: usize,
-    /// Candidates per request `n`. Offline benchmarks use `n = L`.
+    /// Candidates per request `n` (the largest pool when `pool_size_min` is set).
+    /// `n = L` is the offline case that only re-orders the logged list.
     pub pool_size: usize,
+    /// Smallest pool: each request's pool size is drawn uniformly from
+    /// `pool_size_min..=pool_size` (spec §1: production pools are larger than the list).
+    /// Unset: every pool has `pool_size` candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size_min: Option<usize>,
     /// Items the upstream ranker scores before it keeps the best `pool_size`.
     pub retrieval_size: usize,
     /// Share of logged lists shown in a random order (exploration traffic).
@@ -261,6 +267,7 @@ impl Default for SimulatorConfig {
             segments: 8,
             latent_dim: 8,
             pool_size: 10,
+            pool_size_min: None,
             retrieval_size: 100,
             exploration_share: 0.2,
             upstream_noise: 1.0,
@@ -294,6 +301,18 @@ impl SimulatorConfig {
                 )
             },
         )?;
+        if let Some(min) = self.pool_size_min {
+            check(
+                min >= limits.list_len && min <= self.pool_size,
+                "simulator.pool_size_min",
+                || {
+                    format!(
+                        "{min} must lie between limits.list_len = {} and simulator.pool_size = {}",
+                        limits.list_len, self.pool_size
+                    )
+                },
+            )?;
+        }
         check(
             self.retrieval_size >= self.pool_size && self.retrieval_size <= self.items,
             "simulator.retrieval_size",

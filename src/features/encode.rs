@@ -6,7 +6,7 @@
 
 use crate::schema::{Candidate, UserFeatures};
 
-use super::{hash_bucket, DenseNormaliser, EntityFeatures, FeatureSpec, FieldStats};
+use super::{DenseNormaliser, EntityFeatures, FeatureSpec, FieldStats};
 
 /// A batch of pools, padded to the longest pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,9 +71,9 @@ pub struct FeatureEncoder {
 fn offsets(spec: &EntityFeatures) -> Vec<u32> {
     let mut next = 0u32;
     let mut out = Vec::with_capacity(spec.sparse.len() + 1);
-    for buckets in spec.sparse.values() {
+    for (name, &buckets) in &spec.sparse {
         out.push(next);
-        next += buckets + 1;
+        next += spec.rows(name, buckets);
     }
     out.push(next);
     out
@@ -233,7 +233,7 @@ fn sparse_rows<'a>(
     out: &mut Vec<u32>,
 ) {
     for ((field, &buckets), &offset) in spec.sparse.iter().zip(offsets) {
-        let local = value(field).map_or(0, |v| hash_bucket(field, v, buckets));
+        let local = value(field).map_or(0, |v| spec.sparse_row(field, buckets, v));
         out.push(offset + local);
     }
 }

@@ -4,7 +4,7 @@
 //! so id spaces of any size need no vocabulary. Dense values go through a fixed transform
 //! and, at training time, a fitted z-score normaliser stored with the model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,12 @@ pub struct EntityFeatures {
     /// Dense field name -> transform applied before normalisation.
     #[serde(default)]
     pub dense: BTreeMap<String, DenseTransform>,
+    /// Sparse fields with an exact vocabulary instead of hashing: their values are the
+    /// integers `0..buckets` (category, kind, segment, ...), each with a row of its own, so
+    /// no two values collide; any other value shares one out-of-vocabulary row. Hashing
+    /// stays for large id spaces, where a vocabulary would not fit.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exact: BTreeSet<String>,
 }
 
 impl EntityFeatures {
@@ -38,6 +44,26 @@ impl EntityFeatures {
 
     pub fn has_dense(&self, name: &str) -> bool {
         self.dense.contains_key(name)
+    }
+
+    /// Embedding rows of sparse field `name` with `buckets`: row 0 for a missing value,
+    /// then one per bucket, plus the out-of-vocabulary row of an exact field.
+    pub fn rows(&self, name: &str, buckets: u32) -> u32 {
+        buckets + 1 + u32::from(self.exact.contains(name))
+    }
+
+    /// Row (within its field's block) of `value` of sparse field `name`: the integer
+    /// itself plus one for an exact field (`buckets + 1` when it is not one of
+    /// `0..buckets`), else its hash bucket.
+    pub fn sparse_row(&self, name: &str, buckets: u32, value: &str) -> u32 {
+        if self.exact.contains(name) {
+            match value.parse::<u32>() {
+                Ok(v) if v < buckets => v + 1,
+                _ => buckets + 1,
+            }
+        } else {
+            super::hash_bucket(name, value, buckets)
+        }
     }
 
     /// Every declared field name, sparse first, for error messages.

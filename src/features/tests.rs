@@ -8,10 +8,12 @@ fn spec() -> FeatureSpec {
         user: EntityFeatures {
             sparse: [("segment".to_owned(), 4)].into(),
             dense: [("activity".to_owned(), DenseTransform::Log1p)].into(),
+            ..Default::default()
         },
         item: EntityFeatures {
             sparse: [("category".to_owned(), 8), ("item_id".to_owned(), 100)].into(),
             dense: [("views".to_owned(), DenseTransform::Identity)].into(),
+            ..Default::default()
         },
     }
 }
@@ -100,4 +102,52 @@ fn encoding_pads_and_separates_fields() {
         "same category, same row"
     );
     assert_eq!(e.user_sparse, vec![0, 0], "missing user feature");
+}
+
+/// Category's 20 values hashed into 64 buckets collide (the issue counted four pairs);
+/// declared exact, every value of `0..buckets` has its own row, in the field's block, and
+/// anything else goes to the one out-of-vocabulary row.
+#[test]
+fn exact_vocabulary_has_no_collisions() {
+    let hashed: std::collections::BTreeSet<u32> = (0..20)
+        .map(|v| hash_bucket("category", &v.to_string(), 64))
+        .collect();
+    assert!(
+        hashed.len() < 20,
+        "the hashed baseline collides: {hashed:?}"
+    );
+
+    let mut s = spec();
+    s.item.sparse.insert("category".to_owned(), 20);
+    s.item.exact.insert("category".to_owned());
+    let enc = FeatureEncoder::new(s, DenseNormaliser::default());
+    let user = UserFeatures {
+        id: Token::from("u"),
+        sparse: BTreeMap::new(),
+        dense: BTreeMap::new(),
+    };
+    let candidate = |category: &str| Candidate {
+        item_id: Token::from("i1"),
+        sparse: BTreeMap::from([("category".to_owned(), Token::from(category))]),
+        dense: BTreeMap::new(),
+        upstream_score: None,
+    };
+    let values: Vec<String> = (0..20)
+        .map(|v| v.to_string())
+        .chain(["20", "x", "-1"].map(String::from))
+        .collect();
+    let pool: Vec<Candidate> = values.iter().map(|v| candidate(v)).collect();
+    let e = enc.encode(&[(&user, &pool)]);
+    // Fields are ordered by name: category is field 0 of each candidate.
+    let rows: Vec<u32> = e.item_sparse.chunks(2).map(|c| c[0]).collect();
+    let exact: std::collections::BTreeSet<u32> = rows[..20].iter().copied().collect();
+    assert_eq!(exact.len(), 20, "{rows:?}");
+    assert_eq!(rows[..20], (1..=20).collect::<Vec<u32>>()[..]);
+    assert!(
+        rows[20..].iter().all(|&r| r == 21),
+        "out of vocabulary: {rows:?}"
+    );
+    // The next field's block starts after the out-of-vocabulary row.
+    let item_id_rows: Vec<u32> = e.item_sparse.chunks(2).map(|c| c[1]).collect();
+    assert!(item_id_rows.iter().all(|&r| r > 21), "{item_id_rows:?}");
 }

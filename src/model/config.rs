@@ -316,6 +316,29 @@ pub struct GeneratorConfig {
     pub test_time_candidates: usize,
     /// LAST: lists sampled per request to estimate the test-time gradient.
     pub test_time_samples: usize,
+    /// Generator-evaluator selection at inference (beyond the paper, as production
+    /// re-rankers do): the evaluator scores the generated list and the upstream order,
+    /// and the model's list is served only when it wins by the margin. Unset: the
+    /// generated list is always served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<ServeSelection>,
+}
+
+/// When the generated list replaces the upstream order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSelection {
+    /// The model's list is served when its evaluator score exceeds the upstream list's
+    /// by this share of the upstream score (`s_model > s_upstream * (1 + margin)`);
+    /// otherwise the upstream order is.
+    pub margin: f64,
+    /// The evaluator score both lists are compared by.
+    #[serde(default = "clicks")]
+    pub reward: super::Reward,
+}
+
+fn clicks() -> super::Reward {
+    super::Reward::Clicks
 }
 
 impl Default for GeneratorConfig {
@@ -339,6 +362,7 @@ impl Default for GeneratorConfig {
             test_time_step: 0.05,
             test_time_candidates: 3,
             test_time_samples: 4,
+            selection: None,
         }
     }
 }
@@ -452,6 +476,15 @@ impl GeneratorConfig {
                 "test_time_step must be finite and >= 0 and test_time_samples >= 2".into(),
             ));
         }
+        if self
+            .selection
+            .is_some_and(|s| !(s.margin.is_finite() && s.margin > -1.0))
+        {
+            return Err((
+                "generator.selection.margin",
+                "must be finite and > -1 (a share of the upstream score)".into(),
+            ));
+        }
         if self.theta.is_nan() {
             return Err((
                 "generator.theta",
@@ -476,6 +509,24 @@ pub struct EvaluatorConfig {
     pub position_dim: usize,
     /// Weight `lambda` of the WLR term (spec eq. 15-17).
     pub wlr_weight: f64,
+    /// Beyond the paper: each position's input also carries the embedding of the item
+    /// shown just above it, so adjacency effects (one item priming the next) are one
+    /// layer away. Off reproduces spec eq. 3.1-3.2.
+    pub previous_item: bool,
+    /// What picks the best epoch on the validation split.
+    pub selection: EvaluatorSelection,
+}
+
+/// How the evaluator's best epoch is chosen on the validation split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluatorSelection {
+    /// The training loss (spec eq. 15-17), mostly per-item BCE of logged orders.
+    Loss,
+    /// Click log-loss on the validation split's exploration lists (shown in random
+    /// order): the lists where order effects vary, so an evaluator that misreads them
+    /// scores worse. Falls back to the loss when the split has no exploration list.
+    ExplorationLogloss,
 }
 
 impl Default for EvaluatorConfig {
@@ -488,6 +539,8 @@ impl Default for EvaluatorConfig {
             ffn_dim: 128,
             position_dim: 16,
             wlr_weight: 0.1,
+            previous_item: false,
+            selection: EvaluatorSelection::Loss,
         }
     }
 }

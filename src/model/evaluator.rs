@@ -33,6 +33,7 @@ pub struct Evaluator {
     list_head: Mlp,
     positions: Tensor,
     max_len: usize,
+    previous_item: bool,
 }
 
 impl Evaluator {
@@ -44,7 +45,12 @@ impl Evaluator {
         vb: VarBuilder,
     ) -> Result<Self> {
         let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
-        let width = embedding.item_dim() + embedding.user_dim() + cfg.position_dim;
+        let previous = if cfg.previous_item {
+            embedding.item_dim()
+        } else {
+            0
+        };
+        let width = embedding.item_dim() + previous + embedding.user_dim() + cfg.position_dim;
         let layers = (0..cfg.layers)
             .map(|i| {
                 TransformerLayer::new(
@@ -72,6 +78,7 @@ impl Evaluator {
             positions: sinusoidal(max_len, cfg.position_dim, vb.device())?,
             embedding,
             max_len,
+            previous_item: cfg.previous_item,
         })
     }
 
@@ -109,7 +116,22 @@ impl Evaluator {
                 self.max_len
             )));
         }
-        let x = join_user(items, user)?; // eq. 3.1
+        let x = if self.previous_item {
+            // Beyond the paper (config `evaluator.previous_item`): each position also
+            // reads the item shown just above it (zeros at the top), so the click head
+            // sees adjacency effects directly instead of having to find the neighbour
+            // through attention over sinusoidal positions.
+            let previous = if l > 1 {
+                let zeros = Tensor::zeros((b, 1, items.dim(2)?), items.dtype(), items.device())?;
+                Tensor::cat(&[&zeros, &items.narrow(1, 0, l - 1)?], 1)?
+            } else {
+                items.zeros_like()?
+            };
+            let previous = previous.broadcast_mul(&list_mask.unsqueeze(2)?)?;
+            join_user(&Tensor::cat(&[items, &previous], 2)?, user)?
+        } else {
+            join_user(items, user)? // eq. 3.1
+        };
         let p = self
             .positions
             .narrow(0, 0, l)?

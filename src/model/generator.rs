@@ -91,6 +91,9 @@ pub struct Decoded {
     pub log_prob: Option<Tensor>,
     /// Decoder steps taken (tokens after `s0`).
     pub steps: usize,
+    /// Per list, true when generator-evaluator selection served the upstream order
+    /// instead of the model's list ([`super::Ranker::rank`]).
+    pub upstream: Vec<bool>,
 }
 
 impl Decoded {
@@ -534,6 +537,7 @@ impl Generator {
             Some(Tensor::stack(&log_probs, 1)?.sum(1)?)
         };
         Ok(Decoded {
+            upstream: vec![false; rows.len()],
             lists: rows.into_iter().map(|r| r.list).collect(),
             log_prob,
             steps: t,

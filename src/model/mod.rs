@@ -14,8 +14,8 @@ mod scorer;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, TrainingInfo, BUNDLE_FORMAT};
 pub use config::{
-    Architecture, DecoderKind, EvaluatorConfig, GeneratorConfig, ReasoningMode, ReasoningPolicy,
-    ReasoningToken, Recipe, Rl, ScorerKind, Variant,
+    Architecture, DecoderKind, EvaluatorConfig, EvaluatorSelection, GeneratorConfig, ReasoningMode,
+    ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, ServeSelection, Variant,
 };
 pub use embedding::{FeatureEmbedding, PoolTensors};
 pub use evaluator::{evaluator_loss, gather_rows, Evaluator, ListScores};

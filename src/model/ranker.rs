@@ -7,10 +7,10 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::GeneratorConfig;
+use super::config::{GeneratorConfig, ServeSelection};
 use super::embedding::PoolTensors;
 use super::evaluator::Evaluator;
-use super::generator::{DecodeOptions, Decoded, EncodedPool, Generator, Selection};
+use super::generator::{DecodeOptions, Decoded, EncodedPool, Generator, PositionTrace, Selection};
 use super::reward::{group_advantages, rewards, Reward};
 use super::scorer::Scorer;
 use crate::features::FeatureEncoder;
@@ -48,8 +48,33 @@ impl Ranker {
 
     /// Inference: the list of `list_lens[r]` items for every pool. Generators decode
     /// greedily with the KV cache; LAST-style generators then take their test-time step,
-    /// judged by `evaluator`.
+    /// judged by `evaluator`. With generator-evaluator selection configured, each list
+    /// is then compared with the upstream order by `evaluator` ([`select_against_upstream`]).
     pub fn rank(
+        &self,
+        pools: &PoolTensors,
+        list_lens: &[usize],
+        evaluator: &Evaluator,
+    ) -> Result<Decoded> {
+        let generated = self.generate(pools, list_lens, evaluator)?;
+        match self.selection() {
+            Some(selection) => {
+                select_against_upstream(generated, pools, list_lens, evaluator, selection)
+            }
+            None => Ok(generated),
+        }
+    }
+
+    /// Generator-evaluator selection at inference, if the bundle's config has it.
+    pub fn selection(&self) -> Option<ServeSelection> {
+        match self {
+            Ranker::Generator(g) => g.config().selection,
+            Ranker::Scorer(s) => s.selection(),
+        }
+    }
+
+    /// The model's own lists, before any selection.
+    fn generate(
         &self,
         pools: &PoolTensors,
         list_lens: &[usize],
@@ -67,6 +92,57 @@ impl Ranker {
                 }
             }
         }
+    }
+}
+
+/// Generator-evaluator selection: per pool, the evaluator scores the generated list and
+/// the upstream order (the pool's first items, same length); the upstream list is served
+/// unless the generated one scores above it by the margin. The model can then never
+/// serve a list its evaluator rates below what upstream sent.
+pub fn select_against_upstream(
+    mut generated: Decoded,
+    pools: &PoolTensors,
+    list_lens: &[usize],
+    evaluator: &Evaluator,
+    selection: ServeSelection,
+) -> Result<Decoded> {
+    let upstream = upstream_lists(pools, list_lens);
+    let model_scores = rewards(evaluator, pools, &generated, selection.reward)?;
+    let upstream_scores = rewards(evaluator, pools, &upstream, selection.reward)?;
+    for (r, list) in upstream.lists.into_iter().enumerate() {
+        let (m, u) = (model_scores[r], upstream_scores[r]);
+        let wins = f64::from(m) > f64::from(u) + selection.margin * f64::from(u).abs();
+        if !wins {
+            generated.lists[r] = list;
+            generated.upstream[r] = true;
+        }
+    }
+    Ok(generated)
+}
+
+/// The first `list_lens[r]` candidates of each pool in upstream order.
+pub fn upstream_lists(pools: &PoolTensors, list_lens: &[usize]) -> Decoded {
+    let lists: Vec<Vec<PositionTrace>> = pools
+        .lens
+        .iter()
+        .zip(list_lens)
+        .map(|(&n, &l)| {
+            (0..n.min(l))
+                .map(|item| PositionTrace {
+                    item,
+                    prob: 0.0,
+                    reasoning_steps: 0,
+                    entropy_before: 0.0,
+                    entropy_after: 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    Decoded {
+        upstream: vec![true; lists.len()],
+        lists,
+        log_prob: None,
+        steps: 0,
     }
 }
 

@@ -17,6 +17,11 @@ pub enum Reward {
     Dcg,
     /// The list-wise head's predicted utility `vhat = exp(z)`.
     Listwise,
+    /// Beyond the paper: the evaluator's expected clicks `sum_t yhat_t`. The click head
+    /// has learnt each position's examination from the logs, so the DCG discount of
+    /// eq. 18 counts position twice; this is the quantity the simulator's oracle and a
+    /// clicks-per-list KPI measure.
+    Clicks,
 }
 
 /// `(R_g - mean(R)) / (std(R) + eps)` within each consecutive group of `group` rewards.
@@ -64,5 +69,12 @@ pub fn rewards(
                 .collect()
         }
         Reward::Listwise => scores.list_logit.exp()?.to_vec1()?,
+        Reward::Clicks => {
+            let yhat: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()?;
+            yhat.iter()
+                .zip(&orders)
+                .map(|(y, o)| y[..o.len()].iter().sum())
+                .collect()
+        }
     })
 }

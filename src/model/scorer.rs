@@ -10,7 +10,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 
-use super::config::{GeneratorConfig, ScorerKind};
+use super::config::{GeneratorConfig, ScorerKind, ServeSelection};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::generator::{Decoded, PositionTrace};
 use super::layers::{mask_scores, padding_mask, TransformerLayer};
@@ -38,6 +38,7 @@ pub struct Scorer {
     embedding: FeatureEmbedding,
     input: Linear,
     body: Body,
+    selection: Option<ServeSelection>,
 }
 
 impl Scorer {
@@ -81,6 +82,7 @@ impl Scorer {
             input: linear(width, d, vb.pp("input"))?,
             embedding,
             body,
+            selection: cfg.selection,
         })
     }
 
@@ -92,6 +94,11 @@ impl Scorer {
     }
 
     /// Scores `[b, n]` of every candidate; padded slots get a large negative score.
+    /// Generator-evaluator selection at inference, if configured.
+    pub fn selection(&self) -> Option<ServeSelection> {
+        self.selection
+    }
+
     pub fn forward(&self, pools: &PoolTensors) -> Result<Tensor> {
         let (user, items) = self.embedding.forward(pools)?;
         let x = self.input.forward(&join_user(&items, user.as_ref())?)?;
@@ -137,7 +144,7 @@ impl Scorer {
     pub fn rank(&self, pools: &PoolTensors, list_lens: &[usize]) -> Result<Decoded> {
         let scores = self.forward(pools)?;
         let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&scores)?.to_vec2()?;
-        let lists = probs
+        let lists: Vec<Vec<PositionTrace>> = probs
             .iter()
             .zip(&pools.lens)
             .zip(list_lens)
@@ -158,6 +165,7 @@ impl Scorer {
             })
             .collect();
         Ok(Decoded {
+            upstream: vec![false; lists.len()],
             lists,
             log_prob: None,
             steps: 0,

@@ -14,10 +14,12 @@ pub(crate) fn encoder() -> FeatureEncoder {
         user: EntityFeatures {
             sparse: [("segment".to_owned(), 8)].into(),
             dense: [("activity".to_owned(), DenseTransform::Identity)].into(),
+            ..Default::default()
         },
         item: EntityFeatures {
             sparse: [("category".to_owned(), 16), ("item_id".to_owned(), 256)].into(),
             dense: [("views".to_owned(), DenseTransform::Log1p)].into(),
+            ..Default::default()
         },
     };
     FeatureEncoder::new(spec, DenseNormaliser::default())

@@ -9,10 +9,12 @@ fn spec() -> FeatureSpec {
         user: EntityFeatures {
             sparse: [("segment".to_owned(), 16)].into(),
             dense: [("sessions_per_day".to_owned(), DenseTransform::Log1p)].into(),
+            ..Default::default()
         },
         item: EntityFeatures {
             sparse: [("category".to_owned(), 64), ("kind".to_owned(), 8)].into(),
             dense: [("views".to_owned(), DenseTransform::Log1p)].into(),
+            ..Default::default()
         },
     }
 }

@@ -36,6 +36,13 @@ impl World {
 
     /// Click probability at every position of `list` (item indices, top first).
     pub fn click_probabilities(&self, user: usize, list: &[usize]) -> Vec<f64> {
+        self.click_probabilities_by(list, |i| self.pointwise_logit(user, i))
+    }
+
+    /// The click model with the point-wise logit given by `logit` (the truth, or an
+    /// estimate from observed inputs): position bias, redundancy and complementarity are
+    /// the world's.
+    fn click_probabilities_by(&self, list: &[usize], logit: impl Fn(usize) -> f64) -> Vec<f64> {
         let mut per_category = vec![0usize; self.params.categories];
         let mut previous_kind: Option<usize> = None;
         list.iter()
@@ -45,7 +52,7 @@ impl World {
                 let primed = previous_kind
                     .and_then(|k| self.complements[k])
                     .is_some_and(|k| k == item.kind);
-                let z = self.pointwise_logit(user, i)
+                let z = logit(i)
                     - self.params.redundancy_penalty * per_category[item.category] as f64
                     + if primed {
                         self.params.complementarity
@@ -81,65 +88,94 @@ impl World {
     /// positions or of a position and an unused pool item while any swap helps.
     /// An upper reference for re-rankers, not necessarily the optimum.
     pub fn listwise_search(&self, user: usize, pool: &[usize], len: usize) -> Vec<usize> {
-        let greedy = self.greedy_list(user, pool, len);
         let sorted = self.pointwise_sort(user, pool, len);
-        let mut list = if self.expected_clicks(user, &greedy) >= self.expected_clicks(user, &sorted)
-        {
-            greedy
-        } else {
-            sorted
-        };
-        let mut rest: Vec<usize> = pool.iter().copied().filter(|i| !list.contains(i)).collect();
-        let mut value = self.expected_clicks(user, &list);
-        loop {
-            let mut improved = false;
-            for a in 0..list.len() {
-                for b in a + 1..list.len() {
-                    list.swap(a, b);
-                    let v = self.expected_clicks(user, &list);
-                    if v > value + 1e-12 {
-                        value = v;
-                        improved = true;
-                    } else {
-                        list.swap(a, b);
-                    }
-                }
-                for unused in rest.iter_mut() {
-                    std::mem::swap(&mut list[a], unused);
-                    let v = self.expected_clicks(user, &list);
-                    if v > value + 1e-12 {
-                        value = v;
-                        improved = true;
-                    } else {
-                        std::mem::swap(&mut list[a], unused);
-                    }
-                }
-            }
-            if !improved {
-                return list;
-            }
-        }
+        search(pool, len, sorted, |list| self.expected_clicks(user, list))
     }
 
-    /// Builds a list position by position, each time taking the item that adds the most
-    /// expected clicks.
-    fn greedy_list(&self, user: usize, pool: &[usize], len: usize) -> Vec<usize> {
-        let mut list: Vec<usize> = Vec::with_capacity(len);
-        let mut rest: Vec<usize> = pool.to_vec();
-        while list.len() < len && !rest.is_empty() {
-            let mut best = (f64::NEG_INFINITY, 0);
-            for (j, &candidate) in rest.iter().enumerate() {
-                list.push(candidate);
-                let value = self.expected_clicks(user, &list);
-                list.pop();
-                if value > best.0 {
-                    best = (value, j);
+    /// The same search knowing only what a model can observe: the point-wise logit is
+    /// `logits[j]` for pool item `j` (an estimate from the upstream score), category and
+    /// kind are seen, and the click model's list effects are the world's. Its list,
+    /// scored by the truth, is the headroom a re-ranker with perfect list modelling but
+    /// no better point-wise knowledge than upstream could reach.
+    pub fn observable_search(&self, pool: &[usize], logits: &[f64], len: usize) -> Vec<usize> {
+        let logit_of = |item: usize| {
+            pool.iter()
+                .position(|&p| p == item)
+                .map_or(f64::NEG_INFINITY, |j| logits[j])
+        };
+        let mut by_logit: Vec<usize> = (0..pool.len()).collect();
+        by_logit.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let sorted: Vec<usize> = by_logit.iter().take(len).map(|&j| pool[j]).collect();
+        search(pool, len, sorted, |list| {
+            self.click_probabilities_by(list, logit_of).iter().sum()
+        })
+    }
+}
+
+/// Greedy list by marginal `value`, or `sorted` when that is worth more, then swaps of
+/// two positions or of a position and an unused pool item while any swap helps.
+fn search(
+    pool: &[usize],
+    len: usize,
+    sorted: Vec<usize>,
+    value: impl Fn(&[usize]) -> f64,
+) -> Vec<usize> {
+    let greedy = greedy_list(pool, len, &value);
+    let mut list = if value(&greedy) >= value(&sorted) {
+        greedy
+    } else {
+        sorted
+    };
+    let mut rest: Vec<usize> = pool.iter().copied().filter(|i| !list.contains(i)).collect();
+    let mut best = value(&list);
+    loop {
+        let mut improved = false;
+        for a in 0..list.len() {
+            for b in a + 1..list.len() {
+                list.swap(a, b);
+                let v = value(&list);
+                if v > best + 1e-12 {
+                    best = v;
+                    improved = true;
+                } else {
+                    list.swap(a, b);
                 }
             }
-            list.push(rest.swap_remove(best.1));
+            for unused in rest.iter_mut() {
+                std::mem::swap(&mut list[a], unused);
+                let v = value(&list);
+                if v > best + 1e-12 {
+                    best = v;
+                    improved = true;
+                } else {
+                    std::mem::swap(&mut list[a], unused);
+                }
+            }
         }
-        list
+        if !improved {
+            return list;
+        }
     }
+}
+
+/// Builds a list position by position, each time taking the item that adds the most
+/// `value`.
+fn greedy_list(pool: &[usize], len: usize, value: impl Fn(&[usize]) -> f64) -> Vec<usize> {
+    let mut list: Vec<usize> = Vec::with_capacity(len);
+    let mut rest: Vec<usize> = pool.to_vec();
+    while list.len() < len && !rest.is_empty() {
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (j, &candidate) in rest.iter().enumerate() {
+            list.push(candidate);
+            let v = value(&list);
+            list.pop();
+            if v > best.0 {
+                best = (v, j);
+            }
+        }
+        list.push(rest.swap_remove(best.1));
+    }
+    list
 }
 
 fn sigmoid(z: f64) -> f64 {

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::traffic::Traffic;
+use super::traffic::{Impression, Traffic};
+use super::world::World;
 use crate::logs::{LogError, LogWriter, LoggedList};
 
 /// What a simulated log contains.
@@ -68,7 +69,7 @@ pub fn write_logs(
     Ok(stats)
 }
 
-/// Mean oracle score (true expected clicks per list) of four ways to order the same
+/// Mean oracle score (true expected clicks per list) of the ways to order the same
 /// pools: how much room a list-wise re-ranker has.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Headroom {
@@ -81,21 +82,71 @@ pub struct Headroom {
     pub pointwise_sort: f64,
     /// Greedy + swap search with the true list-wise model.
     pub listwise_search: f64,
+    /// The same search over observable inputs only: the point-wise logit estimated from
+    /// the upstream score by a least-squares line (`a + b * upstream_score`, fitted on
+    /// these pools), category and kind seen, the world's list effects.
+    pub observable_search: f64,
+}
+
+/// Least-squares line from the upstream score to the true point-wise logit over the
+/// pools of `impressions`: the best a model that sees only the upstream score could
+/// know of each item's relevance, to first order.
+pub fn upstream_calibration(world: &World, impressions: &[Impression]) -> (f64, f64) {
+    let pairs: Vec<(f64, f64)> = impressions
+        .iter()
+        .flat_map(|imp| {
+            imp.pool
+                .iter()
+                .zip(&imp.upstream_scores)
+                .map(|(&i, &x)| (x, world.pointwise_logit(imp.user, i)))
+        })
+        .collect();
+    let n = pairs.len().max(1) as f64;
+    let (mx, my) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (sxy, sxx) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - slope * mx, slope)
+}
+
+/// The lists of every headroom reference for one impression, in [`Headroom`]'s order
+/// after `logged`: initial, true point-wise sort, true list-wise search, observable search.
+pub fn reference_lists(
+    world: &World,
+    imp: &Impression,
+    calibration: (f64, f64),
+) -> [Vec<usize>; 4] {
+    let len = world.list_len;
+    let logits: Vec<f64> = imp
+        .upstream_scores
+        .iter()
+        .map(|x| calibration.0 + calibration.1 * x)
+        .collect();
+    [
+        imp.pool.iter().copied().take(len).collect(),
+        world.pointwise_sort(imp.user, &imp.pool, len),
+        world.listwise_search(imp.user, &imp.pool, len),
+        world.observable_search(&imp.pool, &logits, len),
+    ]
 }
 
 /// [`Headroom`] over impressions `0..lists`.
 pub fn headroom(traffic: &Traffic<'_>, lists: u64) -> Headroom {
     let world = traffic.world();
-    let len = world.list_len;
-    let mut sums = [0.0f64; 4];
-    for k in 0..lists {
-        let imp = traffic.impression(k);
-        let initial: Vec<usize> = imp.pool.iter().copied().take(len).collect();
+    let impressions: Vec<Impression> = (0..lists).map(|k| traffic.impression(k)).collect();
+    let calibration = upstream_calibration(world, &impressions);
+    let mut sums = [0.0f64; 5];
+    for imp in &impressions {
         sums[0] += world.expected_clicks(imp.user, &imp.served);
-        sums[1] += world.expected_clicks(imp.user, &initial);
-        sums[2] += world.expected_clicks(imp.user, &world.pointwise_sort(imp.user, &imp.pool, len));
-        sums[3] +=
-            world.expected_clicks(imp.user, &world.listwise_search(imp.user, &imp.pool, len));
+        for (sum, list) in sums[1..]
+            .iter_mut()
+            .zip(reference_lists(world, imp, calibration))
+        {
+            *sum += world.expected_clicks(imp.user, &list);
+        }
     }
     let n = lists.max(1) as f64;
     Headroom {
@@ -104,5 +155,6 @@ pub fn headroom(traffic: &Traffic<'_>, lists: u64) -> Headroom {
         initial: sums[1] / n,
         pointwise_sort: sums[2] / n,
         listwise_search: sums[3] / n,
+        observable_search: sums[4] / n,
     }
 }

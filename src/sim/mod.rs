@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-pub use dataset::{headroom, write_logs, Headroom, LogStats};
+pub use dataset::{
+    headroom, reference_lists, upstream_calibration, write_logs, Headroom, LogStats,
+};
 pub use traffic::{Impression, Traffic};
 pub use world::{SimItem, SimUser, World, ACTIVITY_WEIGHT, WORLD_FORMAT};
 

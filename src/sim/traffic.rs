@@ -76,7 +76,13 @@ impl<'w> Traffic<'w> {
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(p.pool_size);
+        // Only a varying pool size draws from the stream: fixed-size worlds keep their
+        // impressions.
+        let pool_size = match p.pool_size_min {
+            Some(min) if min < p.pool_size => rng.random_range(min..=p.pool_size),
+            _ => p.pool_size,
+        };
+        scored.truncate(pool_size);
         let pool: Vec<usize> = scored.iter().map(|s| s.0).collect();
         let upstream_scores = scored.iter().map(|s| s.1).collect();
         let exploration = rng.random::<f64>() < p.exploration_share;

@@ -167,6 +167,14 @@ impl World {
                 self.items.len()
             ));
         }
+        if p.pool_size_min
+            .is_some_and(|min| min < self.list_len || min > p.pool_size)
+        {
+            return Err(format!(
+                "pool_size_min {:?} must lie between list_len {} and pool_size {}",
+                p.pool_size_min, self.list_len, p.pool_size
+            ));
+        }
         if p.retrieval_size < p.pool_size || p.retrieval_size > self.items.len() {
             return Err(format!(
                 "retrieval_size {} must lie between pool_size {} and the {} items",

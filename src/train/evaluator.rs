@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::data::Example;
 use super::{restore, snapshot, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
-use crate::model::{evaluator_loss, Evaluator, EvaluatorConfig, PoolTensors};
+use crate::model::{evaluator_loss, Evaluator, EvaluatorConfig, EvaluatorSelection, PoolTensors};
 
 /// Displayed lists of `examples` as tensors: pools in served order, clicks, utilities.
 #[derive(Debug)]
@@ -57,33 +57,37 @@ pub struct EvaluatorReport {
     /// Click log-loss and AUC of the point-wise head on validation positions.
     pub validation_logloss: f64,
     pub validation_auc: f64,
+    /// Click log-loss on the validation split's exploration lists.
+    pub validation_exploration_logloss: f64,
     pub seconds: f64,
 }
 
-/// Validation loss, click log-loss and AUC.
-pub fn validate(
-    model: &Evaluator,
-    cfg: &EvaluatorConfig,
-    examples: &[Example],
-    enc: &FeatureEncoder,
-    device: &Device,
-) -> Result<(f64, f64, f64), TrainError> {
-    let mut loss = 0.0;
-    let mut batches = 0usize;
-    let mut scored: Vec<(f32, bool)> = Vec::new();
-    for chunk in examples.chunks(256) {
-        let refs: Vec<&Example> = chunk.iter().collect();
-        let b = ListBatch::new(&refs, enc, device)?;
-        let out = model.forward(&b.pools, None, &b.pools.mask)?;
-        loss += evaluator_loss(&out, &b.clicks, &b.pools.mask, &b.utility, cfg.wlr_weight)?
-            .to_scalar::<f32>()? as f64;
-        batches += 1;
-        let logits: Vec<Vec<f32>> = out.click_logits.to_vec2()?;
-        for (e, row) in chunk.iter().zip(logits) {
-            scored.extend(e.clicks.iter().zip(row).map(|(&c, z)| (z, c)));
+/// An evaluator's figures on held-out lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation {
+    /// The training loss (spec eq. 15-17).
+    pub loss: f64,
+    /// Click log-loss and AUC of the point-wise head over every position.
+    pub logloss: f64,
+    pub auc: f64,
+    /// Click log-loss on the exploration lists only (NaN without any).
+    pub exploration_logloss: f64,
+}
+
+impl Validation {
+    /// The figure `selection` minimises.
+    fn criterion(&self, selection: EvaluatorSelection) -> f64 {
+        match selection {
+            EvaluatorSelection::ExplorationLogloss if self.exploration_logloss.is_finite() => {
+                self.exploration_logloss
+            }
+            _ => self.loss,
         }
     }
-    let logloss = scored
+}
+
+fn logloss(scored: &[(f32, bool)]) -> f64 {
+    scored
         .iter()
         .map(|&(z, c)| {
             let p = (1.0 / (1.0 + (-f64::from(z)).exp())).clamp(1e-7, 1.0 - 1e-7);
@@ -94,8 +98,43 @@ pub fn validate(
             }
         })
         .sum::<f64>()
-        / scored.len().max(1) as f64;
-    Ok((loss / batches.max(1) as f64, logloss, auc(&mut scored)))
+        / scored.len() as f64
+}
+
+/// Validation loss, click log-loss and AUC, and the log-loss on exploration lists.
+pub fn validate(
+    model: &Evaluator,
+    cfg: &EvaluatorConfig,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> Result<Validation, TrainError> {
+    let mut loss = 0.0;
+    let mut batches = 0usize;
+    let mut scored: Vec<(f32, bool)> = Vec::new();
+    let mut exploration: Vec<(f32, bool)> = Vec::new();
+    for chunk in examples.chunks(256) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let b = ListBatch::new(&refs, enc, device)?;
+        let out = model.forward(&b.pools, None, &b.pools.mask)?;
+        loss += evaluator_loss(&out, &b.clicks, &b.pools.mask, &b.utility, cfg.wlr_weight)?
+            .to_scalar::<f32>()? as f64;
+        batches += 1;
+        let logits: Vec<Vec<f32>> = out.click_logits.to_vec2()?;
+        for (e, row) in chunk.iter().zip(logits) {
+            let pairs = e.clicks.iter().zip(row).map(|(&c, z)| (z, c));
+            if e.exploration {
+                exploration.extend(pairs.clone());
+            }
+            scored.extend(pairs);
+        }
+    }
+    Ok(Validation {
+        loss: loss / batches.max(1) as f64,
+        logloss: logloss(&scored),
+        exploration_logloss: logloss(&exploration),
+        auc: auc(&mut scored),
+    })
 }
 
 /// Area under the ROC curve of scores against binary labels (ties count half).
@@ -152,6 +191,7 @@ pub fn train_evaluator(
         validation_loss: 0.0,
         validation_logloss: 0.0,
         validation_auc: 0.5,
+        validation_exploration_logloss: f64::NAN,
         seconds: 0.0,
     };
     for epoch in 1..=train.evaluator_epochs {
@@ -167,27 +207,36 @@ pub fn train_evaluator(
             total += loss.to_scalar::<f32>()? as f64;
             steps += 1;
         }
-        let (val_loss, logloss, val_auc) = if validation.is_empty() {
-            (total / steps.max(1) as f64, f64::NAN, f64::NAN)
+        let train_loss = total / steps.max(1) as f64;
+        let v = if validation.is_empty() {
+            Validation {
+                loss: train_loss,
+                logloss: f64::NAN,
+                auc: f64::NAN,
+                exploration_logloss: f64::NAN,
+            }
         } else {
             validate(model, cfg, validation, enc, device)?
         };
+        let criterion = v.criterion(cfg.selection);
         report.epochs = epoch;
         tracing::info!(
             epoch,
-            train_loss = total / steps.max(1) as f64,
-            val_loss,
-            val_logloss = logloss,
-            val_auc,
+            train_loss,
+            val_loss = v.loss,
+            val_logloss = v.logloss,
+            val_exploration_logloss = v.exploration_logloss,
+            val_auc = v.auc,
             lists_per_s = (train_set.len() * epoch) as f64 / started.elapsed().as_secs_f64(),
             "evaluator"
         );
-        if val_loss < best.0 {
-            best = (val_loss, epoch, snapshot(vars)?);
-            report.train_loss = total / steps.max(1) as f64;
-            report.validation_loss = val_loss;
-            report.validation_logloss = logloss;
-            report.validation_auc = val_auc;
+        if criterion < best.0 {
+            best = (criterion, epoch, snapshot(vars)?);
+            report.train_loss = train_loss;
+            report.validation_loss = v.loss;
+            report.validation_logloss = v.logloss;
+            report.validation_exploration_logloss = v.exploration_logloss;
+            report.validation_auc = v.auc;
             report.best_epoch = epoch;
         } else if epoch >= best.1 + train.evaluator_patience {
             tracing::info!(best_epoch = best.1, "evaluator: early stop");

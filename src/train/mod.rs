@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{Dataset, Example};
-pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch};
+pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
 pub use rl::{pool_tensors, train_rl, RlReport};
 pub use supervised::{supervised_loss, train_supervised, SupervisedReport};
 
@@ -78,6 +78,9 @@ pub struct TrainingConfig {
     pub supervised_warm_start: bool,
     /// Log a progress line every this many steps.
     pub progress_every: usize,
+    /// Standard deviation of the embedding tables at initialisation (candle's default
+    /// is 1).
+    pub embedding_init_std: f64,
 }
 
 impl Default for TrainingConfig {
@@ -100,6 +103,7 @@ impl Default for TrainingConfig {
             supervised_batch: 64,
             supervised_warm_start: false,
             progress_every: 25,
+            embedding_init_std: 1.0,
         }
     }
 }
@@ -115,6 +119,7 @@ impl TrainingConfig {
         for (key, v) in [
             ("training.evaluator_lr", self.evaluator_lr),
             ("training.generator_lr", self.generator_lr),
+            ("training.embedding_init_std", self.embedding_init_std),
         ] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err((key, format!("{v} must be finite and > 0")));
@@ -208,13 +213,19 @@ pub fn restore(vars: &VarMap, snap: &HashMap<String, Tensor>) -> candle_core::Re
     Ok(())
 }
 
+/// [`seeded_init_scaled`] with candle's `N(0, 1)` embedding tables.
+pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
+    seeded_init_scaled(vars, seed, 1.0)
+}
+
 /// Re-draws every variable from a seeded RNG, with the distributions candle initialises
 /// them with (candle's CPU RNG cannot be seeded, and training must be reproducible):
 /// linear weights Kaiming-normal `N(0, 2 / fan_in)`, biases
-/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, GRU weights `U(-1/sqrt(h), 1/sqrt(h))`, embedding
-/// and position tables
-/// `N(0, 1)`, layer norms 1 and 0, the evaluator's `cls` token `N(0, 0.02)`.
-pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
+/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, GRU weights `U(-1/sqrt(h), 1/sqrt(h))`, layer
+/// norms 1 and 0, the evaluator's `cls` token `N(0, 0.02)`, and embedding and position
+/// tables `N(0, table_std^2)` (candle's default is 1, which lets free id embeddings
+/// dominate the input before they have learnt anything).
+pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_core::Result<()> {
     use rand::{Rng, SeedableRng};
     let data = vars
         .data()
@@ -247,7 +258,7 @@ pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
                 .collect()
         } else if name.contains("table") {
             (0..n)
-                .map(|_| crate::sim::normal(&mut rng) as f32)
+                .map(|_| (table_std * crate::sim::normal(&mut rng)) as f32)
                 .collect()
         } else if name.contains("_ih_l") || name.contains("_hh_l") {
             // GRU weights and biases `[3h, ..]`: U(-1/sqrt(h), 1/sqrt(h)) as in PyTorch.
@@ -369,7 +380,11 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         job.max_list_len,
         VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
     )?;
-    seeded_init(&evaluator_vars, job.training.seed)?;
+    seeded_init_scaled(
+        &evaluator_vars,
+        job.training.seed,
+        job.training.embedding_init_std,
+    )?;
     let evaluator_report = match &reused {
         Some((path, _)) => {
             evaluator_vars.load(path.join("evaluator.safetensors"))?;
@@ -399,7 +414,11 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         job.max_list_len,
         VarBuilder::from_varmap(&generator_vars, DType::F32, device),
     )?;
-    seeded_init(&generator_vars, job.training.seed ^ 0x6765_6e65)?;
+    seeded_init_scaled(
+        &generator_vars,
+        job.training.seed ^ 0x6765_6e65,
+        job.training.embedding_init_std,
+    )?;
     let ranker_report = train_ranker(
         job.generator.variant,
         &ranker,
