@@ -86,6 +86,11 @@ pub struct EvalReport {
     /// order for exploration traffic and for lists a model served).
     pub logged: OrderingReport,
     pub by_position: Vec<PositionStats>,
+    /// Share of lists where generator-evaluator selection served the upstream order.
+    pub upstream_share: f64,
+    /// How the bundle's evaluator orders lists against the oracle (simulated data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<crate::fidelity::Fidelity>,
 }
 
 /// Runs the bundle's generator over every example and scores every ordering.
@@ -118,6 +123,7 @@ pub struct Evaluation<'a> {
     counts: Vec<usize>,
     decode_seconds: f64,
     lists: usize,
+    upstream_served: usize,
     rng: ChaCha8Rng,
 }
 
@@ -142,6 +148,7 @@ impl<'a> Evaluation<'a> {
             counts: Vec::new(),
             decode_seconds: 0.0,
             lists: 0,
+            upstream_served: 0,
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
         }
     }
@@ -158,6 +165,7 @@ impl<'a> Evaluation<'a> {
         let lens = vec![opts.list_len; chunk.len()];
         let started = Instant::now();
         let greedy = bundle.ranker.rank(&pools, &lens, &bundle.evaluator)?;
+        self.upstream_served += greedy.upstream.iter().filter(|&&u| u).count();
         let mut best_lists = greedy.lists.clone();
         let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
         // Pass@N samples from a generator; a scorer has nothing to sample (its Pass@N is
@@ -273,6 +281,8 @@ impl<'a> Evaluation<'a> {
                 ms_per_list: 0.0,
             },
             by_position: self.positions,
+            upstream_share: self.upstream_served as f64 / n,
+            fidelity: None,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config;
 pub mod eval;
 pub mod features;
+pub mod fidelity;
 pub mod import;
 pub mod logger;
 pub mod logs;

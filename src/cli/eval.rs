@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::eval::{evaluate, EvalOptions, EvalReport, OrderingReport};
+use eglr::fidelity::fidelity;
 use eglr::model::Bundle;
 use eglr::sim::World;
 use eglr::train::Dataset;
@@ -71,7 +72,19 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         pass_at_n: args.pass_at.max(1),
         seed: args.seed,
     };
-    let report = evaluate(&bundle, &examples, world.as_ref(), &opts, &device)?;
+    let mut report = evaluate(&bundle, &examples, world.as_ref(), &opts, &device)?;
+    if let Some(world) = &world {
+        report.fidelity = Some(fidelity(
+            &bundle.evaluator,
+            &bundle.encoder,
+            &examples,
+            world,
+            FIDELITY_ORDERINGS,
+            FIDELITY_POOLS,
+            args.seed,
+            &device,
+        )?);
+    }
     print_report(&report);
     if let Some(path) = &args.json {
         write_json(path, &report)?;
@@ -93,6 +106,10 @@ fn row(name: &str, r: &OrderingReport) -> Vec<String> {
         format!("{:.3}", r.ms_per_list),
     ]
 }
+
+/// Orderings per pool and pools of the fidelity figures (issue: at least 20 orderings).
+pub(super) const FIDELITY_ORDERINGS: usize = 20;
+pub(super) const FIDELITY_POOLS: usize = 500;
 
 pub(super) fn print_report(r: &EvalReport) {
     println!(
@@ -121,6 +138,25 @@ pub(super) fn print_report(r: &EvalReport) {
             ],
         )
     );
+    println!(
+        "upstream order served by generator-evaluator selection: {:.1} % of lists",
+        100.0 * r.upstream_share
+    );
+    if let Some(f) = &r.fidelity {
+        println!(
+            "evaluator fidelity on {} pools x {} orderings: Kendall tau {:.3}, pairs ordered as the oracle {:.1} %; \
+             adjacency probe ({} pools): evaluator prefers adjacent {:.1} % (oracle {:.1} %), gain {:+.4} (oracle {:+.4}) clicks",
+            f.pools,
+            f.orderings_per_pool,
+            f.kendall_tau,
+            100.0 * f.pair_agreement,
+            f.adjacency.probes,
+            100.0 * f.adjacency.evaluator_prefers_adjacent,
+            100.0 * f.adjacency.oracle_prefers_adjacent,
+            f.adjacency.evaluator_gain,
+            f.adjacency.oracle_gain
+        );
+    }
     println!("\nentropy by position (model):");
     let rows: Vec<Vec<String>> = r
         .by_position

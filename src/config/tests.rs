@@ -22,7 +22,11 @@ fn env(pairs: &[(&str, &str)]) -> Vec<Override> {
 #[test]
 fn shipped_pipelines_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["pipelines/local.toml", "pipelines/kuairand.toml"] {
+    for name in [
+        "pipelines/local.toml",
+        "pipelines/kuairand.toml",
+        "pipelines/rerank.toml",
+    ] {
         let config =
             PipelineConfig::load(&root.join(name), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!config.features.item.sparse.is_empty(), "{name}");

@@ -46,7 +46,7 @@ impl Evaluator {
     ) -> Result<Self> {
         let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
         let previous = if cfg.previous_item {
-            embedding.item_dim()
+            2 * embedding.item_dim()
         } else {
             0
         };
@@ -118,9 +118,10 @@ impl Evaluator {
         }
         let x = if self.previous_item {
             // Beyond the paper (config `evaluator.previous_item`): each position also
-            // reads the item shown just above it (zeros at the top), so the click head
-            // sees adjacency effects directly instead of having to find the neighbour
-            // through attention over sinusoidal positions.
+            // reads the item shown just above it (zeros at the top) and the element-wise
+            // product of the two embeddings, so an adjacency effect (kind `a` priming
+            // kind `next(a)`) is a linear function of the input instead of an
+            // interaction the network has to discover through attention over positions.
             let previous = if l > 1 {
                 let zeros = Tensor::zeros((b, 1, items.dim(2)?), items.dtype(), items.device())?;
                 Tensor::cat(&[&zeros, &items.narrow(1, 0, l - 1)?], 1)?
@@ -128,7 +129,8 @@ impl Evaluator {
                 items.zeros_like()?
             };
             let previous = previous.broadcast_mul(&list_mask.unsqueeze(2)?)?;
-            join_user(&Tensor::cat(&[items, &previous], 2)?, user)?
+            let product = (items * &previous)?;
+            join_user(&Tensor::cat(&[items, &previous, &product], 2)?, user)?
         } else {
             join_user(items, user)? // eq. 3.1
         };

@@ -193,6 +193,7 @@ pub struct Generator {
     reasoning_positions: Option<Tensor>,
     /// `1 / sqrt(d_model)`: scale of the pointer scores.
     score_scale: f64,
+    max_list_len: usize,
 }
 
 impl Generator {
@@ -253,10 +254,16 @@ impl Generator {
                 .transpose()?,
             embedding,
             score_scale: 1.0 / (d as f64).sqrt(),
+            max_list_len,
             policy,
             architecture,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The longest list it was built to generate.
+    pub fn max_list_len(&self) -> usize {
+        self.max_list_len
     }
 
     pub fn architecture(&self) -> Architecture {

@@ -23,7 +23,7 @@ pub use generator::{
     DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
 };
 pub use layers::{mask_scores, KvCache};
-pub use ranker::Ranker;
+pub use ranker::{upstream_lists, Ranker};
 pub use reward::{group_advantages, rewards, Reward};
 pub use scorer::Scorer;
 

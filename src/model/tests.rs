@@ -446,3 +446,104 @@ fn last_keeps_a_list_only_when_the_evaluator_prefers_it() {
         "the update changed no list: {before:?}"
     );
 }
+
+/// Generator-evaluator selection: for every margin, each served list is the upstream
+/// order or a generated list its evaluator scores above the upstream list by more than
+/// the margin — never one it scores lower; and both outcomes occur for some margin.
+#[test]
+fn selection_never_serves_a_list_below_upstream_by_more_than_the_margin() {
+    use crate::model::upstream_lists;
+    use crate::model::ServeSelection;
+    let enc = encoder();
+    let pools = tensors(&enc, &(0..16).map(|s| pool(s, 12)).collect::<Vec<_>>());
+    let judge = evaluator(&enc);
+    let lens = vec![6; 16];
+    let upstream = upstream_lists(&pools, &lens);
+    let upstream_scores = rewards(&judge, &pools, &upstream, Reward::Clicks).expect("rewards");
+    let (mut saw_model, mut saw_upstream) = (false, false);
+    for margin in [-0.5, -0.05, 0.0, 0.02, 0.5] {
+        let cfg = GeneratorConfig {
+            selection: Some(ServeSelection {
+                margin,
+                reward: Reward::Clicks,
+            }),
+            ..GeneratorConfig::default()
+        };
+        let (ranker, vars) = ranker(&cfg);
+        crate::train::seeded_init(&vars, 11).expect("init");
+        let served = ranker.rank(&pools, &lens, &judge).expect("rank");
+        let scores = rewards(&judge, &pools, &served, Reward::Clicks).expect("rewards");
+        for r in 0..16 {
+            let (s, u) = (f64::from(scores[r]), f64::from(upstream_scores[r]));
+            if served.upstream[r] {
+                assert_eq!(served.orders()[r], upstream.orders()[r], "row {r}");
+                saw_upstream = true;
+            } else {
+                assert!(
+                    s > u + margin * u.abs() - 1e-6,
+                    "row {r}: {s} vs {u} at {margin}"
+                );
+                saw_model = true;
+            }
+        }
+    }
+    assert!(
+        saw_model && saw_upstream,
+        "model {saw_model}, upstream {saw_upstream}"
+    );
+}
+
+/// The KL penalty of RL is zero when the policy is its reference (a frozen copy of the
+/// same weights), so shaped rewards equal the evaluator's; a different policy gets a
+/// non-zero log-ratio, and the penalty lowers rewards of lists it makes likelier.
+#[test]
+fn kl_term_is_zero_when_the_policy_equals_the_reference() {
+    use crate::model::{DecodeOptions, Selection};
+    use rand::SeedableRng;
+    let enc = encoder();
+    let pools = tensors(&enc, &(0..6).map(|s| pool(s, 10)).collect::<Vec<_>>());
+    let cfg = GeneratorConfig::default();
+    let (policy, vars) = generator(&cfg);
+    crate::train::seeded_init(&vars, 5).expect("init");
+    let frozen = Generator::new(
+        &cfg,
+        &enc,
+        12,
+        VarBuilder::from_tensors(
+            crate::train::snapshot(&vars).expect("snapshot"),
+            DType::F32,
+            &Device::Cpu,
+        ),
+    )
+    .expect("reference");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let sampled = policy
+        .decode(
+            &policy.encode(&pools).expect("encode"),
+            &[8; 6],
+            DecodeOptions {
+                selection: Selection::Sample(&mut rng),
+                track_log_prob: true,
+                use_cache: true,
+            },
+        )
+        .expect("decode");
+    let log_prob = sampled.tracked_log_prob().expect("log prob");
+    let orders = sampled.orders();
+    let same = crate::train::log_ratio(log_prob, &frozen, &pools, &orders).expect("ratio");
+    assert!(same.iter().all(|d| d.abs() < 1e-4), "{same:?}");
+    let rewards = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let shaped = crate::train::kl_shaped(&rewards, &same, 0.5);
+    for (s, r) in shaped.iter().zip(rewards) {
+        assert!((s - r).abs() < 1e-4, "{shaped:?}");
+    }
+
+    let (other, other_vars) = generator(&cfg);
+    crate::train::seeded_init(&other_vars, 6).expect("init");
+    let differ = crate::train::log_ratio(log_prob, &other, &pools, &orders).expect("ratio");
+    assert!(differ.iter().any(|d| d.abs() > 1e-3), "{differ:?}");
+    let shaped = crate::train::kl_shaped(&rewards, &differ, 0.5);
+    for ((s, r), d) in shaped.iter().zip(rewards).zip(&differ) {
+        assert!(((r - s) - 0.5 * d).abs() < 1e-4);
+    }
+}

@@ -106,7 +106,7 @@ fn objective(variant: Variant, ranker: &Ranker, fx: &Fixture) -> f64 {
             .filter(|e| e.clicks.contains(&true))
             .take(150)
             .collect();
-        let loss = supervised_loss(ranker, &clicked, enc, &device).expect("loss");
+        let loss = supervised_loss(ranker, &clicked, Target::Clicks, enc, &device).expect("loss");
         -f64::from(loss.to_scalar::<f32>().expect("scalar"))
     }
 }

@@ -20,14 +20,14 @@ pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{Dataset, Example};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
-pub use rl::{pool_tensors, train_rl, RlReport};
-pub use supervised::{supervised_loss, train_supervised, SupervisedReport};
+pub use rl::{kl_shaped, log_ratio, pool_tensors, train_rl, RlReport};
+pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
 
 use crate::features::FeatureEncoder;
 use crate::logs::LogError;
 use crate::model::{
-    Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, GeneratorConfig, Ranker,
-    TrainingInfo, Variant, BUNDLE_FORMAT,
+    Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, Generator, GeneratorConfig,
+    Ranker, TrainingInfo, Variant, BUNDLE_FORMAT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,16 @@ pub struct TrainingConfig {
     /// Standard deviation of the embedding tables at initialisation (candle's default
     /// is 1).
     pub embedding_init_std: f64,
+    /// Beyond the paper: teacher-forced updates toward the upstream order before RL (a
+    /// warm start at the reference policy). 0: none.
+    pub upstream_warm_start_steps: usize,
+    /// Beyond the paper: weight `beta` of the KL penalty of RL toward the reference
+    /// policy (the generator as it was when RL started: after the upstream warm start,
+    /// the upstream order's imitation). Each sampled list's reward becomes
+    /// `R - beta * (log pi(l) - log pi_ref(l))`, so RL maximises `E[R] - beta KL(pi ||
+    /// pi_ref)` and cannot wander far from the order it re-ranks to exploit the
+    /// evaluator's errors. 0: off (spec §5).
+    pub reference_kl: f64,
 }
 
 impl Default for TrainingConfig {
@@ -104,6 +114,8 @@ impl Default for TrainingConfig {
             supervised_warm_start: false,
             progress_every: 25,
             embedding_init_std: 1.0,
+            upstream_warm_start_steps: 0,
+            reference_kl: 0.0,
         }
     }
 }
@@ -140,6 +152,12 @@ impl TrainingConfig {
             return Err((
                 "training.ppo_clip",
                 format!("{} is not in (0, 1)", self.ppo_clip),
+            ));
+        }
+        if !(self.reference_kl >= 0.0 && self.reference_kl.is_finite()) {
+            return Err((
+                "training.reference_kl",
+                format!("{} must be finite and >= 0", self.reference_kl),
             ));
         }
         if self.group_size < 2 {
@@ -310,6 +328,7 @@ pub struct TrainOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct RankerReport {
     pub supervised: Option<SupervisedReport>,
+    pub upstream_warm_start: Option<SupervisedReport>,
     pub rl: Option<RlReport>,
 }
 
@@ -329,17 +348,57 @@ pub fn train_ranker(
 ) -> Result<RankerReport, TrainError> {
     let recipe = variant.recipe();
     let supervised = if recipe.supervised || cfg.supervised_warm_start {
-        Some(train_supervised(ranker, vars, cfg, examples, enc, device)?)
+        Some(train_supervised(
+            ranker,
+            vars,
+            cfg,
+            Target::Clicks,
+            cfg.supervised_steps,
+            examples,
+            enc,
+            device,
+        )?)
     } else {
         None
     };
-    let rl = match (recipe.rl, ranker.generator()) {
-        (Some(method), Some(generator)) => Some(train_rl(
-            method, generator, vars, evaluator, cfg, examples, enc, list_len, device,
+    let upstream_warm_start = match (recipe.rl, ranker.generator()) {
+        (Some(_), Some(_)) if cfg.upstream_warm_start_steps > 0 => Some(train_supervised(
+            ranker,
+            vars,
+            cfg,
+            Target::Upstream(list_len),
+            cfg.upstream_warm_start_steps,
+            examples,
+            enc,
+            device,
         )?),
         _ => None,
     };
-    Ok(RankerReport { supervised, rl })
+    let rl = match (recipe.rl, ranker.generator()) {
+        (Some(method), Some(generator)) => {
+            // The reference policy: a frozen copy of the generator as RL starts.
+            let reference = if cfg.reference_kl > 0.0 {
+                Some(Generator::new(
+                    generator.config(),
+                    enc,
+                    generator.max_list_len(),
+                    VarBuilder::from_tensors(snapshot(vars)?, DType::F32, device),
+                )?)
+            } else {
+                None
+            };
+            let kl = reference.as_ref().map(|r| (r, cfg.reference_kl));
+            Some(train_rl(
+                method, generator, vars, evaluator, kl, cfg, examples, enc, list_len, device,
+            )?)
+        }
+        _ => None,
+    };
+    Ok(RankerReport {
+        supervised,
+        upstream_warm_start,
+        rl,
+    })
 }
 
 /// Evaluator (trained or reused), then GRPO, then a bundle at `job.out`.

@@ -42,13 +42,16 @@ pub struct RlReport {
     pub seconds: f64,
 }
 
-/// Runs `cfg.grpo_steps` batches of `generator` (variables `vars`) with `method`.
+/// Runs `cfg.grpo_steps` batches of `generator` (variables `vars`) with `method`;
+/// with `reference = (pi_ref, beta)` each reward is shaped by the KL penalty
+/// ([`kl_shaped`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train_rl(
     method: Rl,
     generator: &Generator,
     vars: &VarMap,
     evaluator: &Evaluator,
+    reference: Option<(&Generator, f64)>,
     cfg: &TrainingConfig,
     pools: &[Example],
     enc: &FeatureEncoder,
@@ -71,6 +74,7 @@ pub fn train_rl(
     };
     let (mut window_reward, mut window_reasoning, mut window_entropy, mut window_lists) =
         (0.0, 0.0, 0.0, 0usize);
+    let mut window_kl = 0.0;
     for step in 1..=cfg.grpo_steps {
         let mut batch: Vec<&Example> = Vec::with_capacity(cfg.grpo_pools_per_step * g);
         for _ in 0..cfg.grpo_pools_per_step {
@@ -90,8 +94,16 @@ pub fn train_rl(
             },
         )?;
         let r = rewards(evaluator, &pt, &decoded, cfg.reward)?;
-        let adv = group_advantages(&r, g);
         let log_prob = decoded.tracked_log_prob()?;
+        let shaped = match reference {
+            Some((pi_ref, beta)) => {
+                let ratio = log_ratio(log_prob, pi_ref, &pt, &decoded.orders())?;
+                window_kl += ratio.iter().map(|&x| f64::from(x)).sum::<f64>();
+                kl_shaped(&r, &ratio, beta)
+            }
+            None => r.clone(),
+        };
+        let adv = group_advantages(&shaped, g);
         let adv = Tensor::from_vec(adv, batch.len(), device)?;
         match method {
             Rl::Grpo => {
@@ -129,6 +141,7 @@ pub fn train_rl(
                 step,
                 steps = cfg.grpo_steps,
                 reward = window_reward / n,
+                kl = window_kl / n,
                 entropy = window_entropy / n,
                 reasoning_steps_per_list = window_reasoning / n,
                 lists_per_s = (step * batch.len()) as f64 / started.elapsed().as_secs_f64(),
@@ -139,11 +152,35 @@ pub fn train_rl(
                 window_reasoning,
                 window_entropy,
                 window_lists,
-            ) = (0.0, 0.0, 0.0, 0);
+                window_kl,
+            ) = (0.0, 0.0, 0.0, 0, 0.0);
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// `log pi(l) - log pi_ref(l)` per list: the policy's tracked log-probabilities of its
+/// sampled lists against the reference re-scoring the same lists. Its mean over lists
+/// sampled from `pi` estimates `KL(pi || pi_ref)`.
+pub fn log_ratio(
+    log_prob: &Tensor,
+    reference: &Generator,
+    pools: &PoolTensors,
+    orders: &[Vec<usize>],
+) -> candle_core::Result<Vec<f32>> {
+    let reference = rescore(reference, pools, orders)?.detach();
+    (log_prob.detach() - reference)?.to_vec1()
+}
+
+/// Rewards shaped by the KL penalty: `R - beta * (log pi(l) - log pi_ref(l))`, whose
+/// expectation under `pi` is `E[R] - beta KL(pi || pi_ref)`.
+pub fn kl_shaped(rewards: &[f32], log_ratio: &[f32], beta: f64) -> Vec<f32> {
+    rewards
+        .iter()
+        .zip(log_ratio)
+        .map(|(&r, &d)| r - (beta as f32) * d)
+        .collect()
 }
 
 /// The clipped surrogate, negated and divided by the list length.

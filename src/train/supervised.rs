@@ -25,19 +25,33 @@ pub struct SupervisedReport {
     pub seconds: f64,
 }
 
-/// Runs `cfg.supervised_steps` updates of `ranker` on lists with at least one click
-/// (a list without one says nothing about which item should come first).
+/// What the supervised stage teaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The logged clicks (the baselines' supervised stage and SFT).
+    Clicks,
+    /// The upstream order's first `L` items: a warm start toward the reference policy
+    /// that the KL term of RL then keeps the generator near (generators only).
+    Upstream(usize),
+}
+
+/// Runs `steps` updates of `ranker` toward `target`; with [`Target::Clicks`] only on
+/// lists with at least one click (a list without one says nothing about which item
+/// should come first).
+#[allow(clippy::too_many_arguments)]
 pub fn train_supervised(
     ranker: &Ranker,
     vars: &VarMap,
     cfg: &TrainingConfig,
+    target: Target,
+    steps: usize,
     examples: &[Example],
     enc: &FeatureEncoder,
     device: &Device,
 ) -> Result<SupervisedReport, TrainError> {
     let clicked: Vec<&Example> = examples
         .iter()
-        .filter(|e| e.clicks.contains(&true))
+        .filter(|e| target != Target::Clicks || e.clicks.contains(&true))
         .collect();
     if clicked.is_empty() {
         return Err(TrainError::Empty(0));
@@ -52,25 +66,20 @@ pub fn train_supervised(
         seconds: 0.0,
     };
     let (mut window_loss, mut window_steps) = (0.0, 0usize);
-    for step in 1..=cfg.supervised_steps {
+    for step in 1..=steps {
         let mut batch = Vec::with_capacity(cfg.supervised_batch);
         for _ in 0..cfg.supervised_batch.min(clicked.len()) {
             batch.push(clicked[passes.next(&mut rng)]);
         }
-        let loss = supervised_loss(ranker, &batch, enc, device)?;
+        let loss = supervised_loss(ranker, &batch, target, enc, device)?;
         opt.backward_step(&loss)?;
         window_loss += f64::from(loss.to_scalar::<f32>()?);
         window_steps += 1;
         report.steps = step;
-        if step % cfg.progress_every == 0 || step == cfg.supervised_steps {
+        if step % cfg.progress_every == 0 || step == steps {
             let mean = window_loss / window_steps as f64;
             report.loss_curve.push(mean);
-            tracing::info!(
-                step,
-                steps = cfg.supervised_steps,
-                loss = mean,
-                "supervised"
-            );
+            tracing::info!(step, steps, loss = mean, "supervised ({target:?})");
             (window_loss, window_steps) = (0.0, 0);
         }
     }
@@ -78,18 +87,45 @@ pub fn train_supervised(
     Ok(report)
 }
 
-/// The supervised loss of `ranker` on `batch` (lists with at least one click).
+/// The supervised loss of `ranker` on `batch` toward `target` (for clicks: lists with
+/// at least one click).
 pub fn supervised_loss(
     ranker: &Ranker,
     batch: &[&Example],
+    target: Target,
     enc: &FeatureEncoder,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
     let pools = pool_tensors(batch, enc, device)?;
-    match ranker {
-        Ranker::Scorer(s) => scorer_loss(s, &pools, batch),
-        Ranker::Generator(g) => pointer_loss(g, &pools, batch),
+    match (ranker, target) {
+        (Ranker::Scorer(s), _) => scorer_loss(s, &pools, batch),
+        (Ranker::Generator(g), Target::Clicks) => pointer_loss(g, &pools, &clicked_targets(batch)),
+        (Ranker::Generator(g), Target::Upstream(len)) => {
+            let targets: Vec<Vec<usize>> = batch
+                .iter()
+                .map(|e| (0..e.pool.lens[0].min(len)).collect())
+                .collect();
+            pointer_loss(g, &pools, &targets)
+        }
     }
+}
+
+/// Each list's clicked items, in pool order (Seq2Slate's targets).
+fn clicked_targets(batch: &[&Example]) -> Vec<Vec<usize>> {
+    batch
+        .iter()
+        .map(|e| {
+            let mut clicked: Vec<usize> = e
+                .served
+                .iter()
+                .zip(&e.clicks)
+                .filter(|(_, &c)| c)
+                .map(|(&j, _)| j)
+                .collect();
+            clicked.sort_unstable();
+            clicked
+        })
+        .collect()
 }
 
 /// Served items as a `[b, n]` mask and their clicks as `[b, n]` labels.
@@ -133,35 +169,21 @@ fn scorer_loss(
     ((weights * log_p)?.sum_all()? / b as f64)?.neg()
 }
 
-/// Teacher forcing toward the clicked items: the decoder places each list's clicked
-/// items (in pool order) and is trained on `-log p` of each (Seq2Slate's per-step loss),
-/// plus the variant's own reasoning terms (ReaRec's progressive loss).
+/// Teacher forcing toward `targets`: the decoder places each list's targets in order
+/// and is trained on `-log p` of each (Seq2Slate's per-step loss), plus the variant's
+/// own reasoning terms (ReaRec's progressive loss).
 fn pointer_loss(
     generator: &Generator,
     pools: &PoolTensors,
-    batch: &[&Example],
+    targets: &[Vec<usize>],
 ) -> candle_core::Result<Tensor> {
-    let targets: Vec<Vec<usize>> = batch
-        .iter()
-        .map(|e| {
-            let mut clicked: Vec<usize> = e
-                .served
-                .iter()
-                .zip(&e.clicks)
-                .filter(|(_, &c)| c)
-                .map(|(&j, _)| j)
-                .collect();
-            clicked.sort_unstable();
-            clicked
-        })
-        .collect();
     let lens: Vec<usize> = targets.iter().map(Vec::len).collect();
     let encoded = generator.encode(pools)?;
     let decoded = generator.decode(
         &encoded,
         &lens,
         DecodeOptions {
-            selection: Selection::Forced(&targets),
+            selection: Selection::Forced(targets),
             track_log_prob: true,
             use_cache: true,
         },

@@ -1,0 +1,246 @@
+//! Evaluator fidelity on simulated pools: does the evaluator order lists the way the
+//! true click model does? GRPO optimises whatever the evaluator prefers, so this is the
+//! link that decides whether a trained generator helps or hacks its reward.
+//!
+//! - Kendall tau, per pool, between the evaluator's expected clicks and the oracle over
+//!   `orderings` lists of that pool (random `L`-subsets in random order, plus the
+//!   upstream list), averaged over pools; and the share of list pairs of a pool the
+//!   evaluator orders as the oracle does.
+//! - An adjacency probe: the same items with a complementary pair adjacent (`a` directly
+//!   followed by a kind `next(a)` item) and apart (the partner swapped one place down);
+//!   the share of probes where the evaluator prefers the adjacent list, against the
+//!   oracle's difference.
+
+use candle_core::Device;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::eval::as_decoded;
+use crate::features::FeatureEncoder;
+use crate::model::{rewards, Evaluator, Reward};
+use crate::sim::World;
+use crate::train::{pool_tensors, Example};
+
+/// How well an evaluator orders lists like the truth.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Fidelity {
+    pub pools: usize,
+    pub orderings_per_pool: usize,
+    /// Mean over pools of Kendall's tau-b between evaluator and oracle scores.
+    pub kendall_tau: f64,
+    /// Share of list pairs (within a pool) the evaluator orders as the oracle does.
+    pub pair_agreement: f64,
+    pub adjacency: AdjacencyProbe,
+}
+
+/// The evaluator on lists that differ only by a complementary pair being adjacent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AdjacencyProbe {
+    pub probes: usize,
+    /// Share of probes where the evaluator scores the adjacent list higher.
+    pub evaluator_prefers_adjacent: f64,
+    /// Share where the oracle does (the truth the first share should match).
+    pub oracle_prefers_adjacent: f64,
+    /// Mean score differences adjacent - apart, in expected clicks.
+    pub evaluator_gain: f64,
+    pub oracle_gain: f64,
+}
+
+/// Fidelity of `evaluator` on the pools of `examples` (at most `max_pools`) against the
+/// oracle of `world`, with `orderings` lists per pool, seeded.
+pub fn fidelity(
+    evaluator: &Evaluator,
+    enc: &FeatureEncoder,
+    examples: &[Example],
+    world: &World,
+    orderings: usize,
+    max_pools: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<Fidelity> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let len = world.list_len;
+    let (mut tau_sum, mut tau_pools) = (0.0, 0usize);
+    let (mut agree, mut pairs) = (0.0, 0usize);
+    let mut probe = ProbeSums::default();
+    for chunk in examples[..examples.len().min(max_pools)].chunks(32) {
+        let mut rows = Vec::new();
+        let mut lists: Vec<Vec<usize>> = Vec::new();
+        let mut truth: Vec<f64> = Vec::new();
+        let mut probe_rows: Vec<usize> = Vec::new();
+        for (r, e) in chunk.iter().enumerate() {
+            let Some((user, items)) = resolve(world, e) else {
+                continue;
+            };
+            let n = items.len();
+            let oracle = |list: &[usize]| {
+                let ids: Vec<usize> = list.iter().map(|&j| items[j]).collect();
+                world.expected_clicks(user, &ids)
+            };
+            let mut pool_lists = vec![(0..n.min(len)).collect::<Vec<usize>>()];
+            let mut all: Vec<usize> = (0..n).collect();
+            while pool_lists.len() < orderings {
+                all.shuffle(&mut rng);
+                pool_lists.push(all[..n.min(len)].to_vec());
+            }
+            if let Some((adjacent, apart)) = adjacency_pair(world, &items, &pool_lists[0]) {
+                probe_rows.push(rows.len() + pool_lists.len());
+                pool_lists.push(adjacent);
+                pool_lists.push(apart);
+            }
+            for list in pool_lists {
+                truth.push(oracle(&list));
+                rows.push(r);
+                lists.push(list);
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let pools = pool_tensors(&chunk.iter().collect::<Vec<_>>(), enc, device)?;
+        let repeated = pools.select_rows(&rows)?;
+        let scores = rewards(
+            evaluator,
+            &repeated,
+            &as_decoded(lists.into_iter()),
+            Reward::Clicks,
+        )?;
+        // Per pool: the `orderings` lists (the probe's two lists are left out of tau).
+        let mut start = 0;
+        while start < rows.len() {
+            let end = start + orderings.min(rows.len() - start);
+            let (e, t) = (&scores[start..end], &truth[start..end]);
+            let (tau, a, p) = kendall(e, t);
+            if let Some(tau) = tau {
+                tau_sum += tau;
+                tau_pools += 1;
+            }
+            agree += a;
+            pairs += p;
+            start = end;
+            if probe_rows.contains(&start) {
+                probe.add(
+                    f64::from(scores[start]) - f64::from(scores[start + 1]),
+                    truth[start] - truth[start + 1],
+                );
+                start += 2;
+            }
+        }
+    }
+    Ok(Fidelity {
+        pools: tau_pools,
+        orderings_per_pool: orderings,
+        kendall_tau: tau_sum / tau_pools.max(1) as f64,
+        pair_agreement: agree / pairs.max(1) as f64,
+        adjacency: probe.finish(),
+    })
+}
+
+/// The user and pool items of a simulated example, if they belong to `world`.
+fn resolve(world: &World, e: &Example) -> Option<(usize, Vec<usize>)> {
+    let user = world.user_index(&e.user_id)?;
+    let items: Option<Vec<usize>> = e.item_ids.iter().map(|id| world.item_index(id)).collect();
+    Some((user, items?))
+}
+
+/// From the upstream list: a complementary pair `(a, b)` with `b` placed directly after
+/// `a`, and the same list with `b` one place further down (its place taken by the item
+/// that followed it). `None` when the list has no such pair.
+fn adjacency_pair(
+    world: &World,
+    items: &[usize],
+    list: &[usize],
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let kind = |j: usize| world.items[items[j]].kind;
+    let primes = |a: usize, b: usize| world.complements[kind(a)] == Some(kind(b));
+    for i in 0..list.len().saturating_sub(3) {
+        for j in i + 1..list.len() {
+            if !primes(list[i], list[j]) {
+                continue;
+            }
+            let mut adjacent: Vec<usize> = list.to_vec();
+            let b = adjacent.remove(j);
+            adjacent.insert(i + 1, b);
+            let mut apart = adjacent.clone();
+            apart.swap(i + 1, i + 2);
+            // The swap must break the pair without making a new one around it.
+            if primes(apart[i], apart[i + 1]) || primes(apart[i + 1], apart[i + 2]) {
+                continue;
+            }
+            return Some((adjacent, apart));
+        }
+    }
+    None
+}
+
+/// Kendall's tau-b of two score vectors, with the concordant share of untied pairs and
+/// their count. `None` for tau when either side is constant.
+fn kendall(a: &[f32], b: &[f64]) -> (Option<f64>, f64, usize) {
+    let (mut concordant, mut discordant, mut ties_a, mut ties_b) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..a.len() {
+        for j in i + 1..a.len() {
+            let da = f64::from(a[i]) - f64::from(a[j]);
+            let db = b[i] - b[j];
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ties_a += 1.0;
+            } else if db == 0.0 {
+                ties_b += 1.0;
+            } else if (da > 0.0) == (db > 0.0) {
+                concordant += 1.0;
+            } else {
+                discordant += 1.0;
+            }
+        }
+    }
+    let untied = concordant + discordant;
+    let denom = ((untied + ties_a) * (untied + ties_b)).sqrt();
+    let tau = (denom > 0.0).then(|| (concordant - discordant) / denom);
+    (tau, concordant, untied as usize)
+}
+
+#[derive(Debug, Default)]
+struct ProbeSums {
+    n: usize,
+    evaluator_prefers: usize,
+    oracle_prefers: usize,
+    evaluator_gain: f64,
+    oracle_gain: f64,
+}
+
+impl ProbeSums {
+    fn add(&mut self, evaluator: f64, oracle: f64) {
+        self.n += 1;
+        self.evaluator_prefers += usize::from(evaluator > 0.0);
+        self.oracle_prefers += usize::from(oracle > 0.0);
+        self.evaluator_gain += evaluator;
+        self.oracle_gain += oracle;
+    }
+
+    fn finish(self) -> AdjacencyProbe {
+        let n = self.n.max(1) as f64;
+        AdjacencyProbe {
+            probes: self.n,
+            evaluator_prefers_adjacent: self.evaluator_prefers as f64 / n,
+            oracle_prefers_adjacent: self.oracle_prefers as f64 / n,
+            evaluator_gain: self.evaluator_gain / n,
+            oracle_gain: self.oracle_gain / n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kendall_counts_concordant_pairs() {
+        let (tau, agree, pairs) = super::kendall(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]);
+        assert_eq!((tau, agree, pairs), (Some(1.0), 3.0, 3));
+        let (tau, agree, _) = super::kendall(&[3.0, 2.0, 1.0], &[10.0, 20.0, 30.0]);
+        assert_eq!((tau, agree), (Some(-1.0), 0.0));
+        let (tau, _, _) = super::kendall(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]);
+        assert_eq!(tau, None);
+    }
+}
