@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::eval::{as_decoded, encode_rows, OfflineError};
+use crate::eval::{encode_rows, OfflineError};
 use crate::logs::{LogReader, LoggedList};
 use crate::model::{Bundle, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
@@ -114,7 +114,7 @@ fn score(
     lists: &Decoded,
     list_len: usize,
 ) -> Result<(Vec<f32>, Vec<f32>), OfflineError> {
-    let logged = as_decoded(
+    let logged = crate::model::Decoded::from_orders(
         examples
             .iter()
             .map(|e| e.served.iter().copied().take(list_len).collect()),

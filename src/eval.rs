@@ -196,7 +196,7 @@ impl<'a> Evaluation<'a> {
         let initial_scores = rewards(&bundle.evaluator, &pools, &initial, Reward::Dcg)?;
         let sorted = evaluator_sort(bundle, &pools, chunk, opts.list_len)?;
         let sorted_scores = rewards(&bundle.evaluator, &pools, &sorted, Reward::Dcg)?;
-        let logged = as_decoded(
+        let logged = Decoded::from_orders(
             chunk
                 .iter()
                 .map(|e| e.served.iter().copied().take(opts.list_len).collect()),
@@ -287,32 +287,9 @@ impl<'a> Evaluation<'a> {
     }
 }
 
-/// Lists of plain item indices as a decode result.
-pub(crate) fn as_decoded(lists: impl Iterator<Item = Vec<usize>>) -> Decoded {
-    let lists: Vec<Vec<PositionTrace>> = lists
-        .map(|l| {
-            l.into_iter()
-                .map(|item| PositionTrace {
-                    item,
-                    prob: 0.0,
-                    reasoning_steps: 0,
-                    entropy_before: 0.0,
-                    entropy_after: 0.0,
-                })
-                .collect()
-        })
-        .collect();
-    Decoded {
-        upstream: vec![false; lists.len()],
-        lists,
-        log_prob: None,
-        steps: 0,
-    }
-}
-
 /// The first `len` candidates in upstream order.
 fn initial_lists(examples: &[Example], len: usize) -> Decoded {
-    as_decoded(
+    Decoded::from_orders(
         examples
             .iter()
             .map(|e| (0..e.pool.lens[0].min(len)).collect()),
@@ -328,12 +305,14 @@ fn evaluator_sort(
 ) -> candle_core::Result<Decoded> {
     let scores = bundle.evaluator.forward(pools, None, &pools.mask)?;
     let logits: Vec<Vec<f32>> = scores.click_logits.to_vec2()?;
-    Ok(as_decoded(examples.iter().zip(logits).map(|(e, z)| {
-        let mut order: Vec<usize> = (0..e.pool.lens[0]).collect();
-        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
-        order.truncate(len);
-        order
-    })))
+    Ok(Decoded::from_orders(examples.iter().zip(logits).map(
+        |(e, z)| {
+            let mut order: Vec<usize> = (0..e.pool.lens[0]).collect();
+            order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+            order.truncate(len);
+            order
+        },
+    )))
 }
 
 fn add(

@@ -17,7 +17,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::eval::as_decoded;
 use crate::features::FeatureEncoder;
 use crate::model::{rewards, Evaluator, Reward};
 use crate::sim::World;
@@ -104,7 +103,7 @@ pub fn fidelity(
         let scores = rewards(
             evaluator,
             &repeated,
-            &as_decoded(lists.into_iter()),
+            &crate::model::Decoded::from_orders(lists.into_iter()),
             Reward::Clicks,
         )?;
         // Per pool: the `orderings` lists (the probe's two lists are left out of tau).

@@ -97,6 +97,30 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Lists of plain item indices (upstream, logged or sorted orders) as a decode
+    /// result, so the evaluator scores them like generated lists.
+    pub fn from_orders(lists: impl Iterator<Item = Vec<usize>>) -> Self {
+        let lists: Vec<Vec<PositionTrace>> = lists
+            .map(|l| {
+                l.into_iter()
+                    .map(|item| PositionTrace {
+                        item,
+                        prob: 0.0,
+                        reasoning_steps: 0,
+                        entropy_before: 0.0,
+                        entropy_after: 0.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        Decoded {
+            upstream: vec![false; lists.len()],
+            lists,
+            log_prob: None,
+            steps: 0,
+        }
+    }
+
     pub fn orders(&self) -> Vec<Vec<usize>> {
         self.lists
             .iter()

@@ -122,28 +122,15 @@ pub fn select_against_upstream(
 
 /// The first `list_lens[r]` candidates of each pool in upstream order.
 pub fn upstream_lists(pools: &PoolTensors, list_lens: &[usize]) -> Decoded {
-    let lists: Vec<Vec<PositionTrace>> = pools
-        .lens
-        .iter()
-        .zip(list_lens)
-        .map(|(&n, &l)| {
-            (0..n.min(l))
-                .map(|item| PositionTrace {
-                    item,
-                    prob: 0.0,
-                    reasoning_steps: 0,
-                    entropy_before: 0.0,
-                    entropy_after: 0.0,
-                })
-                .collect()
-        })
-        .collect();
-    Decoded {
-        upstream: vec![true; lists.len()],
-        lists,
-        log_prob: None,
-        steps: 0,
-    }
+    let mut lists = Decoded::from_orders(
+        pools
+            .lens
+            .iter()
+            .zip(list_lens)
+            .map(|(&n, &l)| (0..n.min(l)).collect()),
+    );
+    lists.upstream.fill(true);
+    lists
 }
 
 /// LAST's update at serving time (no labels): sample `test_time_samples` lists per pool,
