@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{GeneratorConfig, ServeSelection};
 use super::embedding::PoolTensors;
 use super::evaluator::Evaluator;
-use super::generator::{DecodeOptions, Decoded, EncodedPool, Generator, PositionTrace, Selection};
+use super::generator::{DecodeOptions, Decoded, EncodedPool, Generator, Selection};
 use super::reward::{group_advantages, rewards, Reward};
 use super::scorer::Scorer;
 use crate::features::FeatureEncoder;
