@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::features::FeatureEncoder;
 use crate::logs::{LogError, LoggedList};
 use crate::metrics::{MetricAccumulator, MetricSummary};
-use crate::model::{Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection};
+use crate::model::{
+    upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection,
+};
 use crate::sim::World;
 use crate::train::{pool_tensors, rewards, Example, Reward};
 
@@ -192,7 +194,7 @@ impl<'a> Evaluation<'a> {
             }
         }
         self.decode_seconds += started.elapsed().as_secs_f64();
-        let initial = initial_lists(chunk, opts.list_len);
+        let initial = upstream_lists(&pools, &lens);
         let initial_scores = rewards(&bundle.evaluator, &pools, &initial, Reward::Dcg)?;
         let sorted = evaluator_sort(bundle, &pools, chunk, opts.list_len)?;
         let sorted_scores = rewards(&bundle.evaluator, &pools, &sorted, Reward::Dcg)?;
@@ -285,15 +287,6 @@ impl<'a> Evaluation<'a> {
             fidelity: None,
         }
     }
-}
-
-/// The first `len` candidates in upstream order.
-fn initial_lists(examples: &[Example], len: usize) -> Decoded {
-    Decoded::from_orders(
-        examples
-            .iter()
-            .map(|e| (0..e.pool.lens[0].min(len)).collect()),
-    )
 }
 
 /// Each pool sorted by the evaluator's click probability, scored in the initial order.
