@@ -172,7 +172,7 @@ impl FeatureEncoder {
             sparse_rows(
                 &self.spec.user,
                 &self.user_offsets,
-                |f| user.sparse.get(f).map(|t| t.as_str()),
+                |f| user_sparse(user, f),
                 &mut out.user_sparse,
             );
             dense_values(
@@ -185,7 +185,7 @@ impl FeatureEncoder {
                 sparse_rows(
                     &self.spec.item,
                     &self.item_offsets,
-                    |f| c.sparse.get(f).map(|t| t.as_str()),
+                    |f| item_sparse(c, f),
                     &mut out.item_sparse,
                 );
                 dense_values(
@@ -221,6 +221,31 @@ pub fn item_dense(c: &Candidate, field: &str) -> Option<f64> {
         c.dense.get(field).copied()
     }
 }
+
+/// A user's sparse value, where a field named [`USER_ID`] that the event does not carry
+/// reads the user's id.
+fn user_sparse<'a>(user: &'a UserFeatures, field: &str) -> Option<&'a str> {
+    user.sparse
+        .get(field)
+        .map(|t| t.as_str())
+        .or_else(|| (field == USER_ID).then(|| user.id.as_str()))
+}
+
+/// A candidate's sparse value, where a field named [`ITEM_ID`] that the event does not
+/// carry reads the candidate's `item_id`.
+fn item_sparse<'a>(c: &'a Candidate, field: &str) -> Option<&'a str> {
+    c.sparse
+        .get(field)
+        .map(|t| t.as_str())
+        .or_else(|| (field == ITEM_ID).then(|| c.item_id.as_str()))
+}
+
+/// Declaring a sparse user field of this name embeds the user's id (hashed) without
+/// repeating it in the event's `sparse` map; likewise [`ITEM_ID`] for candidates. Before
+/// this, the simulator's pipelines declared both and every user and item fell into the
+/// "missing" row: the models never saw an id.
+pub const USER_ID: &str = "user_id";
+pub const ITEM_ID: &str = "item_id";
 
 /// Declaring a dense item field of this name makes the upstream score a model input:
 /// the upstream ranker's knowledge is the strongest single signal a re-ranker has.

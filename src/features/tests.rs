@@ -151,3 +151,35 @@ fn exact_vocabulary_has_no_collisions() {
     let item_id_rows: Vec<u32> = e.item_sparse.chunks(2).map(|c| c[1]).collect();
     assert!(item_id_rows.iter().all(|&r| r > 21), "{item_id_rows:?}");
 }
+
+/// A sparse field named `item_id` (or `user_id`) that the event does not carry reads the
+/// entity's id: distinct items get their hash rows, not the shared "missing" row.
+#[test]
+fn id_fields_read_the_entity_id() {
+    let mut s = spec();
+    s.user.sparse.insert("user_id".to_owned(), 64);
+    let enc = FeatureEncoder::new(s, DenseNormaliser::default());
+    let user = |id: &str| UserFeatures {
+        id: Token::from(id),
+        sparse: BTreeMap::new(),
+        dense: BTreeMap::new(),
+    };
+    let c = |id: &str| Candidate {
+        item_id: Token::from(id),
+        sparse: [("category".to_owned(), Token::from("1"))].into(),
+        dense: BTreeMap::new(),
+        upstream_score: None,
+    };
+    let items = [c("a"), c("b")];
+    let e = enc.encode(&[(&user("u1"), &items[..]), (&user("u2"), &items[..1])]);
+    // item fields: category (rows 0..9), item_id (9..110); 9 is item_id's missing row.
+    let ids: Vec<u32> = e.item_sparse.chunks(2).take(3).map(|c| c[1]).collect();
+    assert!(ids.iter().all(|&r| r > 9), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(ids[0], ids[2]);
+    // The user's id likewise: two users, two rows, neither the missing one.
+    // user fields: segment (rows 0..5), user_id (5..70); 5 is user_id's missing row.
+    let users: Vec<u32> = e.user_sparse.chunks(2).map(|u| u[1]).collect();
+    assert!(users.iter().all(|&r| r > 5), "{users:?}");
+    assert_ne!(users[0], users[1]);
+}

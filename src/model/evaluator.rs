@@ -6,11 +6,11 @@
 //! a list-wise head on `h_cls` (3.5).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 
 use super::config::EvaluatorConfig;
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
-use super::layers::{padding_mask, sinusoidal, Mlp, TransformerLayer};
+use super::layers::{padding_mask, sinusoidal, LayerNorm, Mlp, TransformerLayer};
 use crate::features::FeatureEncoder;
 
 /// Output of the evaluator on a batch of lists.
@@ -72,7 +72,7 @@ impl Evaluator {
                 },
             )?,
             layers,
-            final_norm: layer_norm(cfg.d_model, LayerNormConfig::default(), vb.pp("final_norm"))?,
+            final_norm: LayerNorm::new(cfg.d_model, vb.pp("final_norm"))?,
             click_head: Mlp::new(cfg.d_model, cfg.d_model, 1, vb.pp("click_head"))?,
             list_head: Mlp::new(cfg.d_model, cfg.d_model, 1, vb.pp("list_head"))?,
             positions: sinusoidal(max_len, cfg.position_dim, vb.device())?,

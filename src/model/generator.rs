@@ -13,7 +13,7 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -22,7 +22,8 @@ use super::config::{
 };
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::layers::{
-    causal_mask, mask_scores, masked_sum, sinusoidal, KvCache, Mlp, TransformerLayer,
+    causal_mask, mask_scores, masked_sum, sinusoidal, softmax, KvCache, LayerNorm, Mlp,
+    TransformerLayer,
 };
 use crate::features::FeatureEncoder;
 
@@ -246,7 +247,7 @@ impl Generator {
                         )
                     })
                     .collect::<Result<Vec<_>>>()?,
-                final_norm: layer_norm(d, LayerNormConfig::default(), vb.pp("final_norm"))?,
+                final_norm: LayerNorm::new(d, vb.pp("final_norm"))?,
                 positions: sinusoidal(cfg.max_sequence(max_list_len) + 1, d, vb.device())?,
             },
             DecoderKind::Gru => Decoder::Gru(candle_nn::rnn::gru(
@@ -521,8 +522,7 @@ impl Generator {
                 let before = (avail + pick_mask(&picks, &recommend, n, device)?)?;
                 let masked = mask_scores(&scores, &before)?;
                 if reasons && p.token == ReasoningToken::ContextAware {
-                    let soft = candle_nn::ops::softmax_last_dim(&(&masked / p.tau_reason)?)?
-                        .unsqueeze(1)?;
+                    let soft = softmax(&(&masked / p.tau_reason)?)?.unsqueeze(1)?;
                     let m = Tensor::from_slice(&reasoning, (b, 1, 1), device)?
                         .broadcast_as((b, 1, n))?;
                     w = m.where_cond(&soft, &w)?;

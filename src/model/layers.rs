@@ -1,8 +1,60 @@
 //! Building blocks shared by the evaluator and the generator: sinusoidal positions,
-//! multi-head attention with a KV cache, pre-LN Transformer layers, MLPs.
+//! multi-head attention with a KV cache, pre-LN Transformer layers, MLPs, and the
+//! layer norm and softmax they use.
 
 use candle_core::{Device, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
+
+/// Softmax over the last dimension that gradients flow through.
+///
+/// candle-nn's fused `softmax_last_dim` and `layer_norm` kernels are applied with
+/// `apply_op*_no_bwd`: their output carries no backward op, so a gradient silently stops
+/// there (every parameter below an attention or a layer norm got none, and the models
+/// trained only their heads). The fused kernel is kept for inference, where nothing is
+/// tracked; a tracked input takes the composite path, which autograd differentiates.
+pub fn softmax(xs: &Tensor) -> Result<Tensor> {
+    if xs.track_op() {
+        candle_nn::ops::softmax(xs, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(xs)
+    }
+}
+
+/// Layer norm over the last dimension (scale `weight`, shift `bias`, eps 1e-5) that
+/// gradients flow through: see [`softmax`] for why not candle-nn's `LayerNorm`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+impl LayerNorm {
+    /// Variables `weight` (ones) and `bias` (zeros) under `vb`, as candle-nn names them
+    /// (bundles written before this type load unchanged).
+    pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let tracked = xs.track_op() || self.weight.track_op() || self.bias.track_op();
+        if !tracked && xs.is_contiguous() {
+            return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, LAYER_NORM_EPS as f32);
+        }
+        let centred = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred
+            .broadcast_div(&(variance + LAYER_NORM_EPS)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
 
 /// Sinusoidal position embeddings `[len, dim]` (Vaswani et al.): pairs of
 /// `sin(p / 10000^(2i/dim))`, `cos(...)`.
@@ -111,7 +163,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = softmax(&scores)?;
         let ctx =
             weights
                 .matmul(v)?
@@ -147,11 +199,10 @@ pub struct TransformerLayer {
 
 impl TransformerLayer {
     pub fn new(d_model: usize, heads: usize, ffn_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let ln = LayerNormConfig::default();
         Ok(Self {
-            ln_attn: layer_norm(d_model, ln, vb.pp("ln_attn"))?,
+            ln_attn: LayerNorm::new(d_model, vb.pp("ln_attn"))?,
             attn: Attention::new(d_model, heads, vb.pp("attn"))?,
-            ln_ffn: layer_norm(d_model, ln, vb.pp("ln_ffn"))?,
+            ln_ffn: LayerNorm::new(d_model, vb.pp("ln_ffn"))?,
             ffn: Mlp::new(d_model, ffn_dim, d_model, vb.pp("ffn"))?,
         })
     }

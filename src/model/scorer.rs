@@ -8,12 +8,12 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 
 use super::config::{GeneratorConfig, ScorerKind, ServeSelection};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::generator::{Decoded, PositionTrace};
-use super::layers::{mask_scores, padding_mask, TransformerLayer};
+use super::layers::{mask_scores, padding_mask, LayerNorm, TransformerLayer};
 use crate::features::FeatureEncoder;
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl Scorer {
                         TransformerLayer::new(d, cfg.heads, cfg.ffn_dim, vb.pp(format!("prm.{i}")))
                     })
                     .collect::<Result<Vec<_>>>()?,
-                final_norm: layer_norm(d, LayerNormConfig::default(), vb.pp("prm.final_norm"))?,
+                final_norm: LayerNorm::new(d, vb.pp("prm.final_norm"))?,
                 head: linear(d, 1, vb.pp("prm.head"))?,
             },
             ScorerKind::Dlcm => Body::Dlcm {

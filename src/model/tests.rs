@@ -547,3 +547,91 @@ fn kl_term_is_zero_when_the_policy_equals_the_reference() {
         assert!(((r - s) - 0.5 * d).abs() < 1e-4);
     }
 }
+
+/// Names of the variables in `vars` that get no gradient, or an all-zero one, from `loss`.
+fn untrained(vars: &VarMap, loss: &Tensor) -> Vec<String> {
+    let grads = loss.backward().expect("backward");
+    let data = vars.data().lock().expect("vars");
+    let mut missing: Vec<String> = data
+        .iter()
+        .filter(|(_, v)| {
+            grads.get(v).is_none_or(|g| {
+                g.abs()
+                    .and_then(|a| a.sum_all())
+                    .and_then(|s| s.to_scalar::<f32>())
+                    .map_or(true, |s| s == 0.0)
+            })
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    missing.sort();
+    missing
+}
+
+/// Every parameter of the evaluator and of the Transformer generator learns: a gradient
+/// reaches it from the training loss. candle-nn's fused layer norm and softmax have no
+/// backward and used to stop the gradient above the encoders, so only the heads trained.
+#[test]
+fn every_parameter_gets_a_gradient() {
+    use crate::model::{DecodeOptions, Selection};
+    let raw: Vec<_> = (0..6).map(|s| pool(s, 10)).collect();
+    // A fitted normaliser, so the dense inputs are not all zero.
+    let spec = encoder().spec().clone();
+    let mut fit = crate::features::NormaliserFit::default();
+    for (user, cands) in &raw {
+        fit.add_user(&spec.user, &user.dense);
+        for c in cands {
+            fit.add_item(&spec.item, c);
+        }
+    }
+    let enc = FeatureEncoder::new(spec.clone(), fit.finish(&spec.user, &spec.item));
+    let pools = tensors(&enc, &raw);
+
+    let vars = VarMap::new();
+    let e = Evaluator::new(
+        &EvaluatorConfig::default(),
+        &enc,
+        12,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("evaluator");
+    crate::train::seeded_init(&vars, 2).expect("init");
+    let scores = e.forward(&pools, None, &pools.mask).expect("forward");
+    let clicks = Tensor::from_vec(
+        (0..60)
+            .map(|i| f32::from(u8::from(i % 3 == 0)))
+            .collect::<Vec<_>>(),
+        (6, 10),
+        &Device::Cpu,
+    )
+    .expect("clicks");
+    let utility =
+        Tensor::from_vec(vec![1f32, 0.0, 2.0, 1.0, 0.5, 3.0], 6, &Device::Cpu).expect("utility");
+    let loss = evaluator_loss(&scores, &clicks, &pools.mask, &utility, 0.5).expect("loss");
+    assert_eq!(untrained(&vars, &loss), Vec::<String>::new(), "evaluator");
+
+    let cfg = GeneratorConfig {
+        layers: 2,
+        ..GeneratorConfig::default()
+    };
+    let (g, gvars) = generator(&cfg);
+    crate::train::seeded_init(&gvars, 4).expect("init");
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let sampled = g
+        .decode(
+            &g.encode(&pools).expect("encode"),
+            &[8; 6],
+            DecodeOptions {
+                selection: Selection::Sample(&mut rng),
+                track_log_prob: true,
+                use_cache: true,
+            },
+        )
+        .expect("decode");
+    let loss = sampled
+        .tracked_log_prob()
+        .expect("log prob")
+        .sum_all()
+        .expect("sum");
+    assert_eq!(untrained(&gvars, &loss), Vec::<String>::new(), "generator");
+}
