@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::features::FeatureEncoder;
 use crate::logs::{LogError, LoggedList};
-use crate::metrics::{MetricAccumulator, MetricSummary};
+use crate::metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::model::{
     upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection,
 };
@@ -95,15 +95,24 @@ pub struct EvalReport {
     pub fidelity: Option<crate::fidelity::Fidelity>,
 }
 
+/// What scores the orderings besides the model's own evaluator: an independent judge
+/// (a bundle whose evaluator the model was not trained against, with the same feature
+/// encoding) and, on simulated data, the world's oracle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scorers<'a> {
+    pub judge: Option<&'a Bundle>,
+    pub world: Option<&'a World>,
+}
+
 /// Runs the bundle's generator over every example and scores every ordering.
 pub fn evaluate(
     bundle: &Bundle,
     examples: &[Example],
-    world: Option<&World>,
+    scorers: Scorers<'_>,
     opts: &EvalOptions,
     device: &Device,
 ) -> candle_core::Result<EvalReport> {
-    let mut evaluation = Evaluation::new(bundle, world, opts);
+    let mut evaluation = Evaluation::new(bundle, scorers, opts);
     for chunk in examples.chunks(opts.batch.max(1)) {
         evaluation.add(chunk, device)?;
     }
@@ -115,7 +124,7 @@ pub fn evaluate(
 #[derive(Debug)]
 pub struct Evaluation<'a> {
     bundle: &'a Bundle,
-    world: Option<&'a World>,
+    scorers: Scorers<'a>,
     opts: EvalOptions,
     model: MetricAccumulator,
     initial: MetricAccumulator,
@@ -137,10 +146,10 @@ pub struct RankedList {
 }
 
 impl<'a> Evaluation<'a> {
-    pub fn new(bundle: &'a Bundle, world: Option<&'a World>, opts: &EvalOptions) -> Self {
+    pub fn new(bundle: &'a Bundle, scorers: Scorers<'a>, opts: &EvalOptions) -> Self {
         Self {
             bundle,
-            world,
+            scorers,
             opts: opts.clone(),
             model: MetricAccumulator::default(),
             initial: MetricAccumulator::default(),
@@ -161,7 +170,7 @@ impl<'a> Evaluation<'a> {
         chunk: &[Example],
         device: &Device,
     ) -> candle_core::Result<Vec<RankedList>> {
-        let (bundle, opts, world) = (self.bundle, &self.opts, self.world);
+        let (bundle, opts, scorers) = (self.bundle, &self.opts, self.scorers);
         let refs: Vec<&Example> = chunk.iter().collect();
         let pools = pool_tensors(&refs, &bundle.encoder, device)?;
         let lens = vec![opts.list_len; chunk.len()];
@@ -204,27 +213,46 @@ impl<'a> Evaluation<'a> {
                 .map(|e| e.served.iter().copied().take(opts.list_len).collect()),
         );
         let logged_scores = rewards(&bundle.evaluator, &pools, &logged, Reward::Dcg)?;
+        let best = Decoded::from_orders(
+            best_lists
+                .iter()
+                .map(|l| l.iter().map(|p| p.item).collect()),
+        );
+        let judged = |d: &Decoded| judge_scores(scorers.judge, &pools, d, chunk.len());
+        let (best_judged, initial_judged, sorted_judged, logged_judged) = (
+            judged(&best)?,
+            judged(&initial)?,
+            judged(&sorted)?,
+            judged(&logged)?,
+        );
         for (r, e) in chunk.iter().enumerate() {
-            add(&mut self.model, e, &best_lists[r], best_scores[r], world);
+            let world = scorers.world;
+            add(
+                &mut self.model,
+                e,
+                &best_lists[r],
+                (best_scores[r], best_judged[r]),
+                world,
+            );
             add(
                 &mut self.initial,
                 e,
                 &initial.lists[r],
-                initial_scores[r],
+                (initial_scores[r], initial_judged[r]),
                 world,
             );
             add(
                 &mut self.sorted,
                 e,
                 &sorted.lists[r],
-                sorted_scores[r],
+                (sorted_scores[r], sorted_judged[r]),
                 world,
             );
             add(
                 &mut self.logged,
                 e,
                 &logged.lists[r],
-                logged_scores[r],
+                (logged_scores[r], logged_judged[r]),
                 world,
             );
             for (t, p) in best_lists[r].iter().enumerate() {
@@ -308,11 +336,27 @@ fn evaluator_sort(
     )))
 }
 
+/// The judge's expected clicks of each list (`None` per list without a judge).
+fn judge_scores(
+    judge: Option<&Bundle>,
+    pools: &PoolTensors,
+    lists: &Decoded,
+    n: usize,
+) -> candle_core::Result<Vec<Option<f32>>> {
+    Ok(match judge {
+        None => vec![None; n],
+        Some(j) => rewards(&j.evaluator, pools, lists, Reward::Clicks)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    })
+}
+
 fn add(
     acc: &mut MetricAccumulator,
     e: &Example,
     list: &[PositionTrace],
-    evaluator_score: f32,
+    (evaluator_score, judge): (f32, Option<f32>),
     world: Option<&World>,
 ) {
     let labels = e.pool_labels();
@@ -326,5 +370,10 @@ fn add(
         Some(w.expected_clicks(user, &items?))
     });
     let steps = list.iter().map(|p| p.reasoning_steps).sum();
-    acc.add(&ranked, &labels, f64::from(evaluator_score), oracle, steps);
+    let score = ListScore {
+        evaluator: f64::from(evaluator_score),
+        judge: judge.map(f64::from),
+        oracle,
+    };
+    acc.add(&ranked, &labels, score, steps);
 }

@@ -59,8 +59,19 @@ pub struct MetricAccumulator {
     ndcg5: f64,
     ndcg10: f64,
     evaluator_score: f64,
+    judge: Option<f64>,
     oracle: Option<f64>,
     reasoning_steps: f64,
+}
+
+/// The scores of one list beside its clicks: by the model's own evaluator, by an
+/// independent judge evaluator (expected clicks) and by the simulator's oracle (true
+/// expected clicks), the last two when known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListScore {
+    pub evaluator: f64,
+    pub judge: Option<f64>,
+    pub oracle: Option<f64>,
 }
 
 /// Averages of [`MetricAccumulator`], in the JSON shape `eglr eval` reports.
@@ -75,22 +86,30 @@ pub struct MetricSummary {
     pub ndcg5: f64,
     #[serde(rename = "ndcg@10")]
     pub ndcg10: f64,
+    /// By the model's own evaluator (spec eq. 18 DCG of its click predictions).
     pub evaluator_score: f64,
+    /// Expected clicks by an independent judge evaluator (`eval --judge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_score: Option<f64>,
     pub oracle_score: Option<f64>,
     pub reasoning_steps_per_list: f64,
 }
 
 impl MetricAccumulator {
-    /// Adds one list: its labels in ranked order, all labels of its pool, its evaluator
-    /// score, its oracle score (if a world is known) and its reasoning steps.
+    /// Adds one list: its labels in ranked order, all labels of its pool, its scores
+    /// and its reasoning steps.
     pub fn add(
         &mut self,
         ranked: &[f64],
         pool_labels: &[f64],
-        evaluator_score: f64,
-        oracle: Option<f64>,
+        score: ListScore,
         reasoning_steps: u32,
     ) {
+        let ListScore {
+            evaluator: evaluator_score,
+            judge,
+            oracle,
+        } = score;
         self.lists += 1;
         self.map5 += map_at_k(ranked, 5);
         self.map10 += map_at_k(ranked, 10);
@@ -99,6 +118,9 @@ impl MetricAccumulator {
         self.evaluator_score += evaluator_score;
         if let Some(o) = oracle {
             *self.oracle.get_or_insert(0.0) += o;
+        }
+        if let Some(j) = judge {
+            *self.judge.get_or_insert(0.0) += j;
         }
         self.reasoning_steps += f64::from(reasoning_steps);
     }
@@ -112,6 +134,7 @@ impl MetricAccumulator {
             ndcg5: self.ndcg5 / n,
             ndcg10: self.ndcg10 / n,
             evaluator_score: self.evaluator_score / n,
+            judge_score: self.judge.map(|j| j / n),
             oracle_score: self.oracle.map(|o| o / n),
             reasoning_steps_per_list: self.reasoning_steps / n,
         }
@@ -163,8 +186,13 @@ mod tests {
     #[test]
     fn accumulator_counts_lists_without_clicks() {
         let mut acc = MetricAccumulator::default();
-        acc.add(&[1.0, 0.0], &[1.0, 0.0], 2.0, Some(1.0), 3);
-        acc.add(&[0.0, 0.0], &[0.0, 0.0], 0.0, Some(0.0), 1);
+        let score = |evaluator, oracle| ListScore {
+            evaluator,
+            judge: None,
+            oracle: Some(oracle),
+        };
+        acc.add(&[1.0, 0.0], &[1.0, 0.0], score(2.0, 1.0), 3);
+        acc.add(&[0.0, 0.0], &[0.0, 0.0], score(0.0, 0.0), 1);
         let s = acc.summary();
         assert_eq!((s.lists, s.map5, s.ndcg5), (2, 0.5, 0.5));
         assert_eq!(

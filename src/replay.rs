@@ -79,7 +79,7 @@ pub fn replay(
 ) -> Result<EvalReport, OfflineError> {
     let reader = LogReader::open(pattern, opts.batch.max(1))?;
     let mut writer: LogWriter<ReplayedList> = LogWriter::create(out, "replay", roll)?;
-    let mut evaluation = Evaluation::new(bundle, None, opts);
+    let mut evaluation = Evaluation::new(bundle, crate::eval::Scorers::default(), opts);
     let mut done = 0;
     for batch in reader.batches() {
         let rows = batch?;

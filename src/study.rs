@@ -7,10 +7,11 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::PipelineConfig;
-use crate::eval::{evaluate, EvalOptions, OrderingReport, PositionStats};
+use crate::eval::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
+use crate::fidelity::{fidelity, Fidelity};
 use crate::model::{Bundle, GeneratorConfig, Variant};
 use crate::sim::World;
-use crate::train::{self, Dataset, TrainError, TrainJob};
+use crate::train::{self, DataPart, Dataset, TrainError, TrainJob};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct StudyPlan {
     pub pipeline: PipelineConfig,
     pub train_data: String,
     pub test_data: String,
+    /// Validation lists (another traffic seed): the evaluators' fidelity is measured on
+    /// their pools, never on the test lists.
+    pub validation_data: Option<String>,
     pub world: Option<PathBuf>,
     pub seeds: Vec<u64>,
     /// The generators to train; the first also trains the evaluator of its seed.
@@ -64,6 +68,9 @@ pub struct StudyRow {
     pub runs: Vec<OrderingReport>,
     /// Entropy and reasoning by list position, one entry per run (generators only).
     pub positions: Vec<Vec<PositionStats>>,
+    /// The seed's evaluator against the oracle on validation pools (the evaluator row
+    /// on simulated data only).
+    pub fidelity: Vec<Fidelity>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +85,46 @@ pub enum StudyError {
     Model(#[from] candle_core::Error),
 }
 
+/// Orderings per pool and pools of the fidelity figures (issue 12: at least 20).
+pub const FIDELITY_ORDERINGS: usize = 20;
+pub const FIDELITY_POOLS: usize = 500;
+
+/// Seed offset of a seed's judge: its own seed, never a model's.
+const JUDGE_SEED_OFFSET: u64 = 1000;
+
+/// The seed's judge: an evaluator trained on the judge part of the training lists with
+/// its own seed (trained once, then reused).
+fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bundle, StudyError> {
+    let p = &plan.pipeline;
+    let out = dir.join("judge");
+    if !out.join("bundle.json").exists() {
+        tracing::info!(seed, "training the judge");
+        let job = TrainJob {
+            data: &plan.train_data,
+            evaluator: p.evaluator.clone(),
+            generator: p.generator.clone(),
+            training: train::TrainingConfig {
+                seed: seed + JUDGE_SEED_OFFSET,
+                ..p.training.clone()
+            },
+            features: &p.features,
+            list_len: p.limits.list_len,
+            max_list_len: p.limits.max_list_len,
+            evaluator_from: None,
+            part: DataPart::Judge,
+            out: &out,
+            version: format!("judge-seed{}", seed + JUDGE_SEED_OFFSET),
+            git_revision: None,
+        };
+        train::run(&job, device)?;
+    }
+    Ok(Bundle::load(&out, device)?)
+}
+
 /// Trains and evaluates every (seed, variant). The first variant of each seed trains
-/// the evaluator; the others reuse it.
+/// the evaluator; the others reuse it. With `training.judge_share > 0` each seed also
+/// trains a judge on the judge part, which the models never see, and every ordering
+/// gets its score.
 pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyError> {
     let world = plan.world.as_deref().map(World::load).transpose()?;
     let p = &plan.pipeline;
@@ -91,11 +136,20 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             name,
             runs: Vec::new(),
             positions: Vec::new(),
+            fidelity: Vec::new(),
         })
         .collect();
+    let part = if p.training.judge_share > 0.0 {
+        DataPart::Model
+    } else {
+        DataPart::All
+    };
     for &seed in &plan.seeds {
         let seed_dir = plan.bundles.join(format!("seed-{seed}"));
         let mut evaluator_from: Option<PathBuf> = None;
+        let judge = (part == DataPart::Model)
+            .then(|| judge(plan, seed, &seed_dir, device))
+            .transpose()?;
         for (i, run) in plan.runs.iter().enumerate() {
             let out = seed_dir.join(run.dir_name());
             if !out.join("bundle.json").exists() {
@@ -112,6 +166,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     list_len: p.limits.list_len,
                     max_list_len: p.limits.max_list_len,
                     evaluator_from: evaluator_from.as_deref(),
+                    part,
                     out: &out,
                     version: format!("{}-seed{seed}", run.dir_name()),
                     git_revision: None,
@@ -127,10 +182,27 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 pass_at_n: 1,
                 seed,
             };
-            let report = evaluate(&bundle, &examples, world.as_ref(), &opts, device)?;
+            let scorers = Scorers {
+                judge: judge.as_ref(),
+                world: world.as_ref(),
+            };
+            let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
             if i == 0 {
                 rows[0].runs.push(report.initial.clone());
                 rows[1].runs.push(report.evaluator_sort.clone());
+                if let (Some(w), Some(data)) = (&world, &plan.validation_data) {
+                    let validation = Dataset::load_all(data, bundle.encoder.clone())?;
+                    rows[1].fidelity.push(fidelity(
+                        &bundle.evaluator,
+                        &bundle.encoder,
+                        &validation,
+                        w,
+                        FIDELITY_ORDERINGS,
+                        FIDELITY_POOLS,
+                        seed,
+                        device,
+                    )?);
+                }
             }
             rows[2 + i].runs.push(report.model);
             rows[2 + i].positions.push(report.by_position);
@@ -154,12 +226,13 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 /// The results table in markdown: one row per ordering, mean ± std over seeds.
 pub fn markdown_table(rows: &[StudyRow]) -> String {
     type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 8] = [
+    let metrics: [(&str, Metric); 9] = [
         ("MAP@5", |r| Some(r.metrics.map5)),
         ("MAP@10", |r| Some(r.metrics.map10)),
         ("NDCG@5", |r| Some(r.metrics.ndcg5)),
         ("NDCG@10", |r| Some(r.metrics.ndcg10)),
-        ("Evaluator Score", |r| Some(r.metrics.evaluator_score)),
+        ("own Evaluator Score", |r| Some(r.metrics.evaluator_score)),
+        ("judge (clicks/list)", |r| r.metrics.judge_score),
         ("Oracle (true clicks/list)", |r| r.metrics.oracle_score),
         ("reasoning steps/list", |r| {
             Some(r.metrics.reasoning_steps_per_list)
@@ -183,6 +256,70 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
                     format!(" {m:.4} ± {s:.4} |")
                 }
                 _ => " - |".to_owned(),
+            };
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+}
+
+/// Mean of paired differences `a[i] - b[i]` (same seed) with its 95 % t interval.
+pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    if d.len() < 2 || a.len() != b.len() {
+        return None;
+    }
+    let (m, s) = mean_std(&d);
+    let half = t95(d.len() - 1) * s / (d.len() as f64).sqrt();
+    Some((m, m - half, m + half))
+}
+
+/// Paired differences over seeds of every row to `baseline` (and of `eglr` to
+/// `backbone` when both ran), by the oracle, the judge and the model's own evaluator:
+/// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
+/// interval excludes zero.
+pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
+    type Metric = fn(&OrderingReport) -> Option<f64>;
+    let metrics: [(&str, Metric); 3] = [
+        ("oracle", |r| r.metrics.oracle_score),
+        ("judge", |r| r.metrics.judge_score),
+        ("own evaluator", |r| Some(r.metrics.evaluator_score)),
+    ];
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    let mut pairs: Vec<(&StudyRow, &StudyRow)> = Vec::new();
+    if let Some(base) = find(baseline) {
+        pairs.extend(
+            rows.iter()
+                .filter(|r| r.name != baseline)
+                .map(|r| (r, base)),
+        );
+    }
+    if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
+        pairs.push((e, b));
+    }
+    let mut out = String::from("| difference (paired by seed) |");
+    for (name, _) in &metrics {
+        out += &format!(" {name}: mean [95 % CI] |");
+    }
+    out += "\n|---|";
+    out += &"---:|".repeat(metrics.len());
+    out += "\n";
+    for (a, b) in pairs {
+        out += &format!("| {} − {} |", a.name, b.name);
+        for (_, f) in &metrics {
+            let xs: Option<Vec<f64>> = a.runs.iter().map(f).collect();
+            let ys: Option<Vec<f64>> = b.runs.iter().map(f).collect();
+            out += &match xs.zip(ys).and_then(|(x, y)| paired_interval(&x, &y)) {
+                Some((m, lo, hi)) => format!(" {m:+.4} [{lo:+.4}, {hi:+.4}] |"),
+                None => " - |".to_owned(),
             };
         }
         out += "\n";

@@ -371,6 +371,8 @@ pub fn run_round(
         training: TrainingInfo {
             data: format!("{} (newest {} lists)", round.logs, rows.len()),
             seed: settings.seed,
+            part: crate::model::DataPart::All,
+            judge_share: 0.0,
             git_revision: round.git_revision.clone(),
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -79,6 +79,12 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     let mut audits = Vec::new();
     for path in &args.models {
         let model = load(path)?;
+        if let Some(why) = judge
+            .as_ref()
+            .and_then(|j| eglr::model::judge_conflict(&model.meta, &j.meta))
+        {
+            anyhow::bail!("refusing to audit {}: {why}", path.display());
+        }
         tracing::info!(model = %path.display(), "auditing");
         audits.push(audit_model(&model, judge.as_ref(), &logs, &opts, &device)?);
     }

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use candle_core::Device;
 use eglr::config::PipelineConfig;
-use eglr::eval::{evaluate, EvalOptions, EvalReport, OrderingReport};
+use eglr::eval::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
 use eglr::fidelity::fidelity;
-use eglr::model::Bundle;
+use eglr::model::{judge_conflict, Bundle};
 use eglr::sim::World;
 use eglr::train::Dataset;
 
@@ -42,9 +43,36 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
+    /// Independent judge: a bundle from `eglr train --judge` (an evaluator trained on
+    /// the judge part of the logs, which this model never saw). Adds a judge score
+    /// (its expected clicks) to every ordering; refused when it shares the model's
+    /// training lists and seed.
+    #[arg(long, value_name = "BUNDLE")]
+    judge: Option<PathBuf>,
+
     /// Write the report as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+/// Loads a judge for `model`: refused when it is not independent of the model's
+/// evaluator, or encodes features differently (the pools are encoded once, with the
+/// model's encoder).
+pub(super) fn load_judge(path: &Path, model: &Bundle, device: &Device) -> anyhow::Result<Bundle> {
+    let judge = Bundle::load(path, device)
+        .with_context(|| format!("loading judge bundle {}", path.display()))?;
+    if let Some(why) = judge_conflict(&model.meta, &judge.meta) {
+        anyhow::bail!("{why}");
+    }
+    anyhow::ensure!(
+        judge.encoder.spec() == model.encoder.spec()
+            && judge.encoder.normaliser() == model.encoder.normaliser(),
+        "the judge {} encodes features differently from {} (another feature spec or other \
+         training logs): train both on the same logs",
+        path.display(),
+        model.meta.version
+    );
+    Ok(judge)
 }
 
 pub fn world_path(p: &Path) -> PathBuf {
@@ -64,6 +92,11 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| World::load(&world_path(p)))
         .transpose()?;
+    let judge = args
+        .judge
+        .as_deref()
+        .map(|p| load_judge(p, &bundle, &device))
+        .transpose()?;
     let data = data_pattern(&args.data);
     let examples = Dataset::load_all(&data, bundle.encoder.clone())?;
     let opts = EvalOptions {
@@ -72,7 +105,11 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         pass_at_n: args.pass_at.max(1),
         seed: args.seed,
     };
-    let mut report = evaluate(&bundle, &examples, world.as_ref(), &opts, &device)?;
+    let scorers = Scorers {
+        judge: judge.as_ref(),
+        world: world.as_ref(),
+    };
+    let mut report = evaluate(&bundle, &examples, scorers, &opts, &device)?;
     if let Some(world) = &world {
         report.fidelity = Some(fidelity(
             &bundle.evaluator,
@@ -101,6 +138,7 @@ fn row(name: &str, r: &OrderingReport) -> Vec<String> {
         format!("{:.4}", m.ndcg5),
         format!("{:.4}", m.ndcg10),
         format!("{:.4}", m.evaluator_score),
+        m.judge_score.map_or("-".into(), |j| format!("{j:.4}")),
         m.oracle_score.map_or("-".into(), |o| format!("{o:.4}")),
         format!("{:.2}", m.reasoning_steps_per_list),
         format!("{:.3}", r.ms_per_list),
@@ -126,6 +164,7 @@ pub(super) fn print_report(r: &EvalReport) {
                 "NDCG@5",
                 "NDCG@10",
                 "evaluator",
+                "judge",
                 "oracle",
                 "reasoning/list",
                 "ms/list"

@@ -36,9 +36,20 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000)]
     lists: u64,
 
-    /// Held-out lists (same world, another traffic seed).
+    /// Held-out test lists (same world, traffic seed world-seed + 1000): read only by
+    /// the final tables.
     #[arg(long, default_value_t = 5_000)]
     test_lists: u64,
+
+    /// Validation lists (same world, traffic seed world-seed + 500): the evaluators'
+    /// fidelity is measured on their pools; settings are chosen on them, never on test.
+    #[arg(long, default_value_t = 3_000)]
+    validation_lists: u64,
+
+    /// Pools of the headroom table (true point-wise sort, true list-wise search, search
+    /// over observable inputs), from the test traffic.
+    #[arg(long, default_value_t = 300)]
+    headroom_lists: u64,
 
     /// Seed of the simulated world and training traffic.
     #[arg(long, default_value_t = 7)]
@@ -146,11 +157,11 @@ fn import_summary(data: &std::path::Path) -> String {
     )
 }
 
-/// Simulates (or reuses) the world and the train/test logs under `--dir`.
+/// Simulates (or reuses) the world and the train/validation/test logs under `--dir`.
 fn simulate_study_data(
     pipeline: &PipelineConfig,
     args: &Args,
-) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf, PathBuf)> {
     let world_path = args.dir.join("world.json");
     let world = if world_path.exists() {
         World::load(&world_path)?
@@ -164,7 +175,15 @@ fn simulate_study_data(
         w
     };
     let (train_dir, test_dir) = (args.dir.join("train"), args.dir.join("test"));
+    let validation_dir = args.dir.join("validation");
     simulate(&world, args.world_seed, args.lists, &train_dir, pipeline)?;
+    simulate(
+        &world,
+        args.world_seed + 500,
+        args.validation_lists,
+        &validation_dir,
+        pipeline,
+    )?;
     simulate(
         &world,
         args.world_seed + 1000,
@@ -172,7 +191,54 @@ fn simulate_study_data(
         &test_dir,
         pipeline,
     )?;
-    Ok((train_dir, test_dir, world_path))
+    Ok((train_dir, validation_dir, test_dir, world_path))
+}
+
+/// Expected clicks per list of the headroom orderings on the first test pools.
+fn headroom_table(world_path: &std::path::Path, args: &Args) -> anyhow::Result<String> {
+    let world = World::load(world_path)?;
+    let h = eglr::sim::headroom(
+        &Traffic::new(&world, args.world_seed + 1000),
+        args.headroom_lists,
+    );
+    let pct = |x: f64| 100.0 * (x / h.initial - 1.0);
+    Ok(format!(
+        "| ordering ({} test pools) | oracle (true clicks/list) | vs initial |\n|---|---:|---:|\n\
+         | initial (upstream) | {:.4} | +0.0 % |\n\
+         | point-wise sort by true relevance | {:.4} | {:+.1} % |\n\
+         | list-wise search, true click model | {:.4} | {:+.1} % |\n\
+         | list-wise search, observable inputs only | {:.4} | {:+.1} % |\n",
+        h.lists,
+        h.initial,
+        h.pointwise_sort,
+        pct(h.pointwise_sort),
+        h.listwise_search,
+        pct(h.listwise_search),
+        h.observable_search,
+        pct(h.observable_search),
+    ))
+}
+
+/// The seeds' evaluator fidelity on validation pools.
+fn fidelity_table(rows: &[StudyRow]) -> String {
+    let Some(row) = rows.iter().find(|r| !r.fidelity.is_empty()) else {
+        return String::new();
+    };
+    let stat = |f: fn(&eglr::fidelity::Fidelity) -> f64| {
+        let xs: Vec<f64> = row.fidelity.iter().map(f).collect();
+        let (m, s) = study::mean_std(&xs);
+        format!("{m:.3} ± {s:.3}")
+    };
+    format!(
+        "| Kendall tau | pairs ordered as the oracle | adjacency probe: evaluator prefers adjacent | oracle prefers adjacent | evaluator gain | oracle gain |\n\
+         |---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} |\n",
+        stat(|f| f.kendall_tau),
+        stat(|f| f.pair_agreement),
+        stat(|f| f.adjacency.evaluator_prefers_adjacent),
+        stat(|f| f.adjacency.oracle_prefers_adjacent),
+        stat(|f| f.adjacency.evaluator_gain),
+        stat(|f| f.adjacency.oracle_gain),
+    )
 }
 
 /// NDCG@10 of EGLR on KuaiRand-1K by K (paper Table 4, via spec §8): orientation only.
@@ -182,9 +248,10 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let (train_dir, test_dir, world, source) = match &args.data {
+    let (train_dir, validation_dir, test_dir, world, source) = match &args.data {
         Some(data) => (
             data.join("train"),
+            None,
             data.join("test"),
             None,
             format!(
@@ -195,7 +262,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             ),
         ),
         None => {
-            let (train, test, world) = simulate_study_data(pipeline, &args)?;
+            let (train, validation, test, world) = simulate_study_data(pipeline, &args)?;
             let source = format!(
                 "train: {lists} logged lists of world seed {ws} (`{dir}/train`); test: {test} held-out lists of the same world \
                  with traffic seed {ts} (`{dir}/test`). MAP/NDCG are computed against the logged clicks; the oracle is the exact \
@@ -206,7 +273,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 dir = args.dir.display(),
                 test = args.test_lists,
             );
-            (train, test, Some(world), source)
+            (train, Some(validation), test, Some(world), source)
         }
     };
     let doc_path = args.doc();
@@ -226,22 +293,45 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         pipeline: pipeline.clone(),
         train_data: train_dir.display().to_string(),
         test_data: test_dir.display().to_string(),
-        world,
+        validation_data: validation_dir.map(|d| d.display().to_string()),
+        world: world.clone(),
         seeds: args.seeds.clone(),
         runs,
         bundles: args.dir.join("bundles"),
     };
     let rows = study::run(&plan, &device())?;
     let table = markdown_table(&rows);
+    let paired = study::paired_table(&rows, "initial order");
+    let headroom = world
+        .as_deref()
+        .map(|w| headroom_table(w, &args))
+        .transpose()?
+        .unwrap_or_default();
+    let fidelity = fidelity_table(&rows);
+    let judged = pipeline.training.judge_share > 0.0;
     println!("{table}");
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
+    let protocol = if judged {
+        format!(
+            "**Protocol.** Three splits of the world: the train lists, validation lists (another traffic seed: the \
+             evaluators' fidelity below is measured on their pools and settings are chosen on them) and the test lists, \
+             read only by these tables. Each seed trains one evaluator (with the first variant) that every model of that \
+             seed is trained against, on the train lists outside the judge part; a **judge** evaluator is trained on the \
+             judge part ({share:.0} % of the train lists by a hash of request_id, never seen by the models) with its own \
+             seed (seed + 1000). Headlines use the oracle and the judge, never a model's own evaluator. Differences are \
+             paired by seed, with 95 % t intervals.\n\n",
+            share = 100.0 * pipeline.training.judge_share
+        )
+    } else {
+        String::new()
+    };
     let mut doc = format!(
         "# {suite} on {title}\n\n\
-         Generated by (everything above `## Findings`):\n\n```sh\n{command}\n```\n\n\
-         Data: {source}. Each seed trains one evaluator (with the first variant) that every model of that seed is \
-         trained against by its recipe{recipes}; model selection uses a validation split of the train lists. Metrics on the test lists, \
-         mean ± std over seeds {seed_list}. This run took {minutes:.1} minutes on this machine.\n\n{table}",
+         Generated by (everything above `## Findings`):\n\n```sh\n{command}\n```\n\n{protocol}\
+         Data: {source}. Models are trained by their recipe{recipes}; model selection uses a validation split of the \
+         train lists. Metrics on the test lists, mean ± std over seeds {seed_list}. This run took {minutes:.1} minutes \
+         on this machine.\n\n{table}\n## Paired differences\n\n{paired}",
         title = if args.data.is_some() {
             format!("`{}` logs", pipeline.name)
         } else {
@@ -258,6 +348,22 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         },
         seed_list = seeds.join(", "),
     );
+    if !headroom.is_empty() {
+        doc += &format!(
+            "\n## Headroom\n\nWhat re-ranking the test pools can gain, by the oracle: the true point-wise sort, a \
+             list-wise search with the true click model, and the same search knowing only what a model observes \
+             (upstream score, category, kind; `src/sim/click_model.rs`).\n\n{headroom}"
+        );
+    }
+    if !fidelity.is_empty() {
+        doc += &format!(
+            "\n## Evaluator fidelity (validation pools)\n\nEach seed's evaluator against the oracle on {} validation \
+             pools: Kendall tau over {} orderings of each pool, the share of list pairs it orders as the oracle does, and \
+             the adjacency probe (a complementary pair adjacent vs one place apart). Mean ± std over seeds.\n\n{fidelity}",
+            study::FIDELITY_POOLS,
+            study::FIDELITY_ORDERINGS
+        );
+    }
     let transfer = transfer_table(&rows);
     if !transfer.is_empty() {
         doc += &format!(
@@ -309,8 +415,8 @@ fn command_line(pipeline: &PipelineConfig, args: &Args) -> String {
         Some(data) => cmd += &format!(" --data {}", data.display()),
         None => {
             cmd += &format!(
-                " --lists {} --test-lists {} --world-seed {}",
-                args.lists, args.test_lists, args.world_seed
+                " --lists {} --validation-lists {} --test-lists {} --world-seed {}",
+                args.lists, args.validation_lists, args.test_lists, args.world_seed
             )
         }
     }

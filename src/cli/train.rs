@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::model::Variant;
-use eglr::train::{self, TrainJob};
+use eglr::train::{self, DataPart, TrainJob};
 
 use super::report::write_json;
 use super::{data_pattern, device, git_revision};
@@ -36,6 +36,13 @@ pub struct Args {
     /// one: compares generator variants on the same evaluator.
     #[arg(long, value_name = "BUNDLE")]
     evaluator_from: Option<PathBuf>,
+
+    /// Train a judge instead of a model: an evaluator only, on the judge part of the
+    /// training lists (`training.judge_share` of them, by a hash of request_id), which
+    /// every other run leaves out. `eval --judge` and `audit --judge` score orderings
+    /// with it: an evaluator no model was trained against. Give it its own --seed.
+    #[arg(long, conflicts_with_all = ["variant", "evaluator_from"])]
+    judge: bool,
 
     /// Version label results will carry (default: the bundle directory's name).
     #[arg(long)]
@@ -67,6 +74,15 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into())
     });
+    anyhow::ensure!(
+        !args.judge || training.judge_share > 0.0,
+        "--judge needs a judge part: set training.judge_share (e.g. --set training.judge_share=0.3)"
+    );
+    let part = match (args.judge, training.judge_share > 0.0) {
+        (true, _) => DataPart::Judge,
+        (false, true) => DataPart::Model,
+        (false, false) => DataPart::All,
+    };
     let job = TrainJob {
         data: &data,
         evaluator: pipeline.evaluator.clone(),
@@ -76,6 +92,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         list_len: pipeline.limits.list_len,
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: args.evaluator_from.as_deref(),
+        part,
         out: &args.out,
         version,
         git_revision: git_revision(),

@@ -38,12 +38,75 @@ pub enum BundleError {
     Model(#[from] candle_core::Error),
 }
 
+/// Which training lists a run learns from (validation lists are the same for all).
+///
+/// The study protocol (issue 12) judges models with a second evaluator that must not
+/// share their errors: it is trained on a part of the training logs that the models'
+/// evaluators and generators never see, chosen by a hash of the request id (a salt
+/// independent of the validation split's), with its own seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPart {
+    /// Every training list (no judge part reserved).
+    #[default]
+    All,
+    /// The lists outside the judge part: what served models learn from.
+    Model,
+    /// The judge part: `judge_share` of the training lists.
+    Judge,
+}
+
+impl DataPart {
+    /// Whether the training list `request_id` belongs to this part.
+    pub fn contains(self, request_id: &str, judge_share: f64) -> bool {
+        let h = crate::features::hash_bucket("judge", request_id, 1_000_000);
+        let judge = f64::from(h - 1) < judge_share * 1_000_000.0;
+        match self {
+            DataPart::All => true,
+            DataPart::Model => !judge,
+            DataPart::Judge => judge,
+        }
+    }
+}
+
+/// Why `judge` cannot judge `model` independently, if it cannot: a judge trained on the
+/// same lists with the same seed has the serving evaluator's errors (on identical
+/// lists and seed, it *is* the serving evaluator), so its scores can never reveal that
+/// the generator exploits them. A judge trained on the judge part of the logs the
+/// model's own part excludes, or on other logs, is independent.
+pub fn judge_conflict(model: &BundleMeta, judge: &BundleMeta) -> Option<String> {
+    let (m, j) = (&model.training, &judge.training);
+    if m.data != j.data {
+        return None;
+    }
+    let disjoint =
+        j.part == DataPart::Judge && m.part == DataPart::Model && m.judge_share == j.judge_share;
+    if disjoint {
+        return None;
+    }
+    (m.seed == j.seed).then(|| {
+        format!(
+            "the judge {} was trained on the same lists ({}) with the same seed ({}) as {}: \
+             its evaluator shares the serving evaluator's errors and cannot flag reward \
+             hacking; train one with `eglr train --judge` (a disjoint part, its own seed)",
+            judge.version, j.data, j.seed, model.version
+        )
+    })
+}
+
 /// What `bundle.json` records about how the model was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingInfo {
     pub data: String,
     pub seed: u64,
+    /// Which training lists it learnt from (a judge's part is disjoint from the
+    /// models'). Bundles written before this field: `all`.
+    #[serde(default)]
+    pub part: DataPart,
+    /// `training.judge_share` when it was trained (the parts depend on it).
+    #[serde(default)]
+    pub judge_share: f64,
     pub git_revision: Option<String>,
     pub created_unix_ms: i64,
     /// Training and validation metrics, free-form.

@@ -12,7 +12,9 @@ mod ranker;
 mod reward;
 mod scorer;
 
-pub use bundle::{Bundle, BundleError, BundleMeta, TrainingInfo, BUNDLE_FORMAT};
+pub use bundle::{
+    judge_conflict, Bundle, BundleError, BundleMeta, DataPart, TrainingInfo, BUNDLE_FORMAT,
+};
 pub use config::{
     Architecture, DecoderKind, EvaluatorConfig, EvaluatorSelection, GeneratorConfig, ReasoningMode,
     ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, ServeSelection, Variant,

@@ -32,7 +32,7 @@ fn fixture() -> &'static Fixture {
         let dataset = Dataset::load(
             &data,
             &p.features,
-            p.training.validation_share,
+            crate::train::Split::all(p.training.validation_share),
             Some(bundle.meta.normaliser.clone()),
         )
         .expect("dataset");

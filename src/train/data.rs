@@ -2,6 +2,7 @@
 
 use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
 use crate::logs::{LogError, LogReader, LoggedList};
+pub use crate::model::DataPart;
 
 use super::TrainError;
 
@@ -69,6 +70,27 @@ pub(crate) fn is_validation(request_id: &str, share: f64) -> bool {
     f64::from(h - 1) < share * 1_000_000.0
 }
 
+/// Which logged lists a [`Dataset`] keeps for training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Split {
+    /// Share of all lists held out for validation.
+    pub validation_share: f64,
+    /// Share of the training lists reserved for the judge.
+    pub judge_share: f64,
+    pub part: DataPart,
+}
+
+impl Split {
+    /// All training lists, `validation_share` held out.
+    pub fn all(validation_share: f64) -> Self {
+        Self {
+            validation_share,
+            judge_share: 0.0,
+            part: DataPart::All,
+        }
+    }
+}
+
 fn read(
     reader: &LogReader,
     mut each: impl FnMut(&LoggedList) -> Result<(), TrainError>,
@@ -82,14 +104,17 @@ fn read(
 }
 
 impl Dataset {
-    /// Reads logs and encodes them. Without a `normaliser`, a first pass fits one on
-    /// the training split. Only encoded examples are kept in memory.
+    /// Reads logs and encodes them, keeping the training lists of `split.part`. Without
+    /// a `normaliser`, a first pass fits one on every training list, whatever the part:
+    /// feature scaling learns nothing from clicks, and a judge and the models it judges
+    /// then encode pools alike. Only encoded examples are kept in memory.
     pub fn load(
         pattern: &str,
         spec: &FeatureSpec,
-        validation_share: f64,
+        split: Split,
         normaliser: Option<DenseNormaliser>,
     ) -> Result<Self, TrainError> {
+        let validation_share = split.validation_share;
         let reader = LogReader::open(pattern, 4096)?;
         let normaliser = match normaliser {
             Some(n) => n,
@@ -110,25 +135,29 @@ impl Dataset {
         Self::encode(
             &reader,
             FeatureEncoder::new(spec.clone(), normaliser),
-            validation_share,
+            split,
         )
     }
 
     fn encode(
         reader: &LogReader,
         encoder: FeatureEncoder,
-        validation_share: f64,
+        split: Split,
     ) -> Result<Self, TrainError> {
         let mut train = Vec::new();
         let mut validation = Vec::new();
         read(reader, |row| {
+            let validating = is_validation(&row.request_id, split.validation_share);
+            if !validating && !split.part.contains(&row.request_id, split.judge_share) {
+                return Ok(());
+            }
             let example = Example::from_logged(row, &encoder).map_err(|message| {
                 TrainError::Log(LogError::BadFile {
                     path: reader.files().first().cloned().unwrap_or_default(),
                     message,
                 })
             })?;
-            if is_validation(&row.request_id, validation_share) {
+            if validating {
                 validation.push(example);
             } else {
                 train.push(example);
@@ -148,7 +177,7 @@ impl Dataset {
     /// Every logged list of `pattern`, encoded with an existing encoder (a bundle's).
     pub fn load_all(pattern: &str, encoder: FeatureEncoder) -> Result<Vec<Example>, TrainError> {
         let reader = LogReader::open(pattern, 4096)?;
-        Ok(Self::encode(&reader, encoder, 0.0)?.train)
+        Ok(Self::encode(&reader, encoder, Split::all(0.0))?.train)
     }
 
     pub fn normaliser(&self) -> &DenseNormaliser {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
-pub use data::{Dataset, Example};
+pub use data::{DataPart, Dataset, Example, Split};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
 pub use rl::{kl_shaped, log_ratio, pool_tensors, train_rl, RlReport};
 pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
@@ -91,6 +91,10 @@ pub struct TrainingConfig {
     /// pi_ref)` and cannot wander far from the order it re-ranks to exploit the
     /// evaluator's errors. 0: off (spec §5).
     pub reference_kl: f64,
+    /// Share of the training lists reserved for an independent judge evaluator (by a
+    /// hash of request_id; `eglr train --judge` trains on exactly these, every other
+    /// run never sees them). 0: none reserved.
+    pub judge_share: f64,
 }
 
 impl Default for TrainingConfig {
@@ -116,17 +120,20 @@ impl Default for TrainingConfig {
             embedding_init_std: 1.0,
             upstream_warm_start_steps: 0,
             reference_kl: 0.0,
+            judge_share: 0.0,
         }
     }
 }
 
 impl TrainingConfig {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !(0.0..1.0).contains(&self.validation_share) {
-            return Err((
-                "training.validation_share",
-                format!("{} is not in [0, 1)", self.validation_share),
-            ));
+        for (key, v) in [
+            ("training.validation_share", self.validation_share),
+            ("training.judge_share", self.judge_share),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err((key, format!("{v} is not in [0, 1)")));
+            }
         }
         for (key, v) in [
             ("training.evaluator_lr", self.evaluator_lr),
@@ -310,6 +317,9 @@ pub struct TrainJob<'a> {
     pub max_list_len: usize,
     /// Reuse this bundle's evaluator (and feature normaliser) instead of training one.
     pub evaluator_from: Option<&'a Path>,
+    /// The training lists to learn from: `Model` for served models when a judge part
+    /// is reserved, `Judge` for the judge (its generator is not trained).
+    pub part: DataPart,
     pub out: &'a Path,
     pub version: String,
     pub git_revision: Option<String>,
@@ -325,7 +335,7 @@ pub struct TrainOutcome {
 }
 
 /// How the re-ranker's training stages went (each present when its recipe has it).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RankerReport {
     pub supervised: Option<SupervisedReport>,
     pub upstream_warm_start: Option<SupervisedReport>,
@@ -417,12 +427,15 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         }
     };
     let normaliser = reused.as_ref().map(|r| r.1.normaliser.clone());
-    let dataset = Dataset::load(
-        job.data,
-        job.features,
-        job.training.validation_share,
-        normaliser,
-    )?;
+    let split = Split {
+        validation_share: job.training.validation_share,
+        judge_share: job.training.judge_share,
+        part: job.part,
+    };
+    let dataset = Dataset::load(job.data, job.features, split, normaliser)?;
+    if dataset.train.is_empty() {
+        return Err(TrainError::Empty(0));
+    }
     tracing::info!(
         train = dataset.train.len(),
         validation = dataset.validation.len(),
@@ -478,17 +491,22 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         job.training.seed ^ 0x6765_6e65,
         job.training.embedding_init_std,
     )?;
-    let ranker_report = train_ranker(
-        job.generator.variant,
-        &ranker,
-        &generator_vars,
-        &frozen,
-        &job.training,
-        &dataset.train,
-        enc,
-        job.list_len,
-        device,
-    )?;
+    // A judge is an evaluator only; its bundle carries an untrained generator.
+    let ranker_report = if job.part == DataPart::Judge {
+        RankerReport::default()
+    } else {
+        train_ranker(
+            job.generator.variant,
+            &ranker,
+            &generator_vars,
+            &frozen,
+            &job.training,
+            &dataset.train,
+            enc,
+            job.list_len,
+            device,
+        )?
+    };
     let outcome = TrainOutcome {
         train_lists: dataset.train.len(),
         validation_lists: dataset.validation.len(),
@@ -506,6 +524,8 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         training: TrainingInfo {
             data: job.data.to_owned(),
             seed: job.training.seed,
+            part: job.part,
+            judge_share: job.training.judge_share,
             git_revision: job.git_revision.clone(),
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

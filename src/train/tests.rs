@@ -83,6 +83,7 @@ pub(super) fn job<'a>(
         list_len: 10,
         max_list_len: 10,
         evaluator_from: None,
+        part: crate::train::DataPart::All,
         out,
         version: "test".into(),
         git_revision: None,
@@ -116,7 +117,11 @@ fn tiny_end_to_end_run_raises_the_evaluator_reward() {
             pass_at_n: 1,
             seed: 0,
         };
-        evaluate(&bundle, &examples[..300], Some(&world), &opts, &device).expect("eval")
+        let scorers = crate::eval::Scorers {
+            judge: None,
+            world: Some(&world),
+        };
+        evaluate(&bundle, &examples[..300], scorers, &opts, &device).expect("eval")
     };
     let (before, after) = (score(&untrained), score(&trained));
     assert!(
@@ -186,4 +191,72 @@ fn training_is_reproducible_and_bundles_are_checked() {
     .expect("write");
     let e = Bundle::load(&garbage, &Device::Cpu).expect_err("garbage");
     assert!(e.to_string().contains("is not a valid bundle.json"), "{e}");
+}
+
+/// The judge learns from lists no served model learns from: with a judge part
+/// reserved, the model part and the judge part split the training lists between them
+/// (none in both, none lost), both keep the same validation lists, and fit the same
+/// feature normaliser (so the judge can score the models' pools).
+#[test]
+fn judge_training_data_is_disjoint_from_the_serving_evaluators() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let logs = tmp.path().join("logs");
+    simulate(&logs, 600, 4);
+    let p = pipeline();
+    let data = logs.display().to_string();
+    let load = |part| {
+        let split = Split {
+            validation_share: 0.1,
+            judge_share: 0.3,
+            part,
+        };
+        Dataset::load(&data, &p.features, split, None).expect("dataset")
+    };
+    let (all, model, judge) = (
+        load(DataPart::All),
+        load(DataPart::Model),
+        load(DataPart::Judge),
+    );
+    let key = |e: &Example| format!("{}/{}", e.user_id, e.item_ids.join(","));
+    let keys =
+        |d: &Dataset| -> std::collections::BTreeSet<String> { d.train.iter().map(key).collect() };
+    let (m, j, a) = (keys(&model), keys(&judge), keys(&all));
+    assert!(m.is_disjoint(&j), "a list is in both parts");
+    assert_eq!(
+        m.union(&j)
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        a
+    );
+    assert_eq!(model.train.len() + judge.train.len(), all.train.len());
+    let share = judge.train.len() as f64 / all.train.len() as f64;
+    assert!((0.2..0.4).contains(&share), "judge share {share}");
+    assert_eq!(model.validation.len(), judge.validation.len());
+    assert_eq!(model.encoder.normaliser(), judge.encoder.normaliser());
+
+    // And a judge that shares the model's lists and seed is refused.
+    let meta = |part, seed| crate::model::TrainingInfo {
+        data: data.clone(),
+        seed,
+        part,
+        judge_share: 0.3,
+        git_revision: None,
+        created_unix_ms: 0,
+        metrics: serde_json::Value::Null,
+    };
+    let bundle_meta = |training| crate::model::BundleMeta {
+        format: crate::model::BUNDLE_FORMAT,
+        version: "v".into(),
+        features: p.features.clone(),
+        normaliser: all.encoder.normaliser().clone(),
+        evaluator: p.evaluator.clone(),
+        generator: p.generator.clone(),
+        max_list_len: 10,
+        training,
+    };
+    let served = bundle_meta(meta(DataPart::Model, 1));
+    let conflict = |j| crate::model::judge_conflict(&served, &bundle_meta(j));
+    assert!(conflict(meta(DataPart::Judge, 1001)).is_none());
+    assert!(conflict(meta(DataPart::Model, 1)).is_some());
+    assert!(conflict(meta(DataPart::All, 1)).is_some());
 }

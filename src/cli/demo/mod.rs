@@ -102,6 +102,7 @@ fn simulate_and_train(
         list_len: pipeline.limits.list_len,
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: None,
+        part: eglr::train::DataPart::All,
         out,
         version: "v000001".into(),
         git_revision: None,
