@@ -11,7 +11,7 @@ use crate::eval::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers}
 use crate::fidelity::{fidelity, Fidelity};
 use crate::model::{Bundle, GeneratorConfig, Variant};
 use crate::sim::World;
-use crate::train::{self, DataPart, Dataset, TrainError, TrainJob};
+use crate::train::{self, CurvePoint, DataPart, Dataset, JudgeMonitor, TrainError, TrainJob};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -71,6 +71,8 @@ pub struct StudyRow {
     /// The seed's evaluator against the oracle on validation pools (the evaluator row
     /// on simulated data only).
     pub fidelity: Vec<Fidelity>,
+    /// RL checkpoints on validation pools, one curve per run (with a judge).
+    pub curves: Vec<Vec<CurvePoint>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,9 @@ pub enum StudyError {
 /// Orderings per pool and pools of the fidelity figures (issue 12: at least 20).
 pub const FIDELITY_ORDERINGS: usize = 20;
 pub const FIDELITY_POOLS: usize = 500;
+
+/// RL steps between two checkpoints of the judge monitor.
+const MONITOR_EVERY: usize = 25;
 
 /// Seed offset of a seed's judge: its own seed, never a model's.
 const JUDGE_SEED_OFFSET: u64 = 1000;
@@ -112,6 +117,7 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
             max_list_len: p.limits.max_list_len,
             evaluator_from: None,
             part: DataPart::Judge,
+            monitor: None,
             out: &out,
             version: format!("judge-seed{}", seed + JUDGE_SEED_OFFSET),
             git_revision: None,
@@ -137,8 +143,18 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             runs: Vec::new(),
             positions: Vec::new(),
             fidelity: Vec::new(),
+            curves: Vec::new(),
         })
         .collect();
+    let oracle = |e: &crate::train::Example, order: &[usize]| -> Option<f64> {
+        let w = world.as_ref()?;
+        let user = w.user_index(&e.user_id)?;
+        let items: Option<Vec<usize>> = order
+            .iter()
+            .map(|&j| w.item_index(&e.item_ids[j]))
+            .collect();
+        Some(w.expected_clicks(user, &items?))
+    };
     let part = if p.training.judge_share > 0.0 {
         DataPart::Model
     } else {
@@ -167,6 +183,11 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     max_list_len: p.limits.max_list_len,
                     evaluator_from: evaluator_from.as_deref(),
                     part,
+                    monitor: judge.as_ref().map(|j| JudgeMonitor {
+                        judge: &j.evaluator,
+                        every: MONITOR_EVERY,
+                        oracle: Some(&oracle),
+                    }),
                     out: &out,
                     version: format!("{}-seed{seed}", run.dir_name()),
                     git_revision: None,
@@ -206,6 +227,10 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             }
             rows[2 + i].runs.push(report.model);
             rows[2 + i].positions.push(report.by_position);
+            let curve = &bundle.meta.training.metrics["ranker"]["rl"]["curve"];
+            if let Ok(curve) = serde_json::from_value::<Vec<CurvePoint>>(curve.clone()) {
+                rows[2 + i].curves.push(curve);
+            }
         }
     }
     Ok(rows)
@@ -325,6 +350,33 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
         out += "\n";
     }
     out
+}
+
+/// A row's RL checkpoints averaged over its runs, step by step (steps all runs have).
+pub fn mean_curve(row: &StudyRow) -> Vec<CurvePoint> {
+    let Some(first) = row.curves.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .filter_map(|p| {
+            let at: Vec<&CurvePoint> = row
+                .curves
+                .iter()
+                .map(|c| c.iter().find(|q| q.step == p.step))
+                .collect::<Option<_>>()?;
+            let mean = |f: fn(&CurvePoint) -> f64| {
+                mean_std(&at.iter().map(|q| f(q)).collect::<Vec<_>>()).0
+            };
+            let oracle: Option<Vec<f64>> = at.iter().map(|q| q.oracle).collect();
+            Some(CurvePoint {
+                step: p.step,
+                own: mean(|q| q.own),
+                judge: mean(|q| q.judge),
+                oracle: oracle.map(|o| mean_std(&o).0),
+            })
+        })
+        .collect()
 }
 
 /// Per-position entropy and reasoning of a row, averaged over its runs.

@@ -6,8 +6,11 @@
 //! Gates, all on the newest `holdout_share` of the window (never trained on):
 //! 1. the refreshed evaluator's click AUC / log-loss do not regress past a tolerance
 //!    compared with the serving evaluator on the same lists;
-//! 2. judged by the *refreshed* evaluator (the better-informed judge), the candidate's
-//!    lists beat the serving model's by `score_margin` (relative Evaluator Score);
+//! 2. judged by a **gate judge** — an evaluator refreshed like the candidate's but on a
+//!    disjoint part of the window's training lists (`judge_share`, by a hash of
+//!    request_id), so not the evaluator the candidate was trained against and blind to
+//!    its errors — the candidate's lists beat the serving model's by `score_margin`
+//!    (relative Evaluator Score);
 //! 3. the candidate does not just copy the upstream order (share of lists identical to
 //!    the first L candidates at most `max_copy_share`).
 //!
@@ -23,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditOptions, Auditor, ModelAudit};
 use crate::eval::{encode_rows, OfflineError};
 use crate::logs::{LogReader, LoggedList};
-use crate::model::{Bundle, BundleMeta, Evaluator, Ranker, TrainingInfo};
+use crate::model::{Bundle, BundleMeta, DataPart, Evaluator, Ranker, TrainingInfo};
 use crate::train::{
     is_validation, snapshot, train_evaluator, train_ranker, validate, Example, TrainError,
     TrainingConfig,
@@ -53,6 +56,9 @@ pub struct TrainerConfig {
     pub score_margin: f64,
     /// Largest accepted share of lists identical to the upstream order.
     pub max_copy_share: f64,
+    /// Share of the window's training lists that train the gate judge instead of the
+    /// candidate (by a hash of request_id).
+    pub judge_share: f64,
 }
 
 impl Default for TrainerConfig {
@@ -68,6 +74,7 @@ impl Default for TrainerConfig {
             logloss_tolerance: 0.01,
             score_margin: 0.0,
             max_copy_share: 0.9,
+            judge_share: 0.3,
         }
     }
 }
@@ -78,6 +85,12 @@ impl TrainerConfig {
             return Err((
                 "trainer.holdout_share",
                 format!("{} is not in (0, 1)", self.holdout_share),
+            ));
+        }
+        if !(self.judge_share > 0.0 && self.judge_share < 1.0) {
+            return Err((
+                "trainer.judge_share",
+                format!("{} is not in (0, 1)", self.judge_share),
             ));
         }
         if !(0.0..=1.0).contains(&self.max_copy_share) {
@@ -144,7 +157,8 @@ pub struct RoundReport {
     pub holdout_lists: usize,
     pub serving_evaluator: ClickMetrics,
     pub candidate_evaluator: ClickMetrics,
-    /// Held-out Evaluator Score (by the refreshed evaluator) of each model's lists.
+    /// Held-out Evaluator Score (by the gate judge, an evaluator the candidate was not
+    /// trained against) of each model's lists.
     pub serving_score: f64,
     pub candidate_score: f64,
     pub candidate_copy_share: f64,
@@ -304,13 +318,18 @@ pub fn run_round(
     let holdout = encode_rows(holdout_rows, enc, round.logs)?;
     // Early stopping inside the training part: the hold-out only judges.
     let validation_share = round.training.validation_share.max(0.05);
-    let (mut fit, mut early): (Vec<Example>, Vec<Example>) = (Vec::new(), Vec::new());
+    let (mut fit, mut early, mut judge_fit) = (Vec::new(), Vec::new(), Vec::new());
     for (row, e) in train_rows.iter().zip(train_examples) {
         if is_validation(&row.request_id, validation_share) {
             early.push(e);
+        } else if DataPart::Judge.contains(&row.request_id, round.trainer.judge_share) {
+            judge_fit.push(e);
         } else {
             fit.push(e);
         }
+    }
+    if fit.is_empty() || judge_fit.is_empty() {
+        return Err(TrainerError::TooFewLists(rows.len()));
     }
     let settings = TrainingConfig {
         evaluator_epochs: round.trainer.evaluator_epochs,
@@ -329,6 +348,21 @@ pub fn run_round(
         &serving.meta.evaluator,
         &settings,
         &fit,
+        &early,
+        enc,
+        device,
+    )?;
+    // The gate judge: the same warm start, trained on the judge part only.
+    let (gate_judge, gate_judge_vars) =
+        warm_started(&serving_dir, "evaluator.safetensors", device, |vb| {
+            Evaluator::new(&serving.meta.evaluator, enc, max_len, vb)
+        })?;
+    train_evaluator(
+        &gate_judge,
+        &gate_judge_vars,
+        &serving.meta.evaluator,
+        &settings,
+        &judge_fit,
         &early,
         enc,
         device,
@@ -353,6 +387,7 @@ pub fn run_round(
         &ranker,
         &generator_vars,
         &frozen,
+        None,
         &settings,
         &pools,
         enc,
@@ -387,8 +422,17 @@ pub fn run_round(
     };
     Bundle::save(&staging, &meta, &evaluator_vars, &generator_vars).map_err(TrainError::from)?;
     let candidate = Bundle::load(&staging, device).map_err(TrainError::from)?;
-    let cand_audit = judged(&candidate, &candidate, holdout_rows, round.list_len, device)?;
-    let serv_audit = judged(&serving, &candidate, holdout_rows, round.list_len, device)?;
+    let judge = Bundle {
+        evaluator: Evaluator::new(
+            &serving.meta.evaluator,
+            enc,
+            max_len,
+            VarBuilder::from_tensors(snapshot(&gate_judge_vars)?, DType::F32, device),
+        )?,
+        ..candidate.clone()
+    };
+    let cand_audit = judged(&candidate, &judge, holdout_rows, round.list_len, device)?;
+    let serv_audit = judged(&serving, &judge, holdout_rows, round.list_len, device)?;
     let judge_score = |a: &ModelAudit| a.judge.as_ref().map_or(f64::NAN, |j| j.model_score);
     let (candidate_score, serving_score) = (judge_score(&cand_audit), judge_score(&serv_audit));
 

@@ -43,6 +43,9 @@ fn the_loop_serves_logs_trains_and_reports_versions() {
     for v in versions {
         let clicks = v["oracle_clicks_per_list"].as_f64().expect("oracle");
         assert!(clicks > 0.0 && clicks < 10.0, "{v}");
+        // The upstream order's clicks on the same requests, the bar a version must clear.
+        let upstream = v["upstream_clicks_per_list"].as_f64().expect("upstream");
+        assert!(upstream > 0.0 && upstream < 10.0, "{v}");
         served += v["lists_served"].as_u64().expect("lists_served");
     }
     assert_eq!(served, 3000, "every request answered once: {report}");

@@ -131,7 +131,14 @@ fn replay_gives_the_hand_computed_metrics_and_permutations() {
     // Streaming replay and the in-memory evaluation agree on the model's metrics.
     let examples =
         Dataset::load_all(&logs.display().to_string(), bundle.encoder.clone()).expect("examples");
-    let in_memory = evaluate(&bundle, &examples, None, &opts, &Device::Cpu).expect("eval");
+    let in_memory = evaluate(
+        &bundle,
+        &examples,
+        eglr::eval::Scorers::default(),
+        &opts,
+        &Device::Cpu,
+    )
+    .expect("eval");
     assert_eq!(in_memory.model.metrics, report.model.metrics);
 }
 

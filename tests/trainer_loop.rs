@@ -49,6 +49,8 @@ fn train_serving(p: &PipelineConfig, logs: &Path, store: &Path, epochs: usize, g
         list_len: p.limits.list_len,
         max_list_len: p.limits.max_list_len,
         evaluator_from: None,
+        part: eglr::train::DataPart::All,
+        monitor: None,
         out: &store.join("v000001"),
         version: "v000001".into(),
         git_revision: None,

@@ -219,6 +219,80 @@ fn headroom_table(world_path: &std::path::Path, args: &Args) -> anyhow::Result<S
     ))
 }
 
+/// The over-optimisation curve of `eglr`: its greedy lists on validation pools at each
+/// RL checkpoint, by its own evaluator, the judge and the oracle (mean over seeds), as a
+/// table and an SVG beside the doc.
+fn curve_section(rows: &[StudyRow], doc_path: &std::path::Path) -> anyhow::Result<Option<String>> {
+    let Some(row) = rows
+        .iter()
+        .find(|r| r.name == "eglr" && !r.curves.is_empty())
+    else {
+        return Ok(None);
+    };
+    let curve = study::mean_curve(row);
+    let mut table =
+        String::from("| RL step | own evaluator | judge | oracle |\n|---:|---:|---:|---:|\n");
+    for p in &curve {
+        table += &format!(
+            "| {} | {:.4} | {:.4} | {} |\n",
+            p.step,
+            p.own,
+            p.judge,
+            p.oracle.map_or("-".into(), |o| format!("{o:.4}"))
+        );
+    }
+    let best: Vec<String> = row
+        .curves
+        .iter()
+        .filter_map(|c| c.iter().max_by(|a, b| a.judge.total_cmp(&b.judge)))
+        .map(|p| p.step.to_string())
+        .collect();
+    let relative = |f: fn(&eglr::train::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        let base = curve.first().and_then(f).unwrap_or(1.0);
+        curve
+            .iter()
+            .filter_map(|p| Some((p.step as f64, 100.0 * (f(p)? / base - 1.0))))
+            .collect()
+    };
+    let series = vec![
+        Series {
+            label: "own evaluator".into(),
+            points: relative(|p| Some(p.own)),
+            dashed: true,
+        },
+        Series {
+            label: "judge".into(),
+            points: relative(|p| Some(p.judge)),
+            dashed: false,
+        },
+        Series {
+            label: "oracle".into(),
+            points: relative(|p| p.oracle),
+            dashed: false,
+        },
+    ];
+    let plot = doc_path.with_extension("rl-curve.svg");
+    write_doc(
+        &plot,
+        &line_chart(
+            "eglr during RL: greedy lists on validation pools",
+            "RL step",
+            "% vs step 0",
+            &series,
+        ),
+    )
+    .with_context(|| format!("writing {}", plot.display()))?;
+    Ok(Some(format!(
+        "\n## Over-optimisation curve (validation pools)\n\n`eglr`'s greedy lists on 500 validation pools at every \
+         RL checkpoint (step 0: the policy RL starts from), scored by the evaluator it is trained against, by the judge \
+         and by the oracle; mean over seeds. Training keeps the checkpoint the judge scores highest (early stopping by \
+         the judge; chosen steps by seed: {}). A rising own score over a flat or falling oracle is reward hacking.\n\n\
+         ![RL curve]({})\n\n{table}",
+        best.join(", "),
+        plot.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    )))
+}
+
 /// The seeds' evaluator fidelity on validation pools.
 fn fidelity_table(rows: &[StudyRow]) -> String {
     let Some(row) = rows.iter().find(|r| !r.fidelity.is_empty()) else {
@@ -377,6 +451,9 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             "\n## Reasoning cap K (paper Table 4)\n\n{}",
             k_sweep_table(pipeline, &rows)
         );
+    }
+    if let Some(section) = curve_section(&rows, &doc_path)? {
+        doc += &section;
     }
     let traced: Vec<&StudyRow> = rows
         .iter()

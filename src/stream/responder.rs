@@ -19,12 +19,15 @@ use crate::config::KafkaConfig;
 use crate::schema::RerankResult;
 use crate::sim::Traffic;
 
-/// Lists served by one model version and their mean expected clicks (oracle).
+/// Lists served by one model version and their mean expected clicks (oracle), beside
+/// the upstream order's on the same requests (what serving the request unchanged would
+/// have earned: the number a version must beat to be worth serving).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionOutcome {
     pub version: String,
     pub lists_served: usize,
     pub oracle_clicks_per_list: f64,
+    pub upstream_clicks_per_list: f64,
 }
 
 /// Answers results until `stop` turns true. `impressions` maps each request id the
@@ -63,8 +66,9 @@ pub async fn respond(
         .create()
         .map_err(StreamError::kafka("create the feedback producer"))?;
     let world = traffic.world();
-    // version -> (lists, sum of expected clicks), in order of first appearance
-    let mut tally: Vec<(String, usize, f64)> = Vec::new();
+    // version -> (lists, sum of expected clicks, the upstream order's sum), in order of
+    // first appearance
+    let mut tally: Vec<(String, usize, f64, f64)> = Vec::new();
     let mut answered = std::collections::HashSet::new();
     loop {
         let msg = tokio::select! {
@@ -84,19 +88,23 @@ pub async fn respond(
         if !answered.insert(result.request_id.clone()) {
             continue; // a re-delivered result: the user saw the list once
         }
-        let user = traffic.impression(index).user;
+        let impression = traffic.impression(index);
+        let user = impression.user;
         let ids: Vec<_> = result.items.iter().map(|i| i.item_id.clone()).collect();
         let items: Vec<usize> = ids
             .iter()
             .filter_map(|id| world.item_index(id.as_str()))
             .collect();
         let expected = world.expected_clicks(user, &items);
+        let upstream_len = items.len().min(impression.pool.len());
+        let upstream = world.expected_clicks(user, &impression.pool[..upstream_len]);
         match tally.iter_mut().find(|t| t.0 == result.model_version) {
             Some(t) => {
                 t.1 += 1;
                 t.2 += expected;
+                t.3 += upstream;
             }
-            None => tally.push((result.model_version.clone(), 1, expected)),
+            None => tally.push((result.model_version.clone(), 1, expected, upstream)),
         }
         for f in traffic.feedback(index, user, &ids) {
             let Ok(payload) = serde_json::to_vec(&f) else {
@@ -113,10 +121,11 @@ pub async fn respond(
     let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
     Ok(tally
         .into_iter()
-        .map(|(version, n, sum)| VersionOutcome {
+        .map(|(version, n, sum, upstream)| VersionOutcome {
             version,
             lists_served: n,
             oracle_clicks_per_list: sum / n.max(1) as f64,
+            upstream_clicks_per_list: upstream / n.max(1) as f64,
         })
         .collect())
 }

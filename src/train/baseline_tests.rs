@@ -74,6 +74,7 @@ fn train(variant: Variant, fx: &Fixture, steps: usize) -> (Ranker, VarMap) {
         &ranker,
         &vars,
         &fx.evaluator,
+        None,
         &cfg,
         &fx.dataset.train,
         &fx.dataset.encoder,

@@ -20,7 +20,7 @@ pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{DataPart, Dataset, Example, Split};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
-pub use rl::{kl_shaped, log_ratio, pool_tensors, train_rl, RlReport};
+pub use rl::{kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, RlMonitor, RlReport};
 pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
 
 use crate::features::FeatureEncoder;
@@ -320,10 +320,31 @@ pub struct TrainJob<'a> {
     /// The training lists to learn from: `Model` for served models when a judge part
     /// is reserved, `Judge` for the judge (its generator is not trained).
     pub part: DataPart,
+    /// Early stopping of RL by an independent judge on validation pools.
+    pub monitor: Option<JudgeMonitor<'a>>,
     pub out: &'a Path,
     pub version: String,
     pub git_revision: Option<String>,
 }
+
+/// The judge and oracle of [`RlMonitor`]; its pools are the run's validation lists.
+#[derive(Clone, Copy)]
+pub struct JudgeMonitor<'a> {
+    pub judge: &'a Evaluator,
+    pub every: usize,
+    pub oracle: Option<&'a dyn Fn(&Example, &[usize]) -> Option<f64>>,
+}
+
+impl std::fmt::Debug for JudgeMonitor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JudgeMonitor")
+            .field("every", &self.every)
+            .finish()
+    }
+}
+
+/// Validation pools a monitor scores at each checkpoint (the first ones).
+const MONITOR_POOLS: usize = 500;
 
 /// Reports of a training run.
 #[derive(Debug, Clone, Serialize)]
@@ -350,6 +371,7 @@ pub fn train_ranker(
     ranker: &Ranker,
     vars: &VarMap,
     evaluator: &Evaluator,
+    monitor: Option<&RlMonitor<'_>>,
     cfg: &TrainingConfig,
     examples: &[Example],
     enc: &FeatureEncoder,
@@ -399,7 +421,8 @@ pub fn train_ranker(
             };
             let kl = reference.as_ref().map(|r| (r, cfg.reference_kl));
             Some(train_rl(
-                method, generator, vars, evaluator, kl, cfg, examples, enc, list_len, device,
+                method, generator, vars, evaluator, kl, monitor, cfg, examples, enc, list_len,
+                device,
             )?)
         }
         _ => None,
@@ -495,11 +518,18 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     let ranker_report = if job.part == DataPart::Judge {
         RankerReport::default()
     } else {
+        let monitor = job.monitor.map(|m| RlMonitor {
+            judge: m.judge,
+            pools: &dataset.validation[..dataset.validation.len().min(MONITOR_POOLS)],
+            every: m.every,
+            oracle: m.oracle,
+        });
         train_ranker(
             job.generator.variant,
             &ranker,
             &generator_vars,
             &frozen,
+            monitor.as_ref(),
             &job.training,
             &dataset.train,
             enc,

@@ -18,8 +18,8 @@ use super::data::Example;
 use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
 use crate::model::{
-    group_advantages, rewards, DecodeOptions, EncodedPool, Evaluator, Generator, PoolTensors, Rl,
-    Selection,
+    group_advantages, rewards, DecodeOptions, EncodedPool, Evaluator, Generator, PoolTensors,
+    Reward, Rl, Selection,
 };
 
 /// Pools of `examples` (initial order) as tensors.
@@ -40,6 +40,92 @@ pub struct RlReport {
     pub reward_curve: Vec<f64>,
     pub reasoning_steps_per_list: f64,
     pub seconds: f64,
+    /// With a monitor: the checkpoints' scores on validation pools (step 0 is the
+    /// policy RL started from) and the step the generator was left at.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<CurvePoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<usize>,
+}
+
+/// Watches RL on validation pools with an independent judge (issue 12): every `every`
+/// steps the generator's greedy lists are scored by the evaluator it is trained
+/// against, by the judge and, on simulated data, by the oracle; training ends at the
+/// checkpoint the judge scores highest (early stopping by the judge), so
+/// over-optimisation of the evaluator's errors shows in the curve and is not served.
+#[derive(Clone, Copy)]
+pub struct RlMonitor<'a> {
+    pub judge: &'a Evaluator,
+    pub pools: &'a [Example],
+    pub every: usize,
+    /// True expected clicks of a list (pool indices) of an example.
+    pub oracle: Option<&'a dyn Fn(&Example, &[usize]) -> Option<f64>>,
+}
+
+impl std::fmt::Debug for RlMonitor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RlMonitor")
+            .field("pools", &self.pools.len())
+            .field("every", &self.every)
+            .field("oracle", &self.oracle.is_some())
+            .finish()
+    }
+}
+
+/// Mean expected clicks of the greedy lists at one checkpoint.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+pub struct CurvePoint {
+    pub step: usize,
+    /// By the evaluator the generator is trained against.
+    pub own: f64,
+    pub judge: f64,
+    pub oracle: Option<f64>,
+}
+
+impl RlMonitor<'_> {
+    fn checkpoint(
+        &self,
+        step: usize,
+        generator: &Generator,
+        evaluator: &Evaluator,
+        enc: &FeatureEncoder,
+        list_len: usize,
+        device: &Device,
+    ) -> Result<CurvePoint, TrainError> {
+        let (mut own, mut judge, mut oracle, mut n) = (0.0, 0.0, Some(0.0), 0usize);
+        for chunk in self.pools.chunks(256) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let pt = pool_tensors(&refs, enc, device)?;
+            let lens = vec![list_len; chunk.len()];
+            let decoded =
+                generator.decode(&generator.encode(&pt)?, &lens, DecodeOptions::greedy())?;
+            let sum = |xs: Vec<f32>| xs.iter().map(|&x| f64::from(x)).sum::<f64>();
+            own += sum(rewards(evaluator, &pt, &decoded, Reward::Clicks)?);
+            judge += sum(rewards(self.judge, &pt, &decoded, Reward::Clicks)?);
+            for (e, order) in chunk.iter().zip(decoded.orders()) {
+                oracle = match (oracle, self.oracle.and_then(|f| f(e, &order))) {
+                    (Some(o), Some(x)) => Some(o + x),
+                    _ => None,
+                };
+            }
+            n += chunk.len();
+        }
+        let n = n.max(1) as f64;
+        let point = CurvePoint {
+            step,
+            own: own / n,
+            judge: judge / n,
+            oracle: oracle.map(|o| o / n),
+        };
+        tracing::info!(
+            step,
+            own = point.own,
+            judge = point.judge,
+            oracle = point.oracle,
+            "rl checkpoint (validation pools)"
+        );
+        Ok(point)
+    }
 }
 
 /// Runs `cfg.grpo_steps` batches of `generator` (variables `vars`) with `method`;
@@ -52,6 +138,7 @@ pub fn train_rl(
     vars: &VarMap,
     evaluator: &Evaluator,
     reference: Option<(&Generator, f64)>,
+    monitor: Option<&RlMonitor<'_>>,
     cfg: &TrainingConfig,
     pools: &[Example],
     enc: &FeatureEncoder,
@@ -71,7 +158,21 @@ pub fn train_rl(
         reward_curve: Vec::new(),
         reasoning_steps_per_list: 0.0,
         seconds: 0.0,
+        curve: Vec::new(),
+        best_step: None,
     };
+    // The best checkpoint by the judge: (judge score, step, weights).
+    let mut best: Option<(f64, usize, std::collections::HashMap<String, Tensor>)> = None;
+    let mut watch = |step: usize, report: &mut RlReport| -> Result<(), TrainError> {
+        let Some(m) = monitor else { return Ok(()) };
+        let point = m.checkpoint(step, generator, evaluator, enc, list_len, device)?;
+        report.curve.push(point);
+        if best.as_ref().is_none_or(|b| point.judge > b.0) {
+            best = Some((point.judge, step, super::snapshot(vars)?));
+        }
+        Ok(())
+    };
+    watch(0, &mut report)?;
     let (mut window_reward, mut window_reasoning, mut window_entropy, mut window_lists) =
         (0.0, 0.0, 0.0, 0usize);
     let mut window_kl = 0.0;
@@ -155,6 +256,17 @@ pub fn train_rl(
                 window_kl,
             ) = (0.0, 0.0, 0.0, 0, 0.0);
         }
+        if monitor.is_some_and(|m| step % m.every.max(1) == 0 || step == cfg.grpo_steps) {
+            watch(step, &mut report)?;
+        }
+    }
+    if let Some((_, step, weights)) = best {
+        super::restore(vars, &weights)?;
+        report.best_step = Some(step);
+        tracing::info!(
+            best_step = step,
+            "rl: kept the checkpoint the judge scores best"
+        );
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -84,6 +84,7 @@ pub(super) fn job<'a>(
         max_list_len: 10,
         evaluator_from: None,
         part: crate::train::DataPart::All,
+        monitor: None,
         out,
         version: "test".into(),
         git_revision: None,

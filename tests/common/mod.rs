@@ -52,6 +52,8 @@ pub fn write_bundle(p: &PipelineConfig, dir: &Path, seed: u64) {
         training: TrainingInfo {
             data: "none".into(),
             seed,
+            part: eglr::model::DataPart::All,
+            judge_share: 0.0,
             git_revision: None,
             created_unix_ms: 0,
             metrics: serde_json::Value::Null,

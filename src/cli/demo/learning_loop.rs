@@ -159,13 +159,24 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
                 v.version.clone(),
                 v.lists_served.to_string(),
                 format!("{:.3}", v.oracle_clicks_per_list),
+                format!("{:.3}", v.upstream_clicks_per_list),
+                format!(
+                    "{:+.1} %",
+                    100.0 * (v.oracle_clicks_per_list / v.upstream_clicks_per_list - 1.0)
+                ),
             ]
         })
         .collect();
     print!(
         "{}",
         table(
-            &["model version", "lists served", "true clicks/list"],
+            &[
+                "model version",
+                "lists served",
+                "true clicks/list",
+                "upstream order's",
+                "vs upstream"
+            ],
             &rows
         )
     );

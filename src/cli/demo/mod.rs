@@ -103,6 +103,7 @@ fn simulate_and_train(
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: None,
         part: eglr::train::DataPart::All,
+        monitor: None,
         out,
         version: "v000001".into(),
         git_revision: None,
