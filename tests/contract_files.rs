@@ -91,6 +91,7 @@ fn result_and_feedback_schemas_match_the_types() {
         }],
         latency_ms: 1.0,
         timestamp_ms: 0,
+        source: eglr::schema::ServedSource::Model,
     };
     let event = serde_json::to_value(&result).expect("encodes");
     let s = schema("rerank_result.schema.json");

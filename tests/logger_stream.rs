@@ -82,6 +82,7 @@ fn served(traffic: &Traffic<'_>, k: u64) -> Served {
         items,
         latency_ms: 1.0,
         timestamp_ms: request.timestamp_ms,
+        source: eglr::schema::ServedSource::Model,
     };
     Served {
         request: serde_json::to_vec(&request).expect("json"),

@@ -1,5 +1,7 @@
 //! `eglr bench`: inference throughput of the generator on the worst-case workload
-//! (every item takes K reasoning tokens), with and without the KV cache.
+//! (every item takes K reasoning tokens), with and without the KV cache, and the cost
+//! of generator-evaluator selection (the evaluator scoring the generated and the
+//! upstream list of every request before one is served).
 //!
 //! Weights are freshly initialised: throughput does not depend on their values once
 //! `theta = 0` forces the full `1 + L (K + 1)` decoder steps.
@@ -14,7 +16,10 @@ use serde::Serialize;
 
 use eglr::config::{PipelineConfig, SimulatorConfig};
 use eglr::features::{DenseNormaliser, FeatureEncoder};
-use eglr::model::{DecodeOptions, Generator, GeneratorConfig, PoolTensors, Selection, Variant};
+use eglr::model::{
+    DecodeOptions, Evaluator, Generator, GeneratorConfig, PoolTensors, Ranker, Selection,
+    ServeSelection, Variant,
+};
 use eglr::sim::{Traffic, World};
 
 use super::report::{table, write_json};
@@ -47,6 +52,8 @@ struct Measurement {
     pool: usize,
     batch: usize,
     kv_cache: bool,
+    /// Generator-evaluator selection after the decode (`Ranker::rank`).
+    selection: bool,
     decoder_steps: usize,
     lists_per_s: f64,
     ms_per_list: f64,
@@ -78,6 +85,42 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         VarBuilder::from_tensors(frozen, DType::F32, &device),
     )?;
     drop(generator);
+    // The same generator behind `Ranker::rank` with selection against the upstream list.
+    let plain = |vars: &VarMap| -> anyhow::Result<VarBuilder<'static>> {
+        Ok(VarBuilder::from_tensors(
+            eglr::train::snapshot(vars)?,
+            DType::F32,
+            &device,
+        ))
+    };
+    let ranker_vars = VarMap::new();
+    let selecting = GeneratorConfig {
+        selection: Some(ServeSelection {
+            margin: 0.0,
+            reward: eglr::model::Reward::Clicks,
+        }),
+        ..cfg.clone()
+    };
+    Ranker::new(
+        &selecting,
+        &encoder,
+        list_len,
+        VarBuilder::from_varmap(&ranker_vars, DType::F32, &device),
+    )?;
+    let ranker = Ranker::new(&selecting, &encoder, list_len, plain(&ranker_vars)?)?;
+    let evaluator_vars = VarMap::new();
+    Evaluator::new(
+        &pipeline.evaluator,
+        &encoder,
+        list_len,
+        VarBuilder::from_varmap(&evaluator_vars, DType::F32, &device),
+    )?;
+    let evaluator = Evaluator::new(
+        &pipeline.evaluator,
+        &encoder,
+        list_len,
+        plain(&evaluator_vars)?,
+    )?;
     let mut results = Vec::new();
     for &pool in &args.pools {
         let world = World::generate(
@@ -101,11 +144,14 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 .collect();
             let pools = PoolTensors::new(&encoder.encode(&refs), &encoder, &device)?;
             let lens = vec![list_len; batch];
-            for use_cache in [true, false] {
+            for (use_cache, select) in [(true, false), (true, true), (false, false)] {
                 if !use_cache && batch == 1 && pool != args.pools[0] {
                     continue; // the recompute baseline is measured on the first pool size only
                 }
                 let decode = || -> anyhow::Result<usize> {
+                    if select {
+                        return Ok(ranker.rank(&pools, &lens, &evaluator)?.steps);
+                    }
                     let enc = generator_plain.encode(&pools)?;
                     Ok(generator_plain
                         .decode(
@@ -131,6 +177,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                     pool,
                     batch,
                     kv_cache: use_cache,
+                    selection: select,
                     decoder_steps: steps,
                     lists_per_s: lists as f64 / secs,
                     ms_per_list: 1000.0 * secs / lists.max(1) as f64,
@@ -139,6 +186,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                     pool,
                     batch,
                     use_cache,
+                    select,
                     lists_per_s = lists as f64 / secs,
                     "measured"
                 );
@@ -150,11 +198,16 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .map(|m| {
             let cached = results
                 .iter()
-                .find(|c| c.kv_cache && c.pool == m.pool && c.batch == m.batch);
+                .find(|c| c.kv_cache && !c.selection && c.pool == m.pool && c.batch == m.batch);
             vec![
                 m.pool.to_string(),
                 m.batch.to_string(),
-                if m.kv_cache { "KV cache" } else { "recompute" }.into(),
+                match (m.kv_cache, m.selection) {
+                    (true, false) => "KV cache",
+                    (true, true) => "KV cache + selection",
+                    _ => "recompute",
+                }
+                .into(),
                 m.decoder_steps.to_string(),
                 format!("{:.0}", m.lists_per_s),
                 format!("{:.3}", m.ms_per_list),
@@ -178,7 +231,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 "steps",
                 "lists/s",
                 "ms/list",
-                "cache speed-up"
+                "vs KV cache"
             ],
             &rows
         )

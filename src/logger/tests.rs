@@ -43,6 +43,7 @@ fn result(id: &str, items: &[&str]) -> RerankResult {
             .collect(),
         latency_ms: 1.0,
         timestamp_ms: 6,
+        source: crate::schema::ServedSource::Model,
     }
 }
 

@@ -77,6 +77,23 @@ pub struct RerankResult {
     /// Time from taking the request off the queue to the result being ready.
     pub latency_ms: f64,
     pub timestamp_ms: i64,
+    /// Which list was served: the model's, or the upstream order kept by
+    /// generator-evaluator selection (`generator.selection`). Absent in results of
+    /// producers before this field: `model`.
+    #[serde(default)]
+    pub source: ServedSource,
+}
+
+/// Where a served list came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServedSource {
+    /// The re-ranker's list.
+    #[default]
+    Model,
+    /// The upstream order (the first `list_len` candidates as given): the evaluator did
+    /// not prefer the model's list by the selection margin.
+    Upstream,
 }
 
 /// Topic `feedback`: what the user did with one shown item.

@@ -9,8 +9,8 @@ mod validate;
 pub use decode::decode;
 pub use error::EventError;
 pub use events::{
-    Candidate, DenseFeatures, Feedback, RankedItem, RerankRequest, RerankResult, SparseFeatures,
-    UserFeatures,
+    Candidate, DenseFeatures, Feedback, RankedItem, RerankRequest, RerankResult, ServedSource,
+    SparseFeatures, UserFeatures,
 };
 pub use token::Token;
 pub use validate::{Contract, MAX_ID_BYTES};

@@ -13,7 +13,7 @@ use super::metrics::ServeMetrics;
 use super::model_store::LiveModel;
 use crate::config::BatchingConfig;
 use crate::model::{Bundle, PoolTensors};
-use crate::schema::{RankedItem, RerankRequest, RerankResult};
+use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource};
 
 /// A valid request taken off the requests topic.
 #[derive(Debug)]
@@ -65,7 +65,8 @@ pub fn rank_batch(
     Ok(requests
         .iter()
         .zip(decoded.lists)
-        .map(|(r, list)| RerankResult {
+        .zip(decoded.upstream)
+        .map(|((r, list), upstream)| RerankResult {
             request_id: r.request_id.clone(),
             model_version: bundle.meta.version.clone(),
             items: list
@@ -80,6 +81,11 @@ pub fn rank_batch(
                 .collect(),
             latency_ms,
             timestamp_ms: now_ms,
+            source: if upstream {
+                ServedSource::Upstream
+            } else {
+                ServedSource::Model
+            },
         })
         .collect())
 }
