@@ -22,6 +22,11 @@ use crate::model::{rewards, Evaluator, Reward};
 use crate::sim::World;
 use crate::train::{pool_tensors, Example};
 
+/// Orderings per pool and pools of the reported fidelity figures (issue 12: at least 20
+/// orderings of each pool).
+pub const ORDERINGS: usize = 20;
+pub const POOLS: usize = 500;
+
 /// How well an evaluator orders lists like the truth.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Fidelity {

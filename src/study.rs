@@ -87,10 +87,6 @@ pub enum StudyError {
     Model(#[from] candle_core::Error),
 }
 
-/// Orderings per pool and pools of the fidelity figures (issue 12: at least 20).
-pub const FIDELITY_ORDERINGS: usize = 20;
-pub const FIDELITY_POOLS: usize = 500;
-
 /// RL steps between two checkpoints of the judge monitor.
 const MONITOR_EVERY: usize = 25;
 
@@ -218,8 +214,8 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                         &bundle.encoder,
                         &validation,
                         w,
-                        FIDELITY_ORDERINGS,
-                        FIDELITY_POOLS,
+                        crate::fidelity::ORDERINGS,
+                        crate::fidelity::POOLS,
                         seed,
                         device,
                     )?);

@@ -162,6 +162,10 @@ pub struct RoundReport {
     pub serving_score: f64,
     pub candidate_score: f64,
     pub candidate_copy_share: f64,
+    /// The candidate's evaluator against the oracle on held-out pools (simulated
+    /// logs only): does the evaluator it was trained against order lists like the truth?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_fidelity: Option<crate::fidelity::Fidelity>,
     pub serving_copy_share: f64,
     pub published: bool,
     /// Why the candidate was rejected (empty when published).
@@ -247,6 +251,9 @@ pub struct Round<'a> {
     pub training: &'a TrainingConfig,
     pub list_len: usize,
     pub git_revision: Option<String>,
+    /// The simulated world, when the logs come from one (`demo --loop`): the round
+    /// report then carries the candidate evaluator's fidelity against the oracle.
+    pub world: Option<&'a crate::sim::World>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
@@ -436,6 +443,22 @@ pub fn run_round(
     let judge_score = |a: &ModelAudit| a.judge.as_ref().map_or(f64::NAN, |j| j.model_score);
     let (candidate_score, serving_score) = (judge_score(&cand_audit), judge_score(&serv_audit));
 
+    let fidelity = round
+        .world
+        .map(|w| {
+            crate::fidelity::fidelity(
+                &candidate.evaluator,
+                enc,
+                &holdout,
+                w,
+                crate::fidelity::ORDERINGS,
+                crate::fidelity::POOLS,
+                settings.seed,
+                device,
+            )
+        })
+        .transpose()
+        .map_err(TrainError::from)?;
     let reasons = gates(
         round.trainer,
         (serving_clicks, candidate_clicks),
@@ -462,6 +485,7 @@ pub fn run_round(
         serving_score,
         candidate_score,
         candidate_copy_share: cand_audit.copies_input_order,
+        candidate_fidelity: fidelity,
         serving_copy_share: serv_audit.copies_input_order,
         published,
         rejected_because: reasons,

@@ -75,6 +75,7 @@ fn settings(
         pipeline: p,
         brokers: None,
         git_revision: None,
+        world: None,
     }
 }
 

@@ -116,8 +116,8 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             &bundle.encoder,
             &examples,
             world,
-            FIDELITY_ORDERINGS,
-            FIDELITY_POOLS,
+            eglr::fidelity::ORDERINGS,
+            eglr::fidelity::POOLS,
             args.seed,
             &device,
         )?);
@@ -144,10 +144,6 @@ fn row(name: &str, r: &OrderingReport) -> Vec<String> {
         format!("{:.3}", r.ms_per_list),
     ]
 }
-
-/// Orderings per pool and pools of the fidelity figures (issue: at least 20 orderings).
-pub(super) const FIDELITY_ORDERINGS: usize = 20;
-pub(super) const FIDELITY_POOLS: usize = 500;
 
 pub(super) fn print_report(r: &EvalReport) {
     println!(

@@ -97,6 +97,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 pipeline: p.clone(),
                 brokers: Some(brokers),
                 git_revision: git_revision(),
+                world: None,
             },
             shutdown_signal(),
         )

@@ -434,8 +434,8 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             "\n## Evaluator fidelity (validation pools)\n\nEach seed's evaluator against the oracle on {} validation \
              pools: Kendall tau over {} orderings of each pool, the share of list pairs it orders as the oracle does, and \
              the adjacency probe (a complementary pair adjacent vs one place apart). Mean ± std over seeds.\n\n{fidelity}",
-            study::FIDELITY_POOLS,
-            study::FIDELITY_ORDERINGS
+            eglr::fidelity::POOLS,
+            eglr::fidelity::ORDERINGS
         );
     }
     let transfer = transfer_table(&rows);

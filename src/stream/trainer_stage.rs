@@ -24,6 +24,8 @@ pub struct TrainerSettings {
     /// Where published versions are announced; `None`: not announced.
     pub brokers: Option<String>,
     pub git_revision: Option<String>,
+    /// The simulated world the logs come from, if any (fidelity in the round report).
+    pub world: Option<std::sync::Arc<crate::sim::World>>,
 }
 
 /// The rounds run, in order.
@@ -60,6 +62,7 @@ pub async fn round_once(settings: &TrainerSettings) -> Result<RoundReport, Strea
 async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamError> {
     let p = settings.pipeline.clone();
     let git = settings.git_revision.clone();
+    let world = settings.world.clone();
     let store = ModelStore::new(&p.model.store);
     let serving = store
         .latest()
@@ -73,6 +76,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
             training: &p.training,
             list_len: p.limits.list_len,
             git_revision: git,
+            world: world.as_deref(),
         };
         run_round(&round, &serving, &Device::Cpu)
     })

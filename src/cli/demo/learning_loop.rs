@@ -117,6 +117,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
                 pipeline: p.clone(),
                 brokers: Some(brokers.clone()),
                 git_revision: None,
+                world: Some(std::sync::Arc::new(world.clone())),
             },
             stopped.clone(),
         ));
@@ -182,11 +183,17 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
     );
     for r in &summary.rounds {
         println!(
-            "round -> {}: {} (Evaluator Score {:.4} vs serving {:.4}){}",
+            "round -> {}: {} (gate judge's Evaluator Score {:.4} vs serving {:.4}{}){}",
             r.candidate_version,
             if r.published { "published" } else { "rejected" },
             r.candidate_score,
             r.serving_score,
+            r.candidate_fidelity.as_ref().map_or(String::new(), |f| format!(
+                "; its evaluator: Kendall tau {:.3} with the oracle, prefers adjacent pairs {:.0} % (oracle {:.0} %)",
+                f.kendall_tau,
+                100.0 * f.adjacency.evaluator_prefers_adjacent,
+                100.0 * f.adjacency.oracle_prefers_adjacent
+            )),
             if r.published {
                 String::new()
             } else {
