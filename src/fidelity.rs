@@ -52,18 +52,40 @@ pub struct AdjacencyProbe {
     pub oracle_gain: f64,
 }
 
-/// Fidelity of `evaluator` on the pools of `examples` (at most `max_pools`) against the
-/// oracle of `world`, with `orderings` lists per pool, seeded.
+/// How many pools and orderings a fidelity measurement draws, and its seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub orderings: usize,
+    pub max_pools: usize,
+    pub seed: u64,
+}
+
+impl Sample {
+    /// The reported figures' sample ([`ORDERINGS`] orderings of [`POOLS`] pools).
+    pub fn standard(seed: u64) -> Self {
+        Self {
+            orderings: ORDERINGS,
+            max_pools: POOLS,
+            seed,
+        }
+    }
+}
+
+/// Fidelity of `evaluator` on the pools of `examples` (at most `sample.max_pools`)
+/// against the oracle of `world`, with `sample.orderings` lists per pool.
 pub fn fidelity(
     evaluator: &Evaluator,
     enc: &FeatureEncoder,
     examples: &[Example],
     world: &World,
-    orderings: usize,
-    max_pools: usize,
-    seed: u64,
+    sample: Sample,
     device: &Device,
 ) -> candle_core::Result<Fidelity> {
+    let Sample {
+        orderings,
+        max_pools,
+        seed,
+    } = sample;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let len = world.list_len;
     let (mut tau_sum, mut tau_pools) = (0.0, 0usize);

@@ -214,9 +214,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                         &bundle.encoder,
                         &validation,
                         w,
-                        crate::fidelity::ORDERINGS,
-                        crate::fidelity::POOLS,
-                        seed,
+                        crate::fidelity::Sample::standard(seed),
                         device,
                     )?);
                 }

@@ -451,9 +451,7 @@ pub fn run_round(
                 enc,
                 &holdout,
                 w,
-                crate::fidelity::ORDERINGS,
-                crate::fidelity::POOLS,
-                settings.seed,
+                crate::fidelity::Sample::standard(settings.seed),
                 device,
             )
         })

@@ -116,9 +116,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             &bundle.encoder,
             &examples,
             world,
-            eglr::fidelity::ORDERINGS,
-            eglr::fidelity::POOLS,
-            args.seed,
+            eglr::fidelity::Sample::standard(args.seed),
             &device,
         )?);
     }

@@ -20,7 +20,9 @@ pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{DataPart, Dataset, Example, Split};
 pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
-pub use rl::{kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, RlMonitor, RlReport};
+pub use rl::{
+    kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
+};
 pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
 
 use crate::features::FeatureEncoder;
@@ -332,7 +334,7 @@ pub struct TrainJob<'a> {
 pub struct JudgeMonitor<'a> {
     pub judge: &'a Evaluator,
     pub every: usize,
-    pub oracle: Option<&'a dyn Fn(&Example, &[usize]) -> Option<f64>>,
+    pub oracle: Option<Oracle<'a>>,
 }
 
 impl std::fmt::Debug for JudgeMonitor<'_> {

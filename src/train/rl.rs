@@ -48,6 +48,9 @@ pub struct RlReport {
     pub best_step: Option<usize>,
 }
 
+/// True expected clicks of a list (indices into the example's pool), when known.
+pub type Oracle<'a> = &'a dyn Fn(&Example, &[usize]) -> Option<f64>;
+
 /// Watches RL on validation pools with an independent judge (issue 12): every `every`
 /// steps the generator's greedy lists are scored by the evaluator it is trained
 /// against, by the judge and, on simulated data, by the oracle; training ends at the
@@ -58,8 +61,7 @@ pub struct RlMonitor<'a> {
     pub judge: &'a Evaluator,
     pub pools: &'a [Example],
     pub every: usize,
-    /// True expected clicks of a list (pool indices) of an example.
-    pub oracle: Option<&'a dyn Fn(&Example, &[usize]) -> Option<f64>>,
+    pub oracle: Option<Oracle<'a>>,
 }
 
 impl std::fmt::Debug for RlMonitor<'_> {
