@@ -498,8 +498,6 @@ fn selection_never_serves_a_list_below_upstream_by_more_than_the_margin() {
 /// non-zero log-ratio, and the penalty lowers rewards of lists it makes likelier.
 #[test]
 fn kl_term_is_zero_when_the_policy_equals_the_reference() {
-    use crate::model::{DecodeOptions, Selection};
-    use rand::SeedableRng;
     let enc = encoder();
     let pools = tensors(&enc, &(0..6).map(|s| pool(s, 10)).collect::<Vec<_>>());
     let cfg = GeneratorConfig::default();
@@ -516,18 +514,7 @@ fn kl_term_is_zero_when_the_policy_equals_the_reference() {
         ),
     )
     .expect("reference");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let sampled = policy
-        .decode(
-            &policy.encode(&pools).expect("encode"),
-            &[8; 6],
-            DecodeOptions {
-                selection: Selection::Sample(&mut rng),
-                track_log_prob: true,
-                use_cache: true,
-            },
-        )
-        .expect("decode");
+    let sampled = sample_lists(&policy, &pools, 1);
     let log_prob = sampled.tracked_log_prob().expect("log prob");
     let orders = sampled.orders();
     let same = crate::train::log_ratio(log_prob, &frozen, &pools, &orders).expect("ratio");
@@ -546,6 +533,21 @@ fn kl_term_is_zero_when_the_policy_equals_the_reference() {
     for ((s, r), d) in shaped.iter().zip(rewards).zip(&differ) {
         assert!(((r - s) - 0.5 * d).abs() < 1e-4);
     }
+}
+
+/// Lists of 8 sampled from `g` for each pool, with tracked log-probabilities.
+fn sample_lists(g: &Generator, pools: &PoolTensors, seed: u64) -> Decoded {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    g.decode(
+        &g.encode(pools).expect("encode"),
+        &vec![8; pools.batch()],
+        DecodeOptions {
+            selection: Selection::Sample(&mut rng),
+            track_log_prob: true,
+            use_cache: true,
+        },
+    )
+    .expect("decode")
 }
 
 /// Names of the variables in `vars` that get no gradient, or an all-zero one, from `loss`.
@@ -573,7 +575,6 @@ fn untrained(vars: &VarMap, loss: &Tensor) -> Vec<String> {
 /// backward and used to stop the gradient above the encoders, so only the heads trained.
 #[test]
 fn every_parameter_gets_a_gradient() {
-    use crate::model::{DecodeOptions, Selection};
     let raw: Vec<_> = (0..6).map(|s| pool(s, 10)).collect();
     // A fitted normaliser, so the dense inputs are not all zero.
     let spec = encoder().spec().clone();
@@ -616,18 +617,7 @@ fn every_parameter_gets_a_gradient() {
     };
     let (g, gvars) = generator(&cfg);
     crate::train::seeded_init(&gvars, 4).expect("init");
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let sampled = g
-        .decode(
-            &g.encode(&pools).expect("encode"),
-            &[8; 6],
-            DecodeOptions {
-                selection: Selection::Sample(&mut rng),
-                track_log_prob: true,
-                use_cache: true,
-            },
-        )
-        .expect("decode");
+    let sampled = sample_lists(&g, &pools, 9);
     let loss = sampled
         .tracked_log_prob()
         .expect("log prob")
