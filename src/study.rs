@@ -302,15 +302,17 @@ pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 /// Paired differences over seeds of every row to `baseline` (and of `eglr` to
-/// `backbone` when both ran), by the oracle, the judge and the model's own evaluator:
+/// `backbone` when both ran), by the oracle, the judge, the model's own evaluator and
+/// NDCG@10 against the logged clicks:
 /// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
 /// interval excludes zero.
 pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
     type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 3] = [
+    let metrics: [(&str, Metric); 4] = [
         ("oracle", |r| r.metrics.oracle_score),
         ("judge", |r| r.metrics.judge_score),
         ("own evaluator", |r| Some(r.metrics.evaluator_score)),
+        ("NDCG@10 (logged clicks)", |r| Some(r.metrics.ndcg10)),
     ];
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     let mut pairs: Vec<(&StudyRow, &StudyRow)> = Vec::new();

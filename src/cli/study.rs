@@ -386,11 +386,18 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     println!("{table}");
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
+    let splits = if args.data.is_some() {
+        "Splits: the train lists (a hashed validation share of them selects epochs and RL checkpoints) and the test \
+         lists, read only by these tables; real logs have no oracle, so the headlines are the judge and NDCG@10 against \
+         the logged clicks."
+    } else {
+        "Three splits of the world: the train lists, validation lists (another traffic seed: the evaluators' fidelity \
+         below is measured on their pools and settings are chosen on them) and the test lists, read only by these \
+         tables."
+    };
     let protocol = if judged {
         format!(
-            "**Protocol.** Three splits of the world: the train lists, validation lists (another traffic seed: the \
-             evaluators' fidelity below is measured on their pools and settings are chosen on them) and the test lists, \
-             read only by these tables. Each seed trains one evaluator (with the first variant) that every model of that \
+            "**Protocol.** {splits} Each seed trains one evaluator (with the first variant) that every model of that \
              seed is trained against, on the train lists outside the judge part; a **judge** evaluator is trained on the \
              judge part ({share:.0} % of the train lists by a hash of request_id, never seen by the models) with its own \
              seed (seed + 1000). Headlines use the oracle and the judge, never a model's own evaluator. Differences are \
