@@ -44,7 +44,9 @@ pub struct ModelAudit {
     pub lists: usize,
     pub serving: ScoreUplift,
     pub judge: Option<ScoreUplift>,
-    /// Share of lists identical to the first `list_len` candidates in initial order.
+    /// Share of the lists the model generated itself (leaving out the upstream lists
+    /// generator-evaluator selection fell back to) that are identical to the first
+    /// `list_len` candidates in initial order.
     pub copies_input_order: f64,
     /// `serving.uplift - judge.uplift > tolerance`.
     pub reward_hacking_flag: bool,
@@ -147,6 +149,8 @@ pub struct Auditor<'a> {
     serving: Scores,
     judged: Scores,
     lists: usize,
+    /// Lists the generator produced itself (not selection's upstream fallbacks).
+    generated: usize,
     copies: usize,
 }
 
@@ -159,6 +163,7 @@ impl<'a> Auditor<'a> {
             serving: Scores::default(),
             judged: Scores::default(),
             lists: 0,
+            generated: 0,
             copies: 0,
         }
     }
@@ -174,9 +179,16 @@ impl<'a> Auditor<'a> {
         let (examples, pools) = encode_for(model, rows, source, device)?;
         let lens = vec![list_len; examples.len()];
         let decoded = model.ranker.rank(&pools, &lens, &model.evaluator)?;
-        for (e, list) in examples.iter().zip(&decoded.lists) {
+        // Copies of the input order among the lists the model generated itself: an
+        // upstream list served by generator-evaluator selection is a deliberate fallback,
+        // not the generator copying.
+        for ((e, list), &fallback) in examples.iter().zip(&decoded.lists).zip(&decoded.upstream) {
+            if fallback {
+                continue;
+            }
             let initial = (0..e.pool.lens[0].min(list_len)).collect::<Vec<_>>();
             self.copies += usize::from(list.iter().map(|p| p.item).eq(initial));
+            self.generated += 1;
         }
         self.lists += examples.len();
         let (m, l) = score(model, &examples, &pools, &decoded, list_len)?;
@@ -200,7 +212,7 @@ impl<'a> Auditor<'a> {
             lists: self.lists,
             serving,
             judge,
-            copies_input_order: self.copies as f64 / self.lists.max(1) as f64,
+            copies_input_order: self.copies as f64 / self.generated.max(1) as f64,
             reward_hacking_flag,
         }
     }

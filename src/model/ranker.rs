@@ -112,7 +112,13 @@ pub fn select_against_upstream(
     for (r, list) in upstream.lists.into_iter().enumerate() {
         let (m, u) = (model_scores[r], upstream_scores[r]);
         let wins = f64::from(m) > f64::from(u) + selection.margin * f64::from(u).abs();
-        if !wins {
+        // A generated list that already is the upstream order is the model's own choice,
+        // not a fallback: the copy gate must still see a generator that only copies.
+        let same = generated.lists[r]
+            .iter()
+            .map(|p| p.item)
+            .eq(list.iter().map(|p| p.item));
+        if !wins && !same {
             generated.lists[r] = list;
             generated.upstream[r] = true;
         }

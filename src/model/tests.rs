@@ -625,3 +625,23 @@ fn every_parameter_gets_a_gradient() {
         .expect("sum");
     assert_eq!(untrained(&gvars, &loss), Vec::<String>::new(), "generator");
 }
+
+/// A generated list that already is the upstream order stays the model's list: only a
+/// real fallback is flagged, so the trainer's copy gate still catches a generator that
+/// only copies the upstream order.
+#[test]
+fn a_generated_copy_of_the_upstream_order_is_not_a_fallback() {
+    let enc = encoder();
+    let pools = tensors(&enc, &(0..4).map(|s| pool(s, 10)).collect::<Vec<_>>());
+    let lens = [5; 4];
+    let copy = Decoded::from_orders((0..4).map(|_| (0..5).collect()));
+    let selection = ServeSelection {
+        margin: 0.0,
+        reward: Reward::Clicks,
+    };
+    let served =
+        super::ranker::select_against_upstream(copy, &pools, &lens, &evaluator(&enc), selection)
+            .expect("select");
+    assert_eq!(served.upstream, vec![false; 4]);
+    assert_eq!(served.orders(), vec![(0..5).collect::<Vec<_>>(); 4]);
+}
