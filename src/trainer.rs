@@ -11,8 +11,9 @@
 //!    request_id), so not the evaluator the candidate was trained against and blind to
 //!    its errors — the candidate's lists beat the serving model's by `score_margin`
 //!    (relative Evaluator Score);
-//! 3. the candidate does not just copy the upstream order (share of lists identical to
-//!    the first L candidates at most `max_copy_share`).
+//! 3. the candidate does not just copy the upstream order (share of the lists it
+//!    generates itself identical to the first L candidates at most `max_copy_share`;
+//!    upstream lists served by generator-evaluator selection are fallbacks, not copies).
 //!
 //! The feature normaliser stays the serving bundle's: warm-started weights were trained
 //! on inputs scaled that way.
