@@ -336,6 +336,17 @@ fn evaluator_sort(
     )))
 }
 
+/// True expected clicks of the list `order` (indices into `e`'s pool) under `world`;
+/// `None` when the example's user or items are not the world's.
+pub fn oracle_clicks(world: &World, e: &Example, order: &[usize]) -> Option<f64> {
+    let user = world.user_index(&e.user_id)?;
+    let items: Option<Vec<usize>> = order
+        .iter()
+        .map(|&j| world.item_index(&e.item_ids[j]))
+        .collect();
+    Some(world.expected_clicks(user, &items?))
+}
+
 /// The judge's expected clicks of each list (`None` per list without a judge).
 fn judge_scores(
     judge: Option<&Bundle>,
@@ -361,14 +372,8 @@ fn add(
 ) {
     let labels = e.pool_labels();
     let ranked: Vec<f64> = list.iter().map(|p| labels[p.item]).collect();
-    let oracle = world.and_then(|w| {
-        let user = w.user_index(&e.user_id)?;
-        let items: Option<Vec<usize>> = list
-            .iter()
-            .map(|p| w.item_index(&e.item_ids[p.item]))
-            .collect();
-        Some(w.expected_clicks(user, &items?))
-    });
+    let order: Vec<usize> = list.iter().map(|p| p.item).collect();
+    let oracle = world.and_then(|w| oracle_clicks(w, e, &order));
     let steps = list.iter().map(|p| p.reasoning_steps).sum();
     let score = ListScore {
         evaluator: f64::from(evaluator_score),

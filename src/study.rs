@@ -142,14 +142,8 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             curves: Vec::new(),
         })
         .collect();
-    let oracle = |e: &crate::train::Example, order: &[usize]| -> Option<f64> {
-        let w = world.as_ref()?;
-        let user = w.user_index(&e.user_id)?;
-        let items: Option<Vec<usize>> = order
-            .iter()
-            .map(|&j| w.item_index(&e.item_ids[j]))
-            .collect();
-        Some(w.expected_clicks(user, &items?))
+    let oracle = |e: &crate::train::Example, order: &[usize]| {
+        crate::eval::oracle_clicks(world.as_ref()?, e, order)
     };
     let part = if p.training.judge_share > 0.0 {
         DataPart::Model
@@ -242,6 +236,16 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// A markdown table's header: a left-aligned `first` column, then right-aligned `columns`.
+fn header(first: &str, columns: impl Iterator<Item = String>) -> String {
+    let names: Vec<String> = columns.collect();
+    format!(
+        "| {first} |{}\n|---|{}\n",
+        names.iter().map(|n| format!(" {n} |")).collect::<String>(),
+        "---:|".repeat(names.len())
+    )
+}
+
 /// The results table in markdown: one row per ordering, mean ± std over seeds.
 pub fn markdown_table(rows: &[StudyRow]) -> String {
     type Metric = fn(&OrderingReport) -> Option<f64>;
@@ -258,13 +262,7 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
         }),
         ("ms/list", |r| Some(r.ms_per_list)),
     ];
-    let mut out = String::from("| ordering |");
-    for (name, _) in &metrics {
-        out += &format!(" {name} |");
-    }
-    out += "\n|---|";
-    out += &"---:|".repeat(metrics.len());
-    out += "\n";
+    let mut out = header("ordering", metrics.iter().map(|(name, _)| name.to_string()));
     for row in rows {
         out += &format!("| {} |", row.name);
         for (_, f) in &metrics {
@@ -326,13 +324,12 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
     if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
         pairs.push((e, b));
     }
-    let mut out = String::from("| difference (paired by seed) |");
-    for (name, _) in &metrics {
-        out += &format!(" {name}: mean [95 % CI] |");
-    }
-    out += "\n|---|";
-    out += &"---:|".repeat(metrics.len());
-    out += "\n";
+    let mut out = header(
+        "difference (paired by seed)",
+        metrics
+            .iter()
+            .map(|(name, _)| format!("{name}: mean [95 % CI]")),
+    );
     for (a, b) in pairs {
         out += &format!("| {} − {} |", a.name, b.name);
         for (_, f) in &metrics {

@@ -344,6 +344,11 @@ fn ranker(cfg: &GeneratorConfig) -> (Ranker, VarMap) {
 
 /// An untrained judge with seeded weights.
 fn evaluator(enc: &FeatureEncoder) -> Evaluator {
+    seeded_evaluator(enc, 3).0
+}
+
+/// A default evaluator with weights seeded by `seed`, and its variables.
+fn seeded_evaluator(enc: &FeatureEncoder, seed: u64) -> (Evaluator, VarMap) {
     let vars = VarMap::new();
     let e = Evaluator::new(
         &EvaluatorConfig::default(),
@@ -352,8 +357,8 @@ fn evaluator(enc: &FeatureEncoder) -> Evaluator {
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
     )
     .expect("evaluator");
-    crate::train::seeded_init(&vars, 3).expect("init");
-    e
+    crate::train::seeded_init(&vars, seed).expect("init");
+    (e, vars)
 }
 
 /// Serving's one call, for every model: lists of the asked length (capped by the pool),
@@ -588,15 +593,7 @@ fn every_parameter_gets_a_gradient() {
     let enc = FeatureEncoder::new(spec.clone(), fit.finish(&spec.user, &spec.item));
     let pools = tensors(&enc, &raw);
 
-    let vars = VarMap::new();
-    let e = Evaluator::new(
-        &EvaluatorConfig::default(),
-        &enc,
-        12,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("evaluator");
-    crate::train::seeded_init(&vars, 2).expect("init");
+    let (e, vars) = seeded_evaluator(&enc, 2);
     let scores = e.forward(&pools, None, &pools.mask).expect("forward");
     let clicks = Tensor::from_vec(
         (0..60)
