@@ -7,9 +7,9 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::PipelineConfig;
-use crate::eval::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
-use crate::fidelity::{fidelity, Fidelity};
 use crate::model::{Bundle, GeneratorConfig, Variant};
+use crate::offline::evaluate::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
+use crate::offline::fidelity::{fidelity, Fidelity};
 use crate::sim::World;
 use crate::train::{self, CurvePoint, DataPart, Dataset, JudgeMonitor, TrainError, TrainJob};
 
@@ -143,7 +143,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
         })
         .collect();
     let oracle = |e: &crate::train::Example, order: &[usize]| {
-        crate::eval::oracle_clicks(world.as_ref()?, e, order)
+        crate::offline::evaluate::oracle_clicks(world.as_ref()?, e, order)
     };
     let part = if p.training.judge_share > 0.0 {
         DataPart::Model
@@ -208,7 +208,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                         &bundle.encoder,
                         &validation,
                         w,
-                        crate::fidelity::Sample::standard(seed),
+                        crate::offline::fidelity::Sample::standard(seed),
                         device,
                     )?);
                 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use eglr::logs::LogReader;
+use eglr::list_log::LogReader;
 
 fn eglr(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

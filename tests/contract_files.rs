@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use eglr::logs::log_schema;
+use eglr::list_log::log_schema;
 use eglr::schema::{
     Candidate, Feedback, RankedItem, RerankRequest, RerankResult, Token, UserFeatures,
 };

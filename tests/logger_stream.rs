@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use common::{pipeline, start_tansu, static_member_pipeline, EglrProcess, Tansu};
 use eglr::config::PipelineConfig;
-use eglr::logs::LogReader;
+use eglr::list_log::LogReader;
 use eglr::schema::{Feedback, RankedItem, RerankResult};
 use eglr::sim::{Traffic, World};
 use eglr::stream::kafka::{create_topics, producer_config};

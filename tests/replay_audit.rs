@@ -8,11 +8,11 @@ mod common;
 use candle_core::Device;
 
 use common::{pipeline, write_bundle};
-use eglr::audit::{audit_model, AuditOptions};
-use eglr::eval::{evaluate, EvalOptions};
-use eglr::logs::{LogWriter, LoggedList, RollPolicy};
+use eglr::list_log::{LogWriter, LoggedList, RollPolicy};
 use eglr::model::Bundle;
-use eglr::replay::replay;
+use eglr::offline::audit::{audit_model, AuditOptions};
+use eglr::offline::evaluate::{evaluate, EvalOptions};
+use eglr::offline::replay::replay;
 use eglr::schema::{Candidate, UserFeatures};
 use eglr::train::Dataset;
 
@@ -134,7 +134,7 @@ fn replay_gives_the_hand_computed_metrics_and_permutations() {
     let in_memory = evaluate(
         &bundle,
         &examples,
-        eglr::eval::Scorers::default(),
+        eglr::offline::evaluate::Scorers::default(),
         &opts,
         &Device::Cpu,
     )

@@ -15,11 +15,10 @@ use tokio::task::JoinHandle;
 
 use common::{requests, spawn_load, write_bundle};
 use eglr::config::PipelineConfig;
+use eglr::drive::loadgen::LoadReport;
+use eglr::model::{LiveModel, ModelStore};
 use eglr::stream::kafka::client_config;
-use eglr::stream::loadgen::LoadReport;
-use eglr::stream::{
-    serve, EmbeddedBroker, LiveModel, ModelStore, ServeSettings, ServeSummary, StreamError,
-};
+use eglr::stream::{serve, EmbeddedBroker, ServeSettings, ServeSummary, StreamError};
 
 fn pipeline() -> PipelineConfig {
     let mut p = common::pipeline();

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 
 use common::{requests, spawn_load, start_tansu, write_bundle};
 use eglr::config::PipelineConfig;
+use eglr::model::{LiveModel, ModelStore};
 use eglr::stream::kafka::create_topics;
-use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
+use eglr::stream::{serve, ServeSettings};
 
 fn pipeline() -> PipelineConfig {
     let mut p = common::pipeline();

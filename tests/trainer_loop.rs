@@ -13,11 +13,10 @@ use tokio::sync::watch;
 
 use common::{pipeline, requests, spawn_load};
 use eglr::config::PipelineConfig;
-use eglr::logs::{LogWriter, RollPolicy};
+use eglr::list_log::{LogWriter, RollPolicy};
+use eglr::model::{LiveModel, ModelStore};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::stream::{
-    round_once, serve, EmbeddedBroker, LiveModel, ModelStore, ServeSettings, TrainerSettings,
-};
+use eglr::stream::{round_once, serve, EmbeddedBroker, ServeSettings, TrainerSettings};
 use eglr::train::{self, TrainJob, TrainingConfig};
 
 /// `n` simulated lists from the world the test requests come from.

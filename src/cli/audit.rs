@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use eglr::audit::{audit_model, markdown, AuditOptions, ModelAudit};
 use eglr::config::PipelineConfig;
 use eglr::model::Bundle;
+use eglr::offline::audit::{audit_model, markdown, AuditOptions, ModelAudit};
 
 use super::report::write_json;
 use super::{data_pattern, device};

@@ -14,12 +14,13 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
-use eglr::config::{PipelineConfig, SimulatorConfig};
+use eglr::config::PipelineConfig;
 use eglr::features::{DenseNormaliser, FeatureEncoder};
 use eglr::model::{
     DecodeOptions, Evaluator, Generator, GeneratorConfig, PoolTensors, Ranker, Selection,
     ServeSelection, Variant,
 };
+use eglr::sim::SimulatorConfig;
 use eglr::sim::{Traffic, World};
 
 use super::report::{table, write_json};

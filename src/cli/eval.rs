@@ -7,9 +7,9 @@ use anyhow::Context;
 
 use candle_core::Device;
 use eglr::config::PipelineConfig;
-use eglr::eval::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
-use eglr::fidelity::fidelity;
 use eglr::model::{judge_conflict, Bundle};
+use eglr::offline::evaluate::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
+use eglr::offline::fidelity::fidelity;
 use eglr::sim::World;
 use eglr::train::Dataset;
 
@@ -116,7 +116,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             &bundle.encoder,
             &examples,
             world,
-            eglr::fidelity::Sample::standard(args.seed),
+            eglr::offline::fidelity::Sample::standard(args.seed),
             &device,
         )?);
     }

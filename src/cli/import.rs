@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use eglr::config::PipelineConfig;
 use eglr::import::kuairand::{self, ImportOptions, Label, SplitAt, Utility};
-use eglr::logs::RollPolicy;
+use eglr::list_log::RollPolicy;
 
 use super::report::{table, write_json};
 

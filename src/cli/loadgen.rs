@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
+use eglr::drive::loadgen::{self, simulated_requests, LoadPlan, LoadReport, SimulatedLoad};
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadPlan, LoadReport, SimulatedLoad};
 
 use super::report::{table, write_json};
 

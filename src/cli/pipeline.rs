@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
-use eglr::stream::{pipeline, LiveModel, LogSettings, ModelStore, ServeSettings, TrainerSettings};
+use eglr::model::{LiveModel, ModelStore};
+use eglr::stream::{pipeline, LogSettings, ServeSettings, TrainerSettings};
 
 use super::serve::{connect, shutdown_signal, TopicArgs};
 use super::{device, git_revision};

@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
-use eglr::eval::EvalOptions;
-use eglr::logs::RollPolicy;
+use eglr::list_log::RollPolicy;
 use eglr::model::Bundle;
-use eglr::replay::replay;
+use eglr::offline::evaluate::EvalOptions;
+use eglr::offline::replay::replay;
 
 use super::eval::print_report;
 use super::report::write_json;

@@ -11,7 +11,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
-use eglr::stream::{serve, EmbeddedBroker, LiveModel, ModelStore, ServeSettings};
+use eglr::model::{LiveModel, ModelStore};
+use eglr::stream::{serve, EmbeddedBroker, ServeSettings};
 
 use super::device;
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
-use eglr::logs::{LogWriter, RollPolicy};
+use eglr::list_log::{LogWriter, RollPolicy};
 use eglr::sim::{headroom, write_logs, Headroom, LogStats, Traffic, World};
 
 use super::report::{table, write_json};

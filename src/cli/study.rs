@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
-use eglr::logs::{LogWriter, RollPolicy};
+use eglr::list_log::{LogWriter, RollPolicy};
 use eglr::model::Variant;
 use eglr::plot::{line_chart, Series};
 use eglr::sim::{write_logs, Traffic, World};
@@ -298,7 +298,7 @@ fn fidelity_table(rows: &[StudyRow]) -> String {
     let Some(row) = rows.iter().find(|r| !r.fidelity.is_empty()) else {
         return String::new();
     };
-    let stat = |f: fn(&eglr::fidelity::Fidelity) -> f64| {
+    let stat = |f: fn(&eglr::offline::fidelity::Fidelity) -> f64| {
         let xs: Vec<f64> = row.fidelity.iter().map(f).collect();
         let (m, s) = study::mean_std(&xs);
         format!("{m:.3} ± {s:.3}")
@@ -441,8 +441,8 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             "\n## Evaluator fidelity (validation pools)\n\nEach seed's evaluator against the oracle on {} validation \
              pools: Kendall tau over {} orderings of each pool, the share of list pairs it orders as the oracle does, and \
              the adjacency probe (a complementary pair adjacent vs one place apart). Mean ± std over seeds.\n\n{fidelity}",
-            eglr::fidelity::POOLS,
-            eglr::fidelity::ORDERINGS
+            eglr::offline::fidelity::POOLS,
+            eglr::offline::fidelity::ORDERINGS
         );
     }
     let transfer = transfer_table(&rows);
@@ -574,7 +574,7 @@ fn k_sweep_table(pipeline: &PipelineConfig, rows: &[StudyRow]) -> String {
         "| K | NDCG@10 (ours) | NDCG@10 (paper, KuaiRand-1K) | MAP@10 | Evaluator Score | reasoning steps/list | ms/list |\n|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (k, row) in ks {
-        let stat = |f: fn(&eglr::eval::OrderingReport) -> f64| {
+        let stat = |f: fn(&eglr::offline::evaluate::OrderingReport) -> f64| {
             let xs: Vec<f64> = row.runs.iter().map(f).collect();
             let (m, s) = study::mean_std(&xs);
             format!("{m:.4} ± {s:.4}")
@@ -600,14 +600,15 @@ fn entropy_plot(rows: &[&StudyRow]) -> String {
     let mut series = Vec::new();
     for row in rows {
         let positions = mean_positions(row);
-        let line = |label: String, dashed, f: fn(&eglr::eval::PositionStats) -> f64| Series {
-            label,
-            points: positions
-                .iter()
-                .map(|p| (p.position as f64, f(p)))
-                .collect(),
-            dashed,
-        };
+        let line =
+            |label: String, dashed, f: fn(&eglr::offline::evaluate::PositionStats) -> f64| Series {
+                label,
+                points: positions
+                    .iter()
+                    .map(|p| (p.position as f64, f(p)))
+                    .collect(),
+                dashed,
+            };
         if row
             .positions
             .iter()

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use eglr::config::PipelineConfig;
+use eglr::retrain::RoundReport;
 use eglr::stream::{round_once, trainer, TrainerSettings};
-use eglr::trainer::RoundReport;
 
 use super::git_revision;
 use super::serve::shutdown_signal;

@@ -10,7 +10,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
-use eglr::schema::{Contract, EventError};
+use eglr::contract::Contract;
+use eglr::schema::EventError;
 
 use super::report::{table, write_json};
 

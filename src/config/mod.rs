@@ -10,14 +10,14 @@ mod sections;
 use std::path::{Path, PathBuf};
 
 pub use overrides::{Override, OverrideSource};
-pub use sections::{
-    BatchingConfig, KafkaConfig, Limits, LogsConfig, ModelConfig, SimulatorConfig, Topics,
-};
+pub use sections::{BatchingConfig, KafkaConfig, LogsConfig, ModelConfig, Topics};
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::Limits;
 use crate::features::FeatureSpec;
 use crate::model::{EvaluatorConfig, GeneratorConfig};
+use crate::sim::SimulatorConfig;
 use crate::train::TrainingConfig;
 
 /// Errors in the pipeline file or its overrides. All of them are the user's to fix; none
@@ -80,7 +80,7 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub training: TrainingConfig,
     #[serde(default)]
-    pub trainer: crate::trainer::TrainerConfig,
+    pub trainer: crate::retrain::TrainerConfig,
 }
 
 fn default_name() -> String {

@@ -60,7 +60,7 @@ pub enum ImportError {
     #[error("the import produced no lists: {0}")]
     Empty(String),
     #[error(transparent)]
-    Log(#[from] crate::logs::LogError),
+    Log(#[from] crate::list_log::LogError),
 }
 
 impl ImportError {

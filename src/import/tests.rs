@@ -7,7 +7,7 @@ use super::kuairand::{import, ImportOptions, ImportSummary, Label, SplitAt, Util
 use super::ImportError;
 use crate::config::PipelineConfig;
 use crate::features::FeatureSpec;
-use crate::logs::{LogReader, LoggedList, RollPolicy};
+use crate::list_log::{LogReader, LoggedList, RollPolicy};
 
 const LOG_HEADER: &str = "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,is_profile_enter,is_rand,tab";
 const USER_HEADER: &str = "user_id,user_active_degree,is_lowactive_period,is_live_streamer,is_video_author,follow_user_num,follow_user_num_range,fans_user_num,fans_user_num_range,friend_user_num,friend_user_num_range,register_days,register_days_range,onehot_feat0,onehot_feat1,onehot_feat2,onehot_feat3,onehot_feat4,onehot_feat5,onehot_feat6,onehot_feat7,onehot_feat8,onehot_feat9,onehot_feat10,onehot_feat11,onehot_feat12,onehot_feat13,onehot_feat14,onehot_feat15,onehot_feat16,onehot_feat17";

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Problem;
+
 /// Every re-ranker the crate trains: the generator variants of the paper's ablation
 /// (spec §4 table), the paper's baselines (Table 2) and the EGLR module inside three of
 /// them (Table 3). Each is a preset of one of two models — the pointer [`Generator`]
@@ -447,7 +449,7 @@ impl GeneratorConfig {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), Problem> {
         check_heads("generator", self.d_model, self.heads)?;
         if self.embedding_dim == 0 || self.layers == 0 || self.ffn_dim == 0 {
             return Err(("generator.embedding_dim", "sizes must be at least 1".into()));
@@ -546,7 +548,7 @@ impl Default for EvaluatorConfig {
 }
 
 impl EvaluatorConfig {
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), Problem> {
         check_heads("evaluator", self.d_model, self.heads)?;
         if !self.position_dim.is_multiple_of(2) {
             return Err((
@@ -562,11 +564,7 @@ impl EvaluatorConfig {
 }
 
 /// `d_model` must split evenly into `heads` attention heads.
-fn check_heads(
-    section: &'static str,
-    d_model: usize,
-    heads: usize,
-) -> Result<(), (&'static str, String)> {
+fn check_heads(section: &'static str, d_model: usize, heads: usize) -> Result<(), Problem> {
     if d_model == 0 || heads == 0 || !d_model.is_multiple_of(heads) {
         let key = if section == "generator" {
             "generator.d_model"

@@ -428,7 +428,7 @@ impl Generator {
         match rng {
             Some(rng) if sigma > 0.0 => {
                 let noise: Vec<f32> = (0..r.elem_count())
-                    .map(|_| (sigma * crate::sim::normal(rng)) as f32)
+                    .map(|_| (sigma * crate::random::normal(rng)) as f32)
                     .collect();
                 r + Tensor::from_vec(noise, r.shape(), r.device())?
             }

@@ -1,6 +1,7 @@
 //! The EGLR models in candle (spec §3-4): the evaluator, the generator with
 //! entropy-guided latent reasoning and a KV cache, the paper's baselines as
-//! configurations of it (or of the score-and-sort [`Scorer`]), and model bundles.
+//! configurations of it (or of the score-and-sort [`Scorer`]), model bundles and the
+//! versioned store serving reads them from.
 
 mod bundle;
 mod config;
@@ -11,6 +12,7 @@ mod layers;
 mod ranker;
 mod reward;
 mod scorer;
+mod store;
 
 pub use bundle::{
     judge_conflict, Bundle, BundleError, BundleMeta, DataPart, TrainingInfo, BUNDLE_FORMAT,
@@ -28,6 +30,7 @@ pub use layers::{mask_scores, KvCache};
 pub use ranker::{upstream_lists, Ranker};
 pub use reward::{group_advantages, rewards, Reward};
 pub use scorer::Scorer;
+pub use store::{LiveModel, ModelStore, StoreError};
 
 #[cfg(test)]
 mod tests;

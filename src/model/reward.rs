@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::embedding::PoolTensors;
 use super::evaluator::Evaluator;
 use super::generator::Decoded;
-use crate::metrics::dcg_reward;
+use crate::ranking_metrics::dcg_reward;
 
 /// What the generator is rewarded with (spec §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

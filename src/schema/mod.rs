@@ -1,10 +1,10 @@
-//! The wire contract: Kafka event types, their decoding and their validation.
+//! The wire format: Kafka event types and their decoding. Checks against a pipeline's
+//! features and limits live in [`crate::contract`].
 
 mod decode;
 mod error;
 mod events;
 mod token;
-mod validate;
 
 pub use decode::decode;
 pub use error::EventError;
@@ -13,7 +13,3 @@ pub use events::{
     SparseFeatures, UserFeatures,
 };
 pub use token::Token;
-pub use validate::{Contract, MAX_ID_BYTES};
-
-#[cfg(test)]
-mod tests;

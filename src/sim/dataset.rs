@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::traffic::{Impression, Traffic};
 use super::world::World;
-use crate::logs::{LogError, LogWriter, LoggedList};
+use crate::list_log::{LogError, LogWriter, LoggedList};
 
 /// What a simulated log contains.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -3,14 +3,14 @@
 //! with noisy point-wise scores, exploration traffic, and an exact oracle score.
 
 mod click_model;
+mod config;
 mod dataset;
 mod traffic;
 mod world;
 
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
-
+pub use config::SimulatorConfig;
 pub use dataset::{
     headroom, reference_lists, upstream_calibration, write_logs, Headroom, LogStats,
 };
@@ -38,14 +38,6 @@ impl SimError {
             source,
         }
     }
-}
-
-/// A standard normal draw (Box-Muller); kept here so the stream of draws, and so every
-/// world and log, is fixed by our code and not by a dependency's sampler.
-pub fn normal<R: Rng>(rng: &mut R) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1]: ln is finite
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::normal;
 use super::world::World;
-use crate::logs::LoggedList;
+use crate::list_log::LoggedList;
+use crate::random::normal;
 use crate::schema::{Candidate, Feedback, RerankRequest, Token, UserFeatures};
 
 /// Start of simulated time (2024-01-01T00:00:00Z); impressions are one second apart.

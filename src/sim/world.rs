@@ -8,8 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{normal, SimError};
-use crate::config::SimulatorConfig;
+use super::SimError;
+use super::SimulatorConfig;
+use crate::random::normal;
 
 /// Format version of `world.json`.
 pub const WORLD_FORMAT: u32 = 1;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use super::metrics::ServeMetrics;
-use super::model_store::LiveModel;
+use super::prometheus::ServeMetrics;
 use crate::config::BatchingConfig;
+use crate::model::LiveModel;
 use crate::model::{Bundle, PoolTensors};
 use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource};
 

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::model::LiveModel;
+
 use super::{
-    log, serve, trainer, LiveModel, LogSettings, LogSummary, ServeSettings, ServeSummary,
-    StreamError, TrainerSettings, TrainerSummary,
+    log, serve, trainer, LogSettings, LogSummary, ServeSettings, ServeSummary, StreamError,
+    TrainerSettings, TrainerSummary,
 };
 
 /// What each stage reported at exit.

@@ -27,12 +27,12 @@ use tokio::task::JoinSet;
 
 use super::inference::{run_inference, Done, Job, Outcome};
 use super::kafka::{consumer_config, producer_config};
-use super::metrics::ServeMetrics;
-use super::model_store::LiveModel;
 use super::offsets::OffsetTracker;
+use super::prometheus::ServeMetrics;
 use super::{http, StreamError};
 use crate::config::PipelineConfig;
-use crate::schema::Contract;
+use crate::contract::Contract;
+use crate::model::LiveModel;
 
 /// How to run the stage.
 #[derive(Debug, Clone)]

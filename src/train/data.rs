@@ -1,7 +1,7 @@
 //! Training data: logged lists read as a stream and kept only in compact, encoded form.
 
 use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
-use crate::logs::{LogError, LogReader, LoggedList};
+use crate::list_log::{LogError, LogReader, LoggedList};
 pub use crate::model::DataPart;
 
 use super::TrainError;

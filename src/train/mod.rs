@@ -3,7 +3,7 @@
 //! against the frozen evaluator; the result is a model bundle.
 
 mod data;
-mod evaluator;
+mod fit_evaluator;
 mod rl;
 mod supervised;
 
@@ -19,14 +19,15 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{DataPart, Dataset, Example, Split};
-pub use evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
+pub use fit_evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
 pub use rl::{
     kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
 };
 pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
 
+use crate::check::Problem;
 use crate::features::FeatureEncoder;
-use crate::logs::LogError;
+use crate::list_log::LogError;
 use crate::model::{
     Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, Generator, GeneratorConfig,
     Ranker, TrainingInfo, Variant, BUNDLE_FORMAT,
@@ -128,7 +129,7 @@ impl Default for TrainingConfig {
 }
 
 impl TrainingConfig {
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), Problem> {
         for (key, v) in [
             ("training.validation_share", self.validation_share),
             ("training.judge_share", self.judge_share),
@@ -281,11 +282,11 @@ pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_co
         };
         let values: Vec<f32> = if name.ends_with("cls") {
             (0..n)
-                .map(|_| 0.02 * crate::sim::normal(&mut rng) as f32)
+                .map(|_| 0.02 * crate::random::normal(&mut rng) as f32)
                 .collect()
         } else if name.contains("table") {
             (0..n)
-                .map(|_| (table_std * crate::sim::normal(&mut rng)) as f32)
+                .map(|_| (table_std * crate::random::normal(&mut rng)) as f32)
                 .collect()
         } else if name.contains("_ih_l") || name.contains("_hh_l") {
             // GRU weights and biases `[3h, ..]`: U(-1/sqrt(h), 1/sqrt(h)) as in PyTorch.
@@ -293,7 +294,7 @@ pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_co
         } else if name.ends_with(".weight") && shape.len() == 2 {
             let std = (2.0 / shape[1].max(1) as f64).sqrt();
             (0..n)
-                .map(|_| (std * crate::sim::normal(&mut rng)) as f32)
+                .map(|_| (std * crate::random::normal(&mut rng)) as f32)
                 .collect()
         } else if name.ends_with(".weight") {
             vec![1.0; n] // layer norm scale

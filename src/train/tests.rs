@@ -4,9 +4,9 @@ use candle_core::Device;
 
 use super::*;
 use crate::config::PipelineConfig;
-use crate::eval::{evaluate, EvalOptions};
-use crate::logs::{LogWriter, RollPolicy};
+use crate::list_log::{LogWriter, RollPolicy};
 use crate::model::{Bundle, Variant};
+use crate::offline::evaluate::{evaluate, EvalOptions};
 use crate::sim::{write_logs, Traffic, World};
 
 #[test]
@@ -118,7 +118,7 @@ fn tiny_end_to_end_run_raises_the_evaluator_reward() {
             pass_at_n: 1,
             seed: 0,
         };
-        let scorers = crate::eval::Scorers {
+        let scorers = crate::offline::evaluate::Scorers {
             judge: None,
             world: Some(&world),
         };

@@ -10,10 +10,10 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use eglr::config::{KafkaConfig, PipelineConfig};
+use eglr::drive::loadgen::{self, LoadReport, Outgoing};
 use eglr::features::{DenseNormaliser, FeatureEncoder};
 use eglr::model::{Bundle, BundleMeta, Evaluator, Generator, TrainingInfo, BUNDLE_FORMAT};
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, LoadReport, Outgoing};
 
 /// The shipped local pipeline.
 pub fn pipeline() -> PipelineConfig {

@@ -9,14 +9,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
+use eglr::drive::loadgen::{self, simulated_requests, LoadReport};
+use eglr::drive::{respond, VersionOutcome};
+use eglr::model::{LiveModel, ModelStore};
+use eglr::retrain::RoundReport;
 use eglr::sim::{Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
-use eglr::stream::{
-    pipeline, respond, LiveModel, LogSettings, ModelStore, ServeSettings, TrainerSettings,
-    VersionOutcome,
-};
+use eglr::stream::{pipeline, LogSettings, ServeSettings, TrainerSettings};
 use eglr::train::TrainingConfig;
-use eglr::trainer::RoundReport;
 
 use super::super::device;
 use super::super::loadgen::print_load_report;

@@ -14,10 +14,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
-use eglr::logs::{LogWriter, RollPolicy};
+use eglr::drive::loadgen::{self, simulated_requests, LoadReport};
+use eglr::list_log::{LogWriter, RollPolicy};
+use eglr::model::{LiveModel, ModelStore};
 use eglr::sim::{write_logs, Traffic, World};
-use eglr::stream::loadgen::{self, simulated_requests, LoadReport};
-use eglr::stream::{serve, LiveModel, ModelStore, ServeSettings};
+use eglr::stream::{serve, ServeSettings};
 use eglr::train::{self, TrainJob, TrainingConfig};
 
 use super::device;

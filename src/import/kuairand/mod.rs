@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::features::FeatureSpec;
-use crate::logs::{LogWriter, LoggedList, RollPolicy};
+use crate::list_log::{LogWriter, LoggedList, RollPolicy};
 use crate::schema::{Candidate, UserFeatures};
 
 use super::{files_like, one_file_like, ImportError};

@@ -1,5 +1,5 @@
 //! `eglr trainer`: the continuous trainer as a long-running stage. It watches the list
-//! log, runs a round ([`crate::trainer::run_round`]) once `trainer.min_new_lists` new
+//! log, runs a round ([`crate::retrain::run_round`]) once `trainer.min_new_lists` new
 //! lists were published, and announces a published version on the control topic.
 //! Rounds run on a blocking thread of their own: serving never waits for training
 //! (a serve instance picks the new version up from the store between batches).
@@ -13,9 +13,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::kafka::producer_config;
-use super::{ModelStore, StreamError};
+use super::StreamError;
 use crate::config::PipelineConfig;
-use crate::trainer::{count_lists, run_round, Round, RoundReport};
+use crate::model::ModelStore;
+use crate::retrain::{count_lists, run_round, Round, RoundReport};
 
 /// How the trainer runs.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
     let store = ModelStore::new(&p.model.store);
     let serving = store
         .latest()
-        .ok_or_else(|| StreamError::NoModel(p.model.store.clone()))?;
+        .ok_or_else(|| crate::model::StoreError::Empty(p.model.store.clone()))?;
     let outcome = tokio::task::spawn_blocking(move || {
         let logs = p.logs.dir.display().to_string();
         let round = Round {

@@ -13,11 +13,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
-use super::StreamError;
 use crate::config::KafkaConfig;
 use crate::schema::RerankResult;
 use crate::sim::Traffic;
+use crate::stream::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
+use crate::stream::StreamError;
 
 /// One message to produce to the requests topic.
 #[derive(Debug, Clone)]

@@ -12,8 +12,20 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::Device;
 
-use super::StreamError;
-use crate::model::Bundle;
+use super::{Bundle, BundleError};
+
+/// Why the store has no model to serve. Both are the operator's to fix (train or repair
+/// a version); retrying without a change does not help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no model in the store {0} (train one with `eglr train --out STORE/v000001`)")]
+    Empty(PathBuf),
+    #[error("model {version} is not usable: {source}")]
+    BadModel {
+        version: String,
+        source: BundleError,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -77,15 +89,16 @@ pub struct LiveModel {
 
 impl LiveModel {
     /// Loads the newest version of the store.
-    pub fn open(store: ModelStore, device: Device) -> Result<Self, StreamError> {
+    pub fn open(store: ModelStore, device: Device) -> Result<Self, StoreError> {
         let version = store
             .latest()
-            .ok_or_else(|| StreamError::NoModel(store.dir().to_owned()))?;
-        let bundle =
-            Bundle::load(&store.path(&version), &device).map_err(|e| StreamError::BadModel {
+            .ok_or_else(|| StoreError::Empty(store.dir().to_owned()))?;
+        let bundle = Bundle::load(&store.path(&version), &device).map_err(|source| {
+            StoreError::BadModel {
                 version: version.clone(),
-                message: e.to_string(),
-            })?;
+                source,
+            }
+        })?;
         Ok(Self {
             store,
             device,

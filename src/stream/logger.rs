@@ -6,7 +6,7 @@
 //! [`LogWriter`]) and the unjoined events in the fsync'd side file — so a crash loses
 //! nothing. Messages are re-read after a crash from the last committed offset, so lists
 //! published but not yet committed are written again: **duplicates are removed on
-//! read** ([`crate::logs::LogReader`] keeps the first row per request_id). Lists whose
+//! read** ([`crate::list_log::LogReader`] keeps the first row per request_id). Lists whose
 //! window is still open at shutdown are not written; their messages are re-read by the
 //! next owner of the partitions.
 //!
@@ -27,12 +27,12 @@ use tokio::sync::watch;
 
 use super::http::{self, Exposition};
 use super::kafka::consumer_config;
-use super::metrics::{counter, gauge};
+use super::prometheus::{counter, gauge};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
-use crate::logger::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
-use crate::logs::{LogError, LogWriter, RollPolicy};
-use crate::schema::Contract;
+use crate::contract::Contract;
+use crate::join::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
+use crate::list_log::{LogError, LogWriter, RollPolicy};
 
 /// How a logger instance runs.
 #[derive(Debug, Clone)]

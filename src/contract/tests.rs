@@ -1,8 +1,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::Limits;
 use crate::features::{DenseTransform, EntityFeatures, FeatureSpec};
+use crate::schema::{decode, EventError};
 
 fn spec() -> FeatureSpec {
     FeatureSpec {

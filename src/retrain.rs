@@ -24,10 +24,11 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditOptions, Auditor, ModelAudit};
-use crate::eval::{encode_rows, OfflineError};
-use crate::logs::{LogReader, LoggedList};
+use crate::check::Problem;
+use crate::list_log::{LogReader, LoggedList};
 use crate::model::{Bundle, BundleMeta, DataPart, Evaluator, Ranker, TrainingInfo};
+use crate::offline::audit::{AuditOptions, Auditor, ModelAudit};
+use crate::offline::{encode_rows, OfflineError};
 use crate::train::{
     is_validation, snapshot, train_evaluator, train_ranker, validate, Example, TrainError,
     TrainingConfig,
@@ -81,7 +82,7 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), Problem> {
         if !(self.holdout_share > 0.0 && self.holdout_share < 1.0) {
             return Err((
                 "trainer.holdout_share",
@@ -166,7 +167,7 @@ pub struct RoundReport {
     /// The candidate's evaluator against the oracle on held-out pools (simulated
     /// logs only): does the evaluator it was trained against order lists like the truth?
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub candidate_fidelity: Option<crate::fidelity::Fidelity>,
+    pub candidate_fidelity: Option<crate::offline::fidelity::Fidelity>,
     pub serving_copy_share: f64,
     pub published: bool,
     /// Why the candidate was rejected (empty when published).
@@ -189,7 +190,7 @@ fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, TrainerErr
         let file = std::fs::File::open(path).map_err(io(path))?;
         let rows = SerializedFileReader::new(file)
             .map_err(|e| {
-                TrainError::from(crate::logs::LogError::BadFile {
+                TrainError::from(crate::list_log::LogError::BadFile {
                     path: path.clone(),
                     message: e.to_string(),
                 })
@@ -238,7 +239,7 @@ pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, Trainer
 pub fn count_lists(logs: &Path) -> Result<usize, TrainerError> {
     match files_by_publish_time(&logs.display().to_string()) {
         Ok(files) => Ok(files.iter().map(|(_, n)| n).sum()),
-        Err(TrainerError::Train(TrainError::Log(crate::logs::LogError::NoFiles(_)))) => Ok(0),
+        Err(TrainerError::Train(TrainError::Log(crate::list_log::LogError::NoFiles(_)))) => Ok(0),
         Err(e) => Err(e),
     }
 }
@@ -404,7 +405,7 @@ pub fn run_round(
     )?;
 
     // The candidate as a bundle in a staging directory, then judged.
-    let version = crate::stream::ModelStore::new(round.store).next_version();
+    let version = crate::model::ModelStore::new(round.store).next_version();
     let staging = round.store.join(".candidates").join(&version);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
@@ -447,12 +448,12 @@ pub fn run_round(
     let fidelity = round
         .world
         .map(|w| {
-            crate::fidelity::fidelity(
+            crate::offline::fidelity::fidelity(
                 &candidate.evaluator,
                 enc,
                 &holdout,
                 w,
-                crate::fidelity::Sample::standard(settings.seed),
+                crate::offline::fidelity::Sample::standard(settings.seed),
                 device,
             )
         })
@@ -570,7 +571,7 @@ mod tests {
     /// newest lists are in instance "0"'s file although its name sorts first.
     #[test]
     fn the_window_is_the_newest_lists_by_publish_time() {
-        use crate::logs::{LogWriter, RollPolicy};
+        use crate::list_log::{LogWriter, RollPolicy};
         use crate::sim::{Traffic, World};
         let world = World::small(3);
         let traffic = Traffic::new(&world, 1);

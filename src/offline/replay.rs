@@ -13,8 +13,9 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use candle_core::Device;
 
-use crate::eval::{encode_rows, EvalOptions, EvalReport, Evaluation, OfflineError};
-use crate::logs::{LogReader, LogWriter, ParquetRows, RollPolicy};
+use super::evaluate::{EvalOptions, EvalReport, Evaluation};
+use super::{encode_rows, OfflineError};
+use crate::list_log::{LogReader, LogWriter, ParquetRows, RollPolicy};
 use crate::model::Bundle;
 
 /// One re-ranked request, as written to `OUT/replay-SEQ.parquet`.
@@ -79,7 +80,8 @@ pub fn replay(
 ) -> Result<EvalReport, OfflineError> {
     let reader = LogReader::open(pattern, opts.batch.max(1))?;
     let mut writer: LogWriter<ReplayedList> = LogWriter::create(out, "replay", roll)?;
-    let mut evaluation = Evaluation::new(bundle, crate::eval::Scorers::default(), opts);
+    let mut evaluation =
+        Evaluation::new(bundle, crate::offline::evaluate::Scorers::default(), opts);
     let mut done = 0;
     for batch in reader.batches() {
         let rows = batch?;

@@ -13,11 +13,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
-use super::StreamError;
 use crate::config::KafkaConfig;
 use crate::schema::RerankResult;
 use crate::sim::Traffic;
+use crate::stream::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
+use crate::stream::StreamError;
 
 /// Lists served by one model version and their mean expected clicks (oracle), beside
 /// the upstream order's on the same requests (what serving the request unchanged would

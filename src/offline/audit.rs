@@ -9,8 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::eval::{encode_rows, OfflineError};
-use crate::logs::{LogReader, LoggedList};
+use super::{encode_rows, OfflineError};
+use crate::list_log::{LogReader, LoggedList};
 use crate::model::{Bundle, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
 

@@ -9,40 +9,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::features::FeatureEncoder;
-use crate::logs::{LogError, LoggedList};
-use crate::metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::model::{
     upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection,
 };
+use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::sim::World;
 use crate::train::{pool_tensors, rewards, Example, Reward};
-
-/// Errors of the offline tools that read list logs and run a bundle (`replay`, `audit`).
-#[derive(Debug, thiserror::Error)]
-pub enum OfflineError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("model error: {0}")]
-    Model(#[from] candle_core::Error),
-}
-
-/// Encodes logged rows read from `source` with `encoder`.
-pub fn encode_rows(
-    rows: &[LoggedList],
-    encoder: &FeatureEncoder,
-    source: &str,
-) -> Result<Vec<Example>, OfflineError> {
-    rows.iter()
-        .map(|row| Example::from_logged(row, encoder))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| {
-            OfflineError::Log(LogError::BadFile {
-                path: source.into(),
-                message,
-            })
-        })
-}
 
 /// Options of an evaluation.
 #[derive(Debug, Clone)]
@@ -92,7 +64,7 @@ pub struct EvalReport {
     pub upstream_share: f64,
     /// How the bundle's evaluator orders lists against the oracle (simulated data).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fidelity: Option<crate::fidelity::Fidelity>,
+    pub fidelity: Option<crate::offline::fidelity::Fidelity>,
 }
 
 /// What scores the orderings besides the model's own evaluator: an independent judge

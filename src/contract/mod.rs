@@ -1,15 +1,17 @@
-//! Semantic checks of decoded events against the pipeline's feature spec and limits.
-//! Cheap size checks run before anything walks the pool, so an oversize request costs
-//! little to refuse.
+//! The wire contract checked: decoded events against the pipeline's feature spec and
+//! size limits. Cheap size checks run before anything walks the pool, so an oversize
+//! request costs little to refuse.
+
+mod limits;
 
 use std::collections::HashMap;
 
-use crate::config::Limits;
 use crate::features::{EntityFeatures, FeatureSpec};
+use crate::schema::{
+    decode, DenseFeatures, EventError, Feedback, RerankRequest, RerankResult, SparseFeatures, Token,
+};
 
-use super::events::{DenseFeatures, Feedback, RerankRequest, RerankResult, SparseFeatures};
-use super::{decode, EventError, Token};
-
+pub use limits::Limits;
 /// Longest id (request, user or item) accepted, in bytes: ids become Kafka keys and
 /// Parquet values, and an unbounded id is a memory hazard.
 pub const MAX_ID_BYTES: usize = 256;
@@ -266,3 +268,6 @@ fn check_sparse_value(path: &str, value: &Token) -> Result<(), EventError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

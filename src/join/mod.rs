@@ -1,4 +1,4 @@
-//! The feedback logger's join: requests (features), results (served order) and feedback
+//! The feedback join under `eglr log` (the Kafka stage is [`crate::stream`]'s logger): requests (features), results (served order) and feedback
 //! (clicks) of one request_id become one [`LoggedList`] once the join window after the
 //! result has closed. Pure state, no I/O: the Kafka stage feeds it events with their
 //! source offsets and a clock, and writes what it closes.
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::logs::LoggedList;
+use crate::list_log::LoggedList;
 use crate::schema::{Feedback, RerankRequest, RerankResult};
 
 /// Where an event came from: its offset is finished once what it went into is durable.
@@ -291,3 +291,6 @@ fn joined(
         exploration: false,
     }
 }
+
+#[cfg(test)]
+mod tests;

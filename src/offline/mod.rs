@@ -1,0 +1,39 @@
+//! Offline jobs over logged lists and simulated pools: evaluating a bundle
+//! ([`evaluate`]), replaying logged requests ([`replay`]), the Evaluator Score audit of
+//! several bundles ([`audit`]) and the evaluator's fidelity to the simulator's oracle
+//! ([`fidelity`]).
+
+pub mod audit;
+pub mod evaluate;
+pub mod fidelity;
+pub mod replay;
+
+use crate::features::FeatureEncoder;
+use crate::list_log::{LogError, LoggedList};
+use crate::train::Example;
+
+/// Errors of the offline tools that read list logs and run a bundle (`replay`, `audit`).
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("model error: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+/// Encodes logged rows read from `source` with `encoder`.
+pub fn encode_rows(
+    rows: &[LoggedList],
+    encoder: &FeatureEncoder,
+    source: &str,
+) -> Result<Vec<Example>, OfflineError> {
+    rows.iter()
+        .map(|row| Example::from_logged(row, encoder))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| {
+            OfflineError::Log(LogError::BadFile {
+                path: source.into(),
+                message,
+            })
+        })
+}
