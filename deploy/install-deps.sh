@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Installs what eglr needs to build and test on Debian 12 (run as root or with sudo).
-# Idempotent: installs only what is missing.
+# Installs what eglr needs to build on Debian 12 (run as root or with sudo), and with
+# --with-tansu what its tests need too. Idempotent: installs only what is missing.
 #   - a C toolchain and make: rdkafka builds its bundled librdkafka 2.12 from source
 #     (Debian's librdkafka is 2.0, too old to link against)
 #   - pkg-config and zlib headers: librdkafka's compression
 #   - a Rust toolchain (cargo) must already be installed, e.g. with rustup
 set -euo pipefail
+with_tansu=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-tansu) with_tansu=true ;;
+    *) echo "usage: $0 [--with-tansu]" >&2; exit 2 ;;
+  esac
+done
 packages=(build-essential make pkg-config zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
@@ -20,8 +27,16 @@ else
   echo "system packages present: ${packages[*]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+# rustfmt and clippy: scripts/test.sh checks formatting and lints.
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
 # tansu: an independent Kafka-compatible broker for the integration tests. Building it
 # takes about 25 minutes on 2 cores, so it is installed only when missing.
+if ! $with_tansu; then
+  exit 0
+fi
 if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
   echo "installing tansu 0.6 (cargo install, about 25 minutes on 2 cores)"
   cargo install tansu --version '^0.6' --locked --features dynostore

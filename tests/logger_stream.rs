@@ -264,6 +264,9 @@ async fn late_duplicate_and_orphan_feedback_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_duplicate_and_orphan_feedback_on_tansu() {
+    if !common::tansu_or_skip("late_duplicate_and_orphan_feedback_on_tansu") {
+        return;
+    }
     join_on(true).await;
 }
 
@@ -338,5 +341,8 @@ async fn sigkill_and_restart_loses_no_list_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_loses_no_list_on_tansu() {
+    if !common::tansu_or_skip("sigkill_and_restart_loses_no_list_on_tansu") {
+        return;
+    }
     kill_and_restart_on(true).await;
 }

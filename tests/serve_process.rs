@@ -121,6 +121,9 @@ async fn two_servers_then_one(tansu: bool) {
 /// stable instance names (a StatefulSet) uses anyway; deploy/README.md says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_nothing_on_tansu() {
+    if !common::tansu_or_skip("sigkill_mid_stream_then_restart_loses_nothing_on_tansu") {
+        return;
+    }
     sigkill_then_restart(true, true).await;
 }
 
@@ -131,6 +134,9 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_on_the_embedded_broker() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_partitions_and_one_takes_over_on_tansu() {
+    if !common::tansu_or_skip("two_servers_share_partitions_and_one_takes_over_on_tansu") {
+        return;
+    }
     two_servers_then_one(true).await;
 }
 

@@ -24,6 +24,9 @@ fn pipeline() -> PipelineConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_requests_five_percent_malformed_on_tansu() {
+    if !common::tansu_or_skip("five_thousand_requests_five_percent_malformed_on_tansu") {
+        return;
+    }
     let (_tansu, brokers) = start_tansu();
     let p = pipeline();
     let t = &p.kafka.topics;

@@ -30,10 +30,23 @@ pub struct LayerNorm {
 
 const LAYER_NORM_EPS: f64 = 1e-5;
 
+/// The names a layer norm may have. Seeded initialisation (`train::seeded_init`) knows a
+/// layer norm's `weight` by its name, so a layer norm under any other name is refused
+/// here instead of being initialised as something else.
+pub const LAYER_NORM_NAMES: [&str; 3] = ["ln_attn", "ln_ffn", "final_norm"];
+
 impl LayerNorm {
     /// Variables `weight` (ones) and `bias` (zeros) under `vb`, as candle-nn names them
-    /// (bundles written before this type load unchanged).
+    /// (bundles written before this type load unchanged). The last part of `vb`'s prefix
+    /// must be one of [`LAYER_NORM_NAMES`].
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        let prefix = vb.prefix();
+        let name = prefix.rsplit('.').next().unwrap_or_default();
+        if !LAYER_NORM_NAMES.contains(&name) {
+            return Err(candle_core::Error::Msg(format!(
+                "layer norm {prefix:?} is not named one of {LAYER_NORM_NAMES:?} (seeded initialisation finds layer norms by name)"
+            )));
+        }
         Ok(Self {
             weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,

@@ -26,7 +26,7 @@ pub use evaluator::{evaluator_loss, gather_rows, Evaluator, ListScores};
 pub use generator::{
     DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
 };
-pub use layers::{mask_scores, KvCache};
+pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
 pub use ranker::{upstream_lists, Ranker};
 pub use reward::{group_advantages, rewards, Reward};
 pub use scorer::Scorer;

@@ -246,33 +246,64 @@ pub fn seeded_init(vars: &VarMap, seed: u64) -> candle_core::Result<()> {
     seeded_init_scaled(vars, seed, 1.0)
 }
 
-/// Re-draws every variable from a seeded RNG, with the distributions candle initialises
-/// them with (candle's CPU RNG cannot be seeded, and training must be reproducible):
-/// linear weights Kaiming-normal `N(0, 2 / fan_in)`, biases
-/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, GRU weights `U(-1/sqrt(h), 1/sqrt(h))`, layer
-/// norms 1 and 0, the evaluator's `cls` token `N(0, 0.02)`, and embedding and position
-/// tables `N(0, table_std^2)` (candle's default is 1, which lets free id embeddings
-/// dominate the input before they have learnt anything).
-pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_core::Result<()> {
-    use rand::{Rng, SeedableRng};
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
-    let dims: HashMap<&str, Vec<usize>> = data
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.dims().to_vec()))
-        .collect();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for name in names {
-        let var = &data[name];
-        let shape = var.dims().to_vec();
-        let n: usize = shape.iter().product();
-        let sibling = |suffix: &str| {
-            name.rsplit_once('.')
-                .and_then(|(p, _)| dims.get(format!("{p}.{suffix}").as_str()))
+/// How one variable is initialised (the distributions candle uses, drawn from our RNG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Init {
+    /// The evaluator's `cls` token: `N(0, 0.02)`.
+    Token,
+    /// Embedding and position tables: `N(0, table_std^2)`.
+    Table,
+    /// GRU weights and biases `[3h, ..]`: `U(-1/sqrt(h), 1/sqrt(h))` as in PyTorch.
+    Gru { hidden: usize },
+    /// Linear weights `[out, in]`: Kaiming-normal `N(0, 2 / in)`.
+    Kaiming { fan_in: usize },
+    /// Linear biases: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    LinearBias { fan_in: usize },
+    /// Layer-norm scale (1) and shift (0).
+    Const(f32),
+}
+
+impl Init {
+    /// The rule for variable `name` of `shape`; `sibling` finds the shape of another
+    /// variable of the same layer. A variable no rule names is an error, so a renamed
+    /// or new layer cannot silently start from zeros.
+    fn of(
+        name: &str,
+        shape: &[usize],
+        sibling: impl Fn(&str) -> Option<Vec<usize>>,
+    ) -> Result<Self, String> {
+        let mut parts = name.rsplit('.');
+        let last = parts.next().unwrap_or_default();
+        let layer = parts.next().unwrap_or_default();
+        let layer_norm = crate::model::LAYER_NORM_NAMES.contains(&layer);
+        Ok(match last {
+            "cls" => Init::Token,
+            "table" => Init::Table,
+            "weight" if layer == "table" => Init::Table,
+            _ if ["_ih_l", "_hh_l"].iter().any(|g| last.contains(g)) => Init::Gru {
+                hidden: shape.first().copied().unwrap_or(0) / 3,
+            },
+            "weight" if layer_norm => Init::Const(1.0),
+            "bias" if layer_norm => Init::Const(0.0),
+            "weight" if shape.len() == 2 => Init::Kaiming { fan_in: shape[1] },
+            "bias" => match sibling("weight") {
+                Some(w) if w.len() == 2 => Init::LinearBias { fan_in: w[1] },
+                _ => return Err(format!("bias {name} has no linear weight beside it")),
+            },
+            _ => {
+                return Err(format!(
+                    "no initialiser for variable {name} {shape:?}: name it after a known layer kind or add a rule to train::Init::of"
+                ))
+            }
+        })
+    }
+
+    fn draw(self, n: usize, table_std: f64, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f32> {
+        use rand::Rng;
+        let normal = |rng: &mut rand_chacha::ChaCha8Rng, std: f64| -> Vec<f32> {
+            (0..n)
+                .map(|_| (std * crate::random::normal(rng)) as f32)
+                .collect()
         };
         let uniform = |rng: &mut rand_chacha::ChaCha8Rng, fan_in: usize| -> Vec<f32> {
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
@@ -280,29 +311,40 @@ pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_co
                 .map(|_| rng.random_range(-bound..bound) as f32)
                 .collect()
         };
-        let values: Vec<f32> = if name.ends_with("cls") {
-            (0..n)
-                .map(|_| 0.02 * crate::random::normal(&mut rng) as f32)
-                .collect()
-        } else if name.contains("table") {
-            (0..n)
-                .map(|_| (table_std * crate::random::normal(&mut rng)) as f32)
-                .collect()
-        } else if name.contains("_ih_l") || name.contains("_hh_l") {
-            // GRU weights and biases `[3h, ..]`: U(-1/sqrt(h), 1/sqrt(h)) as in PyTorch.
-            uniform(&mut rng, shape[0] / 3)
-        } else if name.ends_with(".weight") && shape.len() == 2 {
-            let std = (2.0 / shape[1].max(1) as f64).sqrt();
-            (0..n)
-                .map(|_| (std * crate::random::normal(&mut rng)) as f32)
-                .collect()
-        } else if name.ends_with(".weight") {
-            vec![1.0; n] // layer norm scale
-        } else if let Some(w) = sibling("weight").filter(|w| w.len() == 2) {
-            uniform(&mut rng, w[1])
-        } else {
-            vec![0.0; n] // layer norm shift
+        match self {
+            Init::Token => normal(rng, 0.02),
+            Init::Table => normal(rng, table_std),
+            Init::Gru { hidden: fan_in } | Init::LinearBias { fan_in } => uniform(rng, fan_in),
+            Init::Kaiming { fan_in } => normal(rng, (2.0 / fan_in.max(1) as f64).sqrt()),
+            Init::Const(value) => vec![value; n],
+        }
+    }
+}
+
+/// Re-draws every variable from a seeded RNG, with the distributions candle initialises
+/// them with (candle's CPU RNG cannot be seeded, and training must be reproducible):
+/// see [`Init`]. Embedding and position tables get `N(0, table_std^2)` (candle's default
+/// is 1, which lets free id embeddings dominate the input before they have learnt
+/// anything). A variable no rule of [`Init`] names is an error.
+pub fn seeded_init_scaled(vars: &VarMap, seed: u64, table_std: f64) -> candle_core::Result<()> {
+    use rand::SeedableRng;
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let shape = var.dims().to_vec();
+        let sibling = |suffix: &str| {
+            let (layer, _) = name.rsplit_once('.')?;
+            data.get(&format!("{layer}.{suffix}"))
+                .map(|v| v.dims().to_vec())
         };
+        let init = Init::of(name, &shape, sibling).map_err(candle_core::Error::Msg)?;
+        let values = init.draw(shape.iter().product(), table_std, &mut rng);
         var.set(&Tensor::from_vec(values, shape, var.device())?)?;
     }
     Ok(())

@@ -261,3 +261,35 @@ fn judge_training_data_is_disjoint_from_the_serving_evaluators() {
     assert!(conflict(meta(DataPart::Model, 1)).is_some());
     assert!(conflict(meta(DataPart::All, 1)).is_some());
 }
+
+#[test]
+fn every_variable_gets_a_named_initialiser_and_unknown_names_are_refused() {
+    let none = |_: &str| None;
+    let linear = |_: &str| Some(vec![8, 4]);
+    assert_eq!(Init::of("m.cls", &[1, 1, 8], none), Ok(Init::Token));
+    assert_eq!(
+        Init::of("f.user.table.weight", &[9, 8], none),
+        Ok(Init::Table)
+    );
+    assert_eq!(
+        Init::of("decoder.0.ln_attn.weight", &[8], none),
+        Ok(Init::Const(1.0))
+    );
+    assert_eq!(
+        Init::of("decoder.0.ffn.hidden.bias", &[8], linear),
+        Ok(Init::LinearBias { fan_in: 4 })
+    );
+    assert_eq!(
+        Init::of("decoder.gru.weight_ih_l0", &[24, 8], none),
+        Ok(Init::Gru { hidden: 8 })
+    );
+    // A layer norm renamed to something no rule knows is an error, not zeros.
+    let renamed = Init::of("decoder.0.norm1.bias", &[8], |_: &str| Some(vec![8]));
+    assert!(renamed.is_err(), "{renamed:?}");
+    assert!(Init::of("decoder.0.mystery", &[8], none).is_err());
+    // And the model refuses a layer norm under a name the rules do not know.
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, &Device::Cpu);
+    assert!(crate::model::LayerNorm::new(8, vb.pp("norm1")).is_err());
+    assert!(crate::model::LayerNorm::new(8, vb.pp("final_norm")).is_ok());
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what is missing (system packages,
+# tansu), then checks formatting and lints and runs every test. `.ci/run` runs exactly
+# this; the tansu tests fail here (instead of skipping) when tansu is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh --with-tansu
+cargo fmt --all --check
+cargo clippy --release --locked --all-targets -- -D warnings
+EGLR_REQUIRE_TANSU=1 cargo test --release --locked "$@"
