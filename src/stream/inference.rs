@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 
 use super::prometheus::ServeMetrics;
+use super::StreamError;
 use crate::config::BatchingConfig;
 use crate::model::LiveModel;
 use crate::model::{Bundle, PoolTensors};
@@ -91,7 +92,35 @@ pub fn rank_batch(
 }
 
 /// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`].
-pub fn run_inference(
+/// Starts the inference thread on `jobs`; it exits when the job queue closes.
+pub fn spawn(
+    jobs: Receiver<Job>,
+    done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
+    live: &Arc<LiveModel>,
+    batching: &BatchingConfig,
+    metrics: &Arc<ServeMetrics>,
+) -> Result<std::thread::JoinHandle<()>, StreamError> {
+    let (live, metrics, batching) = (Arc::clone(live), Arc::clone(metrics), batching.clone());
+    std::thread::Builder::new()
+        .name("eglr-inference".into())
+        .spawn(move || {
+            // The model runs on a worker of its own compute pool, so candle's parallel
+            // kernels run inline instead of handing every small op to another thread.
+            let threads = candle_core::utils::get_num_threads();
+            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                Ok(pool) => {
+                    pool.install(|| run_inference(jobs, done, live, batching, metrics, Device::Cpu))
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
+            }
+        })
+        .map_err(|e| StreamError::External {
+            what: "start the inference thread".into(),
+            message: e.to_string(),
+        })
+}
+
+fn run_inference(
     jobs: Receiver<Job>,
     done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
     live: Arc<LiveModel>,

@@ -296,12 +296,8 @@ impl Logger {
     }
 
     /// Writes the lists whose window closed; publishes when the interval or a file's
-    /// size says so. Returns the offsets that became committable.
-    fn close(
-        &mut self,
-        now: i64,
-        force_publish: bool,
-    ) -> Result<Vec<(String, i32, i64)>, StreamError> {
+    /// size says so.
+    fn close(&mut self, now: i64, force_publish: bool) -> Result<(), StreamError> {
         let closed = self.joiner.close_due(now);
         let rolled = !self
             .writer
@@ -313,7 +309,7 @@ impl Logger {
         if rolled || force_publish || self.last_publish.elapsed() >= self.publish_every {
             self.publish()?;
         }
-        Ok(self.tracker.take_commits())
+        Ok(())
     }
 
     /// Makes everything written durable, then finishes its sources.
@@ -327,14 +323,6 @@ impl Logger {
         }
         self.last_publish = Instant::now();
         Ok(())
-    }
-}
-
-fn store(consumer: &StreamConsumer, commits: Vec<(String, i32, i64)>) {
-    for (topic, partition, next) in commits {
-        if let Err(e) = consumer.store_offset(&topic, partition, next - 1) {
-            tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
-        }
     }
 }
 
@@ -400,14 +388,14 @@ pub async fn log(
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },
             _ = tick.tick() => {
-                let commits = logger.close(now_ms(), false)?;
-                store(&consumer, commits);
+                logger.close(now_ms(), false)?;
+                logger.tracker.store_commits(&consumer);
                 metrics.update(&logger);
             }
         }
     }
-    let commits = logger.close(now_ms(), true)?;
-    store(&consumer, commits);
+    logger.close(now_ms(), true)?;
+    logger.tracker.store_commits(&consumer);
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
     }

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use rdkafka::consumer::{Consumer, ConsumerContext};
+
 /// Topic and partition.
 pub type Partition = (String, i32);
 
@@ -77,6 +79,17 @@ impl OffsetTracker {
         }
         out.sort();
         out
+    }
+
+    /// Stores in `consumer` every offset that became committable (the consumer's
+    /// auto-commit sends them). An offset of a partition revoked meanwhile is not
+    /// stored: its new owner re-reads from the last commit.
+    pub fn store_commits<C: Consumer<X>, X: ConsumerContext>(&mut self, consumer: &C) {
+        for (topic, partition, next) in self.take_commits() {
+            if let Err(e) = consumer.store_offset(&topic, partition, next - 1) {
+                tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
     }
 
     /// Messages of `partition` still in flight.

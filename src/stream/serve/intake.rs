@@ -1,0 +1,192 @@
+//! The source: reads the requests topic, validates each request, queues it for the
+//! inference thread and dead-letters what cannot be answered. Backpressure: when the
+//! queue is full, jobs wait in an overflow list and the assignment is paused (the
+//! consumer keeps polling, so the group keeps the member); it resumes once the queue
+//! has drained to half.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::TopicPartitionList;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::super::inference::Job;
+use super::super::StreamError;
+use super::group::{ServeContext, Shared};
+use super::sink::{Sink, SourceOffset};
+use crate::contract::Contract;
+
+/// How often the overflow is drained, pause/resume decided and offsets stored.
+const TICK: Duration = Duration::from_millis(20);
+
+/// The source's state between messages.
+pub(super) struct Intake {
+    pub queue: SyncSender<Job>,
+    pub capacity: usize,
+    pub shared: Arc<Shared>,
+    pub sink: Sink,
+    /// Valid jobs the full queue could not take yet.
+    pub overflow: VecDeque<Job>,
+    pub paused: bool,
+    /// Dead letters awaiting their acknowledgement.
+    pub dead_letters: JoinSet<()>,
+}
+
+impl Intake {
+    /// Takes in requests until `shutdown` turns true.
+    pub async fn run(
+        &mut self,
+        consumer: &StreamConsumer<ServeContext>,
+        contract: &Contract<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StreamError> {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                msg = consumer.recv() => match msg {
+                    Ok(m) => self.take(consumer, contract, &m).await?,
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+                _ = tick.tick() => self.housekeeping(consumer)?,
+            }
+        }
+    }
+
+    /// One message: queued when valid, dead-lettered otherwise.
+    async fn take(
+        &mut self,
+        consumer: &StreamConsumer<ServeContext>,
+        contract: &Contract<'_>,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), StreamError> {
+        let metrics = &self.shared.metrics;
+        metrics.requests.fetch_add(1, Ordering::Relaxed);
+        metrics.progress();
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        self.shared.start(topic, partition, offset);
+        let raw = msg.payload().unwrap_or_default();
+        match contract.parse_request(raw) {
+            Ok(request) => {
+                let job = Job {
+                    request,
+                    raw: raw.to_vec(),
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    received: Instant::now(),
+                };
+                self.queue_job(job)?;
+                if !self.overflow.is_empty() && !self.paused {
+                    self.paused = self.set_paused(consumer, true);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%topic, partition, offset, error = %e, "dead letter");
+                let from = SourceOffset {
+                    topic,
+                    partition,
+                    offset,
+                };
+                self.sink
+                    .dead_letter(&mut self.dead_letters, raw, from, e.kind(), &e.to_string())
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `job` behind any overflow, keeping the order of a partition.
+    fn queue_job(&mut self, job: Job) -> Result<(), StreamError> {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(job);
+            return Ok(());
+        }
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) => {
+                self.overflow.push_back(job);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(StreamError::Internal("the inference thread stopped"))
+            }
+        }
+    }
+
+    /// Moves overflow into the queue, resumes when it drained, stores offsets.
+    fn housekeeping(&mut self, consumer: &StreamConsumer<ServeContext>) -> Result<(), StreamError> {
+        self.drain_overflow()?;
+        if self.paused && self.overflow.is_empty() && self.shared.below_half(self.capacity) {
+            self.paused = self.set_paused(consumer, false);
+        }
+        self.shared.store(consumer);
+        while self.dead_letters.try_join_next().is_some() {}
+        Ok(())
+    }
+
+    fn drain_overflow(&mut self) -> Result<(), StreamError> {
+        while let Some(job) = self.overflow.pop_front() {
+            match self.queue.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => {
+                    self.overflow.push_front(job);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(StreamError::Internal("the inference thread stopped"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes the whole assignment; returns the new state.
+    fn set_paused(&self, consumer: &StreamConsumer<ServeContext>, pause: bool) -> bool {
+        let assignment = consumer
+            .assignment()
+            .unwrap_or_else(|_| TopicPartitionList::new());
+        let r = if pause {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, pause, "pause/resume failed");
+            return !pause;
+        }
+        self.shared
+            .metrics
+            .paused
+            .store(usize::from(pause), Ordering::Relaxed);
+        tracing::debug!(pause, "backpressure");
+        pause
+    }
+
+    /// Graceful shutdown: hands the overflow to the inference thread (blocking while the
+    /// queue is full) and closes the queue, so the thread finishes and exits; then waits
+    /// for the dead letters.
+    pub async fn close(self) {
+        let Intake {
+            queue,
+            overflow,
+            mut dead_letters,
+            ..
+        } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            for job in overflow {
+                if queue.send(job).is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        while dead_letters.join_next().await.is_some() {}
+    }
+}

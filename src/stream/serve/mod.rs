@@ -1,0 +1,177 @@
+//! `eglr serve`: source (consumer group) -> bounded queue -> inference thread -> sink
+//! (idempotent producer), at least once.
+//!
+//! An offset is stored only when every message up to it has finished: its result (or
+//! dead letter) was acknowledged by the broker. Bad input goes to the dead-letter topic
+//! with its raw bytes and headers, and its offset is committed like any other. The
+//! parts, one job each: [`intake`] (source and backpressure), the inference thread
+//! ([`super::inference`]), [`sink`], and [`group`] (offsets shared with the rebalance
+//! callbacks).
+
+mod group;
+mod intake;
+mod sink;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::inference;
+use super::kafka::{consumer_config, producer_config};
+use super::prometheus::ServeMetrics;
+use super::{http, StreamError};
+use crate::config::PipelineConfig;
+use crate::contract::Contract;
+use crate::model::LiveModel;
+use group::{ServeContext, Shared};
+use intake::Intake;
+use sink::Sink;
+
+/// How to run the stage.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub pipeline: PipelineConfig,
+    pub brokers: String,
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often the model store is checked for a new version.
+    pub model_poll: Duration,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Counts at exit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServeSummary {
+    pub requests: u64,
+    pub results: u64,
+    pub dead_letters: u64,
+}
+
+/// Runs the stage until `shutdown` turns true, then drains and exits.
+pub async fn serve(
+    settings: ServeSettings,
+    live: Arc<LiveModel>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ServeSummary, StreamError> {
+    let p = &settings.pipeline;
+    let metrics = Arc::new(ServeMetrics::default());
+    metrics.set_model_version(&live.current().meta.version);
+    let shared = Arc::new(Shared::new(Arc::clone(&metrics)));
+    let consumer = join_group(&settings, &shared)?;
+    let producer: FutureProducer = producer_config(&p.kafka, &settings.brokers)
+        .create()
+        .map_err(StreamError::kafka("create the producer"))?;
+    if let Some(addr) = settings.metrics_addr {
+        let stall = settings.model_poll.max(Duration::from_secs(30));
+        http::spawn(addr, Arc::clone(&metrics), stall).await?;
+    }
+    let watcher = watch_store(&live, &metrics, settings.model_poll, shutdown.clone());
+    let (queue, jobs) = sync_channel(p.batching.queue_capacity);
+    let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+    let inference = inference::spawn(jobs, done_tx, &live, &p.batching, &metrics)?;
+    let sink = Sink {
+        producer: producer.clone(),
+        shared: Arc::clone(&shared),
+        results: p.kafka.topics.results.clone(),
+        dead_letter: p.kafka.topics.dead_letter.clone(),
+    };
+    let sink_task = tokio::spawn(sink.clone().run(done));
+    let mut intake = Intake {
+        queue,
+        capacity: p.batching.queue_capacity,
+        shared: Arc::clone(&shared),
+        sink,
+        overflow: VecDeque::new(),
+        paused: false,
+        dead_letters: JoinSet::new(),
+    };
+    let contract = Contract::new(&p.features, &p.limits);
+    intake.run(&consumer, &contract, &mut shutdown).await?;
+
+    tracing::info!("shutting down: finishing in-flight requests");
+    let drained = tokio::time::timeout(settings.shutdown_timeout, async {
+        intake.close().await;
+        let _ = sink_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown timed out; unfinished requests will be re-read by the group");
+    }
+    commit_what_finished(&producer, &consumer, &shared);
+    watcher.abort();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = inference.join();
+        drop(consumer);
+    })
+    .await;
+    Ok(ServeSummary {
+        requests: metrics.requests.load(Ordering::Relaxed),
+        results: metrics.results.load(Ordering::Relaxed),
+        dead_letters: metrics.dead_letters(),
+    })
+}
+
+/// The consumer, subscribed to the requests topic as a member of the serving group.
+fn join_group(
+    settings: &ServeSettings,
+    shared: &Arc<Shared>,
+) -> Result<StreamConsumer<ServeContext>, StreamError> {
+    let kafka = &settings.pipeline.kafka;
+    let context = ServeContext {
+        shared: Arc::clone(shared),
+        revoke_wait: Duration::from_secs(10),
+    };
+    let consumer: StreamConsumer<ServeContext> =
+        consumer_config(kafka, &settings.brokers, &kafka.group_id)
+            .create_with_context(context)
+            .map_err(StreamError::kafka("create the consumer"))?;
+    consumer
+        .subscribe(&[kafka.topics.requests.as_str()])
+        .map_err(StreamError::kafka("subscribe"))?;
+    Ok(consumer)
+}
+
+/// Hot swap: checks the model store every `every`; a new valid version serves from the
+/// next batch on.
+fn watch_store(
+    live: &Arc<LiveModel>,
+    metrics: &Arc<ServeMetrics>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (live, metrics) = (Arc::clone(live), Arc::clone(metrics));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(every) => {
+                    let l = Arc::clone(&live);
+                    if let Ok(Some(v)) = tokio::task::spawn_blocking(move || l.refresh()).await {
+                        metrics.set_model_version(&v);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Flushes the producer, stores the offsets that finished and commits them.
+fn commit_what_finished(
+    producer: &FutureProducer,
+    consumer: &StreamConsumer<ServeContext>,
+    shared: &Shared,
+) {
+    let _ = rdkafka::producer::Producer::flush(producer, Duration::from_secs(5));
+    shared.store(consumer);
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+}

@@ -1,0 +1,228 @@
+//! The sink: results and dead letters back to Kafka through the idempotent producer.
+//! A request's offset finishes only when the broker acknowledged what it became.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+
+use super::super::inference::{Done, Job, Outcome};
+use super::super::StreamError;
+use super::group::Shared;
+use crate::schema::RerankResult;
+
+/// Deliveries of one record before the stage gives up on it (its request is then
+/// re-read only after a restart or rebalance, since its offset never finishes).
+const DELIVERY_ATTEMPTS: u32 = 5;
+
+/// Where a message came from.
+pub(super) struct SourceOffset<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl<'a> From<&'a Job> for SourceOffset<'a> {
+    fn from(job: &'a Job) -> Self {
+        Self {
+            topic: &job.topic,
+            partition: job.partition,
+            offset: job.offset,
+        }
+    }
+}
+
+/// A record to produce, kept so that a failed delivery can be produced again.
+struct Outbound {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Produces the stage's output; cheap to clone (the producer is shared).
+#[derive(Clone)]
+pub(super) struct Sink {
+    pub producer: FutureProducer,
+    pub shared: Arc<Shared>,
+    pub results: String,
+    pub dead_letter: String,
+}
+
+impl Sink {
+    /// Forwards every finished batch from the inference thread until it closes, then
+    /// waits for the outstanding deliveries.
+    pub async fn run(self, mut done: UnboundedReceiver<Vec<Done>>) {
+        let mut pending = JoinSet::new();
+        while let Some(batch) = done.recv().await {
+            for Done { job, outcome } in batch {
+                match outcome {
+                    Outcome::Ranked(result) => self.result(&mut pending, &job, &result).await,
+                    Outcome::Failed { kind, message } => {
+                        self.dead_letter(&mut pending, &job.raw, (&job).into(), kind, &message)
+                            .await
+                    }
+                }
+            }
+            while pending.try_join_next().is_some() {}
+        }
+        while pending.join_next().await.is_some() {}
+    }
+
+    /// Produces `result`; the job's offset finishes on acknowledgement.
+    async fn result(&self, pending: &mut JoinSet<()>, job: &Job, result: &RerankResult) {
+        let payload = match serde_json::to_vec(result) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a result");
+                return;
+            }
+        };
+        let record = Outbound {
+            topic: self.results.clone(),
+            key: result.request_id.clone(),
+            payload,
+            headers: None,
+        };
+        let source = (job.topic.clone(), job.partition, job.offset);
+        self.deliver(pending, record, source, |shared| {
+            shared.metrics.results.fetch_add(1, Ordering::Relaxed);
+        })
+        .await;
+    }
+
+    /// Produces `raw` to the dead-letter topic with headers that say where it came from
+    /// and what is wrong; its offset finishes on acknowledgement.
+    pub async fn dead_letter(
+        &self,
+        pending: &mut JoinSet<()>,
+        raw: &[u8],
+        from: SourceOffset<'_>,
+        kind: &'static str,
+        message: &str,
+    ) {
+        let record = Outbound {
+            topic: self.dead_letter.clone(),
+            key: format!("{}-{}-{}", from.topic, from.partition, from.offset),
+            payload: raw.to_vec(),
+            headers: Some(dead_letter_headers(&from, kind, message)),
+        };
+        let source = (from.topic.to_owned(), from.partition, from.offset);
+        self.deliver(pending, record, source, move |shared| {
+            shared.metrics.dead_letter(kind)
+        })
+        .await;
+    }
+
+    /// Enqueues `record` and, in `pending`, waits for its acknowledgement, then counts it
+    /// with `delivered` and finishes `source`'s offset.
+    async fn deliver(
+        &self,
+        pending: &mut JoinSet<()>,
+        record: Outbound,
+        source: (String, i32, i64),
+        delivered: impl FnOnce(&Shared) + Send + 'static,
+    ) {
+        match enqueue(&self.producer, &record).await {
+            Ok(first) => {
+                let (shared, producer) = (Arc::clone(&self.shared), self.producer.clone());
+                pending.spawn(async move {
+                    if acknowledged(&producer, &record, first).await {
+                        delivered(&shared);
+                        let (topic, partition, offset) = source;
+                        shared.finish(&topic, partition, offset);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, topic = %record.topic, "not sent; the request will be re-read after a restart")
+            }
+        }
+    }
+}
+
+/// Enqueues a record, waiting while the producer's local queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    record: &Outbound,
+) -> Result<DeliveryFuture, StreamError> {
+    loop {
+        let mut r = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload);
+        if let Some(h) = record.headers.clone() {
+            r = r.headers(h);
+        }
+        match producer.send_result(r) {
+            Ok(f) => return Ok(f),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                _,
+            )) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => {
+                return Err(StreamError::External {
+                    what: format!("produce to {}", record.topic),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Waits for the broker to acknowledge `record` (first sent as `delivery`) and produces
+/// it again, with back-off, when a delivery fails: the idempotent producer retries
+/// within `message.timeout.ms`, this covers errors it gives up on. Without it a failed
+/// delivery would hold its partition's offsets until the next restart.
+async fn acknowledged(
+    producer: &FutureProducer,
+    record: &Outbound,
+    mut delivery: DeliveryFuture,
+) -> bool {
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        match delivery.await {
+            Ok(Ok(_)) => return true,
+            other => {
+                tracing::warn!(?other, attempt, topic = %record.topic, "delivery failed")
+            }
+        }
+        if attempt == DELIVERY_ATTEMPTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        delivery = match enqueue(producer, record).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot produce again");
+                return false;
+            }
+        };
+    }
+    tracing::error!(topic = %record.topic, key = %record.key, "giving up on a delivery; its request will be re-read after a restart");
+    false
+}
+
+fn dead_letter_headers(from: &SourceOffset<'_>, kind: &str, message: &str) -> OwnedHeaders {
+    let (partition, offset) = (from.partition.to_string(), from.offset.to_string());
+    [
+        ("source.topic", from.topic),
+        ("source.partition", partition.as_str()),
+        ("source.offset", offset.as_str()),
+        ("error.kind", kind),
+        ("error.message", message),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+        headers.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
