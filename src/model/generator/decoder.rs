@@ -1,0 +1,139 @@
+//! The list decoder (spec §4): a causal Transformer with a KV cache, or a GRU cell for
+//! the pointer baselines (EG-Rerank, Seq2Slate). One step per token at decode time; the
+//! whole sequence at once to check the cache.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::rnn::{GRUConfig, GRU, RNN};
+use candle_nn::VarBuilder;
+
+use super::super::config::{DecoderKind, GeneratorConfig};
+use super::super::layers::{causal_mask, sinusoidal, KvCache, LayerNorm, TransformerLayer};
+
+/// The decoder of the list: a causal Transformer (spec §4) or a GRU cell.
+#[derive(Debug, Clone)]
+pub(super) enum Decoder {
+    Transformer {
+        layers: Vec<TransformerLayer>,
+        final_norm: LayerNorm,
+        positions: Tensor,
+    },
+    Gru(GRU),
+}
+
+/// What a decode carries from one step to the next.
+#[derive(Debug, Clone)]
+pub enum DecoderState {
+    /// One KV cache per Transformer layer.
+    Kv(Vec<KvCache>),
+    /// The GRU's hidden state (none before the first step).
+    Gru(Option<Tensor>),
+}
+
+impl Decoder {
+    /// Positions are precomputed for the longest sequence a list of `max_list_len`
+    /// items can take.
+    pub fn new(cfg: &GeneratorConfig, max_list_len: usize, vb: &VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        Ok(match cfg.variant.architecture().decoder {
+            DecoderKind::Transformer => Decoder::Transformer {
+                layers: (0..cfg.layers)
+                    .map(|i| {
+                        TransformerLayer::new(
+                            d,
+                            cfg.heads,
+                            cfg.ffn_dim,
+                            vb.pp(format!("decoder.{i}")),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                final_norm: LayerNorm::new(d, vb.pp("final_norm"))?,
+                positions: sinusoidal(cfg.max_sequence(max_list_len) + 1, d, vb.device())?,
+            },
+            DecoderKind::Gru => Decoder::Gru(candle_nn::rnn::gru(
+                d,
+                d,
+                GRUConfig::default(),
+                vb.pp("decoder.gru"),
+            )?),
+        })
+    }
+
+    /// One decoder step for the new tokens `x [b, d]` at sequence index `t`.
+    pub fn step(&self, x: &Tensor, t: usize, state: &mut DecoderState) -> Result<Tensor> {
+        match (self, state) {
+            (
+                Decoder::Transformer {
+                    layers,
+                    final_norm,
+                    positions,
+                },
+                DecoderState::Kv(caches),
+            ) => {
+                let mut h = x.broadcast_add(&positions.get(t)?)?.unsqueeze(1)?;
+                for (layer, cache) in layers.iter().zip(caches.iter_mut()) {
+                    h = layer.step(&h, cache)?;
+                }
+                final_norm.forward(&h)?.squeeze(1)
+            }
+            (Decoder::Gru(gru), DecoderState::Gru(h)) => {
+                let prev = match h.take() {
+                    Some(h) => candle_nn::rnn::GRUState { h },
+                    None => gru.zero_state(x.dim(0)?)?,
+                };
+                let next = gru.step(x, &prev)?.h;
+                *h = Some(next.clone());
+                Ok(next)
+            }
+            _ => Err(candle_core::Error::Msg(
+                "decoder state does not match the decoder".into(),
+            )),
+        }
+    }
+
+    /// The decoder over a whole token sequence `[b, t, d]` (causal): the output at every
+    /// position. The Transformer attends with a causal mask; the GRU runs its steps.
+    pub fn full(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = tokens.dims3()?;
+        match self {
+            Decoder::Transformer {
+                layers,
+                final_norm,
+                positions,
+            } => {
+                let pos = positions
+                    .narrow(0, 0, t)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t, d))?;
+                let mut h = (tokens + pos)?;
+                let mask = causal_mask(t, tokens.device())?;
+                for layer in layers {
+                    h = layer.forward(&h, Some(&mask))?;
+                }
+                final_norm.forward(&h)
+            }
+            Decoder::Gru(gru) => {
+                let states = gru.seq(tokens)?;
+                Tensor::stack(&states.iter().map(|s| s.h.clone()).collect::<Vec<_>>(), 1)
+            }
+        }
+    }
+
+    /// A fresh decoder state; `fixed` preallocates the KV caches for `max_len` tokens
+    /// (inference only: no gradient flows through them).
+    pub fn new_state(&self, max_len: usize, fixed: bool) -> DecoderState {
+        match self {
+            Decoder::Transformer { layers, .. } => DecoderState::Kv(
+                (0..layers.len())
+                    .map(|_| {
+                        if fixed {
+                            KvCache::fixed(max_len)
+                        } else {
+                            KvCache::growing()
+                        }
+                    })
+                    .collect(),
+            ),
+            Decoder::Gru(_) => DecoderState::Gru(None),
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The generator (policy, spec §4): a DeepSets encoder of the pool and a causal
+//! Transformer decoder with a KV cache that builds the list item by item, inserting
+//! latent reasoning tokens when the selection entropy is high.
+//!
+//! Every variant of the ablation is a [`ReasoningPolicy`] of this one generator; the
+//! pointer baselines are its [`Architecture`] options (a GRU decoder for EG-Rerank and
+//! Seq2Slate, a hypernetwork DeepSets for CMR) and reasoning tokens of their own
+//! (ReaRec's positions, LatentR3's noise, STREAM-Rec's residual refinement).
+//!
+//! A batch decodes in lock step: at every step each row appends exactly one token (a
+//! reasoning token, the chosen item's embedding, or — once its list is complete — a
+//! token nobody reads), so all rows share the sequence length and one KV cache tensor.
+
+mod decoder;
+mod encoder;
+mod reasoning;
+mod step;
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{Architecture, GeneratorConfig, ReasoningPolicy, ReasoningToken};
+use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
+use super::layers::{mask_scores, softmax};
+use crate::features::FeatureEncoder;
+use decoder::Decoder;
+pub use decoder::DecoderState;
+use encoder::PoolEncoder;
+use reasoning::{progressive_log_prob, ReasoningTokens};
+use step::{RowState, Step};
+
+/// The encoded pool: candidate embeddings `h [b, n, d]`, DeepSets context `s0 [b, d]`.
+#[derive(Debug, Clone)]
+pub struct EncodedPool {
+    pub h: Tensor,
+    pub s0: Tensor,
+    pub mask: Tensor,
+    pub lens: Vec<usize>,
+}
+
+/// How a recommend step picks the item.
+#[derive(Debug)]
+pub enum Selection<'a> {
+    /// `argmax p` (inference).
+    Greedy,
+    /// `l_t ~ p` (training: Thompson sampling).
+    Sample(&'a mut ChaCha8Rng),
+    /// Row `r` places `targets[r]` in order (teacher forcing: supervised training and
+    /// re-scoring sampled lists).
+    Forced(&'a [Vec<usize>]),
+}
+
+/// Options of one decode.
+#[derive(Debug)]
+pub struct DecodeOptions<'a> {
+    pub selection: Selection<'a>,
+    /// Keep the log-probabilities of the choices in the autograd graph (training).
+    pub track_log_prob: bool,
+    /// Use the KV cache; `false` recomputes the whole sequence at every step (the
+    /// baseline the cache is measured against).
+    pub use_cache: bool,
+}
+
+impl DecodeOptions<'static> {
+    /// Inference: greedy choices, KV cache, no autograd bookkeeping.
+    pub fn greedy() -> Self {
+        DecodeOptions {
+            selection: Selection::Greedy,
+            track_log_prob: false,
+            use_cache: true,
+        }
+    }
+}
+
+/// One position of a generated list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PositionTrace {
+    /// Index of the chosen candidate in the pool.
+    pub item: usize,
+    /// Probability of the choice under `softmax(a / tau_c)`.
+    pub prob: f32,
+    pub reasoning_steps: u32,
+    /// Entropy at the first look at this position, before any reasoning.
+    pub entropy_before: f32,
+    /// Entropy when the item was chosen.
+    pub entropy_after: f32,
+}
+
+/// A decoded batch.
+#[derive(Debug)]
+pub struct Decoded {
+    pub lists: Vec<Vec<PositionTrace>>,
+    /// `[b]` sum over recommend steps of `log p(l_t)` (with `track_log_prob`).
+    pub log_prob: Option<Tensor>,
+    /// Decoder steps taken (tokens after `s0`).
+    pub steps: usize,
+    /// Per list, true when generator-evaluator selection served the upstream order
+    /// instead of the model's list ([`super::Ranker::rank`]).
+    pub upstream: Vec<bool>,
+}
+
+impl Decoded {
+    /// Lists of plain item indices (upstream, logged or sorted orders) as a decode
+    /// result, so the evaluator scores them like generated lists.
+    pub fn from_orders(lists: impl Iterator<Item = Vec<usize>>) -> Self {
+        let lists: Vec<Vec<PositionTrace>> = lists
+            .map(|l| {
+                l.into_iter()
+                    .map(|item| PositionTrace {
+                        item,
+                        prob: 0.0,
+                        reasoning_steps: 0,
+                        entropy_before: 0.0,
+                        entropy_after: 0.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        Decoded {
+            upstream: vec![false; lists.len()],
+            lists,
+            log_prob: None,
+            steps: 0,
+        }
+    }
+
+    pub fn orders(&self) -> Vec<Vec<usize>> {
+        self.lists
+            .iter()
+            .map(|l| l.iter().map(|p| p.item).collect())
+            .collect()
+    }
+
+    /// The log-probabilities a decode with `track_log_prob` kept.
+    pub fn tracked_log_prob(&self) -> Result<&Tensor> {
+        self.log_prob
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Generator {
+    cfg: GeneratorConfig,
+    policy: ReasoningPolicy,
+    architecture: Architecture,
+    embedding: FeatureEmbedding,
+    encoder: PoolEncoder,
+    decoder: Decoder,
+    reasoning: ReasoningTokens,
+    /// `1 / sqrt(d_model)`: scale of the pointer scores.
+    score_scale: f64,
+    max_list_len: usize,
+}
+
+impl Generator {
+    /// `max_list_len`: the longest list it will generate (positions are precomputed for
+    /// the worst-case sequence).
+    pub fn new(
+        cfg: &GeneratorConfig,
+        enc: &FeatureEncoder,
+        max_list_len: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let d = cfg.d_model;
+        let embedding = FeatureEmbedding::new(enc, cfg.embedding_dim, vb.pp("features"))?;
+        let width = embedding.item_dim() + embedding.user_dim();
+        let policy = cfg.policy();
+        Ok(Self {
+            encoder: PoolEncoder::new(width, d, cfg, &vb)?,
+            decoder: Decoder::new(cfg, max_list_len, &vb)?,
+            reasoning: ReasoningTokens::new(&policy, d, &vb)?,
+            embedding,
+            score_scale: 1.0 / (d as f64).sqrt(),
+            max_list_len,
+            policy,
+            architecture: cfg.variant.architecture(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The longest list it was built to generate.
+    pub fn max_list_len(&self) -> usize {
+        self.max_list_len
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+
+    pub fn config(&self) -> &GeneratorConfig {
+        &self.cfg
+    }
+
+    pub fn policy(&self) -> &ReasoningPolicy {
+        &self.policy
+    }
+
+    /// `h_j = MLP_enc([e_j ; u])` and `s0 = rho(sum_j phi(h_j))` over real candidates
+    /// (eq. 9-10): invariant to the order of the pool.
+    pub fn encode(&self, pools: &PoolTensors) -> Result<EncodedPool> {
+        let (user, items) = self.embedding.forward(pools)?;
+        let (h, s0) = self
+            .encoder
+            .forward(&join_user(&items, user.as_ref())?, &pools.mask)?;
+        Ok(EncodedPool {
+            h,
+            s0,
+            mask: pools.mask.clone(),
+            lens: pools.lens.clone(),
+        })
+    }
+
+    /// One decoder step for the new tokens `x [b, d]` at sequence index `t`.
+    pub fn decoder_step(&self, x: &Tensor, t: usize, state: &mut DecoderState) -> Result<Tensor> {
+        self.decoder.step(x, t, state)
+    }
+
+    /// The decoder over a whole token sequence `[b, t, d]` (causal): the output at every
+    /// position.
+    pub fn decoder_full(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.decoder.full(tokens)
+    }
+
+    /// A fresh decoder state; `fixed` preallocates the KV caches for `max_len` tokens
+    /// (inference only: no gradient flows through them).
+    pub fn new_state(&self, max_len: usize, fixed: bool) -> DecoderState {
+        self.decoder.new_state(max_len, fixed)
+    }
+
+    /// Generates a list of `list_lens[r]` items for every row (spec §4, steps 1-4).
+    ///
+    /// Per step, the pointer scores are copied to the host once; the gate, the entropy
+    /// and the choice are computed there (they need no gradient), and the next token of
+    /// every row is one batched product `W h`: a one-hot row for a chosen item, the
+    /// context weights for a context-aware reasoning token. With `track_log_prob` the
+    /// reasoning weights and the log-probabilities of the choices are also computed as
+    /// tensors, so gradients flow through them (spec §5).
+    pub fn decode(
+        &self,
+        pool: &EncodedPool,
+        list_lens: &[usize],
+        mut opts: DecodeOptions<'_>,
+    ) -> Result<Decoded> {
+        let (b, n, _) = pool.h.dims3()?;
+        let targets: Vec<usize> = list_lens
+            .iter()
+            .zip(&pool.lens)
+            .map(|(&l, &m)| l.min(m))
+            .collect();
+        let max_steps = self
+            .cfg
+            .max_sequence(targets.iter().copied().max().unwrap_or(0));
+        let mut rows: Vec<RowState> = targets.iter().map(|&t| RowState::new(t)).collect();
+        let mut available: Vec<f32> = pool.mask.flatten_all()?.to_vec1()?;
+        let mut state = self.new_state(max_steps + 1, !opts.track_log_prob);
+        let mut history: Vec<Tensor> = Vec::new();
+        let mut log_probs: Vec<Tensor> = Vec::new();
+        let mut x = pool.s0.clone();
+        let mut t = 0;
+        while rows.iter().any(|r| !r.done()) && t < max_steps {
+            let o = if opts.use_cache {
+                self.decoder.step(&x, t, &mut state)?
+            } else {
+                self.decoder_without_cache(&x, t, &mut history)?
+            };
+            // Step 1: pointer scores `a_j = <o, h_j>` (scaled), one copy to the host.
+            let scores = (pool.h.matmul(&o.unsqueeze(2)?)?.squeeze(2)? * self.score_scale)?;
+            let host: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+            // Steps 2-4: entropy, gate, choice.
+            let step = Step::decide(
+                &host,
+                n,
+                &mut rows,
+                &mut available,
+                &self.policy,
+                &mut opts.selection,
+            );
+            let mut w = Tensor::from_slice(&step.weights, (b, 1, n), pool.h.device())?;
+            if opts.track_log_prob {
+                let taken = |row: usize| rows[row].list.len();
+                w = self.track(
+                    &scores,
+                    &step,
+                    &available,
+                    w,
+                    &opts.selection,
+                    taken,
+                    &mut log_probs,
+                )?;
+            }
+            x = self.next_tokens(&w, pool, &o, &step, &mut opts.selection)?;
+            t += 1;
+        }
+        let log_prob = if log_probs.is_empty() {
+            None
+        } else {
+            Some(Tensor::stack(&log_probs, 1)?.sum(1)?)
+        };
+        Ok(Decoded {
+            upstream: vec![false; rows.len()],
+            lists: rows.into_iter().map(|r| r.list).collect(),
+            log_prob,
+            steps: t,
+        })
+    }
+
+    /// The decoder output at `t` recomputed over the whole sequence so far: the baseline
+    /// the KV cache is measured against.
+    fn decoder_without_cache(
+        &self,
+        x: &Tensor,
+        t: usize,
+        history: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
+        history.push(x.unsqueeze(1)?);
+        let all = self.decoder.full(&Tensor::cat(history, 1)?)?;
+        all.narrow(1, t, 1)?.squeeze(1)
+    }
+
+    /// Spec §5: this step's choices as tensors, so gradients reach them. Pushes the
+    /// log-probabilities of the recommendations (and ReaRec's progressive term while
+    /// teacher-forced) to `log_probs`; returns `w` with the context-aware reasoning
+    /// rows replaced by their differentiable weights. `taken(row)`: items the row has.
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &self,
+        scores: &Tensor,
+        step: &Step,
+        available: &[f32],
+        w: Tensor,
+        selection: &Selection<'_>,
+        taken: impl Fn(usize) -> usize,
+        log_probs: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
+        let (b, n) = scores.dims2()?;
+        let (p, device) = (&self.policy, scores.device());
+        let avail = Tensor::from_slice(available, (b, n), device)?;
+        // `available` already lost this step's picks: put them back for the softmax.
+        let before = (avail + step.pick_mask(n, device)?)?;
+        let masked = mask_scores(scores, &before)?;
+        let reasons = step.any_reasoning();
+        let w = if reasons && p.token == ReasoningToken::ContextAware {
+            let soft = softmax(&(&masked / p.tau_reason)?)?.unsqueeze(1)?;
+            let m =
+                Tensor::from_slice(&step.reasoning, (b, 1, 1), device)?.broadcast_as((b, 1, n))?;
+            m.where_cond(&soft, &w)?
+        } else {
+            w
+        };
+        let pick_t = Tensor::from_slice(&step.picks, (b, 1), device)?;
+        let lp = candle_nn::ops::log_softmax(&(&masked / p.tau_recommend)?, D::Minus1)?
+            .gather(&pick_t, 1)?
+            .squeeze(1)?;
+        log_probs.push((lp * Tensor::from_slice(&step.recommend, b, device)?)?);
+        if let (Some(decay), Selection::Forced(targets), true) =
+            (p.progressive_decay, selection, reasons)
+        {
+            log_probs.push(progressive_log_prob(
+                &masked,
+                &step.reasoning_step,
+                &step.reasoning,
+                |row| targets[row].get(taken(row)).copied(),
+                p.tau0,
+                decay,
+            )?);
+        }
+        Ok(w)
+    }
+
+    /// The next token of every row: `W h` (the chosen item's embedding, or a
+    /// context-aware reasoning token), and for reasoning rows of the other token kinds
+    /// the latent token built from the decoder output `o`.
+    fn next_tokens(
+        &self,
+        w: &Tensor,
+        pool: &EncodedPool,
+        o: &Tensor,
+        step: &Step,
+        selection: &mut Selection<'_>,
+    ) -> Result<Tensor> {
+        let x = w.matmul(&pool.h)?.squeeze(1)?;
+        let rng = match selection {
+            Selection::Sample(rng) => Some(&mut **rng),
+            _ => None,
+        };
+        let p = &self.policy;
+        let from_output = p.token != ReasoningToken::ContextAware;
+        let noisy = rng.is_some() && p.latent_noise > 0.0;
+        // A context-aware token is already in `x` (its weights went into `W h`); the
+        // other tokens, positions and noise are built here.
+        if !(step.any_reasoning() && (from_output || noisy || self.reasoning.has_positions())) {
+            return Ok(x);
+        }
+        let base = if from_output { o } else { &x };
+        let latent = self
+            .reasoning
+            .latent_token(base, &step.reasoning_step, rng)?;
+        let m = Tensor::from_slice(&step.reasoning, (step.reasoning.len(), 1), x.device())?
+            .broadcast_as(x.shape())?;
+        m.where_cond(&latent, &x)
+    }
+}
