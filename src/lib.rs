@@ -6,6 +6,7 @@
 
 // Foundations: no dependency inside the crate.
 pub mod check;
+pub mod clock;
 pub mod plot;
 pub mod random;
 pub mod ranking_metrics;

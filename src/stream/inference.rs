@@ -60,9 +60,7 @@ pub fn rank_batch(
     let lens: Vec<usize> = requests.iter().map(|r| r.list_len).collect();
     let decoded = bundle.ranker.rank(&tensors, &lens, &bundle.evaluator)?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::clock::unix_millis();
     Ok(requests
         .iter()
         .zip(decoded.lists)

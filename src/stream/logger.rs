@@ -210,12 +210,6 @@ fn log_error(e: LogError) -> StreamError {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The joiner, the files and the offsets awaiting a publish.
 struct Logger {
     joiner: ListJoiner,
@@ -242,7 +236,7 @@ impl Logger {
         self.tracker
             .start(&source.topic, source.partition, source.offset);
         self.summary.messages += 1;
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let malformed = if source.topic == topics.requests {
             match contract.parse_request(raw) {
                 Ok(r) => {
@@ -388,13 +382,13 @@ pub async fn log(
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },
             _ = tick.tick() => {
-                logger.close(now_ms(), false)?;
+                logger.close(crate::clock::unix_millis(), false)?;
                 logger.tracker.store_commits(&consumer);
                 metrics.update(&logger);
             }
         }
     }
-    logger.close(now_ms(), true)?;
+    logger.close(crate::clock::unix_millis(), true)?;
     logger.tracker.store_commits(&consumer);
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");

@@ -602,9 +602,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
             part: job.part,
             judge_share: job.training.judge_share,
             git_revision: job.git_revision.clone(),
-            created_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            created_unix_ms: crate::clock::unix_millis(),
             metrics: serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null),
         },
     };

@@ -1,0 +1,94 @@
+//! Judging the candidate: click metrics of both evaluators on the hold-out, the
+//! Evaluator Score of both models' lists by the gate judge, and the gates.
+
+use candle_core::Device;
+
+use super::{ClickMetrics, TrainerConfig};
+use crate::list_log::LoggedList;
+use crate::model::{Bundle, Evaluator};
+use crate::offline::audit::{AuditOptions, Auditor, ModelAudit};
+use crate::offline::OfflineError;
+use crate::train::{validate, Example, TrainError};
+
+pub(super) fn click_metrics(
+    evaluator: &Evaluator,
+    bundle: &Bundle,
+    holdout: &[Example],
+    device: &Device,
+) -> Result<ClickMetrics, TrainError> {
+    let v = validate(
+        evaluator,
+        &bundle.meta.evaluator,
+        holdout,
+        &bundle.encoder,
+        device,
+    )?;
+    Ok(ClickMetrics {
+        auc: v.auc,
+        logloss: v.logloss,
+    })
+}
+
+/// Held-out audit of `model`'s lists judged by `judge`.
+pub(super) fn judged(
+    model: &Bundle,
+    judge: &Bundle,
+    holdout: &[LoggedList],
+    list_len: usize,
+    device: &Device,
+) -> Result<ModelAudit, OfflineError> {
+    let opts = AuditOptions {
+        batch: 512,
+        list_len,
+        bootstrap: 0,
+        seed: 0,
+        tolerance: f64::INFINITY,
+    };
+    let mut auditor = Auditor::new(model, Some(judge), &opts);
+    for chunk in holdout.chunks(512) {
+        auditor.add(chunk, "held-out window", device)?;
+    }
+    Ok(auditor.finish())
+}
+
+/// Why a candidate may not be published (empty: it passes). `clicks` and `scores` are
+/// (serving, candidate) on the held-out lists.
+pub(super) fn gates(
+    t: &TrainerConfig,
+    clicks: (ClickMetrics, ClickMetrics),
+    scores: (f64, f64),
+    copy_share: f64,
+) -> Vec<String> {
+    let ((serving_clicks, candidate_clicks), (serving_score, candidate_score)) = (clicks, scores);
+    let mut reasons = Vec::new();
+    if candidate_clicks.auc < serving_clicks.auc - t.auc_tolerance {
+        reasons.push(format!(
+            "held-out click AUC fell from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.auc, candidate_clicks.auc, t.auc_tolerance
+        ));
+    }
+    if candidate_clicks.logloss > serving_clicks.logloss + t.logloss_tolerance {
+        reasons.push(format!(
+            "held-out click log-loss rose from {:.4} to {:.4} (tolerance {})",
+            serving_clicks.logloss, candidate_clicks.logloss, t.logloss_tolerance
+        ));
+    }
+    let needed = serving_score * (1.0 + t.score_margin);
+    // NaN (no held-out lists scored) must not pass either.
+    let beats = candidate_score.partial_cmp(&needed) == Some(std::cmp::Ordering::Greater);
+    if !beats {
+        reasons.push(format!(
+            "held-out Evaluator Score {candidate_score:.4} does not beat the serving model's \
+             {serving_score:.4} by the margin {} (needs > {needed:.4})",
+            t.score_margin
+        ));
+    }
+    if copy_share > t.max_copy_share {
+        reasons.push(format!(
+            "{:.1} % of its lists copy the upstream order (at most {:.1} % allowed)",
+            100.0 * copy_share,
+            100.0 * t.max_copy_share
+        ));
+    }
+    reasons
+}
