@@ -1,5 +1,10 @@
-//! The ablation study (spec §4 table): every generator variant trained on the same
-//! evaluator for several seeds, evaluated on held-out lists, reported as mean ± std.
+//! The study (spec §4 table, the paper's Tables 2-4): every generator variant of a suite
+//! trained on the same evaluator for several seeds, evaluated on held-out lists against
+//! the oracle and a judge, and reported ([`report`]) with paired intervals over seeds.
+
+mod data;
+mod report;
+mod tables;
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +17,9 @@ use crate::offline::evaluate::{evaluate, EvalOptions, OrderingReport, PositionSt
 use crate::offline::fidelity::{fidelity, Fidelity};
 use crate::sim::World;
 use crate::train::{self, CurvePoint, DataPart, Dataset, JudgeMonitor, TrainError, TrainJob};
+pub use data::{SimulatedData, StudyData};
+pub use report::{write_doc, Report, Suite};
+pub use tables::{markdown_table, paired_interval, paired_table};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -85,6 +93,13 @@ pub enum StudyError {
     Bundle(#[from] crate::model::BundleError),
     #[error("model error: {0}")]
     Model(#[from] candle_core::Error),
+    #[error(transparent)]
+    Log(#[from] crate::list_log::LogError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// RL steps between two checkpoints of the judge monitor.
@@ -234,209 +249,4 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
         0.0
     };
     (mean, var.sqrt())
-}
-
-/// A markdown table's header: a left-aligned `first` column, then right-aligned `columns`.
-fn header(first: &str, columns: impl Iterator<Item = String>) -> String {
-    let names: Vec<String> = columns.collect();
-    format!(
-        "| {first} |{}\n|---|{}\n",
-        names.iter().map(|n| format!(" {n} |")).collect::<String>(),
-        "---:|".repeat(names.len())
-    )
-}
-
-/// The results table in markdown: one row per ordering, mean ± std over seeds.
-pub fn markdown_table(rows: &[StudyRow]) -> String {
-    type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 9] = [
-        ("MAP@5", |r| Some(r.metrics.map5)),
-        ("MAP@10", |r| Some(r.metrics.map10)),
-        ("NDCG@5", |r| Some(r.metrics.ndcg5)),
-        ("NDCG@10", |r| Some(r.metrics.ndcg10)),
-        ("own Evaluator Score", |r| Some(r.metrics.evaluator_score)),
-        ("judge (clicks/list)", |r| r.metrics.judge_score),
-        ("Oracle (true clicks/list)", |r| r.metrics.oracle_score),
-        ("reasoning steps/list", |r| {
-            Some(r.metrics.reasoning_steps_per_list)
-        }),
-        ("ms/list", |r| Some(r.ms_per_list)),
-    ];
-    let mut out = header("ordering", metrics.iter().map(|(name, _)| name.to_string()));
-    for row in rows {
-        out += &format!("| {} |", row.name);
-        for (_, f) in &metrics {
-            let xs: Option<Vec<f64>> = row.runs.iter().map(f).collect();
-            out += &match xs {
-                Some(xs) if !xs.is_empty() => {
-                    let (m, s) = mean_std(&xs);
-                    format!(" {m:.4} ± {s:.4} |")
-                }
-                _ => " - |".to_owned(),
-            };
-        }
-        out += "\n";
-    }
-    out
-}
-
-/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom.
-fn t95(df: usize) -> f64 {
-    const T: [f64; 10] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    ];
-    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
-}
-
-/// Mean of paired differences `a[i] - b[i]` (same seed) with its 95 % t interval.
-pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    if d.len() < 2 || a.len() != b.len() {
-        return None;
-    }
-    let (m, s) = mean_std(&d);
-    let half = t95(d.len() - 1) * s / (d.len() as f64).sqrt();
-    Some((m, m - half, m + half))
-}
-
-/// Paired differences over seeds of every row to `baseline` (and of `eglr` to
-/// `backbone` when both ran), by the oracle, the judge, the model's own evaluator and
-/// NDCG@10 against the logged clicks:
-/// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
-/// interval excludes zero.
-pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
-    type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 4] = [
-        ("oracle", |r| r.metrics.oracle_score),
-        ("judge", |r| r.metrics.judge_score),
-        ("own evaluator", |r| Some(r.metrics.evaluator_score)),
-        ("NDCG@10 (logged clicks)", |r| Some(r.metrics.ndcg10)),
-    ];
-    let find = |name: &str| rows.iter().find(|r| r.name == name);
-    let mut pairs: Vec<(&StudyRow, &StudyRow)> = Vec::new();
-    if let Some(base) = find(baseline) {
-        pairs.extend(
-            rows.iter()
-                .filter(|r| r.name != baseline)
-                .map(|r| (r, base)),
-        );
-    }
-    if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
-        pairs.push((e, b));
-    }
-    let mut out = header(
-        "difference (paired by seed)",
-        metrics
-            .iter()
-            .map(|(name, _)| format!("{name}: mean [95 % CI]")),
-    );
-    for (a, b) in pairs {
-        out += &format!("| {} − {} |", a.name, b.name);
-        for (_, f) in &metrics {
-            let xs: Option<Vec<f64>> = a.runs.iter().map(f).collect();
-            let ys: Option<Vec<f64>> = b.runs.iter().map(f).collect();
-            out += &match xs.zip(ys).and_then(|(x, y)| paired_interval(&x, &y)) {
-                Some((m, lo, hi)) => format!(" {m:+.4} [{lo:+.4}, {hi:+.4}] |"),
-                None => " - |".to_owned(),
-            };
-        }
-        out += "\n";
-    }
-    out
-}
-
-/// A row's RL checkpoints averaged over its runs, step by step (steps all runs have).
-pub fn mean_curve(row: &StudyRow) -> Vec<CurvePoint> {
-    let Some(first) = row.curves.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .filter_map(|p| {
-            let at: Vec<&CurvePoint> = row
-                .curves
-                .iter()
-                .map(|c| c.iter().find(|q| q.step == p.step))
-                .collect::<Option<_>>()?;
-            let mean = |f: fn(&CurvePoint) -> f64| {
-                mean_std(&at.iter().map(|q| f(q)).collect::<Vec<_>>()).0
-            };
-            let oracle: Option<Vec<f64>> = at.iter().map(|q| q.oracle).collect();
-            Some(CurvePoint {
-                step: p.step,
-                own: mean(|q| q.own),
-                judge: mean(|q| q.judge),
-                oracle: oracle.map(|o| mean_std(&o).0),
-            })
-        })
-        .collect()
-}
-
-/// Per-position entropy and reasoning of a row, averaged over its runs.
-pub fn mean_positions(row: &StudyRow) -> Vec<PositionStats> {
-    let len = row.positions.iter().map(Vec::len).max().unwrap_or(0);
-    (0..len)
-        .map(|t| {
-            let at: Vec<&PositionStats> = row.positions.iter().filter_map(|p| p.get(t)).collect();
-            let mean = |f: fn(&PositionStats) -> f64| {
-                mean_std(&at.iter().map(|p| f(p)).collect::<Vec<_>>()).0
-            };
-            PositionStats {
-                position: t + 1,
-                entropy_before: mean(|p| p.entropy_before),
-                entropy_after: mean(|p| p.entropy_after),
-                reasoning_steps: mean(|p| p.reasoning_steps),
-            }
-        })
-        .collect()
-}
-
-/// Entropy (nats) of the selection distribution by list position, before and after
-/// reasoning, for the named rows (spec §6; the paper's entropy figures).
-pub fn positions_table(rows: &[&StudyRow]) -> String {
-    let mut out = String::from("| position |");
-    for row in rows {
-        out += &format!(
-            " {0} H before | {0} H after | {0} reasoning steps |",
-            row.name
-        );
-    }
-    out += "\n|---:|";
-    out += &"---:|---:|---:|".repeat(rows.len());
-    out += "\n";
-    let means: Vec<Vec<PositionStats>> = rows.iter().map(|r| mean_positions(r)).collect();
-    let len = means.iter().map(Vec::len).max().unwrap_or(0);
-    for t in 0..len {
-        out += &format!("| {} |", t + 1);
-        for m in &means {
-            out += &match m.get(t) {
-                Some(p) => format!(
-                    " {:.3} | {:.3} | {:.2} |",
-                    p.entropy_before, p.entropy_after, p.reasoning_steps
-                ),
-                None => " - | - | - |".to_owned(),
-            };
-        }
-        out += "\n";
-    }
-    out
-}
-
-/// Writes `generated` to `path`, creating its directory. A section starting with the
-/// line `## Findings` already in the file is kept after the generated text: the
-/// written interpretation survives a regeneration of the numbers.
-pub fn write_doc(path: &Path, generated: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let kept = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|old| old.find("\n## Findings").map(|i| old[i..].to_owned()))
-        .unwrap_or_default();
-    let text = if kept.is_empty() {
-        format!("{}\n", generated.trim_end())
-    } else {
-        format!("{}\n{}\n", generated.trim_end(), kept.trim_end())
-    };
-    std::fs::write(path, text)
 }
