@@ -57,7 +57,6 @@ fn pool_list(
 fn roll() -> RollPolicy {
     RollPolicy {
         max_bytes: 1 << 30,
-        max_age: None,
         row_group_rows: 2,
     }
 }

@@ -24,7 +24,6 @@ fn simulated_logs(p: &PipelineConfig, dir: &Path, n: u64) {
     let world = World::generate(&p.simulator, 10, 3);
     let policy = RollPolicy {
         max_bytes: p.logs.roll_max_bytes,
-        max_age: None,
         row_group_rows: 512,
     };
     let mut w = LogWriter::create(dir, "lists", policy).expect("writer");

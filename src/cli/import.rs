@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use eglr::config::PipelineConfig;
 use eglr::import::kuairand::{self, ImportOptions, Label, SplitAt, Utility};
-use eglr::list_log::RollPolicy;
 
 use super::report::{table, write_json};
 
@@ -72,11 +71,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         label: args.label,
         utility: args.utility,
         split_at: args.split_at,
-        roll: RollPolicy {
-            max_bytes: pipeline.logs.roll_max_bytes,
-            max_age: None,
-            row_group_rows: pipeline.logs.row_group_rows,
-        },
+        roll: pipeline.logs.roll_policy(),
         shard_bytes: args.shard_bytes,
     };
     let summary = kuairand::import(&args.dir, &args.out, &pipeline.features, &options)?;

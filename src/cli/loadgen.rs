@@ -12,6 +12,7 @@ use eglr::drive::loadgen::{self, simulated_requests, LoadPlan, LoadReport, Simul
 use eglr::sim::{Traffic, World};
 
 use super::report::{table, write_json};
+use super::runtime;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,10 +65,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         None,
         |_| Vec::new(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let report = runtime
         .block_on(loadgen::run(
             &pipeline.kafka,

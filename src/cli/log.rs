@@ -9,6 +9,7 @@ use eglr::config::PipelineConfig;
 use eglr::stream::{log, LogSettings};
 
 use super::serve::{connect, shutdown_signal, TopicArgs};
+use super::{runtime, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,17 +48,8 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         "--window-s must be a number of seconds >= 0, not {}",
         args.window_s
     );
-    let mut pipeline = pipeline.clone();
-    if let Some(b) = args.brokers {
-        pipeline.kafka.brokers = b;
-    }
-    if let Some(dir) = args.logs {
-        pipeline.logs.dir = dir;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let pipeline = with_places(pipeline, args.brokers, None, args.logs);
+    let runtime = runtime()?;
     runtime.block_on(async {
         let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
         let settings = LogSettings {

@@ -206,6 +206,36 @@ fn device() -> candle_core::Device {
     }
 }
 
+/// The tokio runtime of the streaming commands: two workers are enough, since the
+/// model runs on a thread of its own and librdkafka has its own threads.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// `pipeline` with the places a command's flags override: brokers (`kafka.brokers`),
+/// model store (`model.store`) and list-log directory (`logs.dir`).
+fn with_places(
+    pipeline: &PipelineConfig,
+    brokers: Option<String>,
+    model_store: Option<std::path::PathBuf>,
+    logs: Option<std::path::PathBuf>,
+) -> PipelineConfig {
+    let mut p = pipeline.clone();
+    if let Some(brokers) = brokers {
+        p.kafka.brokers = brokers;
+    }
+    if let Some(dir) = model_store {
+        p.model.store = dir;
+    }
+    if let Some(dir) = logs {
+        p.logs.dir = dir;
+    }
+    p
+}
+
 /// The git revision of the working directory, for training metadata.
 fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git")

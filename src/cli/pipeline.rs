@@ -12,8 +12,9 @@ use eglr::config::PipelineConfig;
 use eglr::model::{LiveModel, ModelStore};
 use eglr::stream::{pipeline, LogSettings, ServeSettings, TrainerSettings};
 
+use super::runtime;
 use super::serve::{connect, shutdown_signal, TopicArgs};
-use super::{device, git_revision};
+use super::{device, git_revision, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,20 +51,8 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         args.window_s.is_finite() && args.window_s >= 0.0,
         "--window-s must be a number of seconds >= 0"
     );
-    let mut p = base.clone();
-    if let Some(b) = args.brokers {
-        p.kafka.brokers = b;
-    }
-    if let Some(dir) = args.model_store {
-        p.model.store = dir;
-    }
-    if let Some(dir) = args.logs {
-        p.logs.dir = dir;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let p = with_places(base, args.brokers, args.model_store, args.logs);
+    let runtime = runtime()?;
     runtime.block_on(async {
         let (_broker, brokers) = connect(&p, &args.topics).await?;
         let live = Arc::new(

@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
-use eglr::list_log::RollPolicy;
 use eglr::model::Bundle;
 use eglr::offline::evaluate::EvalOptions;
 use eglr::offline::replay::replay;
@@ -51,11 +50,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         pass_at_n: 1,
         seed: 0,
     };
-    let roll = RollPolicy {
-        max_bytes: pipeline.logs.roll_max_bytes,
-        max_age: None,
-        row_group_rows: pipeline.logs.row_group_rows,
-    };
+    let roll = pipeline.logs.roll_policy();
     let started = Instant::now();
     let mut reported = 0;
     let report = replay(

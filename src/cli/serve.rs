@@ -15,6 +15,7 @@ use eglr::model::{LiveModel, ModelStore};
 use eglr::stream::{serve, EmbeddedBroker, ServeSettings};
 
 use super::device;
+use super::{runtime, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -112,18 +113,9 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     runtime.block_on(async {
-        let mut pipeline = pipeline.clone();
-        if let Some(b) = args.brokers {
-            pipeline.kafka.brokers = b;
-        }
-        if let Some(s) = args.model_store {
-            pipeline.model.store = s;
-        }
+        let pipeline = with_places(pipeline, args.brokers, args.model_store, None);
         let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
         let store = ModelStore::new(&pipeline.model.store);
         let live = Arc::new(LiveModel::open(store, device()).context("loading the model")?);

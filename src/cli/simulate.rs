@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
-use eglr::list_log::{LogWriter, RollPolicy};
+use eglr::list_log::LogWriter;
 use eglr::sim::{headroom, write_logs, Headroom, LogStats, Traffic, World};
 
 use super::report::{table, write_json};
@@ -84,11 +84,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     world.save(&args.out.join("world.json"))?;
 
     let traffic = Traffic::new(&world, args.seed);
-    let policy = RollPolicy {
-        max_bytes: pipeline.logs.roll_max_bytes,
-        max_age: None, // a simulation's files must not depend on wall-clock time
-        row_group_rows: pipeline.logs.row_group_rows,
-    };
+    let policy = pipeline.logs.roll_policy();
     let mut writer = LogWriter::create(&logs_dir, "lists", policy)?;
     let step = (args.lists / 10).max(1);
     let mut next_report = step;

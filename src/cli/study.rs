@@ -170,7 +170,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The command that regenerates the doc.
 fn command_line(pipeline: &PipelineConfig, args: &Args) -> String {
-    let variants: Vec<&str> = args.variants().iter().map(|v| v.name()).collect();
+    let variants: Vec<String> = args.variants().iter().map(|v| v.name()).collect();
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     // The committed pipelines are `pipelines/NAME.toml`.
     let mut cmd = format!(

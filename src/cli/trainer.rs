@@ -10,6 +10,7 @@ use eglr::stream::{round_once, trainer, TrainerSettings};
 
 use super::git_revision;
 use super::serve::shutdown_signal;
+use super::{runtime, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,13 +73,7 @@ fn print_round(r: &RoundReport) {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let mut pipeline = pipeline.clone();
-    if let Some(dir) = args.logs {
-        pipeline.logs.dir = dir;
-    }
-    if let Some(dir) = args.model_store {
-        pipeline.model.store = dir;
-    }
+    let pipeline = with_places(pipeline, None, args.model_store, args.logs);
     let brokers = args
         .brokers
         .or_else(|| Some(pipeline.kafka.brokers.clone()))
@@ -89,10 +84,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         git_revision: git_revision(),
         world: None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let rounds = if args.once {
             vec![round_once(&settings).await?]

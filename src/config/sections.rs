@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{check, Problem};
+use crate::list_log::RollPolicy;
 
 /// Kafka topics of the pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +138,16 @@ impl Default for LogsConfig {
 }
 
 impl LogsConfig {
+    /// How list-log writers roll files: by size; the stages publish on their own
+    /// schedule (the logger's offsets follow its publishes), and simulated or imported
+    /// files must not depend on wall-clock time.
+    pub fn roll_policy(&self) -> RollPolicy {
+        RollPolicy {
+            max_bytes: self.roll_max_bytes,
+            row_group_rows: self.row_group_rows,
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), Problem> {
         check(self.roll_max_bytes >= 1024, "logs.roll_max_bytes", || {
             "must be at least 1024".into()

@@ -109,7 +109,6 @@ fn options(split_at: SplitAt) -> ImportOptions {
         split_at,
         roll: RollPolicy {
             max_bytes: 1 << 30,
-            max_age: None,
             row_group_rows: 1024,
         },
         shard_bytes: 1 << 30,

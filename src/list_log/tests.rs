@@ -32,7 +32,6 @@ fn row(k: usize) -> LoggedList {
 fn policy(max_bytes: u64) -> RollPolicy {
     RollPolicy {
         max_bytes,
-        max_age: None,
         row_group_rows: 16,
     }
 }
@@ -101,24 +100,6 @@ fn unfinished_file_is_invisible_and_cleaned_up() {
         0,
         "temp removed"
     );
-}
-
-#[test]
-fn time_roll_publishes_old_files() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = LogWriter::create(
-        dir.path(),
-        "lists",
-        RollPolicy {
-            max_age: Some(std::time::Duration::ZERO),
-            ..policy(1 << 30)
-        },
-    )
-    .expect("writer");
-    assert_eq!(w.roll_if_due().expect("nothing open"), None);
-    w.write(&[row(1)]).expect("write");
-    let file = w.roll_if_due().expect("roll").expect("published");
-    assert!(file.exists());
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -43,8 +42,6 @@ use super::LogError;
 pub struct RollPolicy {
     /// Close once the file (written + buffered) reaches this many bytes.
     pub max_bytes: u64,
-    /// Close once the file has been open this long (`None`: never by age).
-    pub max_age: Option<Duration>,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
 }
@@ -65,7 +62,6 @@ struct OpenFile {
     writer: ArrowWriter<File>,
     temp: PathBuf,
     target: PathBuf,
-    opened: Instant,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -123,19 +119,6 @@ impl<R: ParquetRows> LogWriter<R> {
         Ok(published)
     }
 
-    /// Publishes the open file if it is older than the roll policy allows.
-    pub fn roll_if_due(&mut self) -> Result<Option<PathBuf>, LogError> {
-        let due = match (&self.open, self.policy.max_age) {
-            (Some(file), Some(age)) => file.opened.elapsed() >= age,
-            _ => false,
-        };
-        if due {
-            self.publish()
-        } else {
-            Ok(None)
-        }
-    }
-
     /// Publishes the open file now, if any (the caller needs its rows durable).
     pub fn flush(&mut self) -> Result<Option<PathBuf>, LogError> {
         self.publish()
@@ -164,7 +147,6 @@ impl<R: ParquetRows> LogWriter<R> {
                 writer,
                 temp,
                 target,
-                opened: Instant::now(),
             });
         }
         self.open.as_mut().ok_or(LogError::NotOpen)

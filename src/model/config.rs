@@ -5,6 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::Problem;
 
+impl From<Variant> for String {
+    fn from(v: Variant) -> Self {
+        v.name()
+    }
+}
+
+impl TryFrom<String> for Variant {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        <Variant as clap::ValueEnum>::from_str(&name, false).map_err(|_| {
+            let names: Vec<String> = <Variant as clap::ValueEnum>::value_variants()
+                .iter()
+                .map(|v| v.name())
+                .collect();
+            format!(
+                "unknown variant `{name}`, expected one of {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
 /// Every re-ranker the crate trains: the generator variants of the paper's ablation
 /// (spec §4 table), the paper's baselines (Table 2) and the EGLR module inside three of
 /// them (Table 3). Each is a preset of one of two models — the pointer [`Generator`]
@@ -14,7 +37,7 @@ use crate::check::Problem;
 /// [`Generator`]: super::Generator
 /// [`Scorer`]: super::Scorer
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "String", try_from = "String")]
 pub enum Variant {
     /// B: no reasoning, temperature tau_0.
     Backbone,
@@ -44,8 +67,6 @@ pub enum Variant {
     /// group-normalised (G samples per pool) instead of a learned critic, the ratio is
     /// per list, and the paper's discriminator (which keeps exploration near the logged
     /// data) is left out.
-    #[value(name = "eg-rerank")]
-    #[serde(rename = "eg-rerank")]
     EgRerank,
     /// CMR (Chen et al., arXiv 2306.05118): DeepSets encoder whose weights a hypernetwork
     /// generates from a preference vector, pointer decoder, RL against the evaluator.
@@ -73,45 +94,25 @@ pub enum Variant {
     /// `r = o + MLP(o)` of the decoder state before the list; SFT then GRPO. The paper's
     /// three stages become two (its middle stage distils explicit reasoning traces we do
     /// not have).
-    #[value(name = "stream-rec")]
-    #[serde(rename = "stream-rec")]
     StreamRec,
     /// EG-Rerank's generator with the EGLR module (entropy gate, context-aware token,
     /// dynamic temperature), PPO as EG-Rerank (paper Table 3).
     #[value(name = "eg-rerank+eglr")]
-    #[serde(rename = "eg-rerank+eglr")]
     EgRerankEglr,
     /// CMR's generator with the EGLR module (paper Table 3).
     #[value(name = "cmr+eglr")]
-    #[serde(rename = "cmr+eglr")]
     CmrEglr,
     /// LAST (with its test-time update) with the EGLR module (paper Table 3).
     #[value(name = "last+eglr")]
-    #[serde(rename = "last+eglr")]
     LastEglr,
 }
 
 impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Backbone => "backbone",
-            Variant::V1 => "v1",
-            Variant::V2 => "v2",
-            Variant::Eglr => "eglr",
-            Variant::ReasonFirst => "reason-first",
-            Variant::Prm => "prm",
-            Variant::Dlcm => "dlcm",
-            Variant::Seq2slate => "seq2slate",
-            Variant::EgRerank => "eg-rerank",
-            Variant::Cmr => "cmr",
-            Variant::Last => "last",
-            Variant::Rearec => "rearec",
-            Variant::Latentr3 => "latentr3",
-            Variant::StreamRec => "stream-rec",
-            Variant::EgRerankEglr => "eg-rerank+eglr",
-            Variant::CmrEglr => "cmr+eglr",
-            Variant::LastEglr => "last+eglr",
-        }
+    /// Its one name, on the command line, in pipeline files and bundles, and in reports:
+    /// clap's kebab-case of the variant, or its `#[value(name)]`.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(String::new, |v| v.get_name().to_owned())
     }
 
     /// The ablation of spec §4 (`eglr study` default).

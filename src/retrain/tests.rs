@@ -18,7 +18,6 @@ fn the_window_is_the_newest_lists_by_publish_time() {
     let write = |instance: &str, from: u64| {
         let policy = RollPolicy {
             max_bytes: 1 << 30,
-            max_age: None,
             row_group_rows: 16,
         };
         let mut w =

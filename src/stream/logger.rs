@@ -32,7 +32,7 @@ use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::contract::Contract;
 use crate::join::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
-use crate::list_log::{LogError, LogWriter, RollPolicy};
+use crate::list_log::{LogError, LogWriter};
 
 /// How a logger instance runs.
 #[derive(Debug, Clone)]
@@ -332,11 +332,7 @@ pub async fn log(
     let writer = LogWriter::create(
         dir,
         &format!("lists-{}", settings.instance),
-        RollPolicy {
-            max_bytes: p.logs.roll_max_bytes,
-            max_age: None, // publishing is driven by the stage (offsets follow it)
-            row_group_rows: p.logs.row_group_rows,
-        },
+        p.logs.roll_policy(),
     )
     .map_err(log_error)?;
     let side = SideFile::open(dir.join(format!("unjoined-{}.jsonl", settings.instance)))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::StudyError;
 use crate::config::PipelineConfig;
-use crate::list_log::{LogWriter, RollPolicy};
+use crate::list_log::LogWriter;
 use crate::sim::{headroom, write_logs, Headroom, Traffic, World};
 
 /// Traffic seed offsets from the world seed: validation and test traffic are other
@@ -118,11 +118,7 @@ fn simulate(
         tracing::info!(dir = %dir.display(), "reusing simulated logs");
         return Ok(());
     }
-    let policy = RollPolicy {
-        max_bytes: pipeline.logs.roll_max_bytes,
-        max_age: None,
-        row_group_rows: pipeline.logs.row_group_rows,
-    };
+    let policy = pipeline.logs.roll_policy();
     let mut writer = LogWriter::create(dir, "lists", policy)?;
     write_logs(&Traffic::new(world, seed), lists, 4096, &mut writer, |_| {})?;
     writer.finish()?;

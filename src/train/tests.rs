@@ -56,7 +56,6 @@ pub(super) fn simulate(dir: &Path, lists: u64, seed: u64) -> World {
     let traffic = Traffic::new(&world, seed);
     let policy = RollPolicy {
         max_bytes: 1 << 30,
-        max_age: None,
         row_group_rows: 1024,
     };
     let mut w = LogWriter::create(dir, "lists", policy).expect("writer");

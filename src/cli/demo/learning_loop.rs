@@ -20,6 +20,7 @@ use eglr::train::TrainingConfig;
 use super::super::device;
 use super::super::loadgen::print_load_report;
 use super::super::report::{table, write_json};
+use super::super::runtime;
 use super::super::serve::{connect, TopicArgs};
 use super::{simulate_and_train, world, Args};
 
@@ -83,10 +84,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
         (0..n as u64).map(|k| (traffic.request_id(k), k)).collect();
     let mut load = simulated_requests(&traffic, n, None, |_| Vec::new());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let summary = runtime.block_on(async {
         let topics = TopicArgs {
             partitions: 4,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
 use eglr::drive::loadgen::{self, simulated_requests, LoadReport};
-use eglr::list_log::{LogWriter, RollPolicy};
+use eglr::list_log::LogWriter;
 use eglr::model::{LiveModel, ModelStore};
 use eglr::sim::{write_logs, Traffic, World};
 use eglr::stream::{serve, ServeSettings};
@@ -23,6 +23,7 @@ use eglr::train::{self, TrainJob, TrainingConfig};
 
 use super::device;
 use super::loadgen::{report_outcome, Offer};
+use super::runtime;
 use super::serve::{connect, TopicArgs};
 
 #[derive(Debug, clap::Args)]
@@ -84,11 +85,7 @@ fn simulate_and_train(
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     if !logs.is_dir() {
-        let policy = RollPolicy {
-            max_bytes: pipeline.logs.roll_max_bytes,
-            max_age: None,
-            row_group_rows: pipeline.logs.row_group_rows,
-        };
+        let policy = pipeline.logs.roll_policy();
         let mut w = LogWriter::create(logs, "lists", policy)?;
         write_logs(&Traffic::new(world, 11), lists, 4096, &mut w, |_| {})?;
         w.finish()?;
@@ -150,10 +147,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         return learning_loop::run(pipeline, &args);
     }
     let (world, store) = prepare(pipeline, &args.dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let report: LoadReport = runtime.block_on(async {
         let mut pipeline = pipeline.clone();
         pipeline.kafka.brokers.clear(); // the demo always runs on its own embedded broker
