@@ -7,6 +7,7 @@
 // Foundations: no dependency inside the crate.
 pub mod check;
 pub mod clock;
+pub mod fault;
 pub mod plot;
 pub mod random;
 pub mod ranking_metrics;

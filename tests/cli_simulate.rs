@@ -165,7 +165,8 @@ fn bad_config_and_flags_are_clear_errors() {
     for (args, envs, expected) in cases {
         let out = eglr(&args, &envs);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        // Bad input (a setting, a missing file) exits with sysexits' EX_DATAERR.
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }

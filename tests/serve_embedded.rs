@@ -47,11 +47,20 @@ struct Stage {
 
 impl Stage {
     fn start() -> Self {
+        Self::start_with_bundle_max_list_len(None)
+    }
+
+    /// With `Some(n)` the serving bundle generates lists of at most `n` items.
+    fn start_with_bundle_max_list_len(max_list_len: Option<usize>) -> Self {
         // A test that failed while holding the lock does not stop the others.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let p = pipeline();
         let store = tempfile::tempdir().expect("tempdir");
-        write_bundle(&p, &store.path().join("v000001"), 1);
+        let mut bundle_pipeline = p.clone();
+        if let Some(n) = max_list_len {
+            bundle_pipeline.limits.max_list_len = n;
+        }
+        write_bundle(&bundle_pipeline, &store.path().join("v000001"), 1);
         let broker = EmbeddedBroker::start().expect("embedded broker");
         let t = &p.kafka.topics;
         broker
@@ -255,4 +264,17 @@ async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
     assert_eq!(report.missing, 0, "{report:?} {summary:?}");
     assert_eq!(report.produce_errors, 0, "retriable errors are retried");
     assert!(summary.results >= 1500, "{summary:?}");
+}
+
+/// A valid request the model cannot rank (its list_len is above the bundle's maximum)
+/// is answered with the upstream order and counted, never dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_model_cannot_rank_get_the_upstream_order() {
+    let s = Stage::start_with_bundle_max_list_len(Some(2));
+    let report = s.valid_load_at_500_per_s(200).await.expect("load");
+    let summary = s.stop().await;
+    assert!(report.requests == 200 && report.missing == 0, "{report:?}");
+    assert_eq!(report.dlq, 0, "{report:?}");
+    assert_eq!(summary.dead_letters, 0, "{summary:?}");
+    assert!(summary.upstream_fallbacks >= 200, "{summary:?}");
 }

@@ -26,6 +26,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use eglr::config::{Override, PipelineConfig};
+use eglr::fault::{Fault, HasFault};
 
 /// eglr — the EGLR generative re-ranker as a stream-processing pipeline.
 ///
@@ -141,9 +142,39 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", report(&e));
-            ExitCode::FAILURE
+            fault_of(&e).map_or(ExitCode::FAILURE, |f| ExitCode::from(f.exit_code()))
         }
     }
+}
+
+/// Whose fault a failed command's error is: the outermost library error in its chain
+/// that says so. `None` for errors only the binary raised (argument checks): exit 1.
+fn fault_of(e: &anyhow::Error) -> Option<Fault> {
+    e.chain().find_map(|cause| {
+        macro_rules! fault_if {
+            ($($t:ty),*) => {
+                $(if let Some(e) = cause.downcast_ref::<$t>() {
+                    return Some(e.fault());
+                })*
+            };
+        }
+        fault_if!(
+            eglr::config::ConfigError,
+            eglr::stream::StreamError,
+            eglr::retrain::TrainerError,
+            eglr::study::StudyError,
+            eglr::train::TrainError,
+            eglr::offline::OfflineError,
+            eglr::import::ImportError,
+            eglr::model::StoreError,
+            eglr::model::BundleError,
+            eglr::list_log::LogError,
+            eglr::sim::SimError,
+            eglr::schema::EventError,
+            candle_core::Error
+        );
+        cause.downcast_ref::<std::io::Error>().map(Fault::of_io)
+    })
 }
 
 /// The error and its causes, each said once: library errors quote their cause in their

@@ -53,6 +53,16 @@ pub enum ConfigError {
     },
 }
 
+/// The pipeline file and its overrides are the operator's to fix.
+impl crate::fault::HasFault for ConfigError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            ConfigError::Read { source, .. } => crate::fault::Fault::of_io(source),
+            _ => crate::fault::Fault::Input,
+        }
+    }
+}
+
 /// The whole pipeline definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

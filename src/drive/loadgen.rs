@@ -92,6 +92,8 @@ pub struct LoadReport {
     pub duplicates: usize,
     /// Requests the broker did not acknowledge (they cannot have results).
     pub produce_errors: usize,
+    /// Messages on the results topic that do not decode as a result (logged).
+    pub undecodable_results: usize,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -212,7 +214,7 @@ pub async fn run(
     let answered_by_reader = Arc::clone(&answered);
     let reader = tokio::spawn(async move {
         let mut received: HashMap<String, Received> = HashMap::new();
-        let (mut dlq, mut duplicates) = (0usize, 0usize);
+        let (mut dlq, mut duplicates, mut undecodable) = (0usize, 0usize, 0usize);
         let deadline = Instant::now() + timeout;
         while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline {
             let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
@@ -235,11 +237,14 @@ pub async fn run(
                 answered_by_reader.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(result) = msg
-                .payload()
-                .and_then(|p| serde_json::from_slice::<RerankResult>(p).ok())
-            else {
-                continue;
+            let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[]))
+            {
+                Ok(result) => result,
+                Err(e) => {
+                    undecodable += 1;
+                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode");
+                    continue;
+                }
             };
             if !expected_ids.contains(&result.request_id) {
                 continue;
@@ -259,7 +264,7 @@ pub async fn run(
                 },
             );
         }
-        (received, dlq, duplicates)
+        (received, dlq, duplicates, undecodable)
     });
 
     // Send times of the measured (post-warm-up) requests.
@@ -323,7 +328,7 @@ pub async fn run(
             }
         }
     }
-    let (received, dlq, duplicates) = reader
+    let (received, dlq, duplicates, undecodable_results) = reader
         .await
         .map_err(|_| StreamError::Internal("the results reader panicked"))?;
 
@@ -371,5 +376,6 @@ pub async fn run(
             .count(),
         duplicates,
         produce_errors,
+        undecodable_results,
     })
 }

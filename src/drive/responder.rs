@@ -76,11 +76,12 @@ pub async fn respond(
             m = consumer.recv() => m,
         };
         let Ok(msg) = msg else { continue };
-        let Some(result) = msg
-            .payload()
-            .and_then(|p| serde_json::from_slice::<RerankResult>(p).ok())
-        else {
-            continue;
+        let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[])) {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode: no clicks for it");
+                continue;
+            }
         };
         let Some(&index) = impressions.get(&result.request_id) else {
             continue;

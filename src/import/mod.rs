@@ -61,6 +61,20 @@ pub enum ImportError {
     Empty(String),
     #[error(transparent)]
     Log(#[from] crate::list_log::LogError),
+    #[error("cannot encode the import summary (a bug in eglr): {0}")]
+    Encode(String),
+}
+
+impl crate::fault::HasFault for ImportError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            ImportError::Io { source, .. } => Fault::of_io(source),
+            ImportError::Log(e) => e.fault(),
+            ImportError::Encode(_) => Fault::Bug,
+            _ => Fault::Input,
+        }
+    }
 }
 
 impl ImportError {

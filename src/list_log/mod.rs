@@ -39,6 +39,22 @@ pub enum LogError {
     NotOpen,
 }
 
+impl crate::fault::HasFault for LogError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            LogError::Io { source, .. } => Fault::of_io(source),
+            // A file that does not parse as a list log stays broken on a retry.
+            LogError::Parquet { .. }
+            | LogError::BadFile { .. }
+            | LogError::Glob { .. }
+            | LogError::NoFiles(_)
+            | LogError::BadPrefix(_) => Fault::Input,
+            LogError::Encode(_) | LogError::NotOpen => Fault::Bug,
+        }
+    }
+}
+
 impl LogError {
     fn io(path: &Path, source: std::io::Error) -> Self {
         LogError::Io {

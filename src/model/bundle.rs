@@ -38,6 +38,17 @@ pub enum BundleError {
     Model(#[from] candle_core::Error),
 }
 
+impl crate::fault::HasFault for BundleError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            BundleError::Io { source, .. } => Fault::of_io(source),
+            BundleError::BadMeta { .. } | BundleError::BadWeights { .. } => Fault::Input,
+            BundleError::Model(_) => Fault::Bug,
+        }
+    }
+}
+
 /// Which training lists a run learns from (validation lists are the same for all).
 ///
 /// The study protocol (issue 12) judges models with a second evaluator that must not

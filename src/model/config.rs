@@ -514,7 +514,7 @@ pub struct EvaluatorConfig {
     pub wlr_weight: f64,
     /// Beyond the paper: each position's input also carries the embedding of the item
     /// shown just above it, so adjacency effects (one item priming the next) are one
-    /// layer away. Off reproduces spec eq. 3.1-3.2.
+    /// layer away. Off reproduces spec §3 steps 1-2.
     pub previous_item: bool,
     /// What picks the best epoch on the validation split.
     pub selection: EvaluatorSelection,

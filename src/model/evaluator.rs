@@ -132,17 +132,17 @@ impl Evaluator {
             let product = (items * &previous)?;
             join_user(&Tensor::cat(&[items, &previous, &product], 2)?, user)?
         } else {
-            join_user(items, user)? // eq. 3.1
+            join_user(items, user)? // spec §3 step 1
         };
         let p = self
             .positions
             .narrow(0, 0, l)?
             .unsqueeze(0)?
             .broadcast_as((b, l, self.positions.dim(1)?))?;
-        let x = Tensor::cat(&[&x, &p.contiguous()?], 2)?; // eq. 3.2
+        let x = Tensor::cat(&[&x, &p.contiguous()?], 2)?; // spec §3 step 2
         let x = self.input.forward(&x)?;
         let cls = self.cls.broadcast_as((b, 1, x.dim(2)?))?;
-        let mut h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?; // eq. 3.3
+        let mut h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?; // spec §3 step 3
                                                                 // Key-padding mask: cls is always visible, padded positions never are.
         let keep = Tensor::cat(
             &[

@@ -27,6 +27,17 @@ pub enum StoreError {
     },
 }
 
+/// An empty store or a broken version is the operator's to fix (train, or repair).
+impl crate::fault::HasFault for StoreError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            StoreError::Empty(_) => Fault::Input,
+            StoreError::BadModel { source, .. } => source.fault(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelStore {
     dir: PathBuf,

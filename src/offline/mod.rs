@@ -21,6 +21,15 @@ pub enum OfflineError {
     Model(#[from] candle_core::Error),
 }
 
+impl crate::fault::HasFault for OfflineError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            OfflineError::Log(e) => e.fault(),
+            OfflineError::Model(e) => e.fault(),
+        }
+    }
+}
+
 /// Encodes logged rows read from `source` with `encoder`.
 pub fn encode_rows(
     rows: &[LoggedList],

@@ -149,6 +149,21 @@ pub enum TrainerError {
     Report(String),
 }
 
+impl crate::fault::HasFault for TrainerError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            TrainerError::Train(e) => e.fault(),
+            TrainerError::Offline(e) => e.fault(),
+            TrainerError::Model(e) => e.fault(),
+            TrainerError::Io { source, .. } => Fault::of_io(source),
+            // More lists arrive with time: the next round may have enough.
+            TrainerError::TooFewLists(_) => Fault::Input,
+            TrainerError::Report(_) => Fault::Bug,
+        }
+    }
+}
+
 /// Click metrics of an evaluator on the held-out lists.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ClickMetrics {

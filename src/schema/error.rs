@@ -78,6 +78,13 @@ pub enum EventError {
     },
 }
 
+/// An event that fails decoding or validation is its producer's to fix.
+impl crate::fault::HasFault for EventError {
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::Input
+    }
+}
+
 impl EventError {
     /// A short stable name for metrics labels and the dead-letter `error.kind` header.
     pub fn kind(&self) -> &'static str {

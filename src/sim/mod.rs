@@ -31,6 +31,17 @@ pub enum SimError {
     Encode(String),
 }
 
+impl crate::fault::HasFault for SimError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            SimError::Io { source, .. } => Fault::of_io(source),
+            SimError::BadWorld { .. } => Fault::Input,
+            SimError::Encode(_) => Fault::Bug,
+        }
+    }
+}
+
 impl SimError {
     fn io(path: &Path, source: std::io::Error) -> Self {
         SimError::Io {

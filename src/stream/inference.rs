@@ -20,29 +20,18 @@ use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource};
 #[derive(Debug)]
 pub struct Job {
     pub request: RerankRequest,
-    pub raw: Vec<u8>,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub received: Instant,
 }
 
-/// What became of a job.
-#[derive(Debug)]
-pub enum Outcome {
-    Ranked(RerankResult),
-    /// The model could not rank it: goes to the dead-letter topic.
-    Failed {
-        kind: &'static str,
-        message: String,
-    },
-}
-
 /// A finished job, with where it came from.
 #[derive(Debug)]
 pub struct Done {
     pub job: Job,
-    pub outcome: Outcome,
+    /// The model's list, or the upstream order when the model could not rank it.
+    pub result: RerankResult,
 }
 
 /// Re-ranks a batch with `bundle`: greedy decode with the KV cache.
@@ -89,7 +78,6 @@ pub fn rank_batch(
         .collect())
 }
 
-/// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`].
 /// Starts the inference thread on `jobs`; it exits when the job queue closes.
 pub fn spawn(
     jobs: Receiver<Job>,
@@ -118,6 +106,9 @@ pub fn spawn(
         })
 }
 
+/// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`], and
+/// every valid request an answer: the model's list, or the upstream order when the
+/// model cannot rank it.
 fn run_inference(
     jobs: Receiver<Job>,
     done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
@@ -141,21 +132,16 @@ fn run_inference(
         let limit = bundle.meta.max_list_len;
         let (fits, too_long): (Vec<Job>, Vec<Job>) =
             batch.into_iter().partition(|j| j.request.list_len <= limit);
+        if !too_long.is_empty() {
+            tracing::warn!(
+                requests = too_long.len(),
+                limit,
+                "list_len above the model's maximum; answered with the upstream order"
+            );
+        }
         let mut out: Vec<Done> = too_long
             .into_iter()
-            .map(|job| {
-                let message = format!(
-                    "list_len {} exceeds the model's maximum of {limit}",
-                    job.request.list_len
-                );
-                Done {
-                    job,
-                    outcome: Outcome::Failed {
-                        kind: "model_limit",
-                        message,
-                    },
-                }
-            })
+            .map(|job| upstream_answer(job, &bundle.meta.version, "model_limit", &metrics))
             .collect();
         if !fits.is_empty() {
             let started = Instant::now();
@@ -173,21 +159,18 @@ fn run_inference(
                             metrics.entropy.observe(item.entropy_after);
                         }
                         result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
-                        out.push(Done {
-                            job,
-                            outcome: Outcome::Ranked(result),
-                        });
+                        out.push(Done { job, result });
                     }
                 }
+                // A model failure is ours, not the request's: its requests are valid and
+                // get the upstream order, never the dead-letter topic.
                 Err(e) => {
-                    tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; its requests go to the dead-letter topic");
-                    out.extend(fits.into_iter().map(|job| Done {
-                        job,
-                        outcome: Outcome::Failed {
-                            kind: "model_error",
-                            message: e.to_string(),
-                        },
-                    }));
+                    tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; answered with the upstream order");
+                    let version = &bundle.meta.version;
+                    out.extend(
+                        fits.into_iter()
+                            .map(|job| upstream_answer(job, version, "model_error", &metrics)),
+                    );
                 }
             }
         }
@@ -195,4 +178,32 @@ fn run_inference(
             break; // the sink is gone: shutting down
         }
     }
+}
+
+/// The answer to a valid request the model cannot rank: the first `list_len`
+/// candidates in the order upstream sent them (the initial list), marked
+/// `source: upstream`, counted by `reason`.
+fn upstream_answer(job: Job, model_version: &str, reason: &str, metrics: &ServeMetrics) -> Done {
+    metrics.upstream_fallbacks.add(reason);
+    let request = &job.request;
+    let result = RerankResult {
+        request_id: request.request_id.clone(),
+        model_version: model_version.to_owned(),
+        items: request
+            .candidates
+            .iter()
+            .take(request.list_len)
+            .map(|c| RankedItem {
+                item_id: c.item_id.clone(),
+                score: 0.0,
+                reasoning_steps: 0,
+                entropy_before: 0.0,
+                entropy_after: 0.0,
+            })
+            .collect(),
+        latency_ms: job.received.elapsed().as_secs_f64() * 1000.0,
+        timestamp_ms: crate::clock::unix_millis(),
+        source: ServedSource::Upstream,
+    };
+    Done { job, result }
 }

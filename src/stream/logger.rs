@@ -203,13 +203,6 @@ fn io(path: &Path, source: std::io::Error) -> LogError {
     }
 }
 
-fn log_error(e: LogError) -> StreamError {
-    StreamError::External {
-        what: "write the list log".into(),
-        message: e.to_string(),
-    }
-}
-
 /// The joiner, the files and the offsets awaiting a publish.
 struct Logger {
     joiner: ListJoiner,
@@ -286,7 +279,7 @@ impl Logger {
     }
 
     fn keep(&mut self, unjoined: &[Unjoined]) -> Result<(), StreamError> {
-        self.side.append(unjoined).map_err(log_error)
+        self.side.append(unjoined).map_err(StreamError::Log)
     }
 
     /// Writes the lists whose window closed; publishes when the interval or a file's
@@ -296,7 +289,7 @@ impl Logger {
         let rolled = !self
             .writer
             .write(&closed.lists)
-            .map_err(log_error)?
+            .map_err(StreamError::Log)?
             .is_empty();
         self.keep(&closed.unjoined)?;
         self.awaiting.extend(closed.sources);
@@ -308,10 +301,10 @@ impl Logger {
 
     /// Makes everything written durable, then finishes its sources.
     fn publish(&mut self) -> Result<(), StreamError> {
-        if self.writer.flush().map_err(log_error)?.is_some() {
+        if self.writer.flush().map_err(StreamError::Log)?.is_some() {
             self.summary.files_published += 1;
         }
-        self.side.sync().map_err(log_error)?;
+        self.side.sync().map_err(StreamError::Log)?;
         for s in self.awaiting.drain(..) {
             self.tracker.finish(&s.topic, s.partition, s.offset);
         }
@@ -334,9 +327,9 @@ pub async fn log(
         &format!("lists-{}", settings.instance),
         p.logs.roll_policy(),
     )
-    .map_err(log_error)?;
+    .map_err(StreamError::Log)?;
     let side = SideFile::open(dir.join(format!("unjoined-{}.jsonl", settings.instance)))
-        .map_err(log_error)?;
+        .map_err(StreamError::Log)?;
     let mut logger = Logger {
         joiner: ListJoiner::new(settings.window.as_millis() as i64),
         writer,

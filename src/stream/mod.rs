@@ -12,7 +12,8 @@ mod prometheus;
 mod retrainer;
 mod serve;
 
-pub use inference::{rank_batch, Done, Job, Outcome};
+use crate::fault::{Fault, HasFault};
+pub use inference::{rank_batch, Done, Job};
 pub use kafka::EmbeddedBroker;
 pub use logger::{log, LogSettings, LogSummary};
 pub use offsets::OffsetTracker;
@@ -21,15 +22,33 @@ pub use prometheus::{Histogram, ServeMetrics};
 pub use retrainer::{round_once, trainer, TrainerSettings, TrainerSummary};
 pub use serve::{serve, ServeSettings, ServeSummary};
 
-/// Errors of a stage, by whose fault: the outside system (retry later) or ours.
+/// Errors that stop a stage. [`HasFault`] says whose fault each is: the binary exits
+/// with its code, so a supervisor can tell a broker outage (restart later) from a bad
+/// setting or model (fix first).
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("cannot {what}: {message}")]
     External { what: String, message: String },
     #[error(transparent)]
     Store(#[from] crate::model::StoreError),
+    #[error("cannot write the list log: {0}")]
+    Log(#[from] crate::list_log::LogError),
+    #[error("training round: {0}")]
+    Round(#[from] crate::retrain::TrainerError),
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl HasFault for StreamError {
+    fn fault(&self) -> Fault {
+        match self {
+            StreamError::External { .. } => Fault::External,
+            StreamError::Store(e) => e.fault(),
+            StreamError::Log(e) => e.fault(),
+            StreamError::Round(e) => e.fault(),
+            StreamError::Internal(_) => Fault::Bug,
+        }
+    }
 }
 
 impl StreamError {

@@ -47,6 +47,31 @@ impl Histogram {
     }
 }
 
+/// A counter with one label (`kind`, `reason`, ...).
+#[derive(Debug, Default)]
+pub struct LabelledCounter(Mutex<BTreeMap<String, u64>>);
+
+impl LabelledCounter {
+    pub fn add(&self, label: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(label.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.lock().map_or(0, |m| m.values().sum())
+    }
+
+    fn render(&self, name: &str, label: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        if let Ok(m) = self.0.lock() {
+            for (value, n) in m.iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+            }
+        }
+    }
+}
+
 /// Writes one Prometheus counter.
 pub(super) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(
@@ -65,7 +90,9 @@ pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: String) {
 pub struct ServeMetrics {
     pub requests: AtomicU64,
     pub results: AtomicU64,
-    dead_letters: Mutex<BTreeMap<String, u64>>,
+    dead_letters: LabelledCounter,
+    /// Valid requests answered with the upstream order, by reason.
+    pub upstream_fallbacks: LabelledCounter,
     pub batch_size: Histogram,
     pub batch_latency_ms: Histogram,
     pub reasoning_steps: Histogram,
@@ -83,7 +110,8 @@ impl Default for ServeMetrics {
         Self {
             requests: AtomicU64::new(0),
             results: AtomicU64::new(0),
-            dead_letters: Mutex::new(BTreeMap::new()),
+            dead_letters: LabelledCounter::default(),
+            upstream_fallbacks: LabelledCounter::default(),
             batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
             batch_latency_ms: Histogram::new(&[
                 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0,
@@ -102,13 +130,11 @@ impl Default for ServeMetrics {
 
 impl ServeMetrics {
     pub fn dead_letter(&self, kind: &str) {
-        if let Ok(mut m) = self.dead_letters.lock() {
-            *m.entry(kind.to_owned()).or_default() += 1;
-        }
+        self.dead_letters.add(kind);
     }
 
     pub fn dead_letters(&self) -> u64 {
-        self.dead_letters.lock().map_or(0, |m| m.values().sum())
+        self.dead_letters.total()
     }
 
     pub fn set_model_version(&self, v: &str) {
@@ -167,12 +193,18 @@ impl super::http::Exposition for ServeMetrics {
             "Results acknowledged by the broker.",
             self.results.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# HELP eglr_dead_letters_total Events sent to the dead-letter topic.\n# TYPE eglr_dead_letters_total counter");
-        if let Ok(m) = self.dead_letters.lock() {
-            for (kind, n) in m.iter() {
-                let _ = writeln!(out, "eglr_dead_letters_total{{kind=\"{kind}\"}} {n}");
-            }
-        }
+        self.dead_letters.render(
+            "eglr_dead_letters_total",
+            "kind",
+            "Events sent to the dead-letter topic.",
+            &mut out,
+        );
+        self.upstream_fallbacks.render(
+            "eglr_upstream_fallbacks_total",
+            "reason",
+            "Valid requests the model could not rank, answered with the upstream order.",
+            &mut out,
+        );
         self.batch_size
             .render("eglr_batch_size", "Requests per model batch.", &mut out);
         self.batch_latency_ms

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::kafka::producer_config;
 use super::StreamError;
 use crate::config::PipelineConfig;
+use crate::fault::{Fault, HasFault};
 use crate::model::ModelStore;
 use crate::retrain::{count_lists, run_round, Round, RoundReport};
 
@@ -83,10 +84,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
     })
     .await
     .map_err(|_| StreamError::Internal("the training thread panicked"))?;
-    outcome.map_err(|e| StreamError::External {
-        what: "run a training round".into(),
-        message: e.to_string(),
-    })
+    Ok(outcome?)
 }
 
 async fn announce(
@@ -152,8 +150,12 @@ pub async fn trainer(
         tracing::info!(lists = logged, "training round");
         match round_once(&settings).await {
             Ok(report) => summary.rounds.push(report),
-            // A failed round (e.g. a corrupt file) is retried after the next lists.
-            Err(e) => tracing::error!(error = %e, "training round failed"),
+            // A bug stops the stage (its exit code says so); bad input (a corrupt file,
+            // too few lists) or an outside failure is retried after the next lists.
+            Err(e) if e.fault() == Fault::Bug => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, fault = ?e.fault(), "training round failed; retried after the next lists")
+            }
         }
     }
     Ok(summary)

@@ -102,6 +102,20 @@ pub enum StudyError {
     },
 }
 
+impl crate::fault::HasFault for StudyError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            StudyError::Train(e) => e.fault(),
+            StudyError::Sim(e) => e.fault(),
+            StudyError::Bundle(e) => e.fault(),
+            StudyError::Model(e) => e.fault(),
+            StudyError::Log(e) => e.fault(),
+            StudyError::Io { source, .. } => Fault::of_io(source),
+        }
+    }
+}
+
 /// RL steps between two checkpoints of the judge monitor.
 const MONITOR_EVERY: usize = 25;
 

@@ -47,6 +47,18 @@ pub enum TrainError {
     Mismatch { path: String, message: String },
 }
 
+impl crate::fault::HasFault for TrainError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            TrainError::Log(e) => e.fault(),
+            TrainError::Bundle(e) => e.fault(),
+            TrainError::Model(e) => e.fault(),
+            TrainError::Empty(_) | TrainError::Mismatch { .. } => Fault::Input,
+        }
+    }
+}
+
 /// Optimisation settings (pipeline section `[training]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -269,7 +269,15 @@ pub fn import(
             summary.impressions, summary.users, options.list_len
         )));
     }
-    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    if summary.users_without_features + summary.videos_without_features > 0 {
+        tracing::warn!(
+            users = summary.users_without_features,
+            videos = summary.videos_without_features,
+            "users or videos without a row in their features file get the missing-value features (counted in import.json)"
+        );
+    }
+    let json =
+        serde_json::to_string_pretty(&summary).map_err(|e| ImportError::Encode(e.to_string()))?;
     let path = out.join("import.json");
     std::fs::write(&path, json + "\n").map_err(|e| ImportError::io(&path, e))?;
     Ok(summary)

@@ -71,12 +71,13 @@ impl Intake {
         metrics.progress();
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         self.shared.start(topic, partition, offset);
-        let raw = msg.payload().unwrap_or_default();
+        // A message without a payload (a tombstone) fails decoding like any bad bytes
+        // and is dead-lettered with the decoder's message.
+        let raw = msg.payload().unwrap_or(&[]);
         match contract.parse_request(raw) {
             Ok(request) => {
                 let job = Job {
                     request,
-                    raw: raw.to_vec(),
                     topic: topic.to_owned(),
                     partition,
                     offset,

@@ -53,6 +53,8 @@ pub struct ServeSummary {
     pub requests: u64,
     pub results: u64,
     pub dead_letters: u64,
+    /// Valid requests the model could not rank, answered with the upstream order.
+    pub upstream_fallbacks: u64,
 }
 
 /// Runs the stage until `shutdown` turns true, then drains and exits.
@@ -116,6 +118,7 @@ pub async fn serve(
         requests: metrics.requests.load(Ordering::Relaxed),
         results: metrics.results.load(Ordering::Relaxed),
         dead_letters: metrics.dead_letters(),
+        upstream_fallbacks: metrics.upstream_fallbacks.total(),
     })
 }
 

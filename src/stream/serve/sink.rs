@@ -10,7 +10,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
-use super::super::inference::{Done, Job, Outcome};
+use super::super::inference::{Done, Job};
 use super::super::StreamError;
 use super::group::Shared;
 use crate::schema::RerankResult;
@@ -24,16 +24,6 @@ pub(super) struct SourceOffset<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
-}
-
-impl<'a> From<&'a Job> for SourceOffset<'a> {
-    fn from(job: &'a Job) -> Self {
-        Self {
-            topic: &job.topic,
-            partition: job.partition,
-            offset: job.offset,
-        }
-    }
 }
 
 /// A record to produce, kept so that a failed delivery can be produced again.
@@ -59,14 +49,8 @@ impl Sink {
     pub async fn run(self, mut done: UnboundedReceiver<Vec<Done>>) {
         let mut pending = JoinSet::new();
         while let Some(batch) = done.recv().await {
-            for Done { job, outcome } in batch {
-                match outcome {
-                    Outcome::Ranked(result) => self.result(&mut pending, &job, &result).await,
-                    Outcome::Failed { kind, message } => {
-                        self.dead_letter(&mut pending, &job.raw, (&job).into(), kind, &message)
-                            .await
-                    }
-                }
+            for Done { job, result } in batch {
+                self.result(&mut pending, &job, &result).await;
             }
             while pending.try_join_next().is_some() {}
         }
