@@ -174,3 +174,29 @@ fn the_cycle_finder_finds_a_planted_cycle() {
         ["model", "sim", "train"].map(String::from).into()
     );
 }
+
+#[test]
+fn the_readme_layout_names_every_top_level_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a ## Layout section");
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("src/lib.rs");
+    for module in lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+    {
+        let module = module.trim_end_matches(';');
+        let (file, dir) = (format!("`src/{module}.rs`"), format!("`src/{module}`"));
+        assert!(
+            layout.contains(&file) || layout.contains(&dir),
+            "README's layout table does not name src/{module}"
+        );
+        let exists = root.join(format!("src/{module}.rs")).is_file()
+            || root.join(format!("src/{module}")).is_dir();
+        assert!(exists, "src/lib.rs declares {module}, which has no file");
+    }
+}

@@ -93,6 +93,8 @@ pub struct ServeMetrics {
     dead_letters: LabelledCounter,
     /// Valid requests answered with the upstream order, by reason.
     pub upstream_fallbacks: LabelledCounter,
+    /// Records the stage gave up producing, by topic: their offsets stay unfinished.
+    pub undelivered: LabelledCounter,
     pub batch_size: Histogram,
     pub batch_latency_ms: Histogram,
     pub reasoning_steps: Histogram,
@@ -112,6 +114,7 @@ impl Default for ServeMetrics {
             results: AtomicU64::new(0),
             dead_letters: LabelledCounter::default(),
             upstream_fallbacks: LabelledCounter::default(),
+            undelivered: LabelledCounter::default(),
             batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
             batch_latency_ms: Histogram::new(&[
                 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0,
@@ -203,6 +206,12 @@ impl super::http::Exposition for ServeMetrics {
             "eglr_upstream_fallbacks_total",
             "reason",
             "Valid requests the model could not rank, answered with the upstream order.",
+            &mut out,
+        );
+        self.undelivered.render(
+            "eglr_undelivered_total",
+            "topic",
+            "Records given up after their delivery attempts; their offsets stay unfinished until a restart.",
             &mut out,
         );
         self.batch_size

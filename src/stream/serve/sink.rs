@@ -62,7 +62,8 @@ impl Sink {
         let payload = match serde_json::to_vec(result) {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "cannot encode a result");
+                self.shared.metrics.undelivered.add(&self.results);
+                tracing::error!(error = %e, "cannot encode a result; the request will be re-read after a restart");
                 return;
             }
         };
@@ -119,10 +120,13 @@ impl Sink {
                         delivered(&shared);
                         let (topic, partition, offset) = source;
                         shared.finish(&topic, partition, offset);
+                    } else {
+                        shared.metrics.undelivered.add(&record.topic);
                     }
                 });
             }
             Err(e) => {
+                self.shared.metrics.undelivered.add(&record.topic);
                 tracing::error!(error = %e, topic = %record.topic, "not sent; the request will be re-read after a restart")
             }
         }
