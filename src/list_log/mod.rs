@@ -37,6 +37,8 @@ pub enum LogError {
     BadPrefix(String),
     #[error("internal error: no open log file")]
     NotOpen,
+    #[error("another live writer holds {0} (two instances with the same name? give each its own --instance)")]
+    Locked(PathBuf),
 }
 
 impl crate::fault::HasFault for LogError {
@@ -49,7 +51,8 @@ impl crate::fault::HasFault for LogError {
             | LogError::BadFile { .. }
             | LogError::Glob { .. }
             | LogError::NoFiles(_)
-            | LogError::BadPrefix(_) => Fault::Input,
+            | LogError::BadPrefix(_)
+            | LogError::Locked(_) => Fault::Input,
             LogError::Encode(_) | LogError::NotOpen => Fault::Bug,
         }
     }

@@ -85,21 +85,45 @@ fn unfinished_file_is_invisible_and_cleaned_up() {
     let mut w = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("writer");
     w.write(&[row(1), row(2)]).expect("write");
     drop(w); // a crash before publishing
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, vec![".lists-000000.parquet.tmp".to_owned()]);
+             // Data files only: the writer's lock file `.lists.lock` stays.
+    let data_files = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect()
+    };
+    assert_eq!(
+        data_files(dir.path()),
+        vec![".lists-000000.parquet.tmp".to_owned()]
+    );
     let e =
         LogReader::open(dir.path().to_str().expect("utf-8"), 10).expect_err("nothing published");
     assert!(matches!(e, LogError::NoFiles(_)), "{e}");
     let w: LogWriter = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("restart");
     assert_eq!(w.finish().expect("finish"), None);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).expect("dir").count(),
-        0,
-        "temp removed"
-    );
+    assert!(data_files(dir.path()).is_empty(), "temp removed");
+}
+
+#[test]
+fn a_second_live_writer_of_a_prefix_is_refused_and_published_files_are_never_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = LogWriter::create(dir.path(), "lists", policy(1 << 30)).expect("writer");
+    let second = LogWriter::<LoggedList>::create(dir.path(), "lists", policy(1 << 30));
+    assert!(matches!(second, Err(LogError::Locked(_))), "{second:?}");
+    // Another prefix in the same directory is another instance: allowed.
+    LogWriter::<LoggedList>::create(dir.path(), "lists-b", policy(1 << 30)).expect("other");
+    // A file appears where the next publish would go (say, copied in by hand): the
+    // publish fails and the file is untouched.
+    first.write(&[row(1)]).expect("write");
+    let target = dir.path().join("lists-000000.parquet");
+    std::fs::write(&target, b"someone else's").expect("write");
+    let e = first.flush().expect_err("would replace");
+    assert!(e.to_string().contains("lists-000000.parquet"), "{e}");
+    assert_eq!(std::fs::read(&target).expect("read"), b"someone else's");
+    drop(first);
+    LogWriter::<LoggedList>::create(dir.path(), "lists", policy(1 << 30))
+        .expect("the lock is released when the writer goes");
 }
 
 #[test]

@@ -55,6 +55,9 @@ pub struct LogWriter<R: ParquetRows = LoggedList> {
     policy: RollPolicy,
     next_seq: u64,
     open: Option<OpenFile>,
+    /// An exclusive lock on `DIR/.PREFIX.lock`, held while the writer lives (the OS
+    /// releases it when the process dies, so a restart after a crash takes it again).
+    _lock: File,
     rows: std::marker::PhantomData<fn(&[R])>,
 }
 
@@ -75,12 +78,22 @@ impl std::fmt::Debug for OpenFile {
 
 impl<R: ParquetRows> LogWriter<R> {
     /// Prepares `dir` (created if missing). Files continue the sequence of any published
-    /// files of the same `prefix`; two writers must not share a prefix.
+    /// files of the same `prefix`. Two live writers cannot share a prefix: the second
+    /// is refused ([`LogError::Locked`]) before it touches anything.
     pub fn create(dir: &Path, prefix: &str, policy: RollPolicy) -> Result<Self, LogError> {
         if prefix.is_empty() || prefix.contains(['/', '\\']) || prefix.starts_with('.') {
             return Err(LogError::BadPrefix(prefix.to_owned()));
         }
         std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        let lock_path = dir.join(format!(".{prefix}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| LogError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked(lock_path));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io(&lock_path, e)),
+        }
         let mut next_seq = 0;
         for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
             let entry = entry.map_err(|e| LogError::io(dir, e))?;
@@ -98,6 +111,7 @@ impl<R: ParquetRows> LogWriter<R> {
             policy,
             next_seq,
             open: None,
+            _lock: lock,
             rows: std::marker::PhantomData,
         })
     }
@@ -162,7 +176,10 @@ impl<R: ParquetRows> LogWriter<R> {
             .map_err(|e| LogError::parquet(&file.temp, e))?;
         handle.sync_all().map_err(|e| LogError::io(&file.temp, e))?;
         drop(handle);
-        std::fs::rename(&file.temp, &file.target).map_err(|e| LogError::io(&file.target, e))?;
+        // A hard link publishes without ever replacing a file already there (a rename
+        // would): a published file is never overwritten, whoever wrote it.
+        std::fs::hard_link(&file.temp, &file.target).map_err(|e| LogError::io(&file.target, e))?;
+        std::fs::remove_file(&file.temp).map_err(|e| LogError::io(&file.temp, e))?;
         // The rename is durable only once the directory entry is.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
