@@ -161,6 +161,7 @@ impl PipelineConfig {
             }
         }
         self.limits.validate().map_err(|(k, m)| invalid(k, m))?;
+        self.kafka.validate().map_err(|(k, m)| invalid(k, m))?;
         self.batching.validate().map_err(|(k, m)| invalid(k, m))?;
         self.logs.validate().map_err(|(k, m)| invalid(k, m))?;
         self.simulator

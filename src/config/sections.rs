@@ -43,6 +43,11 @@ pub struct KafkaConfig {
     pub topics: Topics,
     /// Extra librdkafka properties passed through unchanged (e.g. security settings).
     pub properties: BTreeMap<String, String>,
+    /// Replication factor of topics `--create-topics` creates. Unset: the cluster's
+    /// `default.replication.factor` decides (with `acks=all`, a factor of 1 would mean
+    /// one broker holds every acknowledged result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
 }
 
 impl Default for KafkaConfig {
@@ -52,7 +57,18 @@ impl Default for KafkaConfig {
             group_id: "eglr-serve".into(),
             topics: Topics::default(),
             properties: BTreeMap::new(),
+            replication_factor: None,
         }
+    }
+}
+
+impl KafkaConfig {
+    pub(super) fn validate(&self) -> Result<(), Problem> {
+        check(
+            self.replication_factor.is_none_or(|r| r >= 1),
+            "kafka.replication_factor",
+            || "must be at least 1 (or unset: the cluster's default)".into(),
+        )
     }
 }
 

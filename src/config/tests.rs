@@ -183,3 +183,18 @@ fn effective_config_round_trips_through_toml() {
     let again = load(&c.to_toml(), &[]).expect("rendered config loads");
     assert_eq!(c, again);
 }
+
+#[test]
+fn replication_factor_is_the_clusters_unless_set_and_set_means_at_least_one() {
+    assert_eq!(
+        load(MINIMAL, &[])
+            .expect("minimal")
+            .kafka
+            .replication_factor,
+        None
+    );
+    let three = load(&format!("{MINIMAL}[kafka]\nreplication_factor = 3\n"), &[]).expect("3");
+    assert_eq!(three.kafka.replication_factor, Some(3));
+    let e = load(&format!("{MINIMAL}[kafka]\nreplication_factor = 0\n"), &[]).expect_err("0");
+    assert!(e.to_string().contains("kafka.replication_factor"), "{e}");
+}

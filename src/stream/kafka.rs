@@ -106,7 +106,9 @@ impl EmbeddedBroker {
     }
 }
 
-/// Creates topics on a real broker (existing topics are fine).
+/// Creates topics on a real broker (existing topics are fine), with
+/// `kafka.replication_factor` or, unset, the cluster's default (`-1` in the
+/// CreateTopics request, KIP-464).
 pub async fn create_topics(
     kafka: &KafkaConfig,
     brokers: &str,
@@ -117,7 +119,10 @@ pub async fn create_topics(
         .map_err(StreamError::kafka("create an admin client"))?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .map(|(n, p)| {
+            let replication = kafka.replication_factor.unwrap_or(-1);
+            NewTopic::new(n, *p, TopicReplication::Fixed(replication))
+        })
         .collect();
     let results = admin
         .create_topics(
