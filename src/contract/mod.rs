@@ -6,7 +6,7 @@ mod limits;
 
 use std::collections::HashMap;
 
-use crate::features::{EntityFeatures, FeatureSpec};
+use crate::features::{DenseTransform, EntityFeatures, FeatureSpec};
 use crate::schema::{
     decode, DenseFeatures, EventError, Feedback, RerankRequest, RerankResult, SparseFeatures, Token,
 };
@@ -15,6 +15,12 @@ pub use limits::Limits;
 /// Longest id (request, user or item) accepted, in bytes: ids become Kafka keys and
 /// Parquet values, and an unbounded id is a memory hazard.
 pub const MAX_ID_BYTES: usize = 256;
+
+/// Largest magnitude of a dense value after its transform (and of an upstream score).
+/// The models compute in f32 after a fitted z-score: a value that JSON carries finitely
+/// (1e300) would become infinite there and poison the whole batch. Counts, durations
+/// and scores of real systems stay many orders of magnitude below.
+pub const MAX_DENSE_MAGNITUDE: f64 = 1e15;
 
 /// What events are checked against: the pipeline's features and size limits.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +101,7 @@ impl<'a> Contract<'a> {
             }
             check_features("item", &self.features.item, &at, &c.sparse, &c.dense)?;
             if let Some(score) = c.upstream_score {
-                check_finite(&format!("{at}.upstream_score"), score)?;
+                check_dense(&format!("{at}.upstream_score"), score, score)?;
             }
         }
         Ok(())
@@ -253,7 +259,26 @@ fn check_features(
                 unknown(name, path)
             });
         }
-        check_finite(&path, *value)?;
+        let transform = spec
+            .dense
+            .get(name)
+            .copied()
+            .unwrap_or(DenseTransform::Identity);
+        check_dense(&path, *value, transform.apply(*value))?;
+    }
+    Ok(())
+}
+
+/// A dense `value` that is finite and whose `transformed` value stays within
+/// [`MAX_DENSE_MAGNITUDE`].
+fn check_dense(path: &str, value: f64, transformed: f64) -> Result<(), EventError> {
+    check_finite(path, value)?;
+    if transformed.abs() > MAX_DENSE_MAGNITUDE {
+        return Err(EventError::OutOfRange {
+            path: path.into(),
+            value,
+            expected: "its magnitude after the feature's transform must be at most 1e15 (the models compute in f32)",
+        });
     }
     Ok(())
 }

@@ -245,6 +245,31 @@ fn non_finite_values_built_in_process_are_refused() {
 }
 
 #[test]
+fn finite_values_that_would_overflow_the_models_are_refused() {
+    let mut spec = spec();
+    spec.item
+        .dense
+        .insert("price".into(), DenseTransform::Identity);
+    let limits = limits();
+    let contract = Contract::new(&spec, &limits);
+    let bytes = serde_json::to_vec(&valid_request()).expect("encodes");
+    let valid = contract.parse_request(&bytes).expect("valid");
+    // Identity: 1e300 stays 1e300, infinite in f32 once scaled: refused.
+    let mut r = valid.clone();
+    r.candidates[1].dense.insert("price".into(), 1e300);
+    let e = contract.check_request(&r).expect_err("1e300 price");
+    assert_eq!(e.kind(), "out_of_range");
+    assert!(e.to_string().contains("candidates[1].dense.price"), "{e}");
+    let mut r = valid.clone();
+    r.candidates[0].upstream_score = Some(-1e300);
+    assert!(contract.check_request(&r).is_err(), "upstream score -1e300");
+    // log1p(1e300) is about 690: harmless, accepted.
+    let mut r = valid;
+    r.candidates[0].dense.insert("views".into(), 1e300);
+    contract.check_request(&r).expect("log1p keeps it small");
+}
+
+#[test]
 fn results_and_feedback_are_validated() {
     let spec = spec();
     let limits = limits();

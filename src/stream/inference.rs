@@ -146,13 +146,26 @@ fn run_inference(
         if !fits.is_empty() {
             let started = Instant::now();
             let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
-            match rank_batch(&bundle, &requests, &device) {
-                Ok(results) => {
+            // A panic inside the model (a bug) must not take the thread, and with it
+            // every later request, down: it is caught and answered like a model error.
+            let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rank_batch(&bundle, &requests, &device)
+            }));
+            let version = &bundle.meta.version;
+            match ranked {
+                Ok(Ok(results)) => {
                     metrics.batch_size.observe(fits.len() as f64);
                     metrics
                         .batch_latency_ms
                         .observe(started.elapsed().as_secs_f64() * 1000.0);
                     for (job, mut result) in fits.into_iter().zip(results) {
+                        // The model's own output is checked too: a NaN never reaches
+                        // the results topic.
+                        if !finite(&result) {
+                            tracing::error!(request_id = %job.request.request_id, "the model produced non-finite scores; answered with the upstream order");
+                            out.push(upstream_answer(job, version, "non_finite_output", &metrics));
+                            continue;
+                        }
                         let steps: u32 = result.items.iter().map(|i| i.reasoning_steps).sum();
                         metrics.reasoning_steps.observe(f64::from(steps));
                         for item in &result.items {
@@ -164,12 +177,21 @@ fn run_inference(
                 }
                 // A model failure is ours, not the request's: its requests are valid and
                 // get the upstream order, never the dead-letter topic.
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; answered with the upstream order");
-                    let version = &bundle.meta.version;
                     out.extend(
                         fits.into_iter()
                             .map(|job| upstream_answer(job, version, "model_error", &metrics)),
+                    );
+                }
+                Err(_) => {
+                    tracing::error!(
+                        batch = fits.len(),
+                        "the model panicked on a batch; answered with the upstream order"
+                    );
+                    out.extend(
+                        fits.into_iter()
+                            .map(|job| upstream_answer(job, version, "model_panic", &metrics)),
                     );
                 }
             }
@@ -206,4 +228,12 @@ fn upstream_answer(job: Job, model_version: &str, reason: &str, metrics: &ServeM
         source: ServedSource::Upstream,
     };
     Done { job, result }
+}
+
+/// Whether every number of `result` is finite.
+fn finite(result: &RerankResult) -> bool {
+    result
+        .items
+        .iter()
+        .all(|i| i.score.is_finite() && i.entropy_before.is_finite() && i.entropy_after.is_finite())
 }
