@@ -47,19 +47,17 @@ struct Stage {
 
 impl Stage {
     fn start() -> Self {
-        Self::start_with_bundle_max_list_len(None)
+        Self::start_with(|_, _| {})
     }
 
-    /// With `Some(n)` the serving bundle generates lists of at most `n` items.
-    fn start_with_bundle_max_list_len(max_list_len: Option<usize>) -> Self {
+    /// `edit` changes the pipeline the serving bundle is built with and the stage's.
+    fn start_with(edit: impl FnOnce(&mut PipelineConfig, &mut PipelineConfig)) -> Self {
         // A test that failed while holding the lock does not stop the others.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let p = pipeline();
+        let mut p = pipeline();
         let store = tempfile::tempdir().expect("tempdir");
         let mut bundle_pipeline = p.clone();
-        if let Some(n) = max_list_len {
-            bundle_pipeline.limits.max_list_len = n;
-        }
+        edit(&mut bundle_pipeline, &mut p);
         write_bundle(&bundle_pipeline, &store.path().join("v000001"), 1);
         let broker = EmbeddedBroker::start().expect("embedded broker");
         let t = &p.kafka.topics;
@@ -266,15 +264,33 @@ async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
     assert!(summary.results >= 1500, "{summary:?}");
 }
 
+/// Changes to the pipelines of the serving bundle and of the stage.
+type Edit = fn(&mut PipelineConfig, &mut PipelineConfig);
+
 /// A valid request the model cannot rank (its list_len is above the bundle's maximum)
-/// is answered with the upstream order and counted, never dead-lettered.
+/// or past its deadline is answered with the upstream order and counted, never
+/// dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_the_model_cannot_rank_get_the_upstream_order() {
-    let s = Stage::start_with_bundle_max_list_len(Some(2));
-    let report = s.valid_load_at_500_per_s(200).await.expect("load");
-    let summary = s.stop().await;
-    assert!(report.requests == 200 && report.missing == 0, "{report:?}");
-    assert_eq!(report.dlq, 0, "{report:?}");
-    assert_eq!(summary.dead_letters, 0, "{summary:?}");
-    assert!(summary.upstream_fallbacks >= 200, "{summary:?}");
+async fn requests_the_model_cannot_rank_in_time_get_the_upstream_order() {
+    let cases: [(&str, Edit); 2] = [
+        ("list_len above the bundle's maximum", |bundle, _| {
+            bundle.limits.max_list_len = 2
+        }),
+        // Simulated requests carry timestamps of the simulation's epoch: all expired.
+        ("past the deadline", |_, serving| {
+            serving.batching.max_request_age_ms = Some(60_000)
+        }),
+    ];
+    for (case, edit) in cases {
+        let s = Stage::start_with(edit);
+        let report = s.valid_load_at_500_per_s(200).await.expect("load");
+        let summary = s.stop().await;
+        assert!(
+            report.requests == 200 && report.missing == 0,
+            "{case}: {report:?}"
+        );
+        assert_eq!(report.dlq, 0, "{case}: {report:?}");
+        assert_eq!(summary.dead_letters, 0, "{case}: {summary:?}");
+        assert!(summary.upstream_fallbacks >= 200, "{case}: {summary:?}");
+    }
 }

@@ -82,6 +82,11 @@ pub struct BatchingConfig {
     pub max_wait_ms: u64,
     /// Bound of the queue between consumer and model (backpressure beyond it).
     pub queue_capacity: usize,
+    /// A request older than this when its batch runs (from its own `timestamp_ms`) is
+    /// answered at once with the upstream order: upstream has a deadline, and a late
+    /// list is worth less than a prompt one. Unset: no deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_age_ms: Option<u64>,
 }
 
 impl Default for BatchingConfig {
@@ -90,6 +95,7 @@ impl Default for BatchingConfig {
             max_batch: 256,
             max_wait_ms: 5,
             queue_capacity: 4096,
+            max_request_age_ms: None,
         }
     }
 }

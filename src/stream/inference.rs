@@ -143,6 +143,12 @@ fn run_inference(
             .into_iter()
             .map(|job| upstream_answer(job, &bundle.meta.version, "model_limit", &metrics))
             .collect();
+        let (fits, expired) = past_deadline(fits, batching.max_request_age_ms);
+        out.extend(
+            expired
+                .into_iter()
+                .map(|job| upstream_answer(job, &bundle.meta.version, "deadline", &metrics)),
+        );
         if !fits.is_empty() {
             let started = Instant::now();
             let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
@@ -236,4 +242,16 @@ fn finite(result: &RerankResult) -> bool {
         .items
         .iter()
         .all(|i| i.score.is_finite() && i.entropy_before.is_finite() && i.entropy_after.is_finite())
+}
+
+/// Splits `jobs` into those still within `max_age_ms` of their request's timestamp and
+/// those past it (none without a deadline).
+fn past_deadline(jobs: Vec<Job>, max_age_ms: Option<u64>) -> (Vec<Job>, Vec<Job>) {
+    let Some(max_age) = max_age_ms else {
+        return (jobs, Vec::new());
+    };
+    let now = crate::clock::unix_millis();
+    let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+    jobs.into_iter()
+        .partition(|j| now.saturating_sub(j.request.timestamp_ms) <= max_age)
 }
