@@ -161,6 +161,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
     }
 }
 
+/// Flushes a file or directory to disk.
+fn sync(path: &Path) -> Result<(), BundleError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
 impl Bundle {
     /// Writes a bundle to `dir` (which must not exist yet).
     pub fn save(
@@ -195,7 +202,14 @@ impl Bundle {
                 message: e.to_string(),
             })?;
         }
-        std::fs::rename(&staging, dir).map_err(io(dir))
+        // Durable before it is visible: the files, their directory, then the rename.
+        for file in [META, EVALUATOR, GENERATOR] {
+            let path = staging.join(file);
+            sync(&path)?;
+        }
+        sync(&staging)?;
+        std::fs::rename(&staging, dir).map_err(io(dir))?;
+        sync(parent)
     }
 
     /// Loads and checks a bundle.
@@ -226,7 +240,10 @@ impl Bundle {
         if meta.max_list_len == 0 {
             return Err(bad("max_list_len must be at least 1".into()));
         }
+        check_normaliser(&meta.normaliser).map_err(bad)?;
         let encoder = FeatureEncoder::new(meta.features.clone(), meta.normaliser.clone());
+        // Sizes are bounded before the model is built: building allocates them.
+        check_sizes(&meta, &encoder).map_err(bad)?;
         let evaluator = {
             let tensors = load_checked(&dir.join(EVALUATOR), device, |vb| {
                 Evaluator::new(&meta.evaluator, &encoder, meta.max_list_len, vb).map(drop)
@@ -258,8 +275,86 @@ impl Bundle {
     }
 }
 
+/// Bounds on a bundle's sizes: far above any model this crate trains, low enough that a
+/// corrupt or hostile `bundle.json` cannot make loading allocate without limit.
+const MAX_WIDTH: usize = 8192;
+const MAX_LAYERS: usize = 64;
+const MAX_LIST_LEN: usize = 10_000;
+const MAX_REASONING_STEPS: usize = 256;
+/// Embedding-table entries (rows times width) of all features together: 1 GiB of f32.
+const MAX_EMBEDDING_ENTRIES: usize = 1 << 28;
+
+fn check_sizes(meta: &BundleMeta, encoder: &FeatureEncoder) -> Result<(), String> {
+    let (e, g) = (&meta.evaluator, &meta.generator);
+    let limits = [
+        ("evaluator.embedding_dim", e.embedding_dim, MAX_WIDTH),
+        ("evaluator.d_model", e.d_model, MAX_WIDTH),
+        ("evaluator.ffn_dim", e.ffn_dim, MAX_WIDTH),
+        ("evaluator.position_dim", e.position_dim, MAX_WIDTH),
+        ("evaluator.heads", e.heads, MAX_LAYERS),
+        ("evaluator.layers", e.layers, MAX_LAYERS),
+        ("generator.embedding_dim", g.embedding_dim, MAX_WIDTH),
+        ("generator.d_model", g.d_model, MAX_WIDTH),
+        ("generator.ffn_dim", g.ffn_dim, MAX_WIDTH),
+        ("generator.heads", g.heads, MAX_LAYERS),
+        ("generator.layers", g.layers, MAX_LAYERS),
+        (
+            "generator.max_reasoning_steps",
+            g.max_reasoning_steps,
+            MAX_REASONING_STEPS,
+        ),
+        (
+            "generator.reason_first_steps",
+            g.reason_first_steps,
+            MAX_REASONING_STEPS,
+        ),
+        (
+            "generator.test_time_candidates",
+            g.test_time_candidates,
+            MAX_REASONING_STEPS,
+        ),
+        (
+            "generator.test_time_samples",
+            g.test_time_samples,
+            MAX_REASONING_STEPS,
+        ),
+        ("max_list_len", meta.max_list_len, MAX_LIST_LEN),
+    ];
+    if let Some((key, value, max)) = limits.iter().find(|(_, v, max)| v > max) {
+        return Err(format!(
+            "{key} = {value} exceeds {max}: not a bundle this build can load"
+        ));
+    }
+    let rows = encoder.user_rows() + encoder.item_rows();
+    let entries = rows.saturating_mul(e.embedding_dim.max(g.embedding_dim));
+    if entries > MAX_EMBEDDING_ENTRIES {
+        return Err(format!(
+            "the feature embeddings would hold {entries} values (at most {MAX_EMBEDDING_ENTRIES})"
+        ));
+    }
+    Ok(())
+}
+
+/// Every fitted field has a finite mean and a finite, positive spread: a zero or NaN
+/// spread would turn every value of the field into NaN or infinity.
+fn check_normaliser(normaliser: &DenseNormaliser) -> Result<(), String> {
+    for (entity, fields) in [("user", &normaliser.user), ("item", &normaliser.item)] {
+        for (name, stats) in fields {
+            let usable = stats.mean.is_finite() && stats.std.is_finite() && stats.std > 0.0;
+            if stats.count > 0 && !usable {
+                return Err(format!(
+                    "normaliser of {entity} field {name:?} has mean {} and spread {}: \
+                     both must be finite and the spread positive",
+                    stats.mean, stats.std
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a safetensors file and checks that it holds exactly the tensors, with the
-/// shapes, that `build` asks for.
+/// shapes, that `build` asks for, and that every value is finite.
 fn load_checked(
     path: &Path,
     device: &Device,
@@ -294,7 +389,12 @@ fn load_checked(
                     t.dtype()
                 )))
             }
-            Some(_) => {}
+            Some(t) => {
+                let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(bad(format!("tensor `{name}` holds NaN or infinite values")));
+                }
+            }
         }
     }
     if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {

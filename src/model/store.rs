@@ -1,10 +1,14 @@
 //! The model store (a directory of versioned bundles) and the hot-swappable model that
 //! serving reads between batches.
 //!
-//! Versions are the names of complete bundle directories (holding `bundle.json`), in
-//! lexical order: `v000001`, `v000002`, ... Hidden directories (bundles being written)
-//! are ignored. A version that fails to load is rejected once, logged, and never tried
-//! again; the model that was serving keeps serving.
+//! Versions are the names of complete bundle directories (holding `bundle.json`),
+//! ordered by their number (`v9` before `v10`), then by name. Hidden directories
+//! (bundles being written) are ignored. The serving version is the newest one, unless
+//! the operator pins one: a file `STORE/current` holding a version name (write it to
+//! pin or roll back, delete it to follow the newest again; no directory is touched).
+//! A version that fails to load or to pass its checks is rejected once, logged, and
+//! never tried again; the model that was serving keeps serving, and at start the newest
+//! version that loads serves.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,13 @@ pub enum StoreError {
         version: String,
         source: BundleError,
     },
+    #[error("{path} pins version {version:?}, which the store does not hold")]
+    BadPin { path: PathBuf, version: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An empty store or a broken version is the operator's to fix (train, or repair).
@@ -32,11 +43,15 @@ impl crate::fault::HasFault for StoreError {
     fn fault(&self) -> crate::fault::Fault {
         use crate::fault::Fault;
         match self {
-            StoreError::Empty(_) => Fault::Input,
+            StoreError::Empty(_) | StoreError::BadPin { .. } => Fault::Input,
             StoreError::BadModel { source, .. } => source.fault(),
+            StoreError::Io { source, .. } => Fault::of_io(source),
         }
     }
 }
+
+/// The file in the store that pins the serving version.
+const PIN: &str = "current";
 
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -54,7 +69,7 @@ impl ModelStore {
         &self.dir
     }
 
-    /// Complete versions, oldest first.
+    /// Complete versions, oldest first (by number, then name).
     pub fn versions(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -65,7 +80,7 @@ impl ModelStore {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
-        v.sort();
+        v.sort_by_key(|name| (version_number(name), name.clone()));
         v
     }
 
@@ -77,19 +92,53 @@ impl ModelStore {
         self.dir.join(version)
     }
 
+    /// The version the operator pinned in `STORE/current`, if any.
+    pub fn pinned(&self) -> Result<Option<String>, StoreError> {
+        let path = self.dir.join(PIN);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let version = text.trim().to_owned();
+        if !self.versions().contains(&version) {
+            return Err(StoreError::BadPin { path, version });
+        }
+        Ok(Some(version))
+    }
+
+    /// The version that serves: the pinned one, else the newest.
+    pub fn serving(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.pinned()?.or_else(|| self.latest()))
+    }
+
+    /// Versions serving should try, best first: the pinned one alone, or every version
+    /// newest first.
+    fn candidates(&self) -> Result<Vec<String>, StoreError> {
+        Ok(match self.pinned()? {
+            Some(version) => vec![version],
+            None => self.versions().into_iter().rev().collect(),
+        })
+    }
+
     /// The name after the newest version: `v` + 6 digits.
     pub fn next_version(&self) -> String {
         let n = self
             .versions()
             .iter()
-            .filter_map(|v| v.strip_prefix('v')?.parse::<u64>().ok())
+            .filter_map(|v| version_number(v))
             .max()
             .map_or(1, |n| n + 1);
         format!("v{n:06}")
     }
 }
 
-/// The model serving now, swapped atomically when a newer valid version appears.
+/// The number of a version named `v<digits>`.
+fn version_number(name: &str) -> Option<u64> {
+    name.strip_prefix('v')?.parse().ok()
+}
+
+/// The model serving now, swapped atomically when the store's serving version changes.
 #[derive(Debug)]
 pub struct LiveModel {
     store: ModelStore,
@@ -99,23 +148,29 @@ pub struct LiveModel {
 }
 
 impl LiveModel {
-    /// Loads the newest version of the store.
+    /// Loads the pinned version, or the newest version that loads and passes its
+    /// checks (older ones are tried when a newer one is broken).
     pub fn open(store: ModelStore, device: Device) -> Result<Self, StoreError> {
-        let version = store
-            .latest()
-            .ok_or_else(|| StoreError::Empty(store.dir().to_owned()))?;
-        let bundle = Bundle::load(&store.path(&version), &device).map_err(|source| {
-            StoreError::BadModel {
-                version: version.clone(),
-                source,
+        let mut rejected = HashSet::new();
+        let mut first_error = None;
+        for version in store.candidates()? {
+            match Bundle::load(&store.path(&version), &device) {
+                Ok(bundle) => {
+                    return Ok(Self {
+                        current: RwLock::new(Arc::new(with_version(bundle, &version))),
+                        store,
+                        device,
+                        rejected: Mutex::new(rejected),
+                    })
+                }
+                Err(source) => {
+                    tracing::error!(%version, error = %source, "rejected a bad model bundle; trying an older one");
+                    rejected.insert(version.clone());
+                    first_error.get_or_insert(StoreError::BadModel { version, source });
+                }
             }
-        })?;
-        Ok(Self {
-            store,
-            device,
-            current: RwLock::new(Arc::new(with_version(bundle, &version))),
-            rejected: Mutex::new(HashSet::new()),
-        })
+        }
+        Err(first_error.unwrap_or_else(|| StoreError::Empty(store.dir().to_owned())))
     }
 
     /// The model to use for the next batch.
@@ -126,32 +181,40 @@ impl LiveModel {
         }
     }
 
-    /// Loads the newest version if it is new and not rejected; returns the version
-    /// swapped in.
+    /// Swaps in the store's serving version (the pinned one, else the newest) when it
+    /// differs from the current one and was not rejected; returns the version swapped
+    /// in. A broken pin is logged and changes nothing.
     pub fn refresh(&self) -> Option<String> {
-        let latest = self.store.latest()?;
-        if latest <= self.current().meta.version
+        let target = match self.store.pinned() {
+            Ok(Some(pinned)) => pinned,
+            Ok(None) => self.store.latest()?,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the pin; the serving model stays");
+                return None;
+            }
+        };
+        if target == self.current().meta.version
             || self
                 .rejected
                 .lock()
-                .map(|r| r.contains(&latest))
+                .map(|r| r.contains(&target))
                 .unwrap_or(true)
         {
             return None;
         }
-        match Bundle::load(&self.store.path(&latest), &self.device) {
+        match Bundle::load(&self.store.path(&target), &self.device) {
             Ok(bundle) => {
-                let bundle = Arc::new(with_version(bundle, &latest));
+                let bundle = Arc::new(with_version(bundle, &target));
                 if let Ok(mut g) = self.current.write() {
                     *g = bundle;
                 }
-                tracing::info!(version = %latest, "model swapped in");
-                Some(latest)
+                tracing::info!(version = %target, "model swapped in");
+                Some(target)
             }
             Err(e) => {
-                tracing::warn!(version = %latest, error = %e, "rejected a bad model bundle; the serving model stays");
+                tracing::warn!(version = %target, error = %e, "rejected a bad model bundle; the serving model stays");
                 if let Ok(mut r) = self.rejected.lock() {
-                    r.insert(latest);
+                    r.insert(target);
                 }
                 None
             }

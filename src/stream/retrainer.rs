@@ -67,7 +67,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
     let world = settings.world.clone();
     let store = ModelStore::new(&p.model.store);
     let serving = store
-        .latest()
+        .serving()?
         .ok_or_else(|| crate::model::StoreError::Empty(p.model.store.clone()))?;
     let outcome = tokio::task::spawn_blocking(move || {
         let logs = p.logs.dir.display().to_string();
