@@ -346,3 +346,31 @@ async fn sigkill_and_restart_loses_no_list_on_tansu() {
     }
     kill_and_restart_on(true).await;
 }
+
+/// librdkafka's statistics (about 15 KB a second) feed the lag gauge; they are never
+/// written to the log, even at info level.
+#[test]
+fn the_logger_does_not_log_librdkafka_statistics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eglr"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["log", "--logs"])
+        .arg(dir.path())
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("eglr log starts");
+    // Three statistics intervals on the embedded broker.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("stats"), "statistics logged:\n{stderr}");
+    assert!(
+        stderr.len() < 8_000,
+        "{} bytes of log in 4 s:\n{stderr}",
+        stderr.len()
+    );
+}

@@ -61,7 +61,11 @@ fn versions_sort_by_number_and_a_broken_newest_version_never_serves() {
     meta["generator"]["d_model"] = serde_json::json!(1_000_000);
     std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("encode")).expect("write");
     let e = Bundle::load(&store.path().join("v9"), &Device::Cpu).expect_err("too wide");
-    assert!(e.to_string().contains("generator.d_model = 1000000 exceeds"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("generator.d_model = 1000000 exceeds"),
+        "{e}"
+    );
     std::fs::write(&meta_path, original).expect("restore");
     // Serving starts on the newest version that loads, and never retries the others.
     let live = LiveModel::open(s.clone(), Device::Cpu).expect("an older version loads");

@@ -1,13 +1,18 @@
 //! Kafka clients of the stages, and the embedded broker (rdkafka's in-process
 //! `MockCluster`, which speaks the Kafka protocol on a local port).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 
 use super::StreamError;
 use crate::config::KafkaConfig;
@@ -51,6 +56,34 @@ pub fn consumer_config(kafka: &KafkaConfig, brokers: &str, group: &str) -> Clien
     defaults.extend(LOW_LATENCY_FETCH);
     client_config(kafka, brokers, &defaults)
 }
+
+/// Messages behind the high watermark over the assigned partitions, from librdkafka's
+/// statistics.
+pub fn consumer_lag(stats: &Statistics) -> i64 {
+    stats
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.partition >= 0)
+        .map(|p| p.consumer_lag.max(0))
+        .sum()
+}
+
+/// The context of a consumer whose statistics feed a lag gauge. (rdkafka's default
+/// context logs the whole statistics document, about 15 KB, at info level every
+/// `statistics.interval.ms`: a gigabyte of log a day.)
+#[derive(Debug, Default)]
+pub struct LagContext {
+    pub lag: Arc<AtomicI64>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        self.lag.store(consumer_lag(&stats), Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for LagContext {}
 
 /// Idempotent producer.
 pub fn producer_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::http::{self, Exposition};
-use super::kafka::consumer_config;
+use super::kafka::{consumer_config, LagContext};
 use super::prometheus::{counter, gauge};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
@@ -62,6 +62,8 @@ pub struct LogSummary {
 /// The logger's state as its endpoint shows it, refreshed every tick.
 #[derive(Debug)]
 struct LogMetrics {
+    /// Messages behind the high watermarks (librdkafka statistics).
+    consumer_lag: Arc<std::sync::atomic::AtomicI64>,
     state: Mutex<(LogSummary, usize)>,
     /// When the output of every message taken so far was last durable.
     last_durable: Mutex<Instant>,
@@ -144,6 +146,14 @@ impl Exposition for LogMetrics {
             "eglr_log_pending_lists",
             "Requests waiting for their window to close.",
             pending.to_string(),
+        );
+        gauge(
+            &mut out,
+            "eglr_log_consumer_lag",
+            "Messages behind the high watermark (librdkafka statistics).",
+            self.consumer_lag
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
         );
         out
     }
@@ -340,9 +350,12 @@ pub async fn log(
         publish_every: Duration::from_secs(p.logs.roll_max_seconds.max(1)),
         summary: LogSummary::default(),
     };
-    let consumer: StreamConsumer = consumer_config(&p.kafka, &settings.brokers, &settings.group_id)
-        .create()
-        .map_err(StreamError::kafka("create the logger's consumer"))?;
+    let context = LagContext::default();
+    let lag = Arc::clone(&context.lag);
+    let consumer: StreamConsumer<LagContext> =
+        consumer_config(&p.kafka, &settings.brokers, &settings.group_id)
+            .create_with_context(context)
+            .map_err(StreamError::kafka("create the logger's consumer"))?;
     consumer
         .subscribe(&[
             topics.requests.as_str(),
@@ -351,6 +364,7 @@ pub async fn log(
         ])
         .map_err(StreamError::kafka("subscribe"))?;
     let metrics = Arc::new(LogMetrics {
+        consumer_lag: lag,
         state: Mutex::new((LogSummary::default(), 0)),
         last_durable: Mutex::new(Instant::now()),
         publish_every: logger.publish_every,
@@ -403,6 +417,7 @@ mod tests {
         summary.join.lists = 3;
         summary.join.late_feedback = 1;
         let m = LogMetrics {
+            consumer_lag: Arc::default(),
             state: Mutex::new((summary, 2)),
             last_durable: Mutex::new(Instant::now()),
             publish_every: Duration::from_secs(1),
@@ -413,6 +428,7 @@ mod tests {
             "eglr_log_lists_total 3",
             "eglr_log_late_feedback_total 1",
             "eglr_log_pending_lists 2",
+            "eglr_log_consumer_lag 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

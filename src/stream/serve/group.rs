@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
+use super::super::kafka::consumer_lag;
 use super::super::offsets::OffsetTracker;
 use super::super::prometheus::ServeMetrics;
 
@@ -67,17 +68,10 @@ pub(super) struct ServeContext {
 
 impl ClientContext for ServeContext {
     fn stats(&self, stats: Statistics) {
-        let lag: i64 = stats
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0)
-            .map(|p| p.consumer_lag.max(0))
-            .sum();
         self.shared
             .metrics
             .consumer_lag
-            .store(lag, Ordering::Relaxed);
+            .store(consumer_lag(&stats), Ordering::Relaxed);
     }
 }
 
