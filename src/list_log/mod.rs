@@ -12,6 +12,20 @@ pub use reader::{LogBatches, LogReader};
 pub use schema::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
 pub use writer::{LogWriter, ParquetRows, RollPolicy};
 
+/// `options` creating files readable by their owner and group only: logged lists hold
+/// users' features (personal data), so they are not world-readable.
+pub fn private_file(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o640)
+    }
+    #[cfg(not(unix))]
+    {
+        options
+    }
+}
+
 /// Errors reading or writing log files.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

@@ -122,8 +122,19 @@ fn a_second_live_writer_of_a_prefix_is_refused_and_published_files_are_never_rep
     assert!(e.to_string().contains("lists-000000.parquet"), "{e}");
     assert_eq!(std::fs::read(&target).expect("read"), b"someone else's");
     drop(first);
-    LogWriter::<LoggedList>::create(dir.path(), "lists", policy(1 << 30))
+    let mut again = LogWriter::<LoggedList>::create(dir.path(), "lists", policy(1 << 30))
         .expect("the lock is released when the writer goes");
+    again.write(&[row(2)]).expect("write");
+    let published = again.flush().expect("publish").expect("a file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&published)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+    }
 }
 
 #[test]

@@ -149,7 +149,9 @@ impl<R: ParquetRows> LogWriter<R> {
             let name = format!("{}-{:06}.parquet", self.prefix, self.next_seq);
             let temp = self.dir.join(format!(".{name}.tmp"));
             let target = self.dir.join(name);
-            let handle = File::create(&temp).map_err(|e| LogError::io(&temp, e))?;
+            let handle = super::private_file(File::options().write(true).create_new(true))
+                .open(&temp)
+                .map_err(|e| LogError::io(&temp, e))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(self.policy.row_group_rows))

@@ -184,9 +184,7 @@ struct SideFile {
 
 impl SideFile {
     fn open(path: PathBuf) -> Result<Self, LogError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let file = crate::list_log::private_file(OpenOptions::new().create(true).append(true))
             .open(&path)
             .map_err(|e| io(&path, e))?;
         Ok(Self { path, file })
