@@ -294,3 +294,27 @@ async fn requests_the_model_cannot_rank_in_time_get_the_upstream_order() {
         assert!(summary.upstream_fallbacks >= 200, "{case}: {summary:?}");
     }
 }
+
+/// A malformed request larger than the producer may send cannot be copied whole to the
+/// dead-letter topic: it is cut to fit (a header gives its size) and its offset
+/// finishes, so the partition keeps committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_too_large_to_copy_is_dead_lettered_truncated() {
+    let s = Stage::start();
+    let (out, valid, n_bad) = requests(90, 5, 30, |_| vec![b'x'; 1_200_000]);
+    assert_eq!(n_bad, 3);
+    // The upstream producer may send 1.2 MB (the broker accepts it); serve's producer
+    // keeps librdkafka's 1 MB limit.
+    let mut upstream = s.p.kafka.clone();
+    upstream
+        .properties
+        .insert("message.max.bytes".into(), "2000000".into());
+    let report = spawn_load(&upstream, &s.broker.bootstrap(), out, valid, n_bad, None)
+        .await
+        .expect("load");
+    let summary = s.stop().await;
+    assert_eq!(report.produce_errors, 0, "{report:?}");
+    assert_eq!(report.missing, 0, "{report:?}");
+    assert_eq!(report.dlq, n_bad, "{report:?}");
+    assert_eq!(summary.dead_letters, n_bad as u64, "{summary:?}");
+}

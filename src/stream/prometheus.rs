@@ -103,6 +103,8 @@ pub struct ServeMetrics {
     pub assigned_partitions: AtomicUsize,
     pub paused: AtomicUsize,
     model_version: Mutex<String>,
+    /// Why the stage can no longer make progress, once it cannot.
+    failure: Mutex<Option<String>>,
     last_progress: Mutex<Instant>,
     started: Instant,
 }
@@ -125,6 +127,7 @@ impl Default for ServeMetrics {
             assigned_partitions: AtomicUsize::new(0),
             paused: AtomicUsize::new(0),
             model_version: Mutex::new(String::new()),
+            failure: Mutex::new(None),
             last_progress: Mutex::new(Instant::now()),
             started: Instant::now(),
         }
@@ -153,6 +156,18 @@ impl ServeMetrics {
             .unwrap_or_default()
     }
 
+    /// The stage cannot make progress: it reports unhealthy and stops.
+    pub fn fail(&self, why: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(why);
+        }
+    }
+
+    /// Why the stage failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
     /// Something was consumed or produced.
     pub fn progress(&self) {
         if let Ok(mut p) = self.last_progress.lock() {
@@ -165,6 +180,9 @@ impl super::http::Exposition for ServeMetrics {
     /// Healthy unless the stage lost its partitions or stalled with work waiting:
     /// a consumer that silently left its group has no assignment and makes no progress.
     fn health(&self, stall: Duration) -> Result<(), String> {
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
         let since = self
             .last_progress
             .lock()

@@ -50,6 +50,16 @@ impl Shared {
         }
     }
 
+    /// A record could not be delivered: its offset can never finish, so its partition
+    /// would stop committing. The stage stops instead (unhealthy at once; the intake
+    /// returns an error, the process exits non-zero) and a restart re-reads it.
+    pub fn give_up(&self, topic: &str) {
+        self.metrics.undelivered.add(topic);
+        self.metrics
+            .fail(format!("a record for {topic} could not be delivered"));
+        tracing::error!(%topic, "giving up on a delivery: the stage stops so that its partition is re-read after a restart");
+    }
+
     /// Whether in-flight requests (an upper bound on the queue's length) fill at most
     /// half of `capacity`.
     pub fn below_half(&self, capacity: usize) -> bool {

@@ -121,8 +121,15 @@ impl Intake {
         }
     }
 
-    /// Moves overflow into the queue, resumes when it drained, stores offsets.
+    /// Moves overflow into the queue, resumes when it drained, stores offsets; stops the
+    /// stage once a delivery was given up (its partition could not commit past it).
     fn housekeeping(&mut self, consumer: &StreamConsumer<ServeContext>) -> Result<(), StreamError> {
+        if let Some(why) = self.shared.metrics.failure() {
+            return Err(StreamError::External {
+                what: "deliver the stage's output".into(),
+                message: why,
+            });
+        }
         self.drain_overflow()?;
         if self.paused && self.overflow.is_empty() && self.shared.below_half(self.capacity) {
             self.paused = self.set_paused(consumer, false);

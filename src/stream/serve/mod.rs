@@ -84,6 +84,7 @@ pub async fn serve(
         shared: Arc::clone(&shared),
         results: p.kafka.topics.results.clone(),
         dead_letter: p.kafka.topics.dead_letter.clone(),
+        max_dead_letter_payload: max_dead_letter_payload(&p.kafka),
     };
     let sink_task = tokio::spawn(sink.clone().run(done));
     let mut intake = Intake {
@@ -96,7 +97,9 @@ pub async fn serve(
         dead_letters: JoinSet::new(),
     };
     let contract = Contract::new(&p.features, &p.limits);
-    intake.run(&consumer, &contract, &mut shutdown).await?;
+    // On a failure too, what is in flight is finished and committed before the error
+    // is returned: a restart then re-reads as little as possible.
+    let intake_outcome = intake.run(&consumer, &contract, &mut shutdown).await;
 
     tracing::info!("shutting down: finishing in-flight requests");
     let drained = tokio::time::timeout(settings.shutdown_timeout, async {
@@ -114,12 +117,24 @@ pub async fn serve(
         drop(consumer);
     })
     .await;
+    intake_outcome?;
     Ok(ServeSummary {
         requests: metrics.requests.load(Ordering::Relaxed),
         results: metrics.results.load(Ordering::Relaxed),
         dead_letters: metrics.dead_letters(),
         upstream_fallbacks: metrics.upstream_fallbacks.total(),
     })
+}
+
+/// Bytes of a dead letter's payload: the producer's `message.max.bytes` (librdkafka's
+/// default 1,000,000 unless the pipeline sets it) less 64 KiB for key and headers.
+fn max_dead_letter_payload(kafka: &crate::config::KafkaConfig) -> usize {
+    let max_message = kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    max_message.saturating_sub(64 * 1024).max(1024)
 }
 
 /// The consumer, subscribed to the requests topic as a member of the serving group.

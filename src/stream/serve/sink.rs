@@ -41,6 +41,9 @@ pub(super) struct Sink {
     pub shared: Arc<Shared>,
     pub results: String,
     pub dead_letter: String,
+    /// The largest payload a dead letter may carry: the producer's `message.max.bytes`
+    /// less room for the key and headers. A longer one is cut, and says so.
+    pub max_dead_letter_payload: usize,
 }
 
 impl Sink {
@@ -62,8 +65,8 @@ impl Sink {
         let payload = match serde_json::to_vec(result) {
             Ok(p) => p,
             Err(e) => {
-                self.shared.metrics.undelivered.add(&self.results);
-                tracing::error!(error = %e, "cannot encode a result; the request will be re-read after a restart");
+                tracing::error!(error = %e, "cannot encode a result");
+                self.shared.give_up(&self.results);
                 return;
             }
         };
@@ -90,11 +93,23 @@ impl Sink {
         kind: &'static str,
         message: &str,
     ) {
+        // A payload the producer could never send would leave its offset unfinished
+        // forever: it is cut to fit, and the headers say so and give the full size.
+        let fits = raw.len() <= self.max_dead_letter_payload;
+        let payload = raw[..raw.len().min(self.max_dead_letter_payload)].to_vec();
+        let mut headers = dead_letter_headers(&from, kind, message);
+        if !fits {
+            let size = raw.len().to_string();
+            headers = headers.insert(Header {
+                key: "payload.truncated_from",
+                value: Some(size.as_str()),
+            });
+        }
         let record = Outbound {
             topic: self.dead_letter.clone(),
             key: format!("{}-{}-{}", from.topic, from.partition, from.offset),
-            payload: raw.to_vec(),
-            headers: Some(dead_letter_headers(&from, kind, message)),
+            payload,
+            headers: Some(headers),
         };
         let source = (from.topic.to_owned(), from.partition, from.offset);
         self.deliver(pending, record, source, move |shared| {
@@ -121,13 +136,13 @@ impl Sink {
                         let (topic, partition, offset) = source;
                         shared.finish(&topic, partition, offset);
                     } else {
-                        shared.metrics.undelivered.add(&record.topic);
+                        shared.give_up(&record.topic);
                     }
                 });
             }
             Err(e) => {
-                self.shared.metrics.undelivered.add(&record.topic);
-                tracing::error!(error = %e, topic = %record.topic, "not sent; the request will be re-read after a restart")
+                tracing::error!(error = %e, topic = %record.topic, "not sent");
+                self.shared.give_up(&record.topic);
             }
         }
     }
@@ -193,7 +208,7 @@ async fn acknowledged(
             }
         };
     }
-    tracing::error!(topic = %record.topic, key = %record.key, "giving up on a delivery; its request will be re-read after a restart");
+    tracing::error!(topic = %record.topic, key = %record.key, "giving up on a delivery");
     false
 }
 
