@@ -81,7 +81,7 @@ pub fn rank_batch(
 /// Starts the inference thread on `jobs`; it exits when the job queue closes.
 pub fn spawn(
     jobs: Receiver<Job>,
-    done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
+    done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: &Arc<LiveModel>,
     batching: &BatchingConfig,
     metrics: &Arc<ServeMetrics>,
@@ -111,7 +111,7 @@ pub fn spawn(
 /// model cannot rank it.
 fn run_inference(
     jobs: Receiver<Job>,
-    done: tokio::sync::mpsc::UnboundedSender<Vec<Done>>,
+    done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: Arc<LiveModel>,
     batching: BatchingConfig,
     metrics: Arc<ServeMetrics>,
@@ -202,7 +202,9 @@ fn run_inference(
                 }
             }
         }
-        if done.send(out).is_err() {
+        // Blocks while the sink is behind: the bounded channel passes the backpressure
+        // on to the job queue, and from there to the consumer's pause.
+        if done.blocking_send(out).is_err() {
             break; // the sink is gone: shutting down
         }
     }

@@ -125,7 +125,16 @@ impl ConsumerContext for ServeContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Intake pauses the whole assignment when its queue is full; partitions assigned
+        // meanwhile would otherwise start fetching past the backpressure.
+        if let Rebalance::Assign(tpl) = rebalance {
+            if self.shared.metrics.paused.load(Ordering::Relaxed) == 1 {
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                }
+            }
+        }
         let n = consumer.assignment().map_or(0, |a| a.count());
         self.shared
             .metrics

@@ -77,7 +77,9 @@ pub async fn serve(
     }
     let watcher = watch_store(&live, &metrics, settings.model_poll, shutdown.clone());
     let (queue, jobs) = sync_channel(p.batching.queue_capacity);
-    let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+    // Finished batches waiting for the sink: bounded like the job queue, in batches.
+    let batches = p.batching.queue_capacity / p.batching.max_batch.max(1) + 1;
+    let (done_tx, done) = tokio::sync::mpsc::channel(batches);
     let inference = inference::spawn(jobs, done_tx, &live, &p.batching, &metrics)?;
     let sink = Sink {
         producer: producer.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 
 use super::super::inference::{Done, Job};
@@ -49,7 +49,7 @@ pub(super) struct Sink {
 impl Sink {
     /// Forwards every finished batch from the inference thread until it closes, then
     /// waits for the outstanding deliveries.
-    pub async fn run(self, mut done: UnboundedReceiver<Vec<Done>>) {
+    pub async fn run(self, mut done: Receiver<Vec<Done>>) {
         let mut pending = JoinSet::new();
         while let Some(batch) = done.recv().await {
             for Done { job, result } in batch {
