@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh --with-tansu
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings
-EGLR_REQUIRE_TANSU=1 cargo test --release --locked "$@"
+# Not an EGLR_* variable: those override the pipeline of every eglr process the tests run.
+TANSU_REQUIRED=1 cargo test --release --locked "$@"

@@ -126,15 +126,15 @@ fn tansu_binary() -> Option<String> {
 }
 
 /// Whether the tansu tests can run. Without tansu a test is skipped with a message,
-/// unless `EGLR_REQUIRE_TANSU=1` (set by `scripts/test.sh`, so by CI): then it fails.
+/// unless `TANSU_REQUIRED=1` (set by `scripts/test.sh`, so by CI): then it fails.
 pub fn tansu_or_skip(test: &str) -> bool {
     if tansu_binary().is_some() {
         return true;
     }
     let hint = "install it with `bash deploy/install-deps.sh` (cargo install tansu --locked --features dynostore)";
     assert!(
-        std::env::var("EGLR_REQUIRE_TANSU").as_deref() != Ok("1"),
-        "{test}: tansu is required (EGLR_REQUIRE_TANSU=1) but not installed: {hint}"
+        std::env::var("TANSU_REQUIRED").as_deref() != Ok("1"),
+        "{test}: tansu is required (TANSU_REQUIRED=1) but not installed: {hint}"
     );
     eprintln!("SKIPPED {test}: tansu is not installed; {hint}");
     false
