@@ -176,18 +176,28 @@ impl Exposition for LogMetrics {
     }
 }
 
-/// Appends unjoined events as JSON lines; `sync` makes them durable.
+/// Appends unjoined events as JSON lines; `sync` makes them durable. Once the file
+/// reaches `max_bytes` it is made durable and renamed `NAME.MILLIS.jsonl`, and a new
+/// one starts: the side file never grows without bound, and nothing in it is lost.
 struct SideFile {
     path: PathBuf,
     file: File,
+    written: u64,
+    max_bytes: u64,
 }
 
 impl SideFile {
-    fn open(path: PathBuf) -> Result<Self, LogError> {
+    fn open(path: PathBuf, max_bytes: u64) -> Result<Self, LogError> {
         let file = crate::list_log::private_file(OpenOptions::new().create(true).append(true))
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        Ok(Self { path, file })
+        let written = file.metadata().map_err(|e| io(&path, e))?.len();
+        Ok(Self {
+            path,
+            file,
+            written,
+            max_bytes,
+        })
     }
 
     fn append(&mut self, events: &[Unjoined]) -> Result<(), LogError> {
@@ -196,7 +206,22 @@ impl SideFile {
             serde_json::to_writer(&mut buf, e).map_err(|e| io(&self.path, e.into()))?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf).map_err(|e| io(&self.path, e))
+        self.file.write_all(&buf).map_err(|e| io(&self.path, e))?;
+        self.written += buf.len() as u64;
+        if self.written >= self.max_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        self.sync()?;
+        let rotated = self
+            .path
+            .with_extension(format!("{}.jsonl", crate::clock::unix_millis()));
+        std::fs::rename(&self.path, &rotated).map_err(|e| io(&rotated, e))?;
+        *self = Self::open(self.path.clone(), self.max_bytes)?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), LogError> {
@@ -336,8 +361,11 @@ pub async fn log(
         p.logs.roll_policy(),
     )
     .map_err(StreamError::Log)?;
-    let side = SideFile::open(dir.join(format!("unjoined-{}.jsonl", settings.instance)))
-        .map_err(StreamError::Log)?;
+    let side = SideFile::open(
+        dir.join(format!("unjoined-{}.jsonl", settings.instance)),
+        p.logs.roll_max_bytes,
+    )
+    .map_err(StreamError::Log)?;
     let mut logger = Logger {
         joiner: ListJoiner::new(settings.window.as_millis() as i64),
         writer,
@@ -405,6 +433,39 @@ pub async fn log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_side_file_rotates_at_its_size_and_keeps_every_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut side = SideFile::open(dir.path().join("unjoined-0.jsonl"), 300).expect("open");
+        let event = |k: usize| Unjoined {
+            request_id: format!("r{k}"),
+            reason: UnjoinedReason::LateFeedback,
+            event: serde_json::json!({"k": k}),
+        };
+        for k in 0..20 {
+            side.append(&[event(k)]).expect("append");
+            // Distinct rotation names (they carry the time in milliseconds).
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        side.sync().expect("sync");
+        let mut lines = 0;
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert!(
+                text.len() < 300 + 100,
+                "{} is {} bytes",
+                path.display(),
+                text.len()
+            );
+            lines += text.lines().count();
+            files += 1;
+        }
+        assert_eq!(lines, 20, "every event kept");
+        assert!(files > 3, "rotated into {files} files");
+    }
 
     #[test]
     fn endpoint_shows_the_join_counts_and_a_stalled_publish() {
