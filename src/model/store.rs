@@ -185,9 +185,8 @@ impl LiveModel {
     /// differs from the current one and was not rejected; returns the version swapped
     /// in. A broken pin is logged and changes nothing.
     pub fn refresh(&self) -> Option<String> {
-        let target = match self.store.pinned() {
-            Ok(Some(pinned)) => pinned,
-            Ok(None) => self.store.latest()?,
+        let target = match self.store.serving() {
+            Ok(target) => target?,
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the pin; the serving model stays");
                 return None;

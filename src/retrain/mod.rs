@@ -241,9 +241,10 @@ pub fn run_round(
         &window,
     )?;
     let candidate = Bundle::load(&staging, device).map_err(TrainError::from)?;
-    let mut report = judge(round, &serving, &candidate, &trained, &window, device)?;
-    report.serving_version = serving_version.to_owned();
-    report.candidate_version = version;
+    let versions = (serving_version, version.as_str());
+    let mut report = judge(
+        round, versions, &serving, &candidate, &trained, &window, device,
+    )?;
     report.seconds = started.elapsed().as_secs_f64();
     publish(round, &staging, report)
 }
@@ -288,10 +289,11 @@ fn stage(
     Ok(staging)
 }
 
-/// Measures both models on the hold-out and applies the gates. The report's versions
-/// and duration are the caller's to fill in.
+/// Measures both models on the hold-out and applies the gates. `versions`: (serving,
+/// candidate). The report's duration and bundle path are filled in later.
 fn judge(
     round: &Round<'_>,
+    versions: (&str, &str),
     serving: &Bundle,
     candidate: &Bundle,
     trained: &Trained,
@@ -336,8 +338,8 @@ fn judge(
         cand_audit.copies_input_order,
     );
     Ok(RoundReport {
-        serving_version: String::new(),
-        candidate_version: String::new(),
+        serving_version: versions.0.to_owned(),
+        candidate_version: versions.1.to_owned(),
         train_lists: window.train_lists,
         holdout_lists: window.holdout_rows.len(),
         serving_evaluator: serving_clicks,

@@ -139,16 +139,15 @@ fn run_inference(
                 "list_len above the model's maximum; answered with the upstream order"
             );
         }
-        let mut out: Vec<Done> = too_long
-            .into_iter()
-            .map(|job| upstream_answer(job, &bundle.meta.version, "model_limit", &metrics))
-            .collect();
+        let version = &bundle.meta.version;
+        let upstream = |jobs: Vec<Job>, reason: &str| -> Vec<Done> {
+            jobs.into_iter()
+                .map(|job| upstream_answer(job, version, reason, &metrics))
+                .collect()
+        };
+        let mut out = upstream(too_long, "model_limit");
         let (fits, expired) = past_deadline(fits, batching.max_request_age_ms);
-        out.extend(
-            expired
-                .into_iter()
-                .map(|job| upstream_answer(job, &bundle.meta.version, "deadline", &metrics)),
-        );
+        out.extend(upstream(expired, "deadline"));
         if !fits.is_empty() {
             let started = Instant::now();
             let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
@@ -157,7 +156,6 @@ fn run_inference(
             let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 rank_batch(&bundle, &requests, &device)
             }));
-            let version = &bundle.meta.version;
             match ranked {
                 Ok(Ok(results)) => {
                     metrics.batch_size.observe(fits.len() as f64);
@@ -169,7 +167,7 @@ fn run_inference(
                         // the results topic.
                         if !finite(&result) {
                             tracing::error!(request_id = %job.request.request_id, "the model produced non-finite scores; answered with the upstream order");
-                            out.push(upstream_answer(job, version, "non_finite_output", &metrics));
+                            out.extend(upstream(vec![job], "non_finite_output"));
                             continue;
                         }
                         let steps: u32 = result.items.iter().map(|i| i.reasoning_steps).sum();
@@ -185,20 +183,14 @@ fn run_inference(
                 // get the upstream order, never the dead-letter topic.
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; answered with the upstream order");
-                    out.extend(
-                        fits.into_iter()
-                            .map(|job| upstream_answer(job, version, "model_error", &metrics)),
-                    );
+                    out.extend(upstream(fits, "model_error"));
                 }
                 Err(_) => {
                     tracing::error!(
                         batch = fits.len(),
                         "the model panicked on a batch; answered with the upstream order"
                     );
-                    out.extend(
-                        fits.into_iter()
-                            .map(|job| upstream_answer(job, version, "model_panic", &metrics)),
-                    );
+                    out.extend(upstream(fits, "model_panic"));
                 }
             }
         }
