@@ -59,9 +59,12 @@ struct Served {
 }
 
 /// Impression `k`: the pool served in reverse order, clicks sampled by the simulator.
-fn served(traffic: &Traffic<'_>, k: u64) -> Served {
+/// The request is sent at `sent_ms` and answered `lag_ms` later; the clicks follow the
+/// answer.
+fn served(traffic: &Traffic<'_>, k: u64, sent_ms: i64, lag_ms: i64) -> Served {
     let imp = traffic.impression(k);
-    let request = traffic.request(&imp);
+    let mut request = traffic.request(&imp);
+    request.timestamp_ms = sent_ms;
     let items: Vec<RankedItem> = request
         .candidates
         .iter()
@@ -75,13 +78,13 @@ fn served(traffic: &Traffic<'_>, k: u64) -> Served {
         })
         .collect();
     let ids: Vec<_> = items.iter().map(|i| i.item_id.clone()).collect();
-    let feedback = traffic.feedback(k, imp.user, &ids);
+    let feedback = traffic.feedback(k, imp.user, &ids, sent_ms + lag_ms);
     let result = RerankResult {
         request_id: request.request_id.clone(),
         model_version: "v000001".into(),
         items,
         latency_ms: 1.0,
-        timestamp_ms: request.timestamp_ms,
+        timestamp_ms: sent_ms + lag_ms,
         source: eglr::schema::ServedSource::Model,
     };
     Served {
@@ -169,18 +172,22 @@ fn logger_pipeline(dir: &Path) -> PipelineConfig {
     p
 }
 
-/// A broker with the logger's topics, `n` served lists of traffic seed `seed`, and a
-/// producer.
+/// A broker with the logger's topics, `n` served lists of traffic seed `seed` (sent
+/// from now on, 1 ms apart, each answered `lag_ms` after it was sent), and a producer.
 async fn setup(
     p: &PipelineConfig,
     tansu: bool,
     seed: u64,
     n: u64,
+    lag_ms: i64,
 ) -> (Broker, String, Vec<Served>, FutureProducer) {
     let (broker, brokers) = broker(p, tansu).await;
     let world = World::generate(&p.simulator, p.limits.list_len, 3);
     let traffic = Traffic::new(&world, seed);
-    let lists = (0..n).map(|k| served(&traffic, k)).collect();
+    let now = eglr::clock::unix_millis();
+    let lists = (0..n)
+        .map(|k| served(&traffic, k, now + k as i64, lag_ms))
+        .collect();
     let producer = producer_config(&p.kafka, &brokers)
         .create()
         .expect("producer");
@@ -193,7 +200,7 @@ async fn setup(
 async fn join_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = logger_pipeline(dir.path());
-    let (_broker, brokers, lists, producer) = setup(&p, tansu, 5, 40).await;
+    let (_broker, brokers, lists, producer) = setup(&p, tansu, 5, 40, 0).await;
     let (stop, stopped) = watch::channel(false);
     let settings = LogSettings {
         metrics_addr: Some("127.0.0.1:0".parse().expect("address")),
@@ -277,7 +284,7 @@ async fn kill_and_restart_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     let p = logger_pipeline(&logs);
-    let (_broker, brokers, lists, producer) = setup(&p, tansu, 6, 200).await;
+    let (_broker, brokers, lists, producer) = setup(&p, tansu, 6, 200, 0).await;
     let pipeline_file = static_member_pipeline(dir.path(), "logger-0");
     let logs_arg = logs.display().to_string();
     let start = || {
@@ -373,4 +380,191 @@ fn the_logger_does_not_log_librdkafka_statistics() {
         "{} bytes of log in 4 s:\n{stderr}",
         stderr.len()
     );
+}
+
+/// Messages of `topics` past the offsets `group` has committed (0: everything read is
+/// committed).
+fn uncommitted(brokers: &str, group: &str, topics: &[&str]) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let metadata = consumer.fetch_metadata(None, timeout).expect("metadata");
+    for t in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()))
+    {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).expect("committed");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .expect("watermarks");
+            high - e.offset().to_raw().unwrap_or(0).max(0)
+        })
+        .sum()
+}
+
+/// Produces `(topic, key, payload)` records, queueing a chunk at a time without waiting
+/// for each acknowledgement, then checking every one was delivered.
+async fn produce_all(producer: &FutureProducer, records: &[(&str, &str, Vec<u8>)]) {
+    for chunk in records.chunks(5000) {
+        let mut deliveries = Vec::new();
+        for (topic, key, payload) in chunk {
+            let record = FutureRecord::to(topic).key(*key).payload(payload);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queued"),
+            );
+        }
+        for d in deliveries {
+            d.await.expect("delivery").expect("delivered");
+        }
+    }
+}
+
+/// How the lists reach the logger.
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    /// Every request answered and its feedback given before the logger starts.
+    Backlog,
+    /// The requests are there when the logger starts; `serve`, lagging, answers them
+    /// over four seconds (four windows), and the users click as the results come.
+    ServeLags,
+}
+
+/// The logger reading `n` lists that reach it as `arrival` says, with a window of 1 s,
+/// far shorter than catching up takes: the join runs on the events' time, so every list
+/// is written, nothing is set aside and every offset is committed.
+async fn catch_up_on(tansu: bool, n: u64, arrival: Arrival) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = logger_pipeline(dir.path());
+    p.logs.idle_ms = 3000;
+    let lag_ms = match arrival {
+        Arrival::Backlog => 0,
+        Arrival::ServeLags => 3000,
+    };
+    let (_broker, brokers, lists, producer) = setup(&p, tansu, 7, n, lag_ms).await;
+    let t = &p.kafka.topics;
+    let requests: Vec<_> = lists
+        .iter()
+        .map(|s| {
+            (
+                t.requests.as_str(),
+                s.request_id.as_str(),
+                s.request.clone(),
+            )
+        })
+        .collect();
+    let answers: Vec<_> = lists
+        .iter()
+        .flat_map(|s| {
+            let result = (t.results.as_str(), s.request_id.as_str(), s.result.clone());
+            let clicks = s.feedback.iter().map(|f| {
+                let json = serde_json::to_vec(f).expect("json");
+                (t.feedback.as_str(), s.request_id.as_str(), json)
+            });
+            std::iter::once(result).chain(clicks)
+        })
+        .collect();
+    if matches!(arrival, Arrival::Backlog) {
+        produce_all(&producer, &requests).await;
+        produce_all(&producer, &answers).await;
+    }
+    // Small fetches, as an operator bounding the logger's memory would set: a fetch
+    // brings a few large requests but many small results and feedback events, so the
+    // logger reads the results far ahead of their requests.
+    p.kafka
+        .properties
+        .insert("max.partition.fetch.bytes".into(), "16384".into());
+    let (stop, stopped) = watch::channel(false);
+    let group = "catch-up-test";
+    let settings = LogSettings {
+        metrics_addr: None,
+        pipeline: p.clone(),
+        brokers: brokers.clone(),
+        group_id: group.into(),
+        window: Duration::from_secs(1),
+        instance: "0".into(),
+    };
+    let started = Instant::now();
+    let logger = tokio::spawn(log(settings, stopped));
+    if matches!(arrival, Arrival::ServeLags) {
+        // A first whole list, to know the logger is reading.
+        let first = 1 + lists[0].feedback.len();
+        produce_all(&producer, &requests[..1]).await;
+        produce_all(&producer, &answers[..first]).await;
+        wait_for("the first list", Duration::from_secs(60), || {
+            !rows(dir.path()).0.is_empty()
+        })
+        .await;
+        produce_all(&producer, &requests[1..]).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let answers = &answers[first..];
+        for part in answers.chunks(answers.len().div_ceil(10)) {
+            produce_all(&producer, part).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    let want = n as usize;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Reading the whole log is costly: look every few seconds.
+    while rows(dir.path()).0.len() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // The last publish and its commit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let summary = logger.await.expect("join").expect("logger");
+    let (unique, _) = rows(dir.path());
+    let reasons = side_reasons(dir.path());
+    println!(
+        "{arrival:?} of {n} lists: {} written in {:.1} s, side file {reasons:?}, {summary:?}",
+        unique.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        unique.len(),
+        want,
+        "every list written; side file {reasons:?}"
+    );
+    assert_rows_are(&unique, &lists);
+    assert!(reasons.is_empty(), "nothing set aside: {reasons:?}");
+    assert_eq!(
+        uncommitted(&brokers, group, &[&t.requests, &t.results, &t.feedback]),
+        0,
+        "every offset committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_caught_up_with_a_short_window_loses_no_list_on_the_embedded_broker() {
+    catch_up_on(false, 5000, Arrival::Backlog).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_lagging_by_more_than_the_window_loses_no_list_on_the_embedded_broker() {
+    catch_up_on(false, 5000, Arrival::ServeLags).await;
+}
+
+/// The measurement: 20,000 lists on tansu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_caught_up_with_a_short_window_loses_no_list_on_tansu() {
+    if !common::tansu_or_skip("a_backlog_caught_up_with_a_short_window_loses_no_list_on_tansu") {
+        return;
+    }
+    catch_up_on(true, 20_000, Arrival::Backlog).await;
 }

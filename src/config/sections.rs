@@ -146,6 +146,13 @@ pub struct LogsConfig {
     pub roll_max_seconds: u64,
     /// Rows per Parquet row group (and per batch when reading).
     pub row_group_rows: usize,
+    /// The logger's join: a partition that delivered nothing for this long is caught
+    /// up, and its event-time clock moves with the wall clock (less this time) so that
+    /// lists waiting on a quiet stream still close.
+    pub idle_ms: u64,
+    /// The logger's join: at this many pending requests, intake pauses on every stream
+    /// but the one they wait for (`eglr_log_intake_paused`) until they fall below 90 %.
+    pub max_pending: usize,
 }
 
 impl Default for LogsConfig {
@@ -155,6 +162,8 @@ impl Default for LogsConfig {
             roll_max_bytes: 128 * 1024 * 1024,
             roll_max_seconds: 3600,
             row_group_rows: 8192,
+            idle_ms: 10_000,
+            max_pending: 100_000,
         }
     }
 }
@@ -175,6 +184,12 @@ impl LogsConfig {
             "must be at least 1024".into()
         })?;
         check(self.row_group_rows >= 1, "logs.row_group_rows", || {
+            "must be at least 1".into()
+        })?;
+        check(self.idle_ms >= 1, "logs.idle_ms", || {
+            "must be at least 1 (milliseconds)".into()
+        })?;
+        check(self.max_pending >= 1, "logs.max_pending", || {
             "must be at least 1".into()
         })
     }

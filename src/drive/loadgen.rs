@@ -50,7 +50,10 @@ pub fn simulated_requests(
         malformed: 0,
     };
     for k in 0..n {
-        let request = traffic.request(&traffic.impression(k as u64));
+        let mut request = traffic.request(&traffic.impression(k as u64));
+        // Sent now, as upstream would stamp it (serve's request deadline and the
+        // logger's event-time join read this time).
+        request.timestamp_ms = crate::clock::unix_millis();
         let payload = if malformed_every.is_some_and(|m| k % m == m - 1) {
             load.malformed += 1;
             malformed(load.malformed)

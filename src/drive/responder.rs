@@ -107,7 +107,7 @@ pub async fn respond(
             }
             None => tally.push((result.model_version.clone(), 1, expected, upstream)),
         }
-        for f in traffic.feedback(index, user, &ids) {
+        for f in traffic.feedback(index, user, &ids, result.timestamp_ms) {
             let Ok(payload) = serde_json::to_vec(&f) else {
                 continue;
             };

@@ -85,7 +85,7 @@ fn oracle_matches_sampled_clicks() {
     let sampled: usize = (0..n)
         .map(|k| {
             let t = Traffic::new(&world, 1000 + k);
-            t.feedback(0, imp.user, &ids)
+            t.feedback(0, imp.user, &ids, 0)
                 .iter()
                 .filter(|f| f.clicked)
                 .count()

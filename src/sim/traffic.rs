@@ -189,10 +189,17 @@ impl<'w> Traffic<'w> {
         }
     }
 
-    /// The user's answer to any served list (e.g. a re-ranker's) for impression `index`:
-    /// one `Feedback` per shown position, clicks sampled from the true model. Ids that
-    /// are not items of this world are skipped.
-    pub fn feedback(&self, index: u64, user: usize, served_ids: &[Token]) -> Vec<Feedback> {
+    /// The user's answer to any served list (e.g. a re-ranker's) for impression `index`,
+    /// shown at `shown_at_ms` (the result's time): one `Feedback` per shown position,
+    /// 100 ms apart, clicks sampled from the true model. Ids that are not items of this
+    /// world are skipped.
+    pub fn feedback(
+        &self,
+        index: u64,
+        user: usize,
+        served_ids: &[Token],
+        shown_at_ms: i64,
+    ) -> Vec<Feedback> {
         let served: Vec<usize> = served_ids
             .iter()
             .filter_map(|id| self.world.item_index(id.as_str()))
@@ -210,7 +217,7 @@ impl<'w> Traffic<'w> {
                 clicked,
                 dwell_ms: None,
                 utility: None,
-                timestamp_ms: Self::timestamp_ms(index) + 100 * (t as i64 + 1),
+                timestamp_ms: shown_at_ms + 100 * (t as i64 + 1),
             })
             .collect()
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -31,7 +32,7 @@ use super::prometheus::{counter, gauge};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::contract::Contract;
-use crate::join::{JoinStats, ListJoiner, Source, Unjoined, UnjoinedReason};
+use crate::join::{JoinSettings, JoinStats, ListJoiner, Source, Stream, Unjoined, UnjoinedReason};
 use crate::list_log::{LogError, LogWriter};
 
 /// How a logger instance runs.
@@ -59,12 +60,22 @@ pub struct LogSummary {
     pub join: JoinStats,
 }
 
+/// What the endpoint shows of the logger, refreshed every tick.
+#[derive(Debug, Default)]
+struct LogState {
+    summary: LogSummary,
+    /// Requests waiting in the join.
+    pending: usize,
+    /// Streams paused because the join is at its bound.
+    paused: usize,
+}
+
 /// The logger's state as its endpoint shows it, refreshed every tick.
 #[derive(Debug)]
 struct LogMetrics {
     /// Messages behind the high watermarks (librdkafka statistics).
     consumer_lag: Arc<std::sync::atomic::AtomicI64>,
-    state: Mutex<(LogSummary, usize)>,
+    state: Mutex<LogState>,
     /// When the output of every message taken so far was last durable.
     last_durable: Mutex<Instant>,
     publish_every: Duration,
@@ -75,7 +86,11 @@ impl LogMetrics {
         let mut summary = logger.summary.clone();
         summary.join = logger.joiner.stats().clone();
         if let Ok(mut s) = self.state.lock() {
-            *s = (summary, logger.joiner.pending());
+            *s = LogState {
+                summary,
+                pending: logger.joiner.pending(),
+                paused: logger.paused.len(),
+            };
         }
         if logger.awaiting.is_empty() {
             if let Ok(mut t) = self.last_durable.lock() {
@@ -91,7 +106,7 @@ impl Exposition for LogMetrics {
         let Ok(state) = self.state.lock() else {
             return out;
         };
-        let (s, pending) = &*state;
+        let s = &state.summary;
         let j = &s.join;
         counter(
             &mut out,
@@ -141,11 +156,29 @@ impl Exposition for LogMetrics {
             "Parquet files published.",
             s.files_published,
         );
+        counter(
+            &mut out,
+            "eglr_log_requests_without_result_total",
+            "Requests that got no result while younger requests did.",
+            j.requests_without_result,
+        );
+        counter(
+            &mut out,
+            "eglr_log_duplicate_events_total",
+            "Requests and results re-delivered after their list was written.",
+            j.duplicate_events,
+        );
         gauge(
             &mut out,
             "eglr_log_pending_lists",
-            "Requests waiting for their window to close.",
-            pending.to_string(),
+            "Requests waiting in the join (for their window, request or result).",
+            state.pending.to_string(),
+        );
+        gauge(
+            &mut out,
+            "eglr_log_intake_paused",
+            "Streams whose intake is paused because the join is at logs.max_pending.",
+            state.paused.to_string(),
         );
         gauge(
             &mut out,
@@ -229,6 +262,18 @@ impl SideFile {
     }
 }
 
+/// Which of the join's streams a topic is.
+fn stream_of(topics: &crate::config::Topics, topic: &str) -> Option<Stream> {
+    Stream::ALL.into_iter().find(|s| {
+        topic
+            == match s {
+                Stream::Requests => &topics.requests,
+                Stream::Results => &topics.results,
+                Stream::Feedback => &topics.feedback,
+            }
+    })
+}
+
 fn io(path: &Path, source: std::io::Error) -> LogError {
     LogError::Io {
         path: path.to_owned(),
@@ -247,6 +292,9 @@ struct Logger {
     last_publish: Instant,
     publish_every: Duration,
     summary: LogSummary,
+    max_pending: usize,
+    /// Streams whose intake is paused because pending state is at its bound.
+    paused: Vec<Stream>,
 }
 
 impl Logger {
@@ -263,34 +311,24 @@ impl Logger {
             .start(&source.topic, source.partition, source.offset);
         self.summary.messages += 1;
         let now = crate::clock::unix_millis();
-        let malformed = if source.topic == topics.requests {
-            match contract.parse_request(raw) {
-                Ok(r) => {
-                    self.joiner.request(r, source, now);
-                    return Ok(());
-                }
-                // The serving stage dead-letters malformed requests; nothing to keep here.
+        let malformed = match stream_of(topics, &source.topic) {
+            // The serving stage dead-letters malformed requests; nothing to keep here.
+            Some(Stream::Requests) => match contract.parse_request(raw) {
+                Ok(r) => return Ok(self.joiner.request(r, source, now)),
                 Err(_) => None,
-            }
-        } else if source.topic == topics.results {
-            match contract.parse_result(raw) {
-                Ok(r) => {
-                    self.joiner.result(r, source, now);
-                    return Ok(());
-                }
-                Err(e) => Some(e),
-            }
-        } else {
-            match contract.parse_feedback(raw) {
-                Ok(f) => {
-                    if let Some(late) = self.joiner.feedback(f, source.clone(), now) {
-                        self.keep(&[late])?;
-                        self.awaiting.push(source);
-                    }
-                    return Ok(());
-                }
-                Err(e) => Some(e),
-            }
+            },
+            Some(Stream::Results) => match contract.parse_result(raw) {
+                Ok(r) => return Ok(self.joiner.result(r, source, now)),
+                Err(e) => Some(e.to_string()),
+            },
+            Some(Stream::Feedback) => match contract.parse_feedback(raw) {
+                Ok(f) => return Ok(self.joiner.feedback(f, source, now)),
+                Err(e) => Some(e.to_string()),
+            },
+            None => Some(format!(
+                "topic {} is not one the logger reads",
+                source.topic
+            )),
         };
         self.summary.malformed += 1;
         if let Some(e) = malformed {
@@ -298,7 +336,7 @@ impl Logger {
                 "topic": source.topic,
                 "partition": source.partition,
                 "offset": source.offset,
-                "error": e.to_string(),
+                "error": e,
                 "payload": String::from_utf8_lossy(raw),
             });
             self.keep(&[Unjoined {
@@ -309,6 +347,56 @@ impl Logger {
         }
         self.awaiting.push(source);
         Ok(())
+    }
+
+    /// Tells the join which partitions this instance reads, and bounds its pending
+    /// state: at `logs.max_pending` intake pauses on every stream but the one most
+    /// pending requests wait for, and resumes below 90 % of it.
+    fn regulate(&mut self, consumer: &StreamConsumer<LagContext>, topics: &crate::config::Topics) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let now = crate::clock::unix_millis();
+        let partitions = |stream: Stream| {
+            let mut tpl = TopicPartitionList::new();
+            for e in assignment.elements() {
+                if stream_of(topics, e.topic()) == Some(stream) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
+            }
+            tpl
+        };
+        let pending = self.joiner.pending();
+        let pause: Vec<Stream> = if pending >= self.max_pending {
+            let keep = self.joiner.waiting_on();
+            Stream::ALL.into_iter().filter(|s| *s != keep).collect()
+        } else if pending < self.max_pending / 10 * 9 {
+            Vec::new()
+        } else {
+            self.paused.clone()
+        };
+        for stream in Stream::ALL {
+            let tpl = partitions(stream);
+            let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.joiner.assign(stream, &ids, now);
+            let paused = pause.contains(&stream);
+            // Pausing again each tick covers partitions assigned since.
+            let done = if paused {
+                consumer.pause(&tpl)
+            } else if self.paused.contains(&stream) {
+                consumer.resume(&tpl)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = done {
+                tracing::warn!(?stream, paused, error = %e, "pause or resume failed");
+            }
+            self.joiner.pause(stream, paused, now);
+        }
+        if pause != self.paused {
+            tracing::info!(pending, paused = ?pause, "intake regulated by pending lists");
+        }
+        self.paused = pause;
     }
 
     fn keep(&mut self, unjoined: &[Unjoined]) -> Result<(), StreamError> {
@@ -367,7 +455,16 @@ pub async fn log(
     )
     .map_err(StreamError::Log)?;
     let mut logger = Logger {
-        joiner: ListJoiner::new(settings.window.as_millis() as i64),
+        joiner: ListJoiner::new(
+            JoinSettings {
+                window_ms: i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX),
+                idle_ms: i64::try_from(p.logs.idle_ms).unwrap_or(i64::MAX),
+                remember_lists: p.logs.max_pending,
+            },
+            crate::clock::unix_millis(),
+        ),
+        max_pending: p.logs.max_pending,
+        paused: Vec::new(),
         writer,
         side,
         tracker: OffsetTracker::new(),
@@ -391,7 +488,7 @@ pub async fn log(
         .map_err(StreamError::kafka("subscribe"))?;
     let metrics = Arc::new(LogMetrics {
         consumer_lag: lag,
-        state: Mutex::new((LogSummary::default(), 0)),
+        state: Mutex::new(LogState::default()),
         last_durable: Mutex::new(Instant::now()),
         publish_every: logger.publish_every,
     });
@@ -411,6 +508,7 @@ pub async fn log(
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },
             _ = tick.tick() => {
+                logger.regulate(&consumer, topics);
                 logger.close(crate::clock::unix_millis(), false)?;
                 logger.tracker.store_commits(&consumer);
                 metrics.update(&logger);
@@ -477,7 +575,11 @@ mod tests {
         summary.join.late_feedback = 1;
         let m = LogMetrics {
             consumer_lag: Arc::default(),
-            state: Mutex::new((summary, 2)),
+            state: Mutex::new(LogState {
+                summary,
+                pending: 2,
+                paused: 0,
+            }),
             last_durable: Mutex::new(Instant::now()),
             publish_every: Duration::from_secs(1),
         };

@@ -1,0 +1,181 @@
+//! Event-time clocks of the join: how far one stream of events has got, by the events'
+//! own timestamps, so that a list closes when its feedback window has passed in the
+//! events and not on the logger's wall clock (which runs far ahead of the events when
+//! the logger catches up a backlog).
+//!
+//! A stream's clock is the minimum over its partitions of the newest event time seen
+//! there: Kafka keeps order within a partition only, so a partition that is behind holds
+//! the clock back. A partition that has delivered nothing for `idle_ms` of wall time is
+//! caught up (nothing more is coming for now). What that means depends on the stream
+//! ([`Idle`]): time passes for users whether or not they click, so a quiet feedback
+//! partition counts as at least `wall - idle_ms` (else a list whose feedback stream goes
+//! quiet would wait forever); but `serve`'s progress through the requests is only known
+//! from its answers, so a quiet results partition just stops holding that clock back. A
+//! paused stream is never idle: its silence is the logger's doing, not the producers'.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    /// Newest event time seen on the partition (ms).
+    event_ms: i64,
+    /// Wall time of the partition's last message, or of its assignment (ms).
+    last_message_ms: i64,
+}
+
+/// What a caught-up (idle) partition says about the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Idle {
+    /// It counts as at least `wall - idle_ms`: event time follows the wall clock.
+    FollowsWall,
+    /// It no longer holds the clock back; with every partition idle the clock is the
+    /// newest event time seen.
+    StopsHolding,
+}
+
+/// The event-time clock of one stream of events.
+#[derive(Debug)]
+pub(super) struct StreamClock {
+    idle: Idle,
+    partitions: BTreeMap<i32, Partition>,
+    /// Wall time since which the stream has had no partition or was resumed (ms).
+    since_ms: i64,
+    paused: bool,
+}
+
+impl StreamClock {
+    pub(super) fn new(idle: Idle, wall_ms: i64) -> Self {
+        Self {
+            idle,
+            partitions: BTreeMap::new(),
+            since_ms: wall_ms,
+            paused: false,
+        }
+    }
+
+    fn partition(&mut self, partition: i32, wall_ms: i64) -> &mut Partition {
+        self.partitions.entry(partition).or_insert(Partition {
+            event_ms: i64::MIN,
+            last_message_ms: wall_ms,
+        })
+    }
+
+    /// A message arrived on `partition` (whether or not it moves this clock).
+    pub(super) fn message(&mut self, partition: i32, wall_ms: i64) {
+        self.partition(partition, wall_ms).last_message_ms = wall_ms;
+    }
+
+    /// An event of time `event_ms` was seen on `partition`.
+    pub(super) fn advance(&mut self, partition: i32, event_ms: i64, wall_ms: i64) {
+        let p = self.partition(partition, wall_ms);
+        p.event_ms = p.event_ms.max(event_ms);
+    }
+
+    /// The partitions this instance reads now: a newly assigned one holds the clock
+    /// back until it delivers or goes idle; a revoked one no longer counts.
+    pub(super) fn assign(&mut self, partitions: &[i32], wall_ms: i64) {
+        self.partitions.retain(|p, _| partitions.contains(p));
+        for &p in partitions {
+            self.partition(p, wall_ms);
+        }
+    }
+
+    pub(super) fn pause(&mut self, paused: bool, wall_ms: i64) {
+        if self.paused && !paused {
+            // Silence while paused was ours: idleness counts again from now.
+            for p in self.partitions.values_mut() {
+                p.last_message_ms = wall_ms;
+            }
+            self.since_ms = wall_ms;
+        }
+        self.paused = paused;
+    }
+
+    /// How far the stream has got (ms; `i64::MIN` before anything is known).
+    pub(super) fn now(&self, wall_ms: i64, idle_ms: i64) -> i64 {
+        let idle_floor = wall_ms.saturating_sub(idle_ms);
+        let caught_up = |last_message_ms: i64| {
+            !self.paused && wall_ms.saturating_sub(last_message_ms) >= idle_ms
+        };
+        match self.idle {
+            Idle::FollowsWall => {
+                if self.partitions.is_empty() {
+                    return if caught_up(self.since_ms) {
+                        idle_floor
+                    } else {
+                        i64::MIN
+                    };
+                }
+                self.partitions
+                    .values()
+                    .map(|p| {
+                        if caught_up(p.last_message_ms) {
+                            p.event_ms.max(idle_floor)
+                        } else {
+                            p.event_ms
+                        }
+                    })
+                    .min()
+                    .unwrap_or(i64::MIN)
+            }
+            Idle::StopsHolding => {
+                let active = self
+                    .partitions
+                    .values()
+                    .filter(|p| !caught_up(p.last_message_ms))
+                    .map(|p| p.event_ms)
+                    .min();
+                active
+                    .or_else(|| self.partitions.values().map(|p| p.event_ms).max())
+                    .unwrap_or(i64::MIN)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_partition_holds_the_clock_until_it_goes_idle() {
+        let mut c = StreamClock::new(Idle::FollowsWall, 0);
+        c.assign(&[0, 1], 0);
+        assert_eq!(c.now(10, 1000), i64::MIN, "nothing seen yet");
+        c.advance(0, 500, 10);
+        c.message(0, 10);
+        assert_eq!(c.now(20, 1000), i64::MIN, "partition 1 has said nothing");
+        c.advance(1, 300, 30);
+        c.message(1, 30);
+        assert_eq!(c.now(40, 1000), 300);
+        // Partition 1 stays quiet for the idle time: it counts as wall - idle.
+        c.advance(0, 5000, 1500);
+        c.message(0, 1500);
+        assert_eq!(c.now(1500, 1000), 500);
+        // Paused, silence is not idleness; resumed, it counts from the resume.
+        c.pause(true, 1500);
+        assert_eq!(c.now(9000, 1000), 300);
+        c.pause(false, 9000);
+        assert_eq!(c.now(9500, 1000), 300);
+        assert_eq!(c.now(10_000, 1000), 9000);
+        // A revoked partition no longer holds it back.
+        c.assign(&[0], 10_000);
+        assert_eq!(c.now(10_000, 1_000_000), 5000);
+    }
+
+    #[test]
+    fn a_quiet_partition_of_a_progress_clock_stops_holding_it_without_following_the_wall() {
+        let mut c = StreamClock::new(Idle::StopsHolding, 0);
+        c.assign(&[0, 1], 0);
+        c.advance(0, 500, 0);
+        c.message(0, 0);
+        c.message(1, 900);
+        c.advance(1, 300, 900);
+        assert_eq!(c.now(900, 1000), 300);
+        // Partition 1 goes quiet: it stops holding; partition 0 quiet too: the newest.
+        c.message(0, 1500);
+        c.advance(0, 700, 1500);
+        assert_eq!(c.now(2000, 1000), 700);
+        assert_eq!(c.now(1_000_000, 1000), 700, "never the wall clock");
+    }
+}
