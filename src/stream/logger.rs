@@ -314,15 +314,24 @@ impl Logger {
         let malformed = match stream_of(topics, &source.topic) {
             // The serving stage dead-letters malformed requests; nothing to keep here.
             Some(Stream::Requests) => match contract.parse_request(raw) {
-                Ok(r) => return Ok(self.joiner.request(r, source, now)),
+                Ok(r) => {
+                    self.joiner.request(r, source, now);
+                    return Ok(());
+                }
                 Err(_) => None,
             },
             Some(Stream::Results) => match contract.parse_result(raw) {
-                Ok(r) => return Ok(self.joiner.result(r, source, now)),
+                Ok(r) => {
+                    self.joiner.result(r, source, now);
+                    return Ok(());
+                }
                 Err(e) => Some(e.to_string()),
             },
             Some(Stream::Feedback) => match contract.parse_feedback(raw) {
-                Ok(f) => return Ok(self.joiner.feedback(f, source, now)),
+                Ok(f) => {
+                    self.joiner.feedback(f, source, now);
+                    return Ok(());
+                }
                 Err(e) => Some(e.to_string()),
             },
             None => Some(format!(
