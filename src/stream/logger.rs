@@ -1,5 +1,7 @@
 //! `eglr log`: the feedback logger's consumer group. Reads requests, results and
-//! feedback, joins them ([`ListJoiner`]) and writes one Parquet row per served list.
+//! feedback, joins them on their event time ([`ListJoiner`]) and writes one Parquet row
+//! per served list. Each tick it tells the join which partitions it reads and bounds the
+//! join's pending state by pausing intake ([`Logger::regulate`]).
 //!
 //! Delivery: offsets are stored only once everything built from their messages is
 //! durable — the list rows in a *published* Parquet file (temp + fsync + rename, see
