@@ -71,6 +71,12 @@ impl StreamClock {
         p.event_ms = p.event_ms.max(event_ms);
     }
 
+    /// A message carrying an event of time `event_ms` arrived on `partition`.
+    pub(super) fn event(&mut self, partition: i32, event_ms: i64, wall_ms: i64) {
+        self.message(partition, wall_ms);
+        self.advance(partition, event_ms, wall_ms);
+    }
+
     /// The partitions this instance reads now: a newly assigned one holds the clock
     /// back until it delivers or goes idle; a revoked one no longer counts.
     pub(super) fn assign(&mut self, partitions: &[i32], wall_ms: i64) {

@@ -332,10 +332,9 @@ impl ListJoiner {
     }
 
     pub fn request(&mut self, request: RerankRequest, source: Source, wall_ms: i64) {
-        self.clocks.requests.message(source.partition, wall_ms);
         self.clocks
             .requests
-            .advance(source.partition, request.timestamp_ms, wall_ms);
+            .event(source.partition, request.timestamp_ms, wall_ms);
         let id = request.request_id.clone();
         if self.duplicate(&id, &source) {
             return;
@@ -351,12 +350,11 @@ impl ListJoiner {
 
     /// A result starts its list's window: feedback until `window_ms` after its time.
     pub fn result(&mut self, result: RerankResult, source: Source, wall_ms: i64) {
-        for c in self.clocks.of(Stream::Results) {
-            c.message(source.partition, wall_ms);
-        }
         self.clocks
             .results
-            .advance(source.partition, result.timestamp_ms, wall_ms);
+            .event(source.partition, result.timestamp_ms, wall_ms);
+        // Its request's time moves the answered clock once both are there.
+        self.clocks.answered.message(source.partition, wall_ms);
         let id = result.request_id.clone();
         if self.duplicate(&id, &source) {
             return;
@@ -375,10 +373,9 @@ impl ListJoiner {
 
     /// Feedback joins its pending request; for a list already written it is late.
     pub fn feedback(&mut self, feedback: Feedback, source: Source, wall_ms: i64) {
-        self.clocks.feedback.message(source.partition, wall_ms);
         self.clocks
             .feedback
-            .advance(source.partition, feedback.timestamp_ms, wall_ms);
+            .event(source.partition, feedback.timestamp_ms, wall_ms);
         let id = feedback.request_id.clone();
         if self.written.ids.contains(&id) && !self.pending.contains_key(&id) {
             self.stats.late_feedback += 1;
