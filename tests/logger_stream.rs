@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
-use common::{pipeline, start_tansu, static_member_pipeline, EglrProcess, Tansu};
+use common::{
+    pipeline, start_tansu, static_member_pipeline, uncommitted, EglrProcess, Ends, Tansu,
+};
 use eglr::config::PipelineConfig;
 use eglr::list_log::LogReader;
 use eglr::schema::{Feedback, RankedItem, RerankResult};
@@ -380,36 +382,6 @@ fn the_logger_does_not_log_librdkafka_statistics() {
         "{} bytes of log in 4 s:\n{stderr}",
         stderr.len()
     );
-}
-
-/// End offsets of what was produced: (topic, partition) -> the next offset.
-type Ends = BTreeMap<(String, i32), i64>;
-
-/// Messages produced (`ends`) past the offsets `group` has committed (0: everything
-/// is committed). The ends come from the deliveries, not the broker's watermarks (tansu
-/// 0.6 reports latest offsets that differ from what it delivered).
-fn uncommitted(brokers: &str, group: &str, ends: &Ends) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (topic, partition) in ends.keys() {
-        tpl.add_partition(topic, *partition);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed");
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let end = ends[&(e.topic().to_owned(), e.partition())];
-            end - e.offset().to_raw().unwrap_or(0).max(0)
-        })
-        .sum()
 }
 
 /// Produces `(topic, key, payload)` records, queueing a chunk at a time without waiting

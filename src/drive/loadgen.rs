@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::KafkaConfig;
-use crate::schema::RerankResult;
+use crate::schema::{RerankRequest, RerankResult};
 use crate::sim::Traffic;
 use crate::stream::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
 use crate::stream::StreamError;
@@ -23,7 +23,31 @@ use crate::stream::StreamError;
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub key: String,
-    pub payload: Vec<u8>,
+    pub body: Body,
+}
+
+/// What an [`Outgoing`] message carries.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A well-formed request, stamped with the time it is sent and encoded then, as
+    /// upstream would: `serve`'s request deadline and the logger's event-time join read
+    /// that time, and a load built up front would otherwise age while it is offered.
+    Request(Box<RerankRequest>),
+    /// Bytes sent as they are (a deliberately malformed request).
+    Raw(Vec<u8>),
+}
+
+impl Outgoing {
+    /// The payload as sent at `now_ms`.
+    fn payload_at(&mut self, now_ms: i64) -> Vec<u8> {
+        match &mut self.body {
+            Body::Request(request) => {
+                request.timestamp_ms = now_ms;
+                serde_json::to_vec(request).unwrap_or_default()
+            }
+            Body::Raw(bytes) => std::mem::take(bytes),
+        }
+    }
 }
 
 /// Requests of simulated traffic, some deliberately malformed.
@@ -50,21 +74,16 @@ pub fn simulated_requests(
         malformed: 0,
     };
     for k in 0..n {
-        let mut request = traffic.request(&traffic.impression(k as u64));
-        // Sent now, as upstream would stamp it (serve's request deadline and the
-        // logger's event-time join read this time).
-        request.timestamp_ms = crate::clock::unix_millis();
-        let payload = if malformed_every.is_some_and(|m| k % m == m - 1) {
+        let request = traffic.request(&traffic.impression(k as u64));
+        let key = request.request_id.clone();
+        let body = if malformed_every.is_some_and(|m| k % m == m - 1) {
             load.malformed += 1;
-            malformed(load.malformed)
+            Body::Raw(malformed(load.malformed))
         } else {
-            load.valid.push(request.request_id.clone());
-            serde_json::to_vec(&request).unwrap_or_default()
+            load.valid.push(key.clone());
+            Body::Request(Box::new(request))
         };
-        load.outgoing.push(Outgoing {
-            key: request.request_id,
-            payload,
-        });
+        load.outgoing.push(Outgoing { key, body });
     }
     load
 }
@@ -275,7 +294,7 @@ pub async fn run(
     let mut deliveries = Vec::with_capacity(outgoing.len());
     let mut started = Instant::now();
     let n = outgoing.len();
-    for (i, o) in outgoing.into_iter().enumerate() {
+    for (i, mut o) in outgoing.into_iter().enumerate() {
         if let Some(r) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / r);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -294,11 +313,12 @@ pub async fn run(
         if now.duration_since(started) >= warmup {
             sent_at.insert(o.key.clone(), now);
         }
+        let payload = o.payload_at(crate::clock::unix_millis());
         loop {
             match producer.send_result(
                 FutureRecord::to(&topics.requests)
                     .key(&o.key)
-                    .payload(&o.payload),
+                    .payload(&payload),
             ) {
                 Ok(delivery) => {
                     deliveries.push(delivery);

@@ -10,8 +10,13 @@
 //! ([`Idle`]): time passes for users whether or not they click, so a quiet feedback
 //! partition counts as at least `wall - idle_ms` (else a list whose feedback stream goes
 //! quiet would wait forever); but `serve`'s progress through the requests is only known
-//! from its answers, so a quiet results partition just stops holding that clock back. A
-//! paused stream is never idle: its silence is the logger's doing, not the producers'.
+//! from its answers, so a quiet results partition just stops holding that clock back —
+//! and only while the stream as a whole is live: when every results partition has been
+//! quiet (`serve` down or restarting), each gets `idle_ms` after the stream comes back to
+//! show up again, and while all are quiet the slowest one heard from holds the clock.
+//! Else the first partition a restarted `serve` catches up would carry the clock past
+//! requests it has not reached on the others, and they would be set aside as unanswered.
+//! A paused stream is never idle: its silence is the logger's doing, not the producers'.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +33,8 @@ struct Partition {
 pub(super) enum Idle {
     /// It counts as at least `wall - idle_ms`: event time follows the wall clock.
     FollowsWall,
-    /// It no longer holds the clock back; with every partition idle the clock is the
-    /// newest event time seen.
+    /// It no longer holds the clock back while other partitions deliver; with every
+    /// partition idle the clock is the slowest one heard from.
     StopsHolding,
 }
 
@@ -38,17 +43,27 @@ pub(super) enum Idle {
 pub(super) struct StreamClock {
     idle: Idle,
     partitions: BTreeMap<i32, Partition>,
+    /// Wall time without a message that makes a partition caught up (ms).
+    idle_ms: i64,
     /// Wall time since which the stream has had no partition or was resumed (ms).
     since_ms: i64,
+    /// Wall time of the newest message on any partition (ms).
+    last_any_ms: i64,
+    /// Wall time of the first message after the whole stream was quiet for `idle_ms`:
+    /// a partition's quiet time counts from here at the earliest (ms).
+    live_since_ms: i64,
     paused: bool,
 }
 
 impl StreamClock {
-    pub(super) fn new(idle: Idle, wall_ms: i64) -> Self {
+    pub(super) fn new(idle: Idle, idle_ms: i64, wall_ms: i64) -> Self {
         Self {
             idle,
             partitions: BTreeMap::new(),
+            idle_ms: idle_ms.max(0),
             since_ms: wall_ms,
+            last_any_ms: wall_ms,
+            live_since_ms: wall_ms,
             paused: false,
         }
     }
@@ -62,6 +77,10 @@ impl StreamClock {
 
     /// A message arrived on `partition` (whether or not it moves this clock).
     pub(super) fn message(&mut self, partition: i32, wall_ms: i64) {
+        if wall_ms.saturating_sub(self.last_any_ms) >= self.idle_ms {
+            self.live_since_ms = wall_ms;
+        }
+        self.last_any_ms = self.last_any_ms.max(wall_ms);
         self.partition(partition, wall_ms).last_message_ms = wall_ms;
     }
 
@@ -98,7 +117,8 @@ impl StreamClock {
     }
 
     /// How far the stream has got (ms; `i64::MIN` before anything is known).
-    pub(super) fn now(&self, wall_ms: i64, idle_ms: i64) -> i64 {
+    pub(super) fn now(&self, wall_ms: i64) -> i64 {
+        let idle_ms = self.idle_ms;
         let idle_floor = wall_ms.saturating_sub(idle_ms);
         let caught_up = |last_message_ms: i64| {
             !self.paused && wall_ms.saturating_sub(last_message_ms) >= idle_ms
@@ -125,15 +145,21 @@ impl StreamClock {
                     .unwrap_or(i64::MIN)
             }
             Idle::StopsHolding => {
+                let live = !caught_up(self.last_any_ms);
                 let active = self
                     .partitions
                     .values()
-                    .filter(|p| !caught_up(p.last_message_ms))
+                    .filter(|p| live && !caught_up(p.last_message_ms.max(self.live_since_ms)))
                     .map(|p| p.event_ms)
                     .min();
-                active
-                    .or_else(|| self.partitions.values().map(|p| p.event_ms).max())
-                    .unwrap_or(i64::MIN)
+                let heard_from = || {
+                    self.partitions
+                        .values()
+                        .map(|p| p.event_ms)
+                        .filter(|&t| t > i64::MIN)
+                        .min()
+                };
+                active.or_else(heard_from).unwrap_or(i64::MIN)
             }
         }
     }
@@ -145,43 +171,62 @@ mod tests {
 
     #[test]
     fn the_slowest_partition_holds_the_clock_until_it_goes_idle() {
-        let mut c = StreamClock::new(Idle::FollowsWall, 0);
+        let mut c = StreamClock::new(Idle::FollowsWall, 1000, 0);
         c.assign(&[0, 1], 0);
-        assert_eq!(c.now(10, 1000), i64::MIN, "nothing seen yet");
+        assert_eq!(c.now(10), i64::MIN, "nothing seen yet");
         c.advance(0, 500, 10);
         c.message(0, 10);
-        assert_eq!(c.now(20, 1000), i64::MIN, "partition 1 has said nothing");
+        assert_eq!(c.now(20), i64::MIN, "partition 1 has said nothing");
         c.advance(1, 300, 30);
         c.message(1, 30);
-        assert_eq!(c.now(40, 1000), 300);
+        assert_eq!(c.now(40), 300);
         // Partition 1 stays quiet for the idle time: it counts as wall - idle.
         c.advance(0, 5000, 1500);
         c.message(0, 1500);
-        assert_eq!(c.now(1500, 1000), 500);
+        assert_eq!(c.now(1500), 500);
         // Paused, silence is not idleness; resumed, it counts from the resume.
         c.pause(true, 1500);
-        assert_eq!(c.now(9000, 1000), 300);
+        assert_eq!(c.now(9000), 300);
         c.pause(false, 9000);
-        assert_eq!(c.now(9500, 1000), 300);
-        assert_eq!(c.now(10_000, 1000), 9000);
+        assert_eq!(c.now(9500), 300);
+        assert_eq!(c.now(10_000), 9000);
         // A revoked partition no longer holds it back.
-        c.assign(&[0], 10_000);
-        assert_eq!(c.now(10_000, 1_000_000), 5000);
+        c.assign(&[0], 9500);
+        assert_eq!(c.now(9500), 5000);
     }
 
     #[test]
     fn a_quiet_partition_of_a_progress_clock_stops_holding_it_without_following_the_wall() {
-        let mut c = StreamClock::new(Idle::StopsHolding, 0);
+        let mut c = StreamClock::new(Idle::StopsHolding, 1000, 0);
         c.assign(&[0, 1], 0);
-        c.advance(0, 500, 0);
-        c.message(0, 0);
-        c.message(1, 900);
-        c.advance(1, 300, 900);
-        assert_eq!(c.now(900, 1000), 300);
-        // Partition 1 goes quiet: it stops holding; partition 0 quiet too: the newest.
-        c.message(0, 1500);
-        c.advance(0, 700, 1500);
-        assert_eq!(c.now(2000, 1000), 700);
-        assert_eq!(c.now(1_000_000, 1000), 700, "never the wall clock");
+        c.event(0, 500, 0);
+        c.event(1, 300, 900);
+        assert_eq!(c.now(900), 300);
+        // Partition 1 goes quiet while 0 delivers: it stops holding.
+        c.event(0, 700, 1500);
+        c.event(0, 800, 2000);
+        assert_eq!(c.now(2000), 800);
+        // Everything quiet: the slowest partition heard from, never the wall clock.
+        assert_eq!(c.now(1_000_000), 300);
+    }
+
+    #[test]
+    fn after_the_whole_stream_was_quiet_every_partition_gets_time_to_show_up() {
+        // serve down: both results partitions quiet; it restarts and catches up
+        // partition 0 first. Partition 1 holds the clock until it has had idle_ms.
+        let mut c = StreamClock::new(Idle::StopsHolding, 1000, 0);
+        c.assign(&[0, 1], 0);
+        c.event(0, 100, 0);
+        c.event(1, 100, 0);
+        assert_eq!(c.now(5000), 100, "all quiet");
+        c.event(0, 4000, 5000);
+        c.event(0, 4900, 5500);
+        assert_eq!(c.now(5500), 100, "partition 1 has not had its idle time");
+        c.event(1, 4800, 5800);
+        assert_eq!(c.now(5800), 4800);
+        // Partition 1 then really goes quiet while 0 goes on: it stops holding.
+        c.event(0, 5500, 6400);
+        c.event(0, 6000, 7000);
+        assert_eq!(c.now(7000), 6000);
     }
 }

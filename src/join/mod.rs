@@ -198,8 +198,8 @@ impl Clocks {
         }
     }
 
-    fn now(&self, wait: Wait, wall_ms: i64, idle_ms: i64) -> i64 {
-        let at = |c: &StreamClock| c.now(wall_ms, idle_ms);
+    fn now(&self, wait: Wait, wall_ms: i64) -> i64 {
+        let at = |c: &StreamClock| c.now(wall_ms);
         match wait {
             Wait::Window => at(&self.feedback),
             Wait::Request => at(&self.feedback).min(at(&self.requests)),
@@ -225,6 +225,7 @@ pub struct ListJoiner {
 
 impl ListJoiner {
     pub fn new(settings: JoinSettings, wall_ms: i64) -> Self {
+        let idle_ms = settings.idle_ms.max(0);
         Self {
             settings: JoinSettings {
                 window_ms: settings.window_ms.max(0),
@@ -234,10 +235,10 @@ impl ListJoiner {
             pending: HashMap::new(),
             queues: Default::default(),
             clocks: Clocks {
-                requests: StreamClock::new(Idle::FollowsWall, wall_ms),
-                results: StreamClock::new(Idle::FollowsWall, wall_ms),
-                feedback: StreamClock::new(Idle::FollowsWall, wall_ms),
-                answered: StreamClock::new(Idle::StopsHolding, wall_ms),
+                requests: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
+                results: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
+                feedback: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
+                answered: StreamClock::new(Idle::StopsHolding, idle_ms, wall_ms),
             },
             written: Written {
                 capacity: settings.remember_lists.max(1),
@@ -402,7 +403,7 @@ impl ListJoiner {
     pub fn close_due(&mut self, wall_ms: i64) -> Closed {
         let mut out = std::mem::take(&mut self.ready);
         for wait in WAITS {
-            let now = self.clocks.now(wait, wall_ms, self.settings.idle_ms);
+            let now = self.clocks.now(wait, wall_ms);
             while let Some((deadline, id)) = self.queues[wait as usize].first().cloned() {
                 if deadline > now {
                     break;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -76,7 +77,7 @@ pub fn requests(
     (load.outgoing, load.valid, load.malformed)
 }
 
-/// Runs the load generator in the background.
+/// Runs the load generator in the background; every result is waited for up to 180 s.
 pub fn spawn_load(
     kafka: &KafkaConfig,
     brokers: &str,
@@ -84,6 +85,25 @@ pub fn spawn_load(
     valid: Vec<String>,
     dlq: usize,
     rate: Option<f64>,
+) -> tokio::task::JoinHandle<LoadReport> {
+    spawn_load_for(
+        kafka,
+        brokers,
+        (out, valid, dlq),
+        rate,
+        Duration::from_secs(180),
+    )
+}
+
+/// Runs the load generator in the background: the messages, the ids that must get a
+/// result and the dead letters expected, offered at `rate`, results waited for up to
+/// `timeout` from the start.
+pub fn spawn_load_for(
+    kafka: &KafkaConfig,
+    brokers: &str,
+    (out, valid, dlq): (Vec<Outgoing>, Vec<String>, usize),
+    rate: Option<f64>,
+    timeout: Duration,
 ) -> tokio::task::JoinHandle<LoadReport> {
     let (kafka, brokers) = (kafka.clone(), brokers.to_owned());
     tokio::spawn(async move {
@@ -94,7 +114,7 @@ pub fn spawn_load(
             rate,
             max_in_flight: None,
             warmup: Duration::ZERO,
-            timeout: Duration::from_secs(180),
+            timeout,
             wait_until_answered: false,
         };
         loadgen::run(&kafka, &brokers, plan).await.expect("load")
@@ -108,6 +128,23 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Tansu {
+    /// Stops the broker process (SIGSTOP) for `pause`, then lets it go on (SIGCONT): a
+    /// broker that hangs, as in a long GC pause or a frozen VM.
+    pub fn pause(&self, pause: Duration) {
+        let pid = self.0.id().to_string();
+        let signal = |s: &str| {
+            Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .expect("kill -STOP/-CONT")
+        };
+        signal("-STOP");
+        std::thread::sleep(pause);
+        signal("-CONT");
     }
 }
 
@@ -226,4 +263,98 @@ pub fn static_member_pipeline(dir: &Path, instance: &str) -> std::path::PathBuf 
     let text = format!("{base}\n[kafka.properties]\n\"group.instance.id\" = \"{instance}\"\n");
     std::fs::write(&file, text).expect("write pipeline");
     file
+}
+
+/// End offsets of what was produced: (topic, partition) -> the next offset.
+pub type Ends = BTreeMap<(String, i32), i64>;
+
+/// The offsets `group` has committed on the partitions of `ends` (0 where none).
+pub fn committed(brokers: &str, group: &str, ends: &Ends) -> Ends {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (topic, partition) in ends.keys() {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = e.offset().to_raw().unwrap_or(0).max(0);
+            ((e.topic().to_owned(), e.partition()), offset)
+        })
+        .collect()
+}
+
+/// Messages produced (`ends`) past the offsets `group` has committed (0: everything
+/// is committed). The ends come from the deliveries, not the broker's watermarks (tansu
+/// 0.6 reports latest offsets that differ from what it delivered).
+pub fn uncommitted(brokers: &str, group: &str, ends: &Ends) -> i64 {
+    committed(brokers, group, ends)
+        .iter()
+        .map(|(partition, offset)| ends[partition] - offset)
+        .sum()
+}
+
+/// Every message of `topics` from the beginning, read until none has come for `quiet`:
+/// (topic, partition, offset, key). Delivery offsets, not the broker's watermarks
+/// (tansu 0.6 reports latest offsets that differ from what it delivered).
+pub fn read_topics(
+    brokers: &str,
+    topics: &[&str],
+    quiet: Duration,
+) -> Vec<(String, i32, i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eglr-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(20))
+            .expect("metadata");
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                    .expect("offset");
+            }
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut messages = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                messages.push((m.topic().to_owned(), m.partition(), m.offset(), key));
+            }
+            Some(Err(e)) => eprintln!("reading the topics: {e}"),
+            None => {}
+        }
+    }
+    messages
+}
+
+/// The end offsets of `messages` (as [`read_topics`] returns them).
+pub fn ends_of(messages: &[(String, i32, i64, String)]) -> Ends {
+    let mut ends = Ends::new();
+    for (topic, partition, offset, _) in messages {
+        let end = ends.entry((topic.clone(), *partition)).or_default();
+        *end = (*end).max(offset + 1);
+    }
+    ends
 }
