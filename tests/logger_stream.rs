@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
 use common::{
-    pipeline, start_tansu, static_member_pipeline, uncommitted, EglrProcess, Ends, Tansu,
+    committed, pipeline, start_tansu, static_member_pipeline, uncommitted, EglrProcess, Ends, Tansu,
 };
 use eglr::config::PipelineConfig;
 use eglr::list_log::LogReader;
@@ -279,9 +279,9 @@ async fn late_duplicate_and_orphan_feedback_on_tansu() {
     join_on(true).await;
 }
 
-/// `eglr log` as a process, SIGKILLed after its first published file and restarted
-/// with the same identity: every list is in the log; re-read lists may repeat and are
-/// removed on read.
+/// `eglr log` as a process, SIGKILLed once it has committed part of the load and
+/// restarted with the same identity: every list is in the log; lists the first had
+/// published but not committed are re-read and repeat (counted), removed on read.
 async fn kill_and_restart_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
@@ -322,12 +322,26 @@ async fn kill_and_restart_on(tansu: bool) {
         }
     };
     let mut first = start();
-    produce(0..100).await;
-    wait_for("a first published file", Duration::from_secs(60), || {
-        !rows(&logs).0.is_empty()
+    produce(0..50).await;
+    let partitions: Ends = [&t.requests, &t.results, &t.feedback]
+        .into_iter()
+        .flat_map(|topic| (0..2).map(move |i| ((topic.clone(), i), 0)))
+        .collect();
+    let done = |c: &Ends| c.values().sum::<i64>();
+    wait_for("a first commit", Duration::from_secs(60), || {
+        done(&committed(&brokers, "kill-test", &partitions)) > 0
     })
     .await;
+    // More load, and the kill as soon as it is in the topics: part of it is uncommitted.
+    produce(50..100).await;
     first.sigkill();
+    let at_kill = done(&committed(&brokers, "kill-test", &partitions));
+    let published_by_first = rows(&logs).0.len();
+    let events: usize = lists[..100].iter().map(|s| 2 + s.feedback.len()).sum();
+    assert!(
+        at_kill < events as i64,
+        "killed with part of the load uncommitted: {at_kill} of {events}"
+    );
     produce(100..200).await;
     let mut second = start();
     wait_for("all 200 lists", Duration::from_secs(90), || {
@@ -337,9 +351,13 @@ async fn kill_and_restart_on(tansu: bool) {
     assert!(second.sigterm().success(), "graceful stop exits 0");
     let (unique, raw) = rows(&logs);
     assert_rows_are(&unique, &lists);
+    let re_read = raw - 200;
     println!(
-        "rows written {raw} for 200 lists (re-read after the kill: {})",
-        raw - 200
+        "committed at the kill {at_kill} of {events} events; lists published by the first {published_by_first}; rows {raw} for 200 lists (re-read after the kill: {re_read})"
+    );
+    assert!(
+        re_read <= published_by_first,
+        "only lists published before the kill are written twice"
     );
 }
 

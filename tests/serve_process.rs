@@ -1,17 +1,19 @@
 //! `eglr serve` as real processes in one consumer group, against two Kafka-protocol
 //! brokers — tansu (an independent Kafka-compatible broker process) and the embedded
 //! MockCluster (owned by this test so it outlives the servers): a server killed with
-//! SIGKILL mid-stream and restarted loses no request; two servers share the partitions
+//! SIGKILL mid-stream (after it committed part of the load) and restarted loses no
+//! request and answers again what was uncommitted; two servers share the partitions
 //! and one takes over when the other stops.
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
-    pipeline, requests, spawn_load, start_tansu, static_member_pipeline, write_bundle, EglrProcess,
-    Tansu,
+    committed, pipeline, read_topics, requests, spawn_load, start_tansu, static_member_pipeline,
+    write_bundle, EglrProcess, Ends, Tansu,
 };
 use eglr::config::PipelineConfig;
 use eglr::stream::kafka::create_topics;
@@ -73,24 +75,65 @@ async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDi
 }
 
 /// Kill one server mid-stream with SIGKILL, start another in the same group (with
-/// the killed one's static identity when `static_member`).
+/// the killed one's static identity when `static_member`). Not vacuous: the first had
+/// committed part of the load when it was killed, and every request it had answered
+/// past its committed offsets is answered again by the second (counted as duplicates).
 async fn sigkill_then_restart(tansu: bool, static_member: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (p, _broker, brokers, store) = setup(tansu).await;
     let pipeline = static_member.then(|| static_member_pipeline(store.path(), "serve-0"));
     let start = || start_server(&brokers, store.path(), "kill-test", pipeline.as_deref());
     let mut first = start();
-    let (out, keys, _) = requests(4000, 1, usize::MAX, |_| Vec::new());
+    let n = 4000;
+    let (out, keys, _) = requests(n, 1, usize::MAX, |_| Vec::new());
     let load = spawn_load(&p.kafka, &brokers, out, keys, 0, Some(1000.0));
-    // The load runs for 4 s from the start: kill the server in the middle of it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = &p.kafka.topics;
+    let partitions: Ends = (0..4).map(|i| ((t.requests.clone(), i), 0)).collect();
+    let done = |c: &Ends| c.values().sum::<i64>();
+    // Kill it as soon as it has committed something (the load runs for 4 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done(&committed(&brokers, "kill-test", &partitions)) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first server never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     first.sigkill();
+    let at_kill = committed(&brokers, "kill-test", &partitions);
+    let messages = read_topics(&brokers, &[&t.requests, &t.results], Duration::from_secs(2));
+    let answered_by_first: HashSet<&str> = messages
+        .iter()
+        .filter(|m| m.0 == t.results)
+        .map(|m| m.3.as_str())
+        .collect();
+    let must_repeat = messages
+        .iter()
+        .filter(|(topic, partition, offset, key)| {
+            topic == &t.requests
+                && *offset >= at_kill[&(topic.clone(), *partition)]
+                && answered_by_first.contains(key.as_str())
+        })
+        .count();
     let _second = start();
     let report = load.await.expect("load");
-    // At-least-once: every request has a result; re-delivery after the kill may
-    // duplicate some, which consumers of the results topic dedupe by request_id.
+    println!(
+        "committed at the kill {}, answered by the first {}, answered past the commit {must_repeat}, duplicates {}",
+        done(&at_kill),
+        answered_by_first.len(),
+        report.duplicates
+    );
+    assert!(done(&at_kill) < n as i64, "killed mid-stream: {at_kill:?}");
+    // At-least-once: every request has a result; what the first answered past its
+    // commit is re-delivered and answered again, which consumers of the results topic
+    // dedupe by request_id.
     assert_eq!(report.missing, 0, "{report:?}");
-    assert_eq!(report.results, 4000);
+    assert_eq!(report.results, n);
+    assert!(
+        report.duplicates >= must_repeat,
+        "re-delivered past the commit: {must_repeat}, duplicates seen {}",
+        report.duplicates
+    );
 }
 
 /// Two servers in one group; one stops gracefully mid-stream, the other takes over.

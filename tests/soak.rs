@@ -6,9 +6,9 @@
 //! file as unjoinable, and both groups have committed every offset.
 //!
 //! CI runs about three minutes of it. The long version is one command:
-//! `scripts/soak.sh --minutes 30` (it sets `EGLR_SOAK_MINUTES`); `docs/reliability.md`
+//! `scripts/soak.sh --minutes 30` (it sets `SOAK_MINUTES`); `docs/reliability.md`
 //! reports such a run. The figures are printed and written as JSON to
-//! `target/soak/report.json` (or `EGLR_SOAK_REPORT`).
+//! `target/soak/report.json` (or `SOAK_REPORT`).
 
 mod common;
 
@@ -76,14 +76,15 @@ struct SoakReport {
     wall_s: f64,
 }
 
-/// Minutes of load: `EGLR_SOAK_MINUTES`, else the CI size.
+/// Minutes of load: `SOAK_MINUTES`, else the CI size. (Not an `EGLR_` variable: the
+/// stages inherit the environment and refuse unknown `EGLR_` settings.)
 fn minutes() -> f64 {
-    match std::env::var("EGLR_SOAK_MINUTES") {
+    match std::env::var("SOAK_MINUTES") {
         Ok(m) => m
             .parse::<f64>()
             .ok()
             .filter(|m| *m > 0.0)
-            .unwrap_or_else(|| panic!("EGLR_SOAK_MINUTES={m:?} is not a positive number")),
+            .unwrap_or_else(|| panic!("SOAK_MINUTES={m:?} is not a positive number")),
         Err(_) => 2.0,
     }
 }
@@ -165,7 +166,7 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     let started = Instant::now();
     let minutes = minutes();
     let load_for = Duration::from_secs_f64(minutes * 60.0);
-    let seed: u64 = std::env::var("EGLR_SOAK_SEED")
+    let seed: u64 = std::env::var("SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| eglr::clock::unix_millis() as u64);
@@ -354,7 +355,7 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     };
     let json = serde_json::to_string_pretty(&report).expect("json");
     println!("{json}");
-    let out = std::env::var("EGLR_SOAK_REPORT").unwrap_or_else(|_| {
+    let out = std::env::var("SOAK_REPORT").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/soak/report.json").to_owned()
     });
     if let Some(parent) = Path::new(&out).parent() {

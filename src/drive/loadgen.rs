@@ -346,7 +346,8 @@ pub async fn run(
             other => {
                 produce_errors += 1;
                 if produce_errors <= 3 {
-                    tracing::warn!(?other, "request not delivered to the broker");
+                    let error = crate::stream::kafka::delivery_failure(&other);
+                    tracing::warn!(%error, "request not delivered to the broker");
                 }
             }
         }

@@ -9,6 +9,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::statistics::Statistics;
@@ -55,6 +57,23 @@ pub fn consumer_config(kafka: &KafkaConfig, brokers: &str, group: &str) -> Clien
     ];
     defaults.extend(LOW_LATENCY_FETCH);
     client_config(kafka, brokers, &defaults)
+}
+
+/// What a failed delivery (a `DeliveryFuture`'s outcome, not `Ok(Ok(_))`) says, for a
+/// log line: the error and the record's size, never the record itself, whose payload
+/// carries user features or served lists (personal data).
+pub fn delivery_failure<T, C>(
+    outcome: &Result<Result<T, (KafkaError, OwnedMessage)>, C>,
+) -> String {
+    match outcome {
+        Ok(Ok(_)) => "delivered".to_owned(),
+        Ok(Err((e, record))) => format!(
+            "{e} (topic {}, {} bytes)",
+            record.topic(),
+            record.payload().map_or(0, <[u8]>::len)
+        ),
+        Err(_) => "the producer dropped the record before its acknowledgement".to_owned(),
+    }
 }
 
 /// Messages behind the high watermark over the assigned partitions, from librdkafka's
@@ -175,4 +194,35 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use rdkafka::message::Timestamp;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_failed_delivery_is_described_without_its_payload() {
+        let payload = br#"{"user":{"id":"u-secret"}}"#.to_vec();
+        let record = OwnedMessage::new(
+            Some(payload),
+            Some(b"r1".to_vec()),
+            "results".into(),
+            Timestamp::NotAvailable,
+            0,
+            -1,
+            None,
+        );
+        let outcome: Result<Result<(), _>, ()> = Ok(Err((
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            record,
+        )));
+        let line = delivery_failure(&outcome);
+        assert!(
+            line.contains("26 bytes") && line.contains("results"),
+            "{line}"
+        );
+        assert!(!line.contains("secret"), "payload in the log: {line}");
+    }
 }

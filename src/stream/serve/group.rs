@@ -2,6 +2,7 @@
 //! rebalance callbacks, and the callbacks themselves (lag from statistics; on revoke,
 //! wait for the partitions' in-flight work, bounded, and commit it before they move).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
+use super::super::inference::Job;
 use super::super::kafka::consumer_lag;
 use super::super::offsets::OffsetTracker;
 use super::super::prometheus::ServeMetrics;
@@ -17,6 +19,9 @@ use super::super::prometheus::ServeMetrics;
 /// Offsets in flight and the stage's metrics, shared by every part of the stage.
 pub(super) struct Shared {
     pub tracker: Mutex<OffsetTracker>,
+    /// Valid jobs the full inference queue could not take yet (the intake's backlog
+    /// while it is paused). Shared so that a revoke can take its partitions' jobs out.
+    pub overflow: Mutex<VecDeque<Job>>,
     pub metrics: Arc<ServeMetrics>,
 }
 
@@ -24,7 +29,53 @@ impl Shared {
     pub fn new(metrics: Arc<ServeMetrics>) -> Self {
         Self {
             tracker: Mutex::new(OffsetTracker::new()),
+            overflow: Mutex::new(VecDeque::new()),
             metrics,
+        }
+    }
+
+    /// Takes the overflow's jobs of `parts` out: how many per partition.
+    fn withdraw(&self, parts: &[(String, i32)]) -> HashMap<(String, i32), usize> {
+        let mut withdrawn = HashMap::new();
+        if let Ok(mut overflow) = self.overflow.lock() {
+            overflow.retain(|job| {
+                let key = (job.topic.clone(), job.partition);
+                let revoked = parts.contains(&key);
+                if revoked {
+                    *withdrawn.entry(key).or_default() += 1;
+                }
+                !revoked
+            });
+        }
+        withdrawn
+    }
+
+    /// Waits, up to `deadline`, until the only in-flight messages of `parts` are the
+    /// `withdrawn` ones; returns how many others are left.
+    fn wait_for(
+        &self,
+        parts: &[(String, i32)],
+        withdrawn: &HashMap<(String, i32), usize>,
+        deadline: Instant,
+    ) -> usize {
+        loop {
+            let left: usize = self
+                .tracker
+                .lock()
+                .map(|t| {
+                    parts
+                        .iter()
+                        .map(|key| {
+                            let gone = withdrawn.get(key).copied().unwrap_or(0);
+                            t.in_flight(&key.0, key.1).saturating_sub(gone)
+                        })
+                        .sum()
+                })
+                .unwrap_or(0);
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -95,24 +146,35 @@ impl ConsumerContext for ServeContext {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        // Jobs of these partitions still in the overflow would only reach the model
+        // through the intake, which this callback holds up (it runs inside the intake's
+        // poll): they are withdrawn, not served here. Their offsets stay unfinished, so
+        // the commit below stops before the first of them and the partition's next
+        // owner re-reads them. What is already queued or at the sink is waited for.
+        let withdrawn = self.shared.withdraw(&parts);
         let deadline = Instant::now() + self.revoke_wait;
-        loop {
-            let left: usize = self
-                .shared
-                .tracker
-                .lock()
-                .map(|t| parts.iter().map(|(topic, p)| t.in_flight(topic, *p)).sum())
-                .unwrap_or(0);
-            if left == 0 || Instant::now() >= deadline {
-                if left > 0 {
-                    tracing::warn!(
-                        left,
-                        "revoke: abandoning in-flight requests (they will be re-delivered)"
-                    );
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        // The wait blocks this thread: on tokio's multi-threaded runtime the worker's
+        // other tasks (the sink among them) are handed to another thread first.
+        let wait = || self.shared.wait_for(&parts, &withdrawn, deadline);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let left = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
+        let withdrawn: usize = withdrawn.values().sum();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "revoke: abandoning in-flight requests (they will be re-delivered)"
+            );
+        }
+        if withdrawn > 0 {
+            tracing::info!(
+                withdrawn,
+                "revoke: queued requests of the revoked partitions left to their next owner"
+            );
         }
         self.shared.store(consumer);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -141,5 +203,68 @@ impl ConsumerContext for ServeContext {
             .assigned_partitions
             .store(n, Ordering::Relaxed);
         tracing::info!(partitions = n, "assignment changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{RerankRequest, UserFeatures};
+
+    fn job(partition: i32, offset: i64) -> Job {
+        Job {
+            request: RerankRequest {
+                request_id: format!("r{partition}-{offset}"),
+                user: UserFeatures {
+                    id: crate::schema::Token("u".into()),
+                    sparse: Default::default(),
+                    dense: Default::default(),
+                },
+                candidates: Vec::new(),
+                list_len: 0,
+                timestamp_ms: 0,
+            },
+            topic: "requests".into(),
+            partition,
+            offset,
+            received: Instant::now(),
+        }
+    }
+
+    /// A revoke does not wait for overflow jobs only the intake it holds up could
+    /// send on: they are withdrawn, stay unfinished (the commit stops before them), and
+    /// the wait covers what is already queued.
+    #[test]
+    fn a_revoke_withdraws_its_partitions_overflow_and_waits_only_for_the_queued() {
+        let shared = Shared::new(Arc::new(ServeMetrics::default()));
+        for (p, o) in [(0, 10), (0, 11), (0, 12), (1, 5)] {
+            shared.start("requests", p, o);
+        }
+        // Offset 10 went to the inference queue; 11, 12 and partition 1's 5 overflowed.
+        if let Ok(mut overflow) = shared.overflow.lock() {
+            overflow.extend([job(0, 11), job(0, 12), job(1, 5)]);
+        }
+        let revoked = [("requests".to_owned(), 0)];
+        let withdrawn = shared.withdraw(&revoked);
+        assert_eq!(withdrawn.get(&revoked[0]), Some(&2));
+        let left_jobs: Vec<i64> = shared
+            .overflow
+            .lock()
+            .map(|o| o.iter().map(|j| j.offset).collect())
+            .unwrap_or_default();
+        assert_eq!(left_jobs, [5], "the other partition's job stays");
+        assert_eq!(shared.wait_for(&revoked, &withdrawn, Instant::now()), 1);
+        shared.finish("requests", 0, 10);
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(shared.wait_for(&revoked, &withdrawn, soon), 0);
+        let commits = shared
+            .tracker
+            .lock()
+            .map(|mut t| t.take_commits())
+            .unwrap_or_default();
+        assert!(
+            commits.contains(&("requests".to_owned(), 0, 11)),
+            "commit stops before the withdrawn: {commits:?}"
+        );
     }
 }

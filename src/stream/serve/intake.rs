@@ -2,12 +2,13 @@
 //! inference thread and dead-letters what cannot be answered. Backpressure: when the
 //! queue is full, jobs wait in an overflow list and the assignment is paused (the
 //! consumer keeps polling, so the group keeps the member); it resumes once the queue
-//! has drained to half.
+//! has drained to half. A revoke takes its partitions' jobs out of the overflow (see
+//! [`super::group`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -31,8 +32,6 @@ pub(super) struct Intake {
     pub capacity: usize,
     pub shared: Arc<Shared>,
     pub sink: Sink,
-    /// Valid jobs the full queue could not take yet.
-    pub overflow: VecDeque<Job>,
     pub paused: bool,
     /// Dead letters awaiting their acknowledgement.
     pub dead_letters: JoinSet<()>,
@@ -84,7 +83,7 @@ impl Intake {
                     received: Instant::now(),
                 };
                 self.queue_job(job)?;
-                if !self.overflow.is_empty() && !self.paused {
+                if self.overflowing() && !self.paused {
                     self.paused = self.set_paused(consumer, true);
                 }
             }
@@ -103,16 +102,28 @@ impl Intake {
         Ok(())
     }
 
+    fn overflowing(&self) -> bool {
+        self.shared.overflow.lock().is_ok_and(|o| !o.is_empty())
+    }
+
+    fn overflow(&self) -> Result<MutexGuard<'_, VecDeque<Job>>, StreamError> {
+        self.shared
+            .overflow
+            .lock()
+            .map_err(|_| StreamError::Internal("the overflow lock is poisoned"))
+    }
+
     /// Queues `job` behind any overflow, keeping the order of a partition.
     fn queue_job(&mut self, job: Job) -> Result<(), StreamError> {
-        if !self.overflow.is_empty() {
-            self.overflow.push_back(job);
+        let mut overflow = self.overflow()?;
+        if !overflow.is_empty() {
+            overflow.push_back(job);
             return Ok(());
         }
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
-                self.overflow.push_back(job);
+                overflow.push_back(job);
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -131,7 +142,7 @@ impl Intake {
             });
         }
         self.drain_overflow()?;
-        if self.paused && self.overflow.is_empty() && self.shared.below_half(self.capacity) {
+        if self.paused && !self.overflowing() && self.shared.below_half(self.capacity) {
             self.paused = self.set_paused(consumer, false);
         }
         self.shared.store(consumer);
@@ -140,11 +151,12 @@ impl Intake {
     }
 
     fn drain_overflow(&mut self) -> Result<(), StreamError> {
-        while let Some(job) = self.overflow.pop_front() {
+        let mut overflow = self.overflow()?;
+        while let Some(job) = overflow.pop_front() {
             match self.queue.try_send(job) {
                 Ok(()) => {}
                 Err(TrySendError::Full(job)) => {
-                    self.overflow.push_front(job);
+                    overflow.push_front(job);
                     break;
                 }
                 Err(TrySendError::Disconnected(_)) => {
@@ -183,10 +195,15 @@ impl Intake {
     pub async fn close(self) {
         let Intake {
             queue,
-            overflow,
+            shared,
             mut dead_letters,
             ..
         } = self;
+        let overflow = shared
+            .overflow
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
         let _ = tokio::task::spawn_blocking(move || {
             for job in overflow {
                 if queue.send(job).is_err() {

@@ -12,7 +12,6 @@ mod group;
 mod intake;
 mod sink;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
@@ -94,7 +93,6 @@ pub async fn serve(
         capacity: p.batching.queue_capacity,
         shared: Arc::clone(&shared),
         sink,
-        overflow: VecDeque::new(),
         paused: false,
         dead_letters: JoinSet::new(),
     };

@@ -193,7 +193,8 @@ async fn acknowledged(
         match delivery.await {
             Ok(Ok(_)) => return true,
             other => {
-                tracing::warn!(?other, attempt, topic = %record.topic, "delivery failed")
+                let error = super::super::kafka::delivery_failure(&other);
+                tracing::warn!(%error, attempt, topic = %record.topic, "delivery failed")
             }
         }
         if attempt == DELIVERY_ATTEMPTS {
