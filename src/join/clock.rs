@@ -9,14 +9,14 @@
 //! caught up (nothing more is coming for now). What that means depends on the stream
 //! ([`Idle`]): time passes for users whether or not they click, so a quiet feedback
 //! partition counts as at least `wall - idle_ms` (else a list whose feedback stream goes
-//! quiet would wait forever); but `serve`'s progress through the requests is only known
-//! from its answers, so a quiet results partition just stops holding that clock back —
-//! and only while the stream as a whole is live: when every results partition has been
-//! quiet (`serve` down or restarting), each gets `idle_ms` after the stream comes back to
-//! show up again, and while all are quiet the slowest one heard from holds the clock.
-//! Else the first partition a restarted `serve` catches up would carry the clock past
-//! requests it has not reached on the others, and they would be set aside as unanswered.
-//! A paused stream is never idle: its silence is the logger's doing, not the producers'.
+//! quiet would wait forever). But `serve`'s progress through the requests is only known
+//! from its answers, and a quiet results partition is as likely a `serve` that is down,
+//! restarting or behind on it as one with nothing to answer: that clock never counts a
+//! partition as caught up. (An earlier rule let a quiet results partition stop holding
+//! it; the chaos soak showed a restarted `serve` catching up one partition before the
+//! others carrying the clock past requests it had not reached, which were then set
+//! aside as unanswered.) A paused stream is never idle: its silence is the logger's
+//! doing, not the producers'.
 
 use std::collections::BTreeMap;
 
@@ -33,9 +33,8 @@ struct Partition {
 pub(super) enum Idle {
     /// It counts as at least `wall - idle_ms`: event time follows the wall clock.
     FollowsWall,
-    /// It no longer holds the clock back while other partitions deliver; with every
-    /// partition idle the clock is the slowest one heard from.
-    StopsHolding,
+    /// Nothing: the partition holds the clock back until it delivers.
+    Holds,
 }
 
 /// The event-time clock of one stream of events.
@@ -47,11 +46,6 @@ pub(super) struct StreamClock {
     idle_ms: i64,
     /// Wall time since which the stream has had no partition or was resumed (ms).
     since_ms: i64,
-    /// Wall time of the newest message on any partition (ms).
-    last_any_ms: i64,
-    /// Wall time of the first message after the whole stream was quiet for `idle_ms`:
-    /// a partition's quiet time counts from here at the earliest (ms).
-    live_since_ms: i64,
     paused: bool,
 }
 
@@ -62,8 +56,6 @@ impl StreamClock {
             partitions: BTreeMap::new(),
             idle_ms: idle_ms.max(0),
             since_ms: wall_ms,
-            last_any_ms: wall_ms,
-            live_since_ms: wall_ms,
             paused: false,
         }
     }
@@ -77,10 +69,6 @@ impl StreamClock {
 
     /// A message arrived on `partition` (whether or not it moves this clock).
     pub(super) fn message(&mut self, partition: i32, wall_ms: i64) {
-        if wall_ms.saturating_sub(self.last_any_ms) >= self.idle_ms {
-            self.live_since_ms = wall_ms;
-        }
-        self.last_any_ms = self.last_any_ms.max(wall_ms);
         self.partition(partition, wall_ms).last_message_ms = wall_ms;
     }
 
@@ -144,23 +132,12 @@ impl StreamClock {
                     .min()
                     .unwrap_or(i64::MIN)
             }
-            Idle::StopsHolding => {
-                let live = !caught_up(self.last_any_ms);
-                let active = self
-                    .partitions
-                    .values()
-                    .filter(|p| live && !caught_up(p.last_message_ms.max(self.live_since_ms)))
-                    .map(|p| p.event_ms)
-                    .min();
-                let heard_from = || {
-                    self.partitions
-                        .values()
-                        .map(|p| p.event_ms)
-                        .filter(|&t| t > i64::MIN)
-                        .min()
-                };
-                active.or_else(heard_from).unwrap_or(i64::MIN)
-            }
+            Idle::Holds => self
+                .partitions
+                .values()
+                .map(|p| p.event_ms)
+                .min()
+                .unwrap_or(i64::MIN),
         }
     }
 }
@@ -196,37 +173,23 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_partition_of_a_progress_clock_stops_holding_it_without_following_the_wall() {
-        let mut c = StreamClock::new(Idle::StopsHolding, 1000, 0);
+    fn a_progress_clock_is_held_by_its_slowest_partition_however_long_it_is_quiet() {
+        // serve down: both results partitions quiet; it restarts and catches up
+        // partition 0 first. Partition 1 holds the clock until it delivers, however
+        // long that takes, and never follows the wall clock.
+        let mut c = StreamClock::new(Idle::Holds, 1000, 0);
         c.assign(&[0, 1], 0);
         c.event(0, 500, 0);
+        assert_eq!(c.now(10), i64::MIN, "partition 1 has said nothing");
         c.event(1, 300, 900);
         assert_eq!(c.now(900), 300);
-        // Partition 1 goes quiet while 0 delivers: it stops holding.
-        c.event(0, 700, 1500);
-        c.event(0, 800, 2000);
-        assert_eq!(c.now(2000), 800);
-        // Everything quiet: the slowest partition heard from, never the wall clock.
-        assert_eq!(c.now(1_000_000), 300);
-    }
-
-    #[test]
-    fn after_the_whole_stream_was_quiet_every_partition_gets_time_to_show_up() {
-        // serve down: both results partitions quiet; it restarts and catches up
-        // partition 0 first. Partition 1 holds the clock until it has had idle_ms.
-        let mut c = StreamClock::new(Idle::StopsHolding, 1000, 0);
-        c.assign(&[0, 1], 0);
-        c.event(0, 100, 0);
-        c.event(1, 100, 0);
-        assert_eq!(c.now(5000), 100, "all quiet");
         c.event(0, 4000, 5000);
         c.event(0, 4900, 5500);
-        assert_eq!(c.now(5500), 100, "partition 1 has not had its idle time");
-        c.event(1, 4800, 5800);
-        assert_eq!(c.now(5800), 4800);
-        // Partition 1 then really goes quiet while 0 goes on: it stops holding.
-        c.event(0, 5500, 6400);
-        c.event(0, 6000, 7000);
-        assert_eq!(c.now(7000), 6000);
+        assert_eq!(c.now(1_000_000), 300);
+        c.event(1, 4800, 1_000_001);
+        assert_eq!(c.now(1_000_001), 4800);
+        // A revoked partition no longer holds it back.
+        c.assign(&[0], 1_000_002);
+        assert_eq!(c.now(1_000_002), 4900);
     }
 }

@@ -15,8 +15,9 @@
 //! - What cannot be joined is not dropped: it is returned as [`Unjoined`] for a side
 //!   file. A result waits for its request until the requests stream has passed the
 //!   result's window (its request, sent before it, is not coming); a request waits for
-//!   its result until results have been seen for requests a window younger than it
-//!   (however long `serve` takes: a quiet `serve` holds requests, bounded below);
+//!   its result until results have been seen for requests a window younger than it on
+//!   every results partition (however long `serve` takes: a quiet `serve`, or a
+//!   results partition without traffic, holds requests, bounded below);
 //!   feedback with neither waits until the results and requests streams have passed it.
 //! - Pending state is bounded by the caller: [`ListJoiner::waiting_on`] names the
 //!   stream most pending lists wait for, so intake of the others can pause.
@@ -238,7 +239,7 @@ impl ListJoiner {
                 requests: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
                 results: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
                 feedback: StreamClock::new(Idle::FollowsWall, idle_ms, wall_ms),
-                answered: StreamClock::new(Idle::StopsHolding, idle_ms, wall_ms),
+                answered: StreamClock::new(Idle::Holds, idle_ms, wall_ms),
             },
             written: Written {
                 capacity: settings.remember_lists.max(1),

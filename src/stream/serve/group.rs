@@ -267,4 +267,58 @@ mod tests {
             "commit stops before the withdrawn: {commits:?}"
         );
     }
+
+    /// Partitions assigned while the intake is paused are paused too: the member
+    /// fetches nothing from them until the intake resumes.
+    #[test]
+    fn partitions_assigned_while_paused_are_paused() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use rdkafka::Message;
+
+        let broker = crate::stream::EmbeddedBroker::start().expect("broker");
+        broker.create_topics(&[("requests", 2)]).expect("topics");
+        let kafka = crate::config::KafkaConfig::default();
+        let producer: BaseProducer =
+            crate::stream::kafka::producer_config(&kafka, &broker.bootstrap())
+                .create()
+                .expect("producer");
+        for i in 0..10 {
+            let key = format!("k{i}");
+            producer
+                .send(BaseRecord::to("requests").key(&key).payload("x"))
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flushed");
+        let shared = Arc::new(Shared::new(Arc::new(ServeMetrics::default())));
+        shared.metrics.paused.store(1, Ordering::Relaxed);
+        let context = ServeContext {
+            shared: Arc::clone(&shared),
+            revoke_wait: Duration::from_secs(1),
+        };
+        let consumer: BaseConsumer<ServeContext> =
+            crate::stream::kafka::consumer_config(&kafka, &broker.bootstrap(), "paused")
+                .create_with_context(context)
+                .expect("consumer");
+        consumer.subscribe(&["requests"]).expect("subscribe");
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut received = 0;
+        while Instant::now() < until {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                received += 1;
+            }
+        }
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        assert_eq!(assigned, 2, "the member got its partitions");
+        assert_eq!(received, 0, "nothing fetched while paused");
+        let assignment = consumer.assignment().expect("assignment");
+        consumer.resume(&assignment).expect("resume");
+        let until = Instant::now() + Duration::from_secs(20);
+        while received < 10 && Instant::now() < until {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                assert_eq!(m.payload(), Some(&b"x"[..]));
+                received += 1;
+            }
+        }
+        assert_eq!(received, 10, "resumed, it reads them all");
+    }
 }
