@@ -1,7 +1,6 @@
 //! The serve stage against the embedded Kafka-protocol broker (rdkafka's MockCluster):
 //! bad input goes to the dead-letter topic with its error, nothing valid is lost (also
-//! through a broker outage; one longer than the message timeout stops the stage, and
-//! a restart answers everything), and a bad model bundle never stops serving.
+//! through a broker outage), and a bad model bundle never stops serving.
 
 mod common;
 
@@ -221,65 +220,6 @@ async fn broker_down_and_up_mid_stream_loses_nothing() {
         "the producers retry through the outage"
     );
     s.stop().await;
-}
-
-/// An outage longer than the producer's `message.timeout.ms` and the sink's re-sends:
-/// `serve` gives up on a result, stops with an external error (exit 75) instead of
-/// serving on with a partition that can no longer commit, and leaves the undelivered
-/// requests uncommitted, so a restarted server answers every request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_longer_than_the_message_timeout_stops_serve_and_a_restart_answers_all() {
-    let s = Stage::start_with(|_, p| {
-        p.kafka
-            .properties
-            .insert("message.timeout.ms".into(), "500".into());
-    });
-    // The load generator keeps librdkafka's 30 s timeout: it outlasts the outage.
-    let mut load_kafka = s.p.kafka.clone();
-    load_kafka.properties.remove("message.timeout.ms");
-    let (out, valid, _) = requests(1500, 4, usize::MAX, no_bad);
-    let load = spawn_load(
-        &load_kafka,
-        &s.broker.bootstrap(),
-        out,
-        valid,
-        0,
-        Some(500.0),
-    );
-    // Mid-stream (the load runs for 3 s), ten seconds without a broker: five deliveries
-    // of 0.5 s each and 3 s of back-off between them.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    s.broker.cluster().broker_down(1).expect("broker down");
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    s.broker.cluster().broker_up(1).expect("broker up");
-    let outcome = tokio::time::timeout(Duration::from_secs(60), s.server)
-        .await
-        .expect("serve stops")
-        .expect("join");
-    let error = outcome.expect_err("serve gives up instead of serving on");
-    assert_eq!(
-        eglr::fault::HasFault::fault(&error),
-        eglr::fault::Fault::External,
-        "{error}"
-    );
-    // A restart (same group) re-reads what was not delivered.
-    let settings = ServeSettings {
-        pipeline: PipelineConfig {
-            kafka: load_kafka,
-            ..s.p.clone()
-        },
-        brokers: s.broker.bootstrap(),
-        metrics_addr: None,
-        model_poll: Duration::from_millis(100),
-        shutdown_timeout: Duration::from_secs(20),
-    };
-    let (stop, stopped) = watch::channel(false);
-    let second = tokio::spawn(serve(settings, Arc::clone(&s.live), stopped));
-    let report = load.await.expect("load");
-    assert_eq!(report.missing, 0, "{report:?}");
-    assert_eq!(report.produce_errors, 0, "{report:?}");
-    let _ = stop.send(true);
-    second.await.expect("join").expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
