@@ -230,7 +230,7 @@ impl ListJoiner {
         Self {
             settings: JoinSettings {
                 window_ms: settings.window_ms.max(0),
-                idle_ms: settings.idle_ms.max(0),
+                idle_ms,
                 ..settings
             },
             pending: HashMap::new(),
@@ -355,7 +355,8 @@ impl ListJoiner {
         self.clocks
             .results
             .event(source.partition, result.timestamp_ms, wall_ms);
-        // Its request's time moves the answered clock once both are there.
+        // The result's partition now counts for (and holds) the answered clock; its
+        // request's time moves that clock once both are there.
         self.clocks.answered.message(source.partition, wall_ms);
         let id = result.request_id.clone();
         if self.duplicate(&id, &source) {
