@@ -3,8 +3,11 @@
 # --with-tansu what its tests need too. Idempotent: installs only what is missing.
 #   - a C toolchain and make: rdkafka builds its bundled librdkafka 2.12 from source
 #     (Debian's librdkafka is 2.0, too old to link against)
-#   - pkg-config and zlib headers: librdkafka's compression
+#   - pkg-config, zlib and OpenSSL headers: librdkafka's compression, TLS and
+#     SASL/SCRAM (zstd is built from source by the zstd-sys crate)
 #   - a Rust toolchain (cargo) must already be installed, e.g. with rustup
+# --with-tansu adds the test suite's brokers and tools: tansu, stunnel4 (a TLS listener
+# in front of tansu) and the openssl command (the tests make their own CA).
 set -euo pipefail
 with_tansu=false
 for arg in "$@"; do
@@ -13,7 +16,10 @@ for arg in "$@"; do
     *) echo "usage: $0 [--with-tansu]" >&2; exit 2 ;;
   esac
 done
-packages=(build-essential make pkg-config zlib1g-dev)
+packages=(build-essential make pkg-config zlib1g-dev libssl-dev)
+if $with_tansu; then
+  packages+=(stunnel4 openssl)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use common::{requests, spawn_load, write_bundle};
 use eglr::config::PipelineConfig;
-use eglr::drive::loadgen::LoadReport;
+use eglr::drive::loadgen::{Body, LoadReport, Outgoing};
 use eglr::model::{LiveModel, ModelStore};
-use eglr::stream::kafka::client_config;
+use eglr::stream::kafka::{client_config, producer_config};
 use eglr::stream::{serve, EmbeddedBroker, ServeSettings, ServeSummary, StreamError};
 
 fn pipeline() -> PipelineConfig {
@@ -41,6 +42,8 @@ struct Stage {
     broker: EmbeddedBroker,
     store: tempfile::TempDir,
     live: Arc<LiveModel>,
+    /// The stage's metrics and health endpoint.
+    metrics: std::net::SocketAddr,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<ServeSummary, StreamError>>,
 }
@@ -66,21 +69,15 @@ impl Stage {
             .expect("topics");
         let live =
             Arc::new(LiveModel::open(ModelStore::new(store.path()), Device::Cpu).expect("model"));
-        let settings = ServeSettings {
-            pipeline: p.clone(),
-            brokers: broker.bootstrap(),
-            metrics_addr: None,
-            model_poll: Duration::from_millis(100),
-            shutdown_timeout: Duration::from_secs(20),
-        };
-        let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(settings, Arc::clone(&live), stopped));
+        let metrics = free_local_port();
+        let (stop, server) = spawn_serve(&p, &broker, &live, metrics);
         Self {
             _turn: turn,
             p,
             broker,
             store,
             live,
+            metrics,
             stop,
             server,
         }
@@ -99,9 +96,111 @@ impl Stage {
         )
     }
 
+    /// Starts the stage again (same group) once the previous one has returned.
+    fn restart(&mut self) {
+        assert!(self.server.is_finished(), "the previous stage still runs");
+        // The endpoint of the stopped stage is a task of this runtime that still holds
+        // its port.
+        self.metrics = free_local_port();
+        (self.stop, self.server) = spawn_serve(&self.p, &self.broker, &self.live, self.metrics);
+    }
+
     async fn stop(self) -> ServeSummary {
         let _ = self.stop.send(true);
         self.server.await.expect("join").expect("serve")
+    }
+}
+
+/// A running stage: its stop switch and its task.
+type Running = (
+    watch::Sender<bool>,
+    JoinHandle<Result<ServeSummary, StreamError>>,
+);
+
+fn spawn_serve(
+    p: &PipelineConfig,
+    broker: &EmbeddedBroker,
+    live: &Arc<LiveModel>,
+    metrics: std::net::SocketAddr,
+) -> Running {
+    let settings = ServeSettings {
+        pipeline: p.clone(),
+        brokers: broker.bootstrap(),
+        metrics_addr: Some(metrics),
+        model_poll: Duration::from_millis(100),
+        shutdown_timeout: Duration::from_secs(20),
+    };
+    let (stop, stopped) = watch::channel(false);
+    (
+        stop,
+        tokio::spawn(serve(settings, Arc::clone(live), stopped)),
+    )
+}
+
+/// A local address nothing listens on (the port the system picked, released).
+fn free_local_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// The value of the unlabelled metric `name` on the endpoint at `addr`.
+fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    socket.read_to_string(&mut text).expect("response");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Produces `out` to the requests topic and waits for every acknowledgement.
+async fn produce_requests(s: &Stage, out: Vec<Outgoing>) {
+    let producer: FutureProducer =
+        producer_config(&common::pipeline().kafka, &s.broker.bootstrap())
+            .create()
+            .expect("producer");
+    let mut deliveries = Vec::new();
+    for o in out {
+        let payload = match o.body {
+            Body::Request(mut request) => {
+                request.timestamp_ms = eglr::clock::unix_millis();
+                serde_json::to_vec(&request).expect("encode")
+            }
+            Body::Raw(bytes) => bytes,
+        };
+        let record = FutureRecord::to(&s.p.kafka.topics.requests)
+            .key(&o.key)
+            .payload(&payload);
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
+    }
+    for d in deliveries {
+        d.await.expect("delivery").expect("delivered");
+    }
+}
+
+/// The request ids of the results topic, read until `n` distinct ones came or none
+/// came for a while.
+fn answered(s: &Stage, n: usize) -> std::collections::HashSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let results = common::read_topics(
+            &s.broker.bootstrap(),
+            &[&s.p.kafka.topics.results],
+            Duration::from_secs(3),
+        );
+        let ids: std::collections::HashSet<String> = results.into_iter().map(|m| m.3).collect();
+        if ids.len() >= n || Instant::now() > deadline {
+            return ids;
+        }
     }
 }
 
@@ -262,6 +361,115 @@ async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
     assert_eq!(report.missing, 0, "{report:?} {summary:?}");
     assert_eq!(report.produce_errors, 0, "retriable errors are retried");
     assert!(summary.results >= 1500, "{summary:?}");
+}
+
+/// The broker cannot take results for longer than `message.timeout.ms` (the results
+/// topic has no leader). The stage must not serve on while its partitions never commit
+/// again: after its retries it stops with an error (it is unhealthy at once and the
+/// process exits non-zero), having committed nothing it did not deliver, and a restart
+/// after the outage answers every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_message_timeout_stops_the_stage_and_loses_nothing() {
+    use rdkafka::types::RDKafkaRespErr;
+    let mut s = Stage::start_with(|_, serving| {
+        serving
+            .kafka
+            .properties
+            .insert("message.timeout.ms".into(), "1000".into());
+    });
+    let results = s.p.kafka.topics.results.clone();
+    let cluster = s.broker.cluster();
+    cluster
+        .topic_error(
+            &results,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        )
+        .expect("topic error");
+    // Produced directly: a load generator would need the results topic's metadata.
+    let (out, valid, _) = requests(100, 6, usize::MAX, no_bad);
+    produce_requests(&s, out).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(90), &mut s.server)
+        .await
+        .expect("the stage stops within its retries")
+        .expect("join");
+    let error = stopped.expect_err("a stage that cannot deliver must not end well");
+    assert!(error.to_string().contains(&results), "{error}");
+    let requests_topic = &s.p.kafka.topics.requests;
+    let partitions: common::Ends = (0..4).map(|p| ((requests_topic.clone(), p), 0)).collect();
+    let committed = common::committed(&s.broker.bootstrap(), &s.p.kafka.group_id, &partitions);
+    assert!(
+        committed.values().all(|&offset| offset == 0),
+        "nothing was delivered, so nothing may be committed: {committed:?}"
+    );
+
+    // The outage ends; the restarted stage re-reads and answers everything.
+    cluster
+        .topic_error(&results, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear the topic error");
+    s.restart();
+    let answered = answered(&s, valid.len());
+    let summary = s.stop().await;
+    assert!(valid.iter().all(|id| answered.contains(id)), "{summary:?}");
+}
+
+/// Every buffer between the intake and the broker is bounded (the job queue, the
+/// channel of finished batches to the sink, the producer's queue): while the sink cannot
+/// deliver (the results topic has no leader, for less than `message.timeout.ms`), the
+/// intake pauses its partitions after a few hundred requests instead of reading the
+/// whole backlog into memory, and answers everything once the outage ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_cannot_deliver_holds_the_intake_back() {
+    use rdkafka::types::RDKafkaRespErr;
+    const PRODUCER_QUEUE: usize = 50;
+    let s = Stage::start_with(|_, serving| {
+        let properties = &mut serving.kafka.properties;
+        properties.insert(
+            "queue.buffering.max.messages".into(),
+            PRODUCER_QUEUE.to_string(),
+        );
+        properties.insert("message.timeout.ms".into(), "120000".into());
+    });
+    let results = s.p.kafka.topics.results.clone();
+    let cluster = s.broker.cluster();
+    cluster
+        .topic_error(
+            &results,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        )
+        .expect("topic error");
+    let backlog = 3000;
+    let (out, valid, _) = requests(backlog, 7, usize::MAX, no_bad);
+    produce_requests(&s, out).await;
+    // What the stage may hold while it cannot deliver: the job queue, the finished
+    // batches in the channel to the sink, one batch at the model, one at the sink, the
+    // producer's queue, and what one poll fetched before the pause (one queue's worth).
+    let b = &s.p.batching;
+    let channel_batches = b.queue_capacity / b.max_batch + 1;
+    let bound = 2 * b.queue_capacity + (channel_batches + 2) * b.max_batch + PRODUCER_QUEUE;
+    assert!(bound < backlog / 2, "the backlog must dwarf the bound");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut taken = 0.0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = scrape(s.metrics, "eglr_requests_total");
+        if now == taken && scrape(s.metrics, "eglr_paused") == 1.0 {
+            break; // settled: paused and taking nothing more
+        }
+        taken = now;
+    }
+    assert_eq!(scrape(s.metrics, "eglr_paused"), 1.0, "the intake pauses");
+    assert!(
+        taken > 0.0 && taken <= bound as f64,
+        "{taken} requests taken in while nothing could be delivered (bound {bound})"
+    );
+
+    cluster
+        .topic_error(&results, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear the topic error");
+    let answered = answered(&s, backlog);
+    let summary = s.stop().await;
+    assert!(valid.iter().all(|id| answered.contains(id)), "{summary:?}");
+    assert_eq!(summary.results, backlog as u64, "{summary:?}");
 }
 
 /// Changes to the pipelines of the serving bundle and of the stage.

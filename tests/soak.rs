@@ -74,6 +74,8 @@ struct SoakReport {
     p99_ms: f64,
     faults: Vec<(f64, Fault)>,
     wall_s: f64,
+    /// When the load started (Unix ms): fault times are seconds from it.
+    load_started_unix_ms: i64,
 }
 
 /// Minutes of load: `SOAK_MINUTES`, else the CI size. (Not an `EGLR_` variable: the
@@ -272,6 +274,7 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     );
 
     let load_started = Instant::now();
+    let load_started_unix_ms = eglr::clock::unix_millis();
     let (mut serve_restarts, mut log_restarts, mut broker_pauses) = (0, 0, 0);
     for &(at, fault) in &faults {
         let due = load_started + Duration::from_secs_f64(at);
@@ -331,6 +334,11 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     let side = side_file(&logs);
+    // Where the lists the log misses sit in the topics, for whoever debugs a failed run.
+    for id in want.difference(&ids).take(20) {
+        let at: Vec<_> = messages.iter().filter(|m| &m.3 == id).collect();
+        println!("not logged: {id} at {at:?}");
+    }
     let report = SoakReport {
         minutes_of_load: minutes,
         seed,
@@ -352,6 +360,7 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
         p99_ms: load.p99_ms,
         faults: faults.clone(),
         wall_s: started.elapsed().as_secs_f64(),
+        load_started_unix_ms,
     };
     let json = serde_json::to_string_pretty(&report).expect("json");
     println!("{json}");
@@ -362,6 +371,14 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
         std::fs::create_dir_all(parent).expect("report dir");
     }
     std::fs::write(&out, &json).expect("write the report");
+    // The side file goes next to the report: what a failed run left unjoined.
+    if let (Some(parent), Ok(entries)) = (Path::new(&out).parent(), std::fs::read_dir(&logs)) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("unjoined-") {
+                let _ = std::fs::copy(entry.path(), parent.join(entry.file_name()));
+            }
+        }
+    }
 
     assert_eq!(load.missing, 0, "every request answered at least once");
     assert_eq!(load.results, n);

@@ -5,11 +5,13 @@
 //! of a silently ignored setting. Relative paths are relative to the working directory.
 
 mod overrides;
+mod secrets;
 mod sections;
 
 use std::path::{Path, PathBuf};
 
 pub use overrides::{Override, OverrideSource};
+pub use secrets::{is_secret, KafkaProperties, REDACTED};
 pub use sections::{BatchingConfig, KafkaConfig, LogsConfig, ModelConfig, Topics};
 
 use serde::{Deserialize, Serialize};
@@ -123,9 +125,12 @@ impl PipelineConfig {
         for o in overrides {
             o.apply(&mut table)?;
         }
-        let config: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| deserialize_error(e, path, overrides))?;
+        let mut config: PipelineConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table))
+                .map_err(|e| deserialize_error(e, path, overrides))?;
         config.validate(path)?;
+        let kafka = &mut config.kafka;
+        kafka.properties.read_files(&kafka.property_files)?;
         Ok(config)
     }
 

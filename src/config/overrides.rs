@@ -3,7 +3,8 @@
 //! Env var names map to keys by lower-casing and splitting sections on a double
 //! underscore: `EGLR_BATCHING__MAX_BATCH=128` sets `batching.max_batch`. Values are read
 //! as TOML when they parse as a TOML value (`128`, `true`, `[1, 2]`, `"x"`), otherwise as
-//! a plain string (`localhost:9092`).
+//! a plain string (`localhost:9092`). librdkafka properties are the exception (see
+//! [`PROPERTY_SECTIONS`]).
 
 use std::fmt;
 
@@ -35,6 +36,30 @@ pub struct Override {
 
 const ENV_PREFIX: &str = "EGLR_";
 
+/// Sections whose keys are librdkafka property names, which have dots of their own: the
+/// rest of the key after the section is one name (`--set
+/// kafka.properties.sasl.password=…`), an environment variable spells those dots as
+/// single underscores (`EGLR_KAFKA__PROPERTIES__SASL_PASSWORD`; librdkafka's names have
+/// none), and values are strings, never TOML (a numeric password stays a string and is
+/// never echoed back in a type error).
+const PROPERTY_SECTIONS: [&str; 2] = ["kafka.properties.", "kafka.property_files."];
+
+/// The property section `key` is in and the property's name.
+fn property_section(key: &str) -> Option<(&'static str, &str)> {
+    PROPERTY_SECTIONS
+        .iter()
+        .find_map(|section| key.strip_prefix(section).map(|name| (*section, name)))
+}
+
+/// The config key an `EGLR_*` variable (without its prefix) sets.
+fn env_key(name: &str) -> String {
+    let key = name.to_lowercase().replace("__", ".");
+    match property_section(&key) {
+        Some((section, property)) => format!("{section}{}", property.replace('_', ".")),
+        None => key,
+    }
+}
+
 impl Override {
     /// All `EGLR_*` variables of `vars`, sorted by name so the result does not depend on
     /// the environment's order.
@@ -49,7 +74,7 @@ impl Override {
         found
             .into_iter()
             .map(|(name, raw)| {
-                let key = name[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
+                let key = env_key(&name[ENV_PREFIX.len()..]);
                 Self::new(&key, &raw, OverrideSource::Env(name))
             })
             .collect()
@@ -68,15 +93,26 @@ impl Override {
                 name: format!("--set {text}"),
                 message: "expected KEY=VALUE, e.g. --set batching.max_batch=128".into(),
             })?;
-        Self::new(
-            key.trim(),
-            raw.trim(),
-            OverrideSource::Flag(text.to_owned()),
-        )
+        let (key, raw) = (key.trim(), raw.trim());
+        // The flag is named in error messages; a secret's value is not.
+        let shown = if super::is_secret(key) {
+            format!("{key}={}", super::REDACTED)
+        } else {
+            text.to_owned()
+        };
+        Self::new(key, raw, OverrideSource::Flag(shown))
     }
 
     fn new(key: &str, raw: &str, source: OverrideSource) -> Result<Self, ConfigError> {
-        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+        let sections = |key: &str| key.split('.').map(str::to_owned).collect::<Vec<_>>();
+        let (path, value) = match property_section(key) {
+            Some((section, property)) => {
+                let mut path = sections(section.trim_end_matches('.'));
+                path.push(property.to_owned());
+                (path, toml::Value::String(raw.to_owned()))
+            }
+            None => (sections(key), parse_value(raw)),
+        };
         if path.iter().any(|p| p.is_empty()) {
             return Err(ConfigError::BadOverride {
                 name: source.to_string(),
@@ -85,7 +121,7 @@ impl Override {
         }
         Ok(Self {
             path,
-            value: parse_value(raw),
+            value,
             source,
         })
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::secrets::KafkaProperties;
 use crate::check::{check, Problem};
 use crate::list_log::RollPolicy;
 
@@ -42,7 +43,11 @@ pub struct KafkaConfig {
     pub group_id: String,
     pub topics: Topics,
     /// Extra librdkafka properties passed through unchanged (e.g. security settings).
-    pub properties: BTreeMap<String, String>,
+    /// Secret values (passwords, keys) are never shown: `eglr config` prints `***`.
+    pub properties: KafkaProperties,
+    /// librdkafka properties read from files when the pipeline loads, for secrets
+    /// mounted from a Kubernetes Secret: `"sasl.password" = "/run/secrets/kafka/password"`.
+    pub property_files: BTreeMap<String, PathBuf>,
     /// Replication factor of topics `--create-topics` creates. Unset: the cluster's
     /// `default.replication.factor` decides (with `acks=all`, a factor of 1 would mean
     /// one broker holds every acknowledged result).
@@ -56,7 +61,8 @@ impl Default for KafkaConfig {
             brokers: String::new(),
             group_id: "eglr-serve".into(),
             topics: Topics::default(),
-            properties: BTreeMap::new(),
+            properties: KafkaProperties::default(),
+            property_files: BTreeMap::new(),
             replication_factor: None,
         }
     }

@@ -198,3 +198,53 @@ fn replication_factor_is_the_clusters_unless_set_and_set_means_at_least_one() {
     let e = load(&format!("{MINIMAL}[kafka]\nreplication_factor = 0\n"), &[]).expect_err("0");
     assert!(e.to_string().contains("kafka.replication_factor"), "{e}");
 }
+
+#[test]
+fn librdkafka_properties_are_set_from_the_environment_flags_and_files_as_strings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "from-a-file\n").expect("write");
+    let secret_path = secret.display().to_string();
+    let overrides = [
+        env(&[
+            // A numeric password stays a string (and a type error never echoes it).
+            ("EGLR_KAFKA__PROPERTIES__SSL_KEY_PASSWORD", "123456"),
+            ("EGLR_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("EGLR_KAFKA__PROPERTY_FILES__SASL_PASSWORD", &secret_path),
+        ]),
+        vec![Override::parse_flag("kafka.properties.sasl.mechanism=SCRAM-SHA-512").expect("flag")],
+    ]
+    .concat();
+    let c = load(MINIMAL, &overrides).expect("config");
+    let p = &c.kafka.properties;
+    assert_eq!(p["ssl.key.password"], "123456");
+    assert_eq!(p["security.protocol"], "SASL_SSL");
+    assert_eq!(p["sasl.password"], "from-a-file");
+    assert_eq!(p["sasl.mechanism"], "SCRAM-SHA-512");
+
+    let shown = format!(
+        "{}{}{c:?}",
+        c.to_toml(),
+        serde_json::to_string(&c).expect("json")
+    );
+    assert!(
+        !shown.contains("123456") && !shown.contains("from-a-file"),
+        "{shown}"
+    );
+    assert!(shown.contains("SCRAM-SHA-512") && shown.contains(&secret_path));
+
+    let flag = Override::parse_flag("kafka.properties.sasl.password=hunter2").expect("flag");
+    assert!(
+        !flag.source().to_string().contains("hunter2"),
+        "{:?}",
+        flag.source()
+    );
+
+    let inline_and_file = [
+        overrides,
+        env(&[("EGLR_KAFKA__PROPERTIES__SASL_PASSWORD", "inline")]),
+    ]
+    .concat();
+    let err = load(MINIMAL, &inline_and_file).expect_err("set twice");
+    assert!(err.to_string().contains("set it in one place"), "{err}");
+}

@@ -32,7 +32,7 @@ pub fn client_config(
     for (k, v) in defaults {
         c.set(*k, *v);
     }
-    for (k, v) in &kafka.properties {
+    for (k, v) in kafka.properties.iter() {
         c.set(k, v);
     }
     c

@@ -177,13 +177,25 @@ pub fn tansu_or_skip(test: &str) -> bool {
     false
 }
 
-/// Starts tansu on a free loopback port (it listens on IPv4 only).
-pub fn start_tansu() -> (Tansu, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
+/// A free loopback port (picked by the system, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port();
+        .port()
+}
+
+/// Starts tansu on a free loopback port (it listens on IPv4 only).
+pub fn start_tansu() -> (Tansu, String) {
+    start_tansu_with(None)
+}
+
+/// Starts tansu on a free loopback port, advertising `advertised` instead when given (a
+/// TLS proxy in front of it).
+pub fn start_tansu_with(advertised: Option<u16>) -> (Tansu, String) {
+    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
     let binary = tansu_binary().expect("tansu installed (checked by tansu_or_skip)");
     let child = Command::new(binary)
         .args([
@@ -191,7 +203,7 @@ pub fn start_tansu() -> (Tansu, String) {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised_url,
             "--storage-engine",
             "memory://tansu/",
         ])
