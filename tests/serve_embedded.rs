@@ -96,6 +96,21 @@ impl Stage {
         )
     }
 
+    /// Takes the results topic's leader away (`true`: producers cannot deliver to it)
+    /// or gives it back.
+    fn results_outage(&self, on: bool) {
+        use rdkafka::types::RDKafkaRespErr;
+        let error = if on {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE
+        } else {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        };
+        self.broker
+            .cluster()
+            .topic_error(&self.p.kafka.topics.results, error)
+            .expect("topic error");
+    }
+
     /// Starts the stage again (same group) once the previous one has returned.
     fn restart(&mut self) {
         assert!(self.server.is_finished(), "the previous stage still runs");
@@ -370,7 +385,6 @@ async fn broker_request_errors_on_produce_fetch_and_commit_lose_nothing() {
 /// after the outage answers every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_message_timeout_stops_the_stage_and_loses_nothing() {
-    use rdkafka::types::RDKafkaRespErr;
     let mut s = Stage::start_with(|_, serving| {
         serving
             .kafka
@@ -378,13 +392,7 @@ async fn an_outage_longer_than_the_message_timeout_stops_the_stage_and_loses_not
             .insert("message.timeout.ms".into(), "1000".into());
     });
     let results = s.p.kafka.topics.results.clone();
-    let cluster = s.broker.cluster();
-    cluster
-        .topic_error(
-            &results,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
-        )
-        .expect("topic error");
+    s.results_outage(true);
     // Produced directly: a load generator would need the results topic's metadata.
     let (out, valid, _) = requests(100, 6, usize::MAX, no_bad);
     produce_requests(&s, out).await;
@@ -403,9 +411,7 @@ async fn an_outage_longer_than_the_message_timeout_stops_the_stage_and_loses_not
     );
 
     // The outage ends; the restarted stage re-reads and answers everything.
-    cluster
-        .topic_error(&results, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
-        .expect("clear the topic error");
+    s.results_outage(false);
     s.restart();
     let answered = answered(&s, valid.len());
     let summary = s.stop().await;
@@ -419,7 +425,6 @@ async fn an_outage_longer_than_the_message_timeout_stops_the_stage_and_loses_not
 /// whole backlog into memory, and answers everything once the outage ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_that_cannot_deliver_holds_the_intake_back() {
-    use rdkafka::types::RDKafkaRespErr;
     const PRODUCER_QUEUE: usize = 50;
     let s = Stage::start_with(|_, serving| {
         let properties = &mut serving.kafka.properties;
@@ -429,14 +434,7 @@ async fn a_sink_that_cannot_deliver_holds_the_intake_back() {
         );
         properties.insert("message.timeout.ms".into(), "120000".into());
     });
-    let results = s.p.kafka.topics.results.clone();
-    let cluster = s.broker.cluster();
-    cluster
-        .topic_error(
-            &results,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
-        )
-        .expect("topic error");
+    s.results_outage(true);
     let backlog = 3000;
     let (out, valid, _) = requests(backlog, 7, usize::MAX, no_bad);
     produce_requests(&s, out).await;
@@ -463,9 +461,7 @@ async fn a_sink_that_cannot_deliver_holds_the_intake_back() {
         "{taken} requests taken in while nothing could be delivered (bound {bound})"
     );
 
-    cluster
-        .topic_error(&results, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
-        .expect("clear the topic error");
+    s.results_outage(false);
     let answered = answered(&s, backlog);
     let summary = s.stop().await;
     assert!(valid.iter().all(|id| answered.contains(id)), "{summary:?}");
