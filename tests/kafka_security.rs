@@ -145,14 +145,7 @@ fn start_stunnel(dir: &Path, port: u16, broker: &str, cert: &(PathBuf, PathBuf))
         .stderr(Stdio::null())
         .spawn()
         .expect("stunnel starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "stunnel did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_port(port, "stunnel");
     Stunnel(child)
 }
 

@@ -152,10 +152,9 @@ fn spawn_serve(
     )
 }
 
-/// A local address nothing listens on (the port the system picked, released).
+/// A local address nothing listens on.
 fn free_local_port() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
+    std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()))
 }
 
 /// The value of the unlabelled metric `name` on the endpoint at `addr`.

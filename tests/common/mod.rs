@@ -211,15 +211,17 @@ pub fn start_tansu_with(advertised: Option<u16>) -> (Tansu, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("tansu starts");
+    wait_for_port(port, "tansu");
+    (Tansu(child), format!("127.0.0.1:{port}"))
+}
+
+/// Waits up to 20 s until something (`what`) listens on loopback `port`.
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not start listening on {port}"
-        );
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (Tansu(child), format!("127.0.0.1:{port}"))
 }
 
 /// An `eglr` subcommand running as a process (killed on drop).
