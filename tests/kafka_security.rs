@@ -176,7 +176,7 @@ fn secure_broker() -> SecureBroker {
 }
 
 fn pipeline(group: &str, properties: &[(&str, &str)]) -> PipelineConfig {
-    let mut p = common::pipeline();
+    let mut p = common::for_tansu(common::pipeline());
     p.kafka.group_id = group.into();
     for (k, v) in properties {
         p.kafka.properties.insert((*k).into(), (*v).into());

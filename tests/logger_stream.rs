@@ -167,8 +167,12 @@ fn side_reasons(dir: &Path) -> HashMap<String, usize> {
     counts
 }
 
-fn logger_pipeline(dir: &Path) -> PipelineConfig {
-    let mut p = pipeline();
+fn logger_pipeline(dir: &Path, tansu: bool) -> PipelineConfig {
+    let mut p = if tansu {
+        common::for_tansu(pipeline())
+    } else {
+        pipeline()
+    };
     p.logs.dir = dir.to_owned();
     p.logs.roll_max_seconds = 1;
     p
@@ -201,7 +205,7 @@ async fn setup(
 /// written, 1 malformed feedback.
 async fn join_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = logger_pipeline(dir.path());
+    let p = logger_pipeline(dir.path(), tansu);
     let (_broker, brokers, lists, producer) = setup(&p, tansu, 5, 40, 0).await;
     let (stop, stopped) = watch::channel(false);
     let settings = LogSettings {
@@ -285,7 +289,7 @@ async fn late_duplicate_and_orphan_feedback_on_tansu() {
 async fn kill_and_restart_on(tansu: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
-    let p = logger_pipeline(&logs);
+    let p = logger_pipeline(&logs, tansu);
     let (_broker, brokers, lists, producer) = setup(&p, tansu, 6, 200, 0).await;
     let pipeline_file = static_member_pipeline(dir.path(), "logger-0");
     let logs_arg = logs.display().to_string();
@@ -445,7 +449,7 @@ enum Arrival {
 /// is written, nothing is set aside and every offset is committed.
 async fn catch_up_on(tansu: bool, n: u64, arrival: Arrival) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = logger_pipeline(dir.path());
+    let mut p = logger_pipeline(dir.path(), tansu);
     p.logs.idle_ms = 3000;
     let lag_ms = match arrival {
         Arrival::Backlog => 0,

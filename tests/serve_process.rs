@@ -50,7 +50,11 @@ enum Broker {
 
 /// A broker with the stage's topics and a model store holding `v000001`.
 async fn setup(tansu: bool) -> (PipelineConfig, Broker, String, tempfile::TempDir) {
-    let p = pipeline();
+    let p = if tansu {
+        common::for_tansu(pipeline())
+    } else {
+        pipeline()
+    };
     let t = &p.kafka.topics;
     let topics = [
         (t.requests.as_str(), 4),

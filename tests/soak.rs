@@ -176,7 +176,7 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     let faults = schedule(load_for, &mut rng);
     println!("soak: {minutes} min of load at {RATE}/s, seed {seed}, faults {faults:?}");
 
-    let p = pipeline();
+    let p = common::for_tansu(pipeline());
     let t = &p.kafka.topics;
     let (tansu, brokers) = start_tansu();
     let tansu = Arc::new(tansu);

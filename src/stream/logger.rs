@@ -58,6 +58,9 @@ pub struct LogSettings {
 pub struct LogSummary {
     pub messages: u64,
     pub malformed: u64,
+    /// Offsets the consumer jumped over within a partition (see
+    /// [`super::offsets::OffsetTracker::start`]).
+    pub skipped_offsets: u64,
     pub files_published: u64,
     pub join: JoinStats,
 }
@@ -115,6 +118,12 @@ impl Exposition for LogMetrics {
             "eglr_log_messages_total",
             "Messages consumed (requests, results, feedback).",
             s.messages,
+        );
+        counter(
+            &mut out,
+            "eglr_log_skipped_offsets_total",
+            "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).",
+            s.skipped_offsets,
         );
         counter(
             &mut out,
@@ -309,8 +318,13 @@ impl Logger {
         source: Source,
         raw: &[u8],
     ) -> Result<(), StreamError> {
-        self.tracker
+        let skipped = self
+            .tracker
             .start(&source.topic, source.partition, source.offset);
+        if skipped > 0 {
+            tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, skipped, "offsets jumped over");
+            self.summary.skipped_offsets += skipped as u64;
+        }
         self.summary.messages += 1;
         let now = crate::clock::unix_millis();
         let malformed = match stream_of(topics, &source.topic) {

@@ -37,15 +37,20 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// A message was taken in.
-    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+    /// A message was taken in. Returns how many offsets the consumer jumped over
+    /// since the highest one taken in of this partition (0 when none): a broker that
+    /// leaves records out of a fetch shows here. Transaction markers and compaction
+    /// leave such gaps legitimately, so the callers count and log them, nothing more.
+    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) -> i64 {
         let state = self
             .partitions
             .entry((topic.to_owned(), partition))
             .or_default();
+        let skipped = state.highest_seen.map_or(0, |h| (offset - h - 1).max(0));
         state.in_flight.insert(offset);
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
         state.lowest_seen = Some(state.lowest_seen.map_or(offset, |l| l.min(offset)));
+        skipped
     }
 
     /// A message finished (its result or dead letter was acknowledged).
@@ -138,6 +143,16 @@ mod tests {
         t.finish("r", 0, 13);
         assert_eq!(t.take_commits(), vec![("r".into(), 0, 15)]);
         assert_eq!(t.total_in_flight(), 0);
+    }
+
+    #[test]
+    fn reports_offsets_jumped_over_but_not_rereads() {
+        let mut t = OffsetTracker::new();
+        assert_eq!(t.start("r", 0, 7), 0, "nothing to compare the first with");
+        assert_eq!(t.start("r", 0, 8), 0);
+        assert_eq!(t.start("r", 0, 12), 3, "9, 10 and 11 never came");
+        assert_eq!(t.start("r", 0, 9), 0, "a re-read after a seek back");
+        assert_eq!(t.start("r", 1, 100), 0, "partitions are apart");
     }
 
     #[test]

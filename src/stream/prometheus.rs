@@ -53,8 +53,12 @@ pub struct LabelledCounter(Mutex<BTreeMap<String, u64>>);
 
 impl LabelledCounter {
     pub fn add(&self, label: &str) {
+        self.add_n(label, 1);
+    }
+
+    pub fn add_n(&self, label: &str, n: u64) {
         if let Ok(mut m) = self.0.lock() {
-            *m.entry(label.to_owned()).or_default() += 1;
+            *m.entry(label.to_owned()).or_default() += n;
         }
     }
 
@@ -95,6 +99,8 @@ pub struct ServeMetrics {
     pub upstream_fallbacks: LabelledCounter,
     /// Records the stage gave up producing, by topic: their offsets stay unfinished.
     pub undelivered: LabelledCounter,
+    /// Offsets the consumer jumped over, by topic (see [`super::offsets::OffsetTracker::start`]).
+    pub skipped_offsets: LabelledCounter,
     pub batch_size: Histogram,
     pub batch_latency_ms: Histogram,
     pub reasoning_steps: Histogram,
@@ -102,6 +108,8 @@ pub struct ServeMetrics {
     pub consumer_lag: AtomicI64,
     pub assigned_partitions: AtomicUsize,
     pub paused: AtomicUsize,
+    /// Times the intake paused for backpressure.
+    pub pauses: AtomicU64,
     model_version: Mutex<String>,
     /// Why the stage can no longer make progress, once it cannot.
     failure: Mutex<Option<String>>,
@@ -117,6 +125,7 @@ impl Default for ServeMetrics {
             dead_letters: LabelledCounter::default(),
             upstream_fallbacks: LabelledCounter::default(),
             undelivered: LabelledCounter::default(),
+            skipped_offsets: LabelledCounter::default(),
             batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
             batch_latency_ms: Histogram::new(&[
                 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0,
@@ -126,6 +135,7 @@ impl Default for ServeMetrics {
             consumer_lag: AtomicI64::new(0),
             assigned_partitions: AtomicUsize::new(0),
             paused: AtomicUsize::new(0),
+            pauses: AtomicU64::new(0),
             model_version: Mutex::new(String::new()),
             failure: Mutex::new(None),
             last_progress: Mutex::new(Instant::now()),
@@ -210,6 +220,12 @@ impl super::http::Exposition for ServeMetrics {
         );
         counter(
             &mut out,
+            "eglr_intake_pauses_total",
+            "Times the intake paused for backpressure.",
+            self.pauses.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
             "eglr_results_total",
             "Results acknowledged by the broker.",
             self.results.load(Ordering::Relaxed),
@@ -230,6 +246,12 @@ impl super::http::Exposition for ServeMetrics {
             "eglr_undelivered_total",
             "topic",
             "Records given up after their delivery attempts; their offsets stay unfinished until a restart.",
+            &mut out,
+        );
+        self.skipped_offsets.render(
+            "eglr_skipped_offsets_total",
+            "topic",
+            "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).",
             &mut out,
         );
         self.batch_size

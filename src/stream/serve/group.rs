@@ -81,8 +81,13 @@ impl Shared {
 
     /// A message was taken in.
     pub fn start(&self, topic: &str, partition: i32, offset: i64) {
-        if let Ok(mut t) = self.tracker.lock() {
-            t.start(topic, partition, offset);
+        let skipped = self
+            .tracker
+            .lock()
+            .map_or(0, |mut t| t.start(topic, partition, offset));
+        if skipped > 0 {
+            tracing::warn!(topic, partition, offset, skipped, "offsets jumped over");
+            self.metrics.skipped_offsets.add_n(topic, skipped as u64);
         }
     }
 

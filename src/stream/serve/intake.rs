@@ -181,10 +181,11 @@ impl Intake {
             tracing::warn!(error = %e, pause, "pause/resume failed");
             return !pause;
         }
-        self.shared
-            .metrics
-            .paused
-            .store(usize::from(pause), Ordering::Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.paused.store(usize::from(pause), Ordering::Relaxed);
+        if pause {
+            metrics.pauses.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(pause, "backpressure");
         pause
     }

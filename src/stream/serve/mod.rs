@@ -54,6 +54,10 @@ pub struct ServeSummary {
     pub dead_letters: u64,
     /// Valid requests the model could not rank, answered with the upstream order.
     pub upstream_fallbacks: u64,
+    /// Offsets the consumer jumped over within a partition.
+    pub skipped_offsets: u64,
+    /// Times the intake paused for backpressure.
+    pub pauses: u64,
 }
 
 /// Runs the stage until `shutdown` turns true, then drains and exits.
@@ -123,6 +127,8 @@ pub async fn serve(
         results: metrics.results.load(Ordering::Relaxed),
         dead_letters: metrics.dead_letters(),
         upstream_fallbacks: metrics.upstream_fallbacks.total(),
+        skipped_offsets: metrics.skipped_offsets.total(),
+        pauses: metrics.pauses.load(Ordering::Relaxed),
     })
 }
 
