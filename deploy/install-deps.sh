@@ -7,7 +7,10 @@
 #     SASL/SCRAM (zstd is built from source by the zstd-sys crate)
 #   - a Rust toolchain (cargo) must already be installed, e.g. with rustup
 # --with-tansu adds the test suite's brokers and tools: tansu, stunnel4 (a TLS listener
-# in front of tansu) and the openssl command (the tests make their own CA).
+# in front of tansu), the openssl command (the tests make their own CA), and in
+# .tools/venv (from PyPI) the Kubernetes manifest validator kubernetes-validate (it
+# carries the Kubernetes JSON schemas, so validating needs no network), and pyarrow
+# and duckdb, which the tests read the list log with as its users would.
 set -euo pipefail
 with_tansu=false
 for arg in "$@"; do
@@ -18,7 +21,7 @@ for arg in "$@"; do
 done
 packages=(build-essential make pkg-config zlib1g-dev libssl-dev)
 if $with_tansu; then
-  packages+=(stunnel4 openssl)
+  packages+=(stunnel4 openssl python3 python3-venv)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -48,4 +51,14 @@ if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tans
   cargo install tansu --version '^0.6' --locked --features dynostore
 else
   echo "tansu present"
+fi
+tools="$(cd "$(dirname "$0")/.." && pwd)/.tools/venv"
+python_tools=('kubernetes-validate==1.37.0' 'pyarrow==26.0.1' 'duckdb==2.0.1')
+present=$("$tools/bin/pip" freeze 2>/dev/null | grep -cxF -f <(printf '%s\n' "${python_tools[@]}") || true)
+if [ "$present" -ne "${#python_tools[@]}" ]; then
+  echo "installing ${python_tools[*]} into $tools"
+  [ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
+  "$tools/bin/pip" install -q "${python_tools[@]}"
+else
+  echo "python tools present: ${python_tools[*]}"
 fi

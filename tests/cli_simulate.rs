@@ -161,6 +161,10 @@ fn bad_config_and_flags_are_clear_errors() {
          "invalid setting `simulator.exploration_share`"),
         (vec!["simulate", "--out", "/tmp/x", "--world", "/no/world.json"], vec![],
          "/no/world.json: No such file"),
+        // No broker list never means a silent embedded broker.
+        (vec!["serve"], vec![("EGLR_KAFKA__BROKERS", " ")],
+         "`kafka.brokers` is not set"),
+        (vec!["log"], vec![("EGLR_KAFKA__BROKERS", "")], "`kafka.brokers` is not set"),
     ];
     for (args, envs, expected) in cases {
         let out = eglr(&args, &envs);

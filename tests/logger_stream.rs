@@ -88,6 +88,7 @@ fn served(traffic: &Traffic<'_>, k: u64, sent_ms: i64, lag_ms: i64) -> Served {
         latency_ms: 1.0,
         timestamp_ms: sent_ms + lag_ms,
         source: eglr::schema::ServedSource::Model,
+        schema_version: Some(eglr::schema::SCHEMA_VERSION),
     };
     Served {
         request: serde_json::to_vec(&request).expect("json"),
@@ -156,7 +157,11 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 fn side_reasons(dir: &Path) -> HashMap<String, usize> {
-    let text = std::fs::read_to_string(dir.join("unjoined-0.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(
+        dir.join(eglr::stream::UNJOINED_DIR)
+            .join("unjoined-0.jsonl"),
+    )
+    .unwrap_or_default();
     let mut counts = HashMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("side file is JSON lines");
@@ -268,6 +273,46 @@ async fn join_on(tansu: bool) {
     assert_eq!(summary.join.duplicate_feedback, 14, "{summary:?}");
     assert_eq!(summary.malformed, 1, "{summary:?}");
     assert_eq!(side_reasons(dir.path()).get("malformed"), Some(&1));
+    read_as_one_data_set(dir.path(), 40);
+}
+
+/// The log directory as it is, read by pyarrow (`pyarrow.dataset`) and DuckDB
+/// (`read_parquet('DIR/*.parquet')`), has `rows` rows and distinct request ids: the side
+/// files, locks and temporary files stay out of the data set. Skipped (unless
+/// `TANSU_REQUIRED=1`) when `install-deps.sh --with-tansu` has not installed them.
+fn read_as_one_data_set(dir: &Path, rows: usize) {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
+    if !python.is_file() {
+        assert!(
+            std::env::var("TANSU_REQUIRED").as_deref() != Ok("1"),
+            "pyarrow and duckdb are required (TANSU_REQUIRED=1): bash deploy/install-deps.sh --with-tansu"
+        );
+        eprintln!("SKIPPED the pyarrow and DuckDB read: not installed");
+        return;
+    }
+    assert!(dir
+        .join(eglr::stream::UNJOINED_DIR)
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+    let script = r#"
+import sys, pyarrow.dataset as ds, duckdb
+d = sys.argv[1]
+t = ds.dataset(d, format="parquet").to_table(columns=["request_id"])
+q = duckdb.sql(f"select count(*), count(distinct request_id) from read_parquet('{d}/*.parquet')").fetchone()
+print(t.num_rows, len(set(t.column("request_id").to_pylist())), q[0], q[1])
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &dir.display().to_string()])
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = format!("{rows} {rows} {rows} {rows}");
+    assert_eq!(text.trim(), want, "pyarrow rows, ids; DuckDB rows, ids");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

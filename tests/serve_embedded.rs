@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -171,14 +171,59 @@ fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// The status code and body of `GET path` on the endpoint at `addr`; code 0 while
+/// nothing listens there yet.
+fn probe(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut socket = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (0, e.to_string()),
+    };
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    if let Err(e) = socket.write_all(request.as_bytes()) {
+        return (0, e.to_string());
+    }
+    let mut text = String::new();
+    socket.read_to_string(&mut text).expect("response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (code, body)
+}
+
+/// Waits up to 20 s for `GET path` to answer `code`; the last answer.
+async fn probe_until(addr: std::net::SocketAddr, path: &str, code: u16) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = probe(addr, path);
+        if answer.0 == code || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Produces `out` to the requests topic and waits for every acknowledgement.
 async fn produce_requests(s: &Stage, out: Vec<Outgoing>) {
+    let none = out.iter().map(|_| Vec::new()).collect();
+    produce_requests_with_headers(s, out, none).await
+}
+
+/// [`produce_requests`], the k-th message with the headers `headers[k]`.
+async fn produce_requests_with_headers(
+    s: &Stage,
+    out: Vec<Outgoing>,
+    headers: Vec<Vec<(&str, &str)>>,
+) {
     let producer: FutureProducer =
         producer_config(&common::pipeline().kafka, &s.broker.bootstrap())
             .create()
             .expect("producer");
     let mut deliveries = Vec::new();
-    for o in out {
+    for (o, h) in out.into_iter().zip(headers) {
         let payload = match o.body {
             Body::Request(mut request) => {
                 request.timestamp_ms = eglr::clock::unix_millis();
@@ -186,9 +231,16 @@ async fn produce_requests(s: &Stage, out: Vec<Outgoing>) {
             }
             Body::Raw(bytes) => bytes,
         };
+        let owned = h.into_iter().fold(OwnedHeaders::new(), |o, (key, value)| {
+            o.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
         let record = FutureRecord::to(&s.p.kafka.topics.requests)
             .key(&o.key)
-            .payload(&payload);
+            .payload(&payload)
+            .headers(owned);
         deliveries.push(
             producer
                 .send_result(record)
@@ -277,6 +329,100 @@ async fn malformed_requests_go_to_the_dead_letter_topic_and_nothing_valid_is_los
         vec!["empty_list".to_owned(), "malformed_json".to_owned()]
     );
     assert_eq!(s.stop().await.dead_letters, 50);
+}
+
+/// The headers of the first message of each key in `topic`, read until `n` keys came
+/// or 60 s passed.
+async fn headers_by_key(
+    s: &Stage,
+    topic: &str,
+    n: usize,
+) -> std::collections::HashMap<String, Vec<(String, String)>> {
+    let mut cfg = client_config(&s.p.kafka, &s.broker.bootstrap(), &[]);
+    cfg.set("group.id", format!("{topic}-header-reader"))
+        .set("auto.offset.reset", "earliest");
+    let c: StreamConsumer = cfg.create().expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < n && Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let headers = m.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|x| {
+                        let v = x.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (x.key.to_owned(), v.into_owned())
+                    })
+                    .collect()
+            });
+            seen.entry(key).or_insert(headers);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_carry_their_identity_and_the_trace_and_dead_letters_keep_the_headers() {
+    let s = Stage::start();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (mut out, valid, _) = requests(2, 6, usize::MAX, no_bad);
+    out.push(Outgoing {
+        key: "broken".into(),
+        body: Body::Raw(b"{not json".to_vec()),
+    });
+    let headers = vec![
+        vec![("traceparent", parent), ("tracestate", "vendor=1")],
+        // Not a traceparent: dropped, and the state with it.
+        vec![("traceparent", "hello"), ("tracestate", "vendor=2")],
+        vec![("tenant", "a"), ("traceparent", parent)],
+    ];
+    produce_requests_with_headers(&s, out, headers).await;
+
+    let results = headers_by_key(&s, &s.p.kafka.topics.results, 2).await;
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let identity = |id: &str| {
+        vec![
+            pair("request_id", id),
+            pair("model_version", "v000001"),
+            pair("content-type", "application/json"),
+        ]
+    };
+    let mut traced = identity(&valid[0]);
+    traced.extend([pair("traceparent", parent), pair("tracestate", "vendor=1")]);
+    assert_eq!(results.get(&valid[0]), Some(&traced));
+    assert_eq!(results.get(&valid[1]), Some(&identity(&valid[1])));
+
+    let dead = headers_by_key(&s, &s.p.kafka.topics.dead_letter, 1).await;
+    let dead = dead.values().next().expect("a dead letter");
+    assert_eq!(
+        dead[..2],
+        [pair("tenant", "a"), pair("traceparent", parent)],
+        "the request's own headers first: {dead:?}"
+    );
+    assert!(
+        dead.contains(&pair("error.kind", "malformed_json")),
+        "{dead:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_makes_the_stage_unready_but_not_dead() {
+    let s = Stage::start();
+    let (code, body) = probe_until(s.metrics, "/readyz", 200).await;
+    assert_eq!(code, 200, "ready once connected: {body}");
+    assert_eq!(probe(s.metrics, "/livez").0, 200);
+    s.broker.cluster().broker_down(1).expect("broker down");
+    let (code, body) = probe_until(s.metrics, "/readyz", 503).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no broker connection"), "{body}");
+    let (code, body) = probe(s.metrics, "/livez");
+    assert_eq!(code, 200, "an outage is no reason to restart: {body}");
+    s.broker.cluster().broker_up(1).expect("broker up");
+    assert_eq!(probe_until(s.metrics, "/readyz", 200).await.0, 200);
+    assert_eq!(probe(s.metrics, "/nope").0, 404);
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

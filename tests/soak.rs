@@ -67,6 +67,10 @@ struct SoakReport {
     side_file: BTreeMap<String, usize>,
     serve_restarts: usize,
     log_restarts: usize,
+    /// When (seconds into the load) and how a stage exited by itself; the supervisor
+    /// started it again.
+    serve_exits: Vec<(f64, String)>,
+    log_exits: Vec<(f64, String)>,
     broker_pauses: usize,
     uncommitted_serve: i64,
     uncommitted_log: i64,
@@ -76,6 +80,41 @@ struct SoakReport {
     wall_s: f64,
     /// When the load started (Unix ms): fault times are seconds from it.
     load_started_unix_ms: i64,
+}
+
+/// A stage as a supervisor (a Kubernetes pod's restart policy) runs it: an instance that
+/// exits by itself (a stage exits non-zero when it cannot go on, e.g. a fatal producer
+/// error) is started again, and the exit is recorded.
+struct Supervised<F: Fn() -> EglrProcess> {
+    start: F,
+    process: EglrProcess,
+    exits: Vec<(f64, String)>,
+}
+
+impl<F: Fn() -> EglrProcess> Supervised<F> {
+    fn new(start: F) -> Self {
+        let process = start();
+        Self {
+            start,
+            process,
+            exits: Vec::new(),
+        }
+    }
+
+    /// Restarts the stage if it has exited, `at` seconds into the load.
+    fn watch(&mut self, at: f64, name: &str) {
+        if let Some(status) = self.process.exited() {
+            println!("{at:>7.1} s: {name} exited by itself ({status}); restarted");
+            self.exits.push((at, status.to_string()));
+            self.process = (self.start)();
+        }
+    }
+
+    async fn kill_and_restart_after(&mut self, down: Duration) {
+        self.process.sigkill();
+        tokio::time::sleep(down).await;
+        self.process = (self.start)();
+    }
 }
 
 /// Minutes of load: `SOAK_MINUTES`, else the CI size. (Not an `EGLR_` variable: the
@@ -140,7 +179,7 @@ fn logged(dir: &Path) -> (HashSet<String>, usize) {
 
 fn side_file(dir: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(dir.join(eglr::stream::UNJOINED_DIR)) else {
         return counts;
     };
     for entry in entries.flatten() {
@@ -235,8 +274,8 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
             &[("EGLR_LOGS__ROLL_MAX_SECONDS", "2")],
         )
     };
-    let mut serve = start_serve();
-    let mut log = start_log();
+    let mut serve = Supervised::new(start_serve);
+    let mut log = Supervised::new(start_log);
 
     // The simulated users answer every first result with clicks.
     let world: &'static World = Box::leak(Box::new(World::generate(
@@ -276,9 +315,20 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     let load_started = Instant::now();
     let load_started_unix_ms = eglr::clock::unix_millis();
     let (mut serve_restarts, mut log_restarts, mut broker_pauses) = (0, 0, 0);
+    // Until `$done` holds, the supervisor watches both stages every second.
+    macro_rules! supervise_until {
+        ($done:expr) => {
+            while !$done {
+                let at = load_started.elapsed().as_secs_f64();
+                serve.watch(at, "serve");
+                log.watch(at, "log");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+    }
     for &(at, fault) in &faults {
         let due = load_started + Duration::from_secs_f64(at);
-        tokio::time::sleep_until(due.into()).await;
+        supervise_until!(Instant::now() >= due);
         let down = match fault {
             Fault::PauseBroker => BROKER_PAUSE,
             Fault::KillServe | Fault::KillLog => Duration::from_millis(rng.random_range(200..3000)),
@@ -286,15 +336,11 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
         println!("{at:>7.1} s: {fault:?} ({} ms down)", down.as_millis());
         match fault {
             Fault::KillServe => {
-                serve.sigkill();
-                tokio::time::sleep(down).await;
-                serve = start_serve();
+                serve.kill_and_restart_after(down).await;
                 serve_restarts += 1;
             }
             Fault::KillLog => {
-                log.sigkill();
-                tokio::time::sleep(down).await;
-                log = start_log();
+                log.kill_and_restart_after(down).await;
                 log_restarts += 1;
             }
             Fault::PauseBroker => {
@@ -306,21 +352,20 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
             }
         }
     }
+    supervise_until!(report.is_finished());
     let load = report.await.expect("load");
     println!("load: {load:?}");
 
     // Every answered list reaches the log once its window has passed.
     let want: HashSet<String> = offered.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while !want.is_subset(&logged(&logs).0) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
+    supervise_until!(want.is_subset(&logged(&logs).0) || Instant::now() >= deadline);
     // Graceful stops commit what is finished.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_users.send(true);
     users.await.expect("join").expect("users");
-    assert!(log.sigterm().success(), "the logger stops cleanly");
-    assert!(serve.sigterm().success(), "serve stops cleanly");
+    assert!(log.process.sigterm().success(), "the logger stops cleanly");
+    assert!(serve.process.sigterm().success(), "serve stops cleanly");
     let (ids, re_read) = logged(&logs);
     let messages = read_topics(
         &brokers,
@@ -353,6 +398,8 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
         side_file: side.clone(),
         serve_restarts,
         log_restarts,
+        serve_exits: serve.exits.clone(),
+        log_exits: log.exits.clone(),
         broker_pauses,
         uncommitted_serve: uncommitted(&brokers, "soak-serve", &requests_only),
         uncommitted_log: uncommitted(&brokers, "soak-log", &ends),
@@ -372,7 +419,8 @@ async fn chaos_soak_on_tansu_answers_every_request_and_logs_every_list_once() {
     }
     std::fs::write(&out, &json).expect("write the report");
     // The side file goes next to the report: what a failed run left unjoined.
-    if let (Some(parent), Ok(entries)) = (Path::new(&out).parent(), std::fs::read_dir(&logs)) {
+    let side_dir = logs.join(eglr::stream::UNJOINED_DIR);
+    if let (Some(parent), Ok(entries)) = (Path::new(&out).parent(), std::fs::read_dir(side_dir)) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with("unjoined-") {
                 let _ = std::fs::copy(entry.path(), parent.join(entry.file_name()));

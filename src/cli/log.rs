@@ -13,7 +13,8 @@ use super::{runtime, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bootstrap servers (overrides `kafka.brokers`; empty: embedded broker).
+    /// Bootstrap servers (overrides `kafka.brokers`), or `embedded` for the in-process
+    /// broker of local runs.
     #[arg(long)]
     brokers: Option<String>,
 
@@ -34,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value = "0")]
     instance: String,
 
-    /// Address of `/metrics` and `/healthz`.
+    /// Address of `/metrics`, `/livez` and `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9465")]
     metrics_addr: std::net::SocketAddr,
 

@@ -18,7 +18,8 @@ use super::{device, git_revision, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bootstrap servers (overrides `kafka.brokers`; empty: embedded broker).
+    /// Bootstrap servers (overrides `kafka.brokers`), or `embedded` for the in-process
+    /// broker of local runs.
     #[arg(long)]
     brokers: Option<String>,
 
@@ -30,11 +31,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     logs: Option<PathBuf>,
 
-    /// Address of serve's `/metrics` and `/healthz`.
+    /// Address of serve's `/metrics`, `/livez` and `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
 
-    /// Address of the logger's `/metrics` and `/healthz`.
+    /// Address of the logger's `/metrics`, `/livez` and `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9465")]
     log_metrics_addr: SocketAddr,
 

@@ -1,5 +1,5 @@
-//! `eglr serve`: the re-ranking consumer group. Without configured brokers it starts
-//! the embedded Kafka-protocol broker and prints its address.
+//! `eglr serve`: the re-ranking consumer group. With `kafka.brokers = "embedded"` it
+//! starts the embedded Kafka-protocol broker and prints its address.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use eglr::config::PipelineConfig;
+use eglr::config::{Bootstrap, PipelineConfig};
 use eglr::model::{LiveModel, ModelStore};
 use eglr::stream::{serve, EmbeddedBroker, ServeSettings};
 
@@ -19,7 +19,8 @@ use super::{runtime, with_places};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bootstrap servers (overrides `kafka.brokers`; empty: embedded broker).
+    /// Bootstrap servers (overrides `kafka.brokers`), or `embedded` for the in-process
+    /// broker of local runs.
     #[arg(long)]
     brokers: Option<String>,
 
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     model_store: Option<PathBuf>,
 
-    /// Address of `/metrics` and `/healthz`.
+    /// Address of `/metrics`, `/livez` and `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
 
@@ -53,7 +54,9 @@ pub struct TopicArgs {
 }
 
 /// The brokers a stage talks to: the configured ones (with the topics created on
-/// request), or an embedded broker started here (kept alive by the returned handle).
+/// request), or, for `embedded`, a broker started here (kept alive by the returned
+/// handle). No brokers at all is an error: starting a broker nobody else can reach
+/// would look like a healthy stage that never sees a request.
 pub async fn connect(
     pipeline: &PipelineConfig,
     topics: &TopicArgs,
@@ -66,20 +69,23 @@ pub async fn connect(
         (t.dead_letter.as_str(), 1),
         (t.control.as_str(), 1),
     ];
-    if pipeline.kafka.brokers.is_empty() {
-        let b = EmbeddedBroker::start()?;
-        b.create_topics(&all)?;
-        let bootstrap = b.bootstrap();
-        println!(
-            "embedded Kafka broker listening at {bootstrap} (topics: {}, {}, {}, {}, {})",
-            t.requests, t.results, t.feedback, t.dead_letter, t.control
-        );
-        return Ok((Some(b), bootstrap));
-    }
+    let servers = match pipeline.kafka.bootstrap()? {
+        Bootstrap::Servers(servers) => servers,
+        Bootstrap::Embedded => {
+            let b = EmbeddedBroker::start()?;
+            b.create_topics(&all)?;
+            let bootstrap = b.bootstrap();
+            println!(
+                "embedded Kafka broker listening at {bootstrap} (topics: {}, {}, {}, {}, {})",
+                t.requests, t.results, t.feedback, t.dead_letter, t.control
+            );
+            return Ok((Some(b), bootstrap));
+        }
+    };
     if topics.create_topics {
-        eglr::stream::kafka::create_topics(&pipeline.kafka, &pipeline.kafka.brokers, &all).await?;
+        eglr::stream::kafka::create_topics(&pipeline.kafka, &servers, &all).await?;
     }
-    Ok((None, pipeline.kafka.brokers.clone()))
+    Ok((None, servers))
 }
 
 /// A channel that turns true on SIGINT or SIGTERM.

@@ -179,6 +179,7 @@ fn write_events(traffic: &Traffic<'_>, lists: u64, dir: &Path) -> anyhow::Result
                 dwell_ms: None,
                 utility: None,
                 timestamp_ms: row.timestamp_ms + 100 * (t as i64 + 1),
+                schema_version: Some(eglr::schema::SCHEMA_VERSION),
             };
             serde_json::to_writer(&mut feedback, &event)?;
             feedback.write_all(b"\n")?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use eglr::config::PipelineConfig;
+use eglr::config::{PipelineConfig, EMBEDDED_BROKERS};
 use eglr::retrain::RoundReport;
 use eglr::stream::{round_once, trainer, TrainerSettings};
 
@@ -25,7 +25,8 @@ pub struct Args {
     model_store: Option<PathBuf>,
 
     /// Announce published versions on the control topic of these brokers (default:
-    /// `kafka.brokers`; nothing is announced when neither is set).
+    /// `kafka.brokers`; nothing is announced when neither is set, or for `embedded`: a
+    /// stage's in-process broker cannot be reached from this process).
     #[arg(long)]
     brokers: Option<String>,
 
@@ -77,7 +78,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     let brokers = args
         .brokers
         .or_else(|| Some(pipeline.kafka.brokers.clone()))
-        .filter(|b| !b.is_empty());
+        .filter(|b| !b.is_empty() && b != EMBEDDED_BROKERS);
     let settings = TrainerSettings {
         pipeline,
         brokers,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 pub use overrides::{Override, OverrideSource};
 pub use secrets::{is_secret, KafkaProperties, REDACTED};
-pub use sections::{BatchingConfig, KafkaConfig, LogsConfig, ModelConfig, Topics};
+pub use sections::{
+    BatchingConfig, Bootstrap, KafkaConfig, LogsConfig, ModelConfig, Topics, EMBEDDED_BROKERS,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,8 @@ pub enum ConfigError {
         origin: String,
         message: String,
     },
+    #[error("`{key}` is not set: {message}")]
+    Missing { key: String, message: String },
     #[error("invalid override {name}: {message}")]
     BadOverride { name: String, message: String },
     #[error("invalid setting `{key}` in {path}: {message}")]

@@ -33,11 +33,17 @@ impl Default for Topics {
     }
 }
 
+/// The `kafka.brokers` value that starts the embedded in-process broker (rdkafka's
+/// MockCluster) instead of joining a cluster: for `demo` and local runs, an explicit
+/// choice so that a production pipeline that lost its broker list fails instead.
+pub const EMBEDDED_BROKERS: &str = "embedded";
+
 /// Where the brokers are and how the stages join them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Bootstrap servers; empty means the embedded in-process broker.
+    /// Bootstrap servers, or [`EMBEDDED_BROKERS`]. Empty (the default) is an error for
+    /// every stage that needs Kafka.
     pub brokers: String,
     /// Consumer group of the `serve` stage.
     pub group_id: String,
@@ -68,7 +74,33 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Where a stage's Kafka is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Start the embedded broker in this process.
+    Embedded,
+    /// A cluster's bootstrap servers.
+    Servers(String),
+}
+
 impl KafkaConfig {
+    /// Where the brokers are. An empty list is the operator's to fix: starting a broker
+    /// nobody else can reach would look like a healthy stage that never sees a request.
+    pub fn bootstrap(&self) -> Result<Bootstrap, super::ConfigError> {
+        match self.brokers.trim() {
+            "" => Err(super::ConfigError::Missing {
+                key: "kafka.brokers".into(),
+                message: format!(
+                    "name the cluster's bootstrap servers (--brokers host:9092 or \
+                     EGLR_KAFKA__BROKERS), or `{EMBEDDED_BROKERS}` for the in-process broker \
+                     of local runs"
+                ),
+            }),
+            EMBEDDED_BROKERS => Ok(Bootstrap::Embedded),
+            servers => Ok(Bootstrap::Servers(servers.to_owned())),
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), Problem> {
         check(
             self.replication_factor.is_none_or(|r| r >= 1),

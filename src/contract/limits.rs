@@ -17,6 +17,11 @@ pub struct Limits {
     /// Largest candidate pool a request may carry; bigger pools go to the dead-letter topic.
     #[serde(default = "Limits::default_max_candidates")]
     pub max_candidates: usize,
+    /// Refuse events with fields their schema does not list (dead-lettered as
+    /// `unknown_field`). Off by default: upstream adding a field must not dead-letter
+    /// all traffic; unknown fields are then skipped and counted.
+    #[serde(default)]
+    pub strict_fields: bool,
 }
 
 impl Limits {
@@ -63,6 +68,7 @@ impl Default for Limits {
             list_len: Self::default_list_len(),
             max_list_len: Self::default_max_list_len(),
             max_candidates: Self::default_max_candidates(),
+            strict_fields: false,
         }
     }
 }

@@ -4,11 +4,12 @@
 
 mod limits;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::features::{DenseTransform, EntityFeatures, FeatureSpec};
 use crate::schema::{
-    decode, DenseFeatures, EventError, Feedback, RerankRequest, RerankResult, SparseFeatures, Token,
+    decode, Decoded, DenseFeatures, EventError, Feedback, RerankRequest, RerankResult,
+    SparseFeatures, Token, UnknownFields,
 };
 
 pub use limits::Limits;
@@ -22,6 +23,26 @@ pub const MAX_ID_BYTES: usize = 256;
 /// and scores of real systems stay many orders of magnitude below.
 pub const MAX_DENSE_MAGNITUDE: f64 = 1e15;
 
+/// Distinct unknown-field paths logged at most: the paths come from outside.
+const MAX_LOGGED_UNKNOWN_FIELDS: usize = 64;
+
+/// Says once per path which unknown fields arrive, so an operator learns what upstream
+/// added without a log line per event.
+#[derive(Debug, Default)]
+pub struct UnknownFieldLog(BTreeSet<String>);
+
+impl UnknownFieldLog {
+    /// Logs the paths of `ignored` not seen before; whether there were any.
+    pub fn note(&mut self, event: &'static str, ignored: &[String]) -> bool {
+        for path in ignored {
+            if self.0.len() < MAX_LOGGED_UNKNOWN_FIELDS && self.0.insert(path.clone()) {
+                tracing::warn!(event, field = %path, "unknown field ignored (limits.strict_fields = true would refuse it)");
+            }
+        }
+        !ignored.is_empty()
+    }
+}
+
 /// What events are checked against: the pipeline's features and size limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Contract<'a> {
@@ -34,25 +55,34 @@ impl<'a> Contract<'a> {
         Self { features, limits }
     }
 
+    /// How unknown fields are treated (`limits.strict_fields`).
+    fn unknown_fields(&self) -> UnknownFields {
+        if self.limits.strict_fields {
+            UnknownFields::Refuse
+        } else {
+            UnknownFields::Ignore
+        }
+    }
+
     /// Decodes and validates a `RerankRequest`.
-    pub fn parse_request(&self, bytes: &[u8]) -> Result<RerankRequest, EventError> {
-        let request: RerankRequest = decode(bytes)?;
-        self.check_request(&request)?;
-        Ok(request)
+    pub fn parse_request(&self, bytes: &[u8]) -> Result<Decoded<RerankRequest>, EventError> {
+        let decoded = decode(bytes, self.unknown_fields())?;
+        self.check_request(&decoded.event)?;
+        Ok(decoded)
     }
 
     /// Decodes and validates a `RerankResult`.
-    pub fn parse_result(&self, bytes: &[u8]) -> Result<RerankResult, EventError> {
-        let result: RerankResult = decode(bytes)?;
-        self.check_result(&result)?;
-        Ok(result)
+    pub fn parse_result(&self, bytes: &[u8]) -> Result<Decoded<RerankResult>, EventError> {
+        let decoded = decode(bytes, self.unknown_fields())?;
+        self.check_result(&decoded.event)?;
+        Ok(decoded)
     }
 
     /// Decodes and validates a `Feedback`.
-    pub fn parse_feedback(&self, bytes: &[u8]) -> Result<Feedback, EventError> {
-        let feedback: Feedback = decode(bytes)?;
-        self.check_feedback(&feedback)?;
-        Ok(feedback)
+    pub fn parse_feedback(&self, bytes: &[u8]) -> Result<Decoded<Feedback>, EventError> {
+        let decoded = decode(bytes, self.unknown_fields())?;
+        self.check_feedback(&decoded.event)?;
+        Ok(decoded)
     }
 
     pub fn check_request(&self, r: &RerankRequest) -> Result<(), EventError> {
@@ -80,6 +110,7 @@ impl<'a> Contract<'a> {
             });
         }
         check_timestamp(r.timestamp_ms)?;
+        check_schema_version(r.schema_version)?;
         check_id("user.id", r.user.id.as_str())?;
         check_features(
             "user",
@@ -134,6 +165,7 @@ impl<'a> Contract<'a> {
             check_finite(&format!("items[{i}].entropy_after"), item.entropy_after)?;
         }
         check_non_negative("latency_ms", r.latency_ms)?;
+        check_schema_version(r.schema_version)?;
         check_timestamp(r.timestamp_ms)
     }
 
@@ -153,7 +185,21 @@ impl<'a> Contract<'a> {
         if let Some(utility) = f.utility {
             check_finite("utility", utility)?;
         }
+        check_schema_version(f.schema_version)?;
         check_timestamp(f.timestamp_ms)
+    }
+}
+
+/// Versions count from 1. A version newer than eglr's own is read as far as eglr
+/// knows it: its new fields are unknown fields.
+fn check_schema_version(version: Option<u32>) -> Result<(), EventError> {
+    match version {
+        Some(0) => Err(EventError::OutOfRange {
+            path: "schema_version".into(),
+            value: 0.0,
+            expected: "must be at least 1",
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -24,6 +24,7 @@ fn limits() -> Limits {
         list_len: 2,
         max_list_len: 4,
         max_candidates: 4,
+        strict_fields: false,
     }
 }
 
@@ -64,7 +65,8 @@ fn valid_request_parses_and_normalises_ids() {
     let bytes = serde_json::to_vec(&valid_request()).expect("encodes");
     let r = Contract::new(&spec, &limits)
         .parse_request(&bytes)
-        .expect("valid request");
+        .expect("valid request")
+        .event;
     assert_eq!(r.candidates[1].item_id.as_str(), "42");
     assert_eq!(r.user.sparse["segment"].as_str(), "3");
     assert_eq!(r.candidates[2].upstream_score, None);
@@ -124,11 +126,6 @@ fn malformed_requests_say_what_is_wrong() {
             refuse(|e| e["candidates"] = json!({"a": 1})),
             "wrong_type",
             "wrong type at candidates: invalid type: map, expected a sequence",
-        ),
-        (
-            refuse(|e| e["list_length"] = json!(2)),
-            "unknown_field",
-            "unknown field at list_length: unknown field `list_length`",
         ),
         (
             refuse(|e| e["candidates"][2]["item_id"] = json!("a")),
@@ -224,7 +221,7 @@ fn non_finite_values_built_in_process_are_refused() {
     let limits = limits();
     let contract = Contract::new(&spec, &limits);
     let bytes = serde_json::to_vec(&valid_request()).expect("encodes");
-    let mut r = contract.parse_request(&bytes).expect("valid");
+    let mut r = contract.parse_request(&bytes).expect("valid").event;
     r.candidates[0].upstream_score = Some(f64::NAN);
     let e = contract.check_request(&r).expect_err("NaN score");
     assert_eq!(e.kind(), "non_finite");
@@ -253,7 +250,7 @@ fn finite_values_that_would_overflow_the_models_are_refused() {
     let limits = limits();
     let contract = Contract::new(&spec, &limits);
     let bytes = serde_json::to_vec(&valid_request()).expect("encodes");
-    let valid = contract.parse_request(&bytes).expect("valid");
+    let valid = contract.parse_request(&bytes).expect("valid").event;
     // Identity: 1e300 stays 1e300, infinite in f32 once scaled: refused.
     let mut r = valid.clone();
     r.candidates[1].dense.insert("price".into(), 1e300);
@@ -296,7 +293,8 @@ fn results_and_feedback_are_validated() {
 
     let ok = contract
         .parse_feedback(br#"{"request_id":"r1","item_id":7,"position":2,"clicked":true,"dwell_ms":3000,"timestamp_ms":9}"#)
-        .expect("valid feedback");
+        .expect("valid feedback")
+        .event;
     assert_eq!(ok.item_id.as_str(), "7");
     let e = contract
         .parse_feedback(
@@ -326,8 +324,46 @@ fn results_and_feedback_are_validated() {
 fn trailing_garbage_is_an_error() {
     let e = decode::<Feedback>(
         br#"{"request_id":"r1","item_id":"a","position":0,"clicked":true,"timestamp_ms":9} x"#,
+        UnknownFields::Ignore,
     )
     .expect_err("trailing");
     assert_eq!(e.kind(), "malformed_json");
     assert!(e.to_string().contains("trailing characters"), "{e}");
+}
+
+/// A field upstream added is skipped and reported by default (one new field must not
+/// dead-letter all traffic); `limits.strict_fields` refuses it, naming where it is.
+#[test]
+fn unknown_fields_are_ignored_unless_strict() {
+    let spec = spec();
+    let mut event = valid_request();
+    event["list_length"] = json!(2);
+    event["candidates"][1]["colour"] = json!("red");
+    event["schema_version"] = json!(1);
+    let bytes = serde_json::to_vec(&event).expect("encodes");
+    let tolerant = limits();
+    let decoded = Contract::new(&spec, &tolerant)
+        .parse_request(&bytes)
+        .expect("tolerated");
+    assert_eq!(decoded.ignored, vec!["candidates.1.colour", "list_length"]);
+    assert_eq!(decoded.event.schema_version, Some(1));
+    let strict = Limits {
+        strict_fields: true,
+        ..limits()
+    };
+    let e = Contract::new(&spec, &strict)
+        .parse_request(&bytes)
+        .expect_err("strict");
+    assert_eq!(e.kind(), "unknown_field");
+    assert!(
+        e.to_string()
+            .starts_with("unknown field candidates.1.colour"),
+        "{e}"
+    );
+    // A known event decodes alike either way, with nothing ignored.
+    let plain = serde_json::to_vec(&valid_request()).expect("encodes");
+    let strict_ok = Contract::new(&spec, &strict)
+        .parse_request(&plain)
+        .expect("valid");
+    assert!(strict_ok.ignored.is_empty());
 }

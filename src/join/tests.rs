@@ -39,6 +39,7 @@ fn request_at(id: &str, timestamp_ms: i64) -> RerankRequest {
             .collect(),
         list_len: 3,
         timestamp_ms,
+        schema_version: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn result_at(id: &str, items: &[&str], timestamp_ms: i64) -> RerankResult {
         latency_ms: 1.0,
         timestamp_ms,
         source: crate::schema::ServedSource::Model,
+        schema_version: None,
     }
 }
 
@@ -71,6 +73,7 @@ fn click_at(id: &str, item: &str, clicked: bool, timestamp_ms: i64) -> Feedback 
         dwell_ms: None,
         utility: None,
         timestamp_ms,
+        schema_version: None,
     }
 }
 

@@ -15,8 +15,8 @@ pub enum EventError {
     MissingField { path: String, field: String },
     #[error("wrong type at {path}: {message}")]
     WrongType { path: String, message: String },
-    #[error("unknown field at {path}: {message}")]
-    UnknownField { path: String, message: String },
+    #[error("unknown field {path} (limits.strict_fields refuses fields the schema does not list)")]
+    UnknownField { path: String },
     #[error("{path} is empty")]
     EmptyId { path: String },
     #[error("{path} is {len} bytes long; at most {max} are allowed")]

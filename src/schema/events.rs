@@ -1,12 +1,17 @@
 //! The Kafka events (the wire contract). Their JSON Schemas live in `schemas/*.json`;
-//! a test keeps the two in step. Unknown fields are rejected so a misspelt field name
-//! is caught at the edge instead of silently taking a default.
+//! a test keeps the two in step. The types take no stand on unknown fields: the decoder
+//! ignores and reports them, or refuses them ([`super::UnknownFields`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::Token;
+
+/// The version of the event schemas this build writes (`schema_version`). Events
+/// without the field are read as version 1; a newer version is read by the same rules
+/// (its new fields are unknown fields).
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Sparse field name -> categorical value.
 pub type SparseFeatures = BTreeMap<String, Token>;
@@ -15,7 +20,6 @@ pub type DenseFeatures = BTreeMap<String, f64>;
 
 /// The user a list is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserFeatures {
     pub id: Token,
     #[serde(default)]
@@ -26,7 +30,6 @@ pub struct UserFeatures {
 
 /// One candidate of the pool, as upstream hands it over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Candidate {
     pub item_id: Token,
     #[serde(default)]
@@ -40,7 +43,6 @@ pub struct Candidate {
 
 /// Topic `requests`: re-rank this pool for this user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RerankRequest {
     pub request_id: String,
     pub user: UserFeatures,
@@ -49,11 +51,13 @@ pub struct RerankRequest {
     pub list_len: usize,
     /// Milliseconds since the Unix epoch, when upstream sent the request.
     pub timestamp_ms: i64,
+    /// The schema version the producer wrote ([`SCHEMA_VERSION`]); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// One position of a re-ranked list and how the generator arrived at it (spec §6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RankedItem {
     pub item_id: Token,
     /// Probability the generator gave the chosen item when it chose it.
@@ -68,7 +72,6 @@ pub struct RankedItem {
 
 /// Topic `results`: the re-ranked list for one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RerankResult {
     pub request_id: String,
     pub model_version: String,
@@ -82,6 +85,9 @@ pub struct RerankResult {
     /// producers before this field: `model`.
     #[serde(default)]
     pub source: ServedSource,
+    /// The schema version the producer wrote ([`SCHEMA_VERSION`]); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// Where a served list came from.
@@ -98,7 +104,6 @@ pub enum ServedSource {
 
 /// Topic `feedback`: what the user did with one shown item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Feedback {
     pub request_id: String,
     pub item_id: Token,
@@ -110,4 +115,7 @@ pub struct Feedback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utility: Option<f64>,
     pub timestamp_ms: i64,
+    /// The schema version the producer wrote ([`SCHEMA_VERSION`]); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }

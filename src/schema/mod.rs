@@ -6,10 +6,10 @@ mod error;
 mod events;
 mod token;
 
-pub use decode::decode;
+pub use decode::{decode, Decoded, UnknownFields};
 pub use error::EventError;
 pub use events::{
     Candidate, DenseFeatures, Feedback, RankedItem, RerankRequest, RerankResult, ServedSource,
-    SparseFeatures, UserFeatures,
+    SparseFeatures, UserFeatures, SCHEMA_VERSION,
 };
 pub use token::Token;

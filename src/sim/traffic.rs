@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use super::world::World;
 use crate::list_log::LoggedList;
 use crate::random::normal;
-use crate::schema::{Candidate, Feedback, RerankRequest, Token, UserFeatures};
+use crate::schema::{Candidate, Feedback, RerankRequest, Token, UserFeatures, SCHEMA_VERSION};
 
 /// Start of simulated time (2024-01-01T00:00:00Z); impressions are one second apart.
 const EPOCH_MS: i64 = 1_704_067_200_000;
@@ -166,6 +166,7 @@ impl<'w> Traffic<'w> {
                 .collect(),
             list_len: self.world.list_len,
             timestamp_ms: Self::timestamp_ms(imp.index),
+            schema_version: Some(SCHEMA_VERSION),
         }
     }
 
@@ -218,6 +219,7 @@ impl<'w> Traffic<'w> {
                 dwell_ms: None,
                 utility: None,
                 timestamp_ms: shown_at_ms + 100 * (t as i64 + 1),
+                schema_version: Some(SCHEMA_VERSION),
             })
             .collect()
     }

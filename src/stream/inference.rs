@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
+use super::headers::TraceContext;
 use super::prometheus::ServeMetrics;
 use super::StreamError;
 use crate::config::BatchingConfig;
 use crate::model::LiveModel;
 use crate::model::{Bundle, PoolTensors};
-use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource};
+use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource, SCHEMA_VERSION};
 
 /// A valid request taken off the requests topic.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct Job {
     pub partition: i32,
     pub offset: i64,
     pub received: Instant,
+    /// The request's trace context, passed on to its result's headers.
+    pub trace: TraceContext,
 }
 
 /// A finished job, with where it came from.
@@ -74,6 +77,7 @@ pub fn rank_batch(
             } else {
                 ServedSource::Model
             },
+            schema_version: Some(SCHEMA_VERSION),
         })
         .collect())
 }
@@ -150,6 +154,10 @@ fn run_inference(
         out.extend(upstream(expired, "deadline"));
         if !fits.is_empty() {
             let started = Instant::now();
+            for job in &fits {
+                let waited = started.saturating_duration_since(job.received);
+                metrics.queue_wait.observe(waited.as_secs_f64());
+            }
             let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
             // A panic inside the model (a bug) must not take the thread, and with it
             // every later request, down: it is caught and answered like a model error.
@@ -160,8 +168,8 @@ fn run_inference(
                 Ok(Ok(results)) => {
                     metrics.batch_size.observe(fits.len() as f64);
                     metrics
-                        .batch_latency_ms
-                        .observe(started.elapsed().as_secs_f64() * 1000.0);
+                        .batch_duration
+                        .observe(started.elapsed().as_secs_f64());
                     for (job, mut result) in fits.into_iter().zip(results) {
                         // The model's own output is checked too: a NaN never reaches
                         // the results topic.
@@ -226,6 +234,7 @@ fn upstream_answer(job: Job, model_version: &str, reason: &str, metrics: &ServeM
         latency_ms: job.received.elapsed().as_secs_f64() * 1000.0,
         timestamp_ms: crate::clock::unix_millis(),
         source: ServedSource::Upstream,
+        schema_version: Some(SCHEMA_VERSION),
     };
     Done { job, result }
 }

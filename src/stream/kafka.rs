@@ -88,21 +88,50 @@ pub fn consumer_lag(stats: &Statistics) -> i64 {
         .sum()
 }
 
-/// The context of a consumer whose statistics feed a lag gauge. (rdkafka's default
-/// context logs the whole statistics document, about 15 KB, at info level every
-/// `statistics.interval.ms`: a gigabyte of log a day.)
-#[derive(Debug, Default)]
-pub struct LagContext {
-    pub lag: Arc<AtomicI64>,
+/// Broker connections that are up, from librdkafka's statistics: none means the
+/// cluster is unreachable from here (an outage, not a stalled stage).
+pub fn brokers_up(stats: &Statistics) -> i64 {
+    let up = stats.brokers.values().filter(|b| b.state == "UP").count();
+    i64::try_from(up).unwrap_or(i64::MAX)
 }
 
-impl ClientContext for LagContext {
-    fn stats(&self, stats: Statistics) {
-        self.lag.store(consumer_lag(&stats), Ordering::Relaxed);
+/// What a consumer's statistics feed: its lag and its broker connections.
+#[derive(Debug, Default)]
+pub struct ConsumerGauges {
+    pub lag: AtomicI64,
+    pub brokers_up: AtomicI64,
+}
+
+impl ConsumerGauges {
+    pub fn record(&self, stats: &Statistics) {
+        self.lag.store(consumer_lag(stats), Ordering::Relaxed);
+        self.brokers_up.store(brokers_up(stats), Ordering::Relaxed);
+    }
+
+    /// `Err(reason)` when no broker connection is up.
+    pub fn reachable(&self) -> Result<(), String> {
+        match self.brokers_up.load(Ordering::Relaxed) {
+            0 => Err("no broker connection is up (yet)".into()),
+            _ => Ok(()),
+        }
     }
 }
 
-impl ConsumerContext for LagContext {}
+/// The context of a consumer whose statistics feed [`ConsumerGauges`]. (rdkafka's
+/// default context logs the whole statistics document, about 15 KB, at info level
+/// every `statistics.interval.ms`: a gigabyte of log a day.)
+#[derive(Debug, Default)]
+pub struct GaugeContext {
+    pub gauges: Arc<ConsumerGauges>,
+}
+
+impl ClientContext for GaugeContext {
+    fn stats(&self, stats: Statistics) {
+        self.gauges.record(&stats);
+    }
+}
+
+impl ConsumerContext for GaugeContext {}
 
 /// Idempotent producer.
 pub fn producer_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {

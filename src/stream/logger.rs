@@ -29,11 +29,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::http::{self, Exposition};
-use super::kafka::{consumer_config, LagContext};
-use super::prometheus::{counter, gauge};
+use super::kafka::{consumer_config, ConsumerGauges, GaugeContext};
+use super::prometheus::{build_info, counter, gauge};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
-use crate::contract::Contract;
+use crate::contract::{Contract, UnknownFieldLog};
 use crate::join::{JoinSettings, JoinStats, ListJoiner, Source, Stream, Unjoined, UnjoinedReason};
 use crate::list_log::{LogError, LogWriter};
 
@@ -49,7 +49,7 @@ pub struct LogSettings {
     /// Names this instance's files (`lists-INSTANCE-SEQ.parquet`,
     /// `unjoined-INSTANCE.jsonl`): instances of one group need distinct names.
     pub instance: String,
-    /// Address of `/metrics` and `/healthz` (`None`: no endpoint).
+    /// Address of `/metrics`, `/livez` and `/readyz` (`None`: no endpoint).
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -61,6 +61,8 @@ pub struct LogSummary {
     /// Offsets the consumer jumped over within a partition (see
     /// [`super::offsets::OffsetTracker::start`]).
     pub skipped_offsets: u64,
+    /// Valid events with fields their schema does not list (ignored).
+    pub unknown_field_events: u64,
     pub files_published: u64,
     pub join: JoinStats,
 }
@@ -79,7 +81,7 @@ struct LogState {
 #[derive(Debug)]
 struct LogMetrics {
     /// Messages behind the high watermarks (librdkafka statistics).
-    consumer_lag: Arc<std::sync::atomic::AtomicI64>,
+    consumer: Arc<ConsumerGauges>,
     state: Mutex<LogState>,
     /// When the output of every message taken so far was last durable.
     last_durable: Mutex<Instant>,
@@ -118,6 +120,12 @@ impl Exposition for LogMetrics {
             "eglr_log_messages_total",
             "Messages consumed (requests, results, feedback).",
             s.messages,
+        );
+        counter(
+            &mut out,
+            "eglr_log_unknown_field_events_total",
+            "Events with fields their schema does not list (ignored; limits.strict_fields refuses them).",
+            s.unknown_field_events,
         );
         counter(
             &mut out,
@@ -195,16 +203,28 @@ impl Exposition for LogMetrics {
             &mut out,
             "eglr_log_consumer_lag",
             "Messages behind the high watermark (librdkafka statistics).",
-            self.consumer_lag
+            self.consumer
+                .lag
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_string(),
         );
+        gauge(
+            &mut out,
+            "eglr_log_brokers_up",
+            "Broker connections that are up (librdkafka statistics).",
+            self.consumer
+                .brokers_up
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        build_info(&mut out);
         out
     }
 
-    /// Unhealthy when written output has not become durable for `stall` beyond the
-    /// publish interval (offsets are then not committed either).
-    fn health(&self, stall: Duration) -> Result<(), String> {
+    /// Not live when written output has not become durable for `stall` beyond the
+    /// publish interval (offsets are then not committed either): a full or failing
+    /// disk. With nothing taken in (a broker outage) there is nothing to make durable.
+    fn liveness(&self, stall: Duration) -> Result<(), String> {
         let since = self
             .last_durable
             .lock()
@@ -218,7 +238,17 @@ impl Exposition for LogMetrics {
         }
         Ok(())
     }
+
+    /// Ready once a broker connection is up.
+    fn readiness(&self) -> Result<String, String> {
+        self.consumer.reachable().map(|()| "ready".into())
+    }
 }
+
+/// The subdirectory of the log directory that holds the side files. Its `_` prefix
+/// keeps it out of the data set the log directory is: pyarrow's and Spark's discovery
+/// skip paths that start with `_` or `.`, and `DIR/*.parquet` does not match it.
+pub const UNJOINED_DIR: &str = "_unjoined";
 
 /// Appends unjoined events as JSON lines; `sync` makes them durable. Once the file
 /// reaches `max_bytes` it is made durable and renamed `NAME.MILLIS.jsonl`, and a new
@@ -306,9 +336,16 @@ struct Logger {
     max_pending: usize,
     /// Streams whose intake is paused because pending state is at its bound.
     paused: Vec<Stream>,
+    unknown_fields: UnknownFieldLog,
 }
 
 impl Logger {
+    fn note_unknown(&mut self, event: &'static str, ignored: &[String]) {
+        if self.unknown_fields.note(event, ignored) {
+            self.summary.unknown_field_events += 1;
+        }
+    }
+
     /// Feeds one message to the join. Fails only when the side file cannot be written
     /// (nothing of it is then committed: the stage stops and the message is re-read).
     fn take(
@@ -331,21 +368,24 @@ impl Logger {
             // The serving stage dead-letters malformed requests; nothing to keep here.
             Some(Stream::Requests) => match contract.parse_request(raw) {
                 Ok(r) => {
-                    self.joiner.request(r, source, now);
+                    self.note_unknown("request", &r.ignored);
+                    self.joiner.request(r.event, source, now);
                     return Ok(());
                 }
                 Err(_) => None,
             },
             Some(Stream::Results) => match contract.parse_result(raw) {
                 Ok(r) => {
-                    self.joiner.result(r, source, now);
+                    self.note_unknown("result", &r.ignored);
+                    self.joiner.result(r.event, source, now);
                     return Ok(());
                 }
                 Err(e) => Some(e.to_string()),
             },
             Some(Stream::Feedback) => match contract.parse_feedback(raw) {
                 Ok(f) => {
-                    self.joiner.feedback(f, source, now);
+                    self.note_unknown("feedback", &f.ignored);
+                    self.joiner.feedback(f.event, source, now);
                     return Ok(());
                 }
                 Err(e) => Some(e.to_string()),
@@ -377,7 +417,11 @@ impl Logger {
     /// Tells the join which partitions this instance reads, and bounds its pending
     /// state: at `logs.max_pending` intake pauses on every stream but the one most
     /// pending requests wait for, and resumes below 90 % of it.
-    fn regulate(&mut self, consumer: &StreamConsumer<LagContext>, topics: &crate::config::Topics) {
+    fn regulate(
+        &mut self,
+        consumer: &StreamConsumer<GaugeContext>,
+        topics: &crate::config::Topics,
+    ) {
         let Ok(assignment) = consumer.assignment() else {
             return;
         };
@@ -474,8 +518,10 @@ pub async fn log(
         p.logs.roll_policy(),
     )
     .map_err(StreamError::Log)?;
+    let side_dir = dir.join(UNJOINED_DIR);
+    std::fs::create_dir_all(&side_dir).map_err(|e| StreamError::Log(io(&side_dir, e)))?;
     let side = SideFile::open(
-        dir.join(format!("unjoined-{}.jsonl", settings.instance)),
+        side_dir.join(format!("unjoined-{}.jsonl", settings.instance)),
         p.logs.roll_max_bytes,
     )
     .map_err(StreamError::Log)?;
@@ -490,6 +536,7 @@ pub async fn log(
         ),
         max_pending: p.logs.max_pending,
         paused: Vec::new(),
+        unknown_fields: UnknownFieldLog::default(),
         writer,
         side,
         tracker: OffsetTracker::new(),
@@ -498,9 +545,9 @@ pub async fn log(
         publish_every: Duration::from_secs(p.logs.roll_max_seconds.max(1)),
         summary: LogSummary::default(),
     };
-    let context = LagContext::default();
-    let lag = Arc::clone(&context.lag);
-    let consumer: StreamConsumer<LagContext> =
+    let context = GaugeContext::default();
+    let gauges = Arc::clone(&context.gauges);
+    let consumer: StreamConsumer<GaugeContext> =
         consumer_config(&p.kafka, &settings.brokers, &settings.group_id)
             .create_with_context(context)
             .map_err(StreamError::kafka("create the logger's consumer"))?;
@@ -512,7 +559,7 @@ pub async fn log(
         ])
         .map_err(StreamError::kafka("subscribe"))?;
     let metrics = Arc::new(LogMetrics {
-        consumer_lag: lag,
+        consumer: gauges,
         state: Mutex::new(LogState::default()),
         last_durable: Mutex::new(Instant::now()),
         publish_every: logger.publish_every,
@@ -599,7 +646,7 @@ mod tests {
         summary.join.lists = 3;
         summary.join.late_feedback = 1;
         let m = LogMetrics {
-            consumer_lag: Arc::default(),
+            consumer: Arc::default(),
             state: Mutex::new(LogState {
                 summary,
                 pending: 2,
@@ -618,12 +665,13 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
-        assert!(m.health(Duration::from_secs(60)).is_ok());
+        assert!(m.liveness(Duration::from_secs(60)).is_ok());
+        assert!(m.readiness().is_err(), "no broker connection up");
         std::thread::sleep(Duration::from_millis(20));
         let m = LogMetrics {
             publish_every: Duration::ZERO,
             ..m
         };
-        assert!(m.health(Duration::from_millis(10)).is_err());
+        assert!(m.liveness(Duration::from_millis(10)).is_err());
     }
 }

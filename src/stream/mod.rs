@@ -2,6 +2,7 @@
 //! model store and hot swap, the feedback logger, the continuous trainer, and the
 //! embedded broker.
 
+mod headers;
 mod http;
 mod inference;
 pub mod kafka;
@@ -13,9 +14,10 @@ mod retrainer;
 mod serve;
 
 use crate::fault::{Fault, HasFault};
+pub use headers::TraceContext;
 pub use inference::{rank_batch, Done, Job};
 pub use kafka::EmbeddedBroker;
-pub use logger::{log, LogSettings, LogSummary};
+pub use logger::{log, LogSettings, LogSummary, UNJOINED_DIR};
 pub use offsets::OffsetTracker;
 pub use pipeline::{pipeline, PipelineSummary};
 pub use prometheus::{Histogram, ServeMetrics};

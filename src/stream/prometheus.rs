@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::kafka::ConsumerGauges;
 
 /// A histogram with fixed upper bounds.
 #[derive(Debug)]
@@ -70,10 +72,40 @@ impl LabelledCounter {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         if let Ok(m) = self.0.lock() {
             for (value, n) in m.iter() {
+                let value = escape_label(value);
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
         }
     }
+}
+
+/// A label value as the text format wants it: backslash, double quote and line feed
+/// escaped. Label values come from outside (topic names, a model version).
+pub(super) fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bounds of the latency histograms, in seconds (Prometheus' base unit).
+const LATENCY_BOUNDS_S: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// `eglr_build_info`: the running release, as a gauge of 1 (the Prometheus idiom).
+pub(super) fn build_info(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP eglr_build_info The eglr release running.\n# TYPE eglr_build_info gauge\neglr_build_info{{version=\"{}\"}} 1",
+        escape_label(env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// Writes one Prometheus counter.
@@ -99,13 +131,28 @@ pub struct ServeMetrics {
     pub upstream_fallbacks: LabelledCounter,
     /// Records the stage gave up producing, by topic: their offsets stay unfinished.
     pub undelivered: LabelledCounter,
+    /// Valid events that carried fields their schema does not list (ignored), by event.
+    pub unknown_field_events: LabelledCounter,
     /// Offsets the consumer jumped over, by topic (see [`super::offsets::OffsetTracker::start`]).
     pub skipped_offsets: LabelledCounter,
     pub batch_size: Histogram,
-    pub batch_latency_ms: Histogram,
+    /// A request's time, split so that a p99 can be attributed: waiting for its batch
+    /// (taken in until the batch runs), the model's time per batch, and producing
+    /// (result ready until acknowledged); and end to end, from the request's own
+    /// `timestamp_ms` to its acknowledged result (includes upstream's produce and the
+    /// consumer's fetch).
+    pub queue_wait: Histogram,
+    pub batch_duration: Histogram,
+    pub produce: Histogram,
+    pub end_to_end: Histogram,
+    /// Requests taken in and not yet acknowledged (queued, at the model, or producing).
+    pub in_flight: AtomicUsize,
+    /// Times the serving model changed version without a restart.
+    pub model_swaps: AtomicU64,
     pub reasoning_steps: Histogram,
     pub entropy: Histogram,
-    pub consumer_lag: AtomicI64,
+    /// The consumer's lag and broker connections (librdkafka statistics).
+    pub consumer: ConsumerGauges,
     pub assigned_partitions: AtomicUsize,
     pub paused: AtomicUsize,
     /// Times the intake paused for backpressure.
@@ -114,7 +161,6 @@ pub struct ServeMetrics {
     /// Why the stage can no longer make progress, once it cannot.
     failure: Mutex<Option<String>>,
     last_progress: Mutex<Instant>,
-    started: Instant,
 }
 
 impl Default for ServeMetrics {
@@ -126,20 +172,23 @@ impl Default for ServeMetrics {
             upstream_fallbacks: LabelledCounter::default(),
             undelivered: LabelledCounter::default(),
             skipped_offsets: LabelledCounter::default(),
+            unknown_field_events: LabelledCounter::default(),
             batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
-            batch_latency_ms: Histogram::new(&[
-                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0,
-            ]),
+            queue_wait: Histogram::new(&LATENCY_BOUNDS_S),
+            batch_duration: Histogram::new(&LATENCY_BOUNDS_S),
+            produce: Histogram::new(&LATENCY_BOUNDS_S),
+            end_to_end: Histogram::new(&LATENCY_BOUNDS_S),
+            in_flight: AtomicUsize::new(0),
+            model_swaps: AtomicU64::new(0),
             reasoning_steps: Histogram::new(&[0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0]),
             entropy: Histogram::new(&[0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),
-            consumer_lag: AtomicI64::new(0),
+            consumer: ConsumerGauges::default(),
             assigned_partitions: AtomicUsize::new(0),
             paused: AtomicUsize::new(0),
             pauses: AtomicU64::new(0),
             model_version: Mutex::new(String::new()),
             failure: Mutex::new(None),
             last_progress: Mutex::new(Instant::now()),
-            started: Instant::now(),
         }
     }
 }
@@ -153,9 +202,15 @@ impl ServeMetrics {
         self.dead_letters.total()
     }
 
+    /// The version serving now; a change after the first counts as a swap.
     pub fn set_model_version(&self, v: &str) {
         if let Ok(mut m) = self.model_version.lock() {
-            *m = v.to_owned();
+            if *m != v {
+                if !m.is_empty() {
+                    self.model_swaps.fetch_add(1, Ordering::Relaxed);
+                }
+                *m = v.to_owned();
+            }
         }
     }
 
@@ -187,9 +242,11 @@ impl ServeMetrics {
 }
 
 impl super::http::Exposition for ServeMetrics {
-    /// Healthy unless the stage lost its partitions or stalled with work waiting:
-    /// a consumer that silently left its group has no assignment and makes no progress.
-    fn health(&self, stall: Duration) -> Result<(), String> {
+    /// Live unless the stage failed or stalled: requests wait (lag) and the brokers are
+    /// reachable, yet nothing was taken for `stall`. A standby member without
+    /// partitions and a stage cut off by a broker outage are alive: restarting them
+    /// would not help.
+    fn liveness(&self, stall: Duration) -> Result<(), String> {
         if let Some(why) = self.failure() {
             return Err(why);
         }
@@ -198,16 +255,24 @@ impl super::http::Exposition for ServeMetrics {
             .lock()
             .map(|p| p.elapsed())
             .unwrap_or_default();
-        if self.assigned_partitions.load(Ordering::Relaxed) == 0 && self.started.elapsed() > stall {
-            return Err("no partitions assigned".into());
-        }
-        if self.consumer_lag.load(Ordering::Relaxed) > 0 && since > stall {
+        let waiting = self.consumer.lag.load(Ordering::Relaxed) > 0;
+        if waiting && since > stall && self.consumer.reachable().is_ok() {
             return Err(format!(
-                "consumer lag but no progress for {:.0} s",
+                "consumer lag but no progress for {:.0} s with the brokers reachable",
                 since.as_secs_f64()
             ));
         }
         Ok(())
+    }
+
+    /// Ready once a broker connection is up, unless the stage failed.
+    fn readiness(&self) -> Result<String, String> {
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        self.consumer.reachable()?;
+        let partitions = self.assigned_partitions.load(Ordering::Relaxed);
+        Ok(format!("ready: {partitions} partitions assigned"))
     }
 
     fn render(&self) -> String {
@@ -248,6 +313,12 @@ impl super::http::Exposition for ServeMetrics {
             "Records given up after their delivery attempts; their offsets stay unfinished until a restart.",
             &mut out,
         );
+        self.unknown_field_events.render(
+            "eglr_unknown_field_events_total",
+            "event",
+            "Events taken in with fields their schema does not list (ignored; limits.strict_fields refuses them).",
+            &mut out,
+        );
         self.skipped_offsets.render(
             "eglr_skipped_offsets_total",
             "topic",
@@ -256,8 +327,38 @@ impl super::http::Exposition for ServeMetrics {
         );
         self.batch_size
             .render("eglr_batch_size", "Requests per model batch.", &mut out);
-        self.batch_latency_ms
-            .render("eglr_batch_latency_ms", "Model time per batch.", &mut out);
+        self.queue_wait.render(
+            "eglr_queue_wait_seconds",
+            "Time from taking a request in until its batch runs.",
+            &mut out,
+        );
+        self.batch_duration.render(
+            "eglr_batch_duration_seconds",
+            "Model time per batch.",
+            &mut out,
+        );
+        self.produce.render(
+            "eglr_produce_seconds",
+            "Time from a result being ready until the broker acknowledged it.",
+            &mut out,
+        );
+        self.end_to_end.render(
+            "eglr_end_to_end_latency_seconds",
+            "Time from a request's timestamp_ms until its result was acknowledged.",
+            &mut out,
+        );
+        gauge(
+            &mut out,
+            "eglr_in_flight_requests",
+            "Requests taken in and not yet acknowledged (queued, at the model, or producing).",
+            self.in_flight.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "eglr_model_swaps_total",
+            "Times the serving model changed version without a restart.",
+            self.model_swaps.load(Ordering::Relaxed),
+        );
         self.reasoning_steps.render(
             "eglr_reasoning_steps",
             "Reasoning tokens per list.",
@@ -272,7 +373,13 @@ impl super::http::Exposition for ServeMetrics {
             &mut out,
             "eglr_consumer_lag",
             "Messages behind the high watermark (librdkafka statistics).",
-            self.consumer_lag.load(Ordering::Relaxed).to_string(),
+            self.consumer.lag.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "eglr_brokers_up",
+            "Broker connections that are up (librdkafka statistics).",
+            self.consumer.brokers_up.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             &mut out,
@@ -286,7 +393,9 @@ impl super::http::Exposition for ServeMetrics {
             "1 while intake is paused by backpressure.",
             self.paused.load(Ordering::Relaxed).to_string(),
         );
-        let _ = writeln!(out, "# HELP eglr_model_info The model version serving.\n# TYPE eglr_model_info gauge\neglr_model_info{{version=\"{}\"}} 1", self.model_version());
+        let version = escape_label(&self.model_version());
+        let _ = writeln!(out, "# HELP eglr_model_info The model version serving.\n# TYPE eglr_model_info gauge\neglr_model_info{{version=\"{version}\"}} 1");
+        build_info(&mut out);
         out
     }
 }
@@ -309,19 +418,56 @@ mod tests {
         assert!(text.contains("eglr_batch_size_bucket{le=\"4\"} 1"));
         assert!(text.contains("eglr_batch_size_bucket{le=\"1\"} 0"));
         assert!(text.contains("eglr_model_info{version=\"v7\"} 1"));
+        assert!(text.contains("eglr_build_info{version=\""));
+        let samples = text.lines().filter(|l| !l.starts_with('#'));
+        assert!(
+            samples.clone().all(|l| !l.contains("_ms")),
+            "base units only:\n{text}"
+        );
+        assert!(samples
+            .clone()
+            .any(|l| l.starts_with("eglr_end_to_end_latency_seconds_bucket")));
     }
 
     #[test]
-    fn health_needs_partitions_and_progress() {
+    fn label_values_are_escaped_and_swaps_counted() {
         let m = ServeMetrics::default();
+        m.set_model_version("v1");
+        m.set_model_version("v1");
+        m.set_model_version("a\"b\\c\nd");
+        m.dead_letter("x\"y");
+        let text = m.render();
         assert!(
-            m.health(Duration::from_secs(60)).is_ok(),
-            "grace period after start"
+            text.contains(r#"eglr_model_info{version="a\"b\\c\nd"} 1"#),
+            "{text}"
         );
-        assert!(m.health(Duration::ZERO).is_err(), "no assignment");
-        m.assigned_partitions.store(2, Ordering::Relaxed);
-        assert!(m.health(Duration::ZERO).is_ok(), "no lag: idle is healthy");
-        m.consumer_lag.store(10, Ordering::Relaxed);
-        assert!(m.health(Duration::ZERO).is_err(), "lag without progress");
+        assert!(
+            text.contains(r#"eglr_dead_letters_total{kind="x\"y"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("eglr_model_swaps_total 1"), "{text}");
+    }
+
+    #[test]
+    fn a_stage_is_live_unless_it_stalls_with_the_brokers_reachable() {
+        let m = ServeMetrics::default();
+        // A standby: no partitions, no lag, no broker statistics yet.
+        assert!(m.liveness(Duration::ZERO).is_ok(), "a standby is alive");
+        assert!(m.readiness().is_err(), "not ready before a broker is up");
+        m.consumer.lag.store(10, Ordering::Relaxed);
+        assert!(
+            m.liveness(Duration::ZERO).is_ok(),
+            "lag during an outage is not a stall"
+        );
+        m.consumer.brokers_up.store(1, Ordering::Relaxed);
+        assert!(m.readiness().is_ok());
+        assert!(m.liveness(Duration::ZERO).is_err(), "lag without progress");
+        assert!(
+            m.liveness(Duration::from_secs(60)).is_ok(),
+            "within the bound"
+        );
+        m.fail("delivery given up".into());
+        assert!(m.liveness(Duration::from_secs(60)).is_err());
+        assert!(m.readiness().is_err());
     }
 }

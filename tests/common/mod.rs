@@ -268,6 +268,11 @@ impl EglrProcess {
         EglrProcess(command.spawn().expect("eglr starts"))
     }
 
+    /// How it exited, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
     pub fn sigkill(&mut self) {
         self.0.kill().expect("SIGKILL");
         let _ = self.0.wait();

@@ -37,7 +37,7 @@ struct LoopSummary {
 /// a few minutes of traffic.
 fn loop_pipeline(base: &PipelineConfig, dir: &std::path::Path, args: &Args) -> PipelineConfig {
     let mut p = base.clone();
-    p.kafka.brokers.clear();
+    p.kafka.brokers = eglr::config::EMBEDDED_BROKERS.into();
     p.model.store = dir.join("models");
     p.logs.dir = dir.join("logs");
     p.logs.roll_max_seconds = 2;

@@ -150,7 +150,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let report: LoadReport = runtime.block_on(async {
         let mut pipeline = pipeline.clone();
-        pipeline.kafka.brokers.clear(); // the demo always runs on its own embedded broker
+        pipeline.kafka.brokers = eglr::config::EMBEDDED_BROKERS.into(); // the demo's own broker
         let topics = TopicArgs {
             partitions: 4,
             create_topics: false,

@@ -12,7 +12,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use super::super::inference::Job;
-use super::super::kafka::consumer_lag;
 use super::super::offsets::OffsetTracker;
 use super::super::prometheus::ServeMetrics;
 
@@ -81,10 +80,13 @@ impl Shared {
 
     /// A message was taken in.
     pub fn start(&self, topic: &str, partition: i32, offset: i64) {
-        let skipped = self
-            .tracker
-            .lock()
-            .map_or(0, |mut t| t.start(topic, partition, offset));
+        let skipped = self.tracker.lock().map_or(0, |mut t| {
+            let skipped = t.start(topic, partition, offset);
+            self.metrics
+                .in_flight
+                .store(t.total_in_flight(), Ordering::Relaxed);
+            skipped
+        });
         if skipped > 0 {
             tracing::warn!(topic, partition, offset, skipped, "offsets jumped over");
             self.metrics.skipped_offsets.add_n(topic, skipped as u64);
@@ -95,6 +97,9 @@ impl Shared {
     pub fn finish(&self, topic: &str, partition: i32, offset: i64) {
         if let Ok(mut t) = self.tracker.lock() {
             t.finish(topic, partition, offset);
+            self.metrics
+                .in_flight
+                .store(t.total_in_flight(), Ordering::Relaxed);
         }
         self.metrics.progress();
     }
@@ -134,10 +139,7 @@ pub(super) struct ServeContext {
 
 impl ClientContext for ServeContext {
     fn stats(&self, stats: Statistics) {
-        self.shared
-            .metrics
-            .consumer_lag
-            .store(consumer_lag(&stats), Ordering::Relaxed);
+        self.shared.metrics.consumer.record(&stats);
     }
 }
 
@@ -228,10 +230,12 @@ mod tests {
                 candidates: Vec::new(),
                 list_len: 0,
                 timestamp_ms: 0,
+                schema_version: None,
             },
             topic: "requests".into(),
             partition,
             offset,
+            trace: Default::default(),
             received: Instant::now(),
         }
     }

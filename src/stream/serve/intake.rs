@@ -17,11 +17,12 @@ use rdkafka::TopicPartitionList;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::super::headers::TraceContext;
 use super::super::inference::Job;
 use super::super::StreamError;
 use super::group::{ServeContext, Shared};
 use super::sink::{Sink, SourceOffset};
-use crate::contract::Contract;
+use crate::contract::{Contract, UnknownFieldLog};
 
 /// How often the overflow is drained, pause/resume decided and offsets stored.
 const TICK: Duration = Duration::from_millis(20);
@@ -35,6 +36,7 @@ pub(super) struct Intake {
     pub paused: bool,
     /// Dead letters awaiting their acknowledgement.
     pub dead_letters: JoinSet<()>,
+    pub unknown_fields: UnknownFieldLog,
 }
 
 impl Intake {
@@ -74,13 +76,17 @@ impl Intake {
         // and is dead-lettered with the decoder's message.
         let raw = msg.payload().unwrap_or(&[]);
         match contract.parse_request(raw) {
-            Ok(request) => {
+            Ok(decoded) => {
+                if self.unknown_fields.note("request", &decoded.ignored) {
+                    metrics.unknown_field_events.add("request");
+                }
                 let job = Job {
-                    request,
+                    request: decoded.event,
                     topic: topic.to_owned(),
                     partition,
                     offset,
                     received: Instant::now(),
+                    trace: TraceContext::from_headers(msg.headers()),
                 };
                 self.queue_job(job)?;
                 if self.overflowing() && !self.paused {
@@ -94,8 +100,9 @@ impl Intake {
                     partition,
                     offset,
                 };
+                let error = (e.kind(), e.to_string());
                 self.sink
-                    .dead_letter(&mut self.dead_letters, raw, from, e.kind(), &e.to_string())
+                    .dead_letter(&mut self.dead_letters, raw, msg.headers(), from, error)
                     .await;
             }
         }

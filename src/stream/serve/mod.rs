@@ -28,7 +28,7 @@ use super::kafka::{consumer_config, producer_config};
 use super::prometheus::ServeMetrics;
 use super::{http, StreamError};
 use crate::config::PipelineConfig;
-use crate::contract::Contract;
+use crate::contract::{Contract, UnknownFieldLog};
 use crate::model::LiveModel;
 use group::{ServeContext, Shared};
 use intake::Intake;
@@ -99,6 +99,7 @@ pub async fn serve(
         sink,
         paused: false,
         dead_letters: JoinSet::new(),
+        unknown_fields: UnknownFieldLog::default(),
     };
     let contract = Contract::new(&p.features, &p.limits);
     // On a failure too, what is in flight is finished and committed before the error
@@ -133,7 +134,9 @@ pub async fn serve(
 }
 
 /// Bytes of a dead letter's payload: the producer's `message.max.bytes` (librdkafka's
-/// default 1,000,000 unless the pipeline sets it) less 64 KiB for key and headers.
+/// default 1,000,000 unless the pipeline sets it) less 64 KiB for the key and headers:
+/// the request's own headers are copied up to `headers::MAX_COPIED_HEADER_BYTES` (32 KiB)
+/// and the provenance headers are a few KiB at most.
 fn max_dead_letter_payload(kafka: &crate::config::KafkaConfig) -> usize {
     let max_message = kafka
         .properties

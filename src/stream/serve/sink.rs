@@ -3,13 +3,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 
+use super::super::headers::{dead_letter_headers, result_headers};
 use super::super::inference::{Done, Job};
 use super::super::StreamError;
 use super::group::Shared;
@@ -18,6 +19,10 @@ use crate::schema::RerankResult;
 /// Deliveries of one record before the stage gives up on it (its request is then
 /// re-read only after a restart or rebalance, since its offset never finishes).
 const DELIVERY_ATTEMPTS: u32 = 5;
+
+/// Longest `error.message` header: a decoder message can quote the offending value,
+/// which may be as large as the payload.
+const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 
 /// Where a message came from.
 pub(super) struct SourceOffset<'a> {
@@ -74,37 +79,60 @@ impl Sink {
             topic: self.results.clone(),
             key: result.request_id.clone(),
             payload,
-            headers: None,
+            headers: Some(result_headers(
+                &result.request_id,
+                &result.model_version,
+                &job.trace,
+            )),
         };
         let source = (job.topic.clone(), job.partition, job.offset);
-        self.deliver(pending, record, source, |shared| {
-            shared.metrics.results.fetch_add(1, Ordering::Relaxed);
+        let (ready, requested_ms) = (Instant::now(), job.request.timestamp_ms);
+        self.deliver(pending, record, source, move |shared| {
+            let m = &shared.metrics;
+            m.results.fetch_add(1, Ordering::Relaxed);
+            m.produce.observe(ready.elapsed().as_secs_f64());
+            // The request's clock is upstream's: a skew that puts it in the future
+            // counts as no time rather than a negative one.
+            let age_ms = (crate::clock::unix_millis() - requested_ms).max(0);
+            m.end_to_end.observe(age_ms as f64 / 1000.0);
         })
         .await;
     }
 
-    /// Produces `raw` to the dead-letter topic with headers that say where it came from
-    /// and what is wrong; its offset finishes on acknowledgement.
+    /// Produces `raw` to the dead-letter topic with its original headers and headers
+    /// that say where it came from and what is wrong (`error` = kind, message); its
+    /// offset finishes on acknowledgement.
     pub async fn dead_letter(
         &self,
         pending: &mut JoinSet<()>,
         raw: &[u8],
+        original: Option<&BorrowedHeaders>,
         from: SourceOffset<'_>,
-        kind: &'static str,
-        message: &str,
+        (kind, message): (&'static str, String),
     ) {
         // A payload the producer could never send would leave its offset unfinished
         // forever: it is cut to fit, and the headers say so and give the full size.
-        let fits = raw.len() <= self.max_dead_letter_payload;
-        let payload = raw[..raw.len().min(self.max_dead_letter_payload)].to_vec();
-        let mut headers = dead_letter_headers(&from, kind, message);
-        if !fits {
-            let size = raw.len().to_string();
-            headers = headers.insert(Header {
-                key: "payload.truncated_from",
-                value: Some(size.as_str()),
-            });
+        let cut = raw.len().min(self.max_dead_letter_payload);
+        let payload = raw[..cut].to_vec();
+        let (partition, offset, size) = (
+            from.partition.to_string(),
+            from.offset.to_string(),
+            raw.len().to_string(),
+        );
+        let mut provenance = vec![
+            ("source.topic", from.topic),
+            ("source.partition", partition.as_str()),
+            ("source.offset", offset.as_str()),
+            ("error.kind", kind),
+            (
+                "error.message",
+                truncated(&message, MAX_ERROR_MESSAGE_BYTES),
+            ),
+        ];
+        if cut < raw.len() {
+            provenance.push(("payload.truncated_from", size.as_str()));
         }
+        let headers = dead_letter_headers(original, &provenance);
         let record = Outbound {
             topic: self.dead_letter.clone(),
             key: format!("{}-{}-{}", from.topic, from.partition, from.offset),
@@ -213,20 +241,11 @@ async fn acknowledged(
     false
 }
 
-fn dead_letter_headers(from: &SourceOffset<'_>, kind: &str, message: &str) -> OwnedHeaders {
-    let (partition, offset) = (from.partition.to_string(), from.offset.to_string());
-    [
-        ("source.topic", from.topic),
-        ("source.partition", partition.as_str()),
-        ("source.offset", offset.as_str()),
-        ("error.kind", kind),
-        ("error.message", message),
-    ]
-    .into_iter()
-    .fold(OwnedHeaders::new(), |headers, (key, value)| {
-        headers.insert(Header {
-            key,
-            value: Some(value),
-        })
-    })
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
