@@ -298,7 +298,7 @@ fn read_as_one_data_set(dir: &Path, rows: usize) {
 import sys, pyarrow.dataset as ds, duckdb
 d = sys.argv[1]
 t = ds.dataset(d, format="parquet").to_table(columns=["request_id"])
-q = duckdb.sql(f"select count(*), count(distinct request_id) from read_parquet('{d}/*.parquet')").fetchone()
+q = duckdb.sql(f"select count(*), count(distinct request_id) from read_parquet('{d}/*.parquet')").fetchall()[0]
 print(t.num_rows, len(set(t.column("request_id").to_pylist())), q[0], q[1])
 "#;
     let out = std::process::Command::new(&python)
@@ -611,4 +611,171 @@ async fn a_backlog_caught_up_with_a_short_window_loses_no_list_on_tansu() {
         return;
     }
     catch_up_on(true, 20_000, Arrival::Backlog).await;
+}
+
+/// The partition of `key` among `partitions` as the Java client's default partitioner
+/// puts it: `toPositive(murmur2(key)) % partitions` (Kafka's `Utils.murmur2`, written
+/// out here so that the test does not take eglr's word for it).
+fn java_partition(key: &[u8], partitions: u32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in chunks.by_ref() {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    i32::try_from((h & 0x7fff_ffff) % partitions).expect("a partition number")
+}
+
+#[test]
+fn java_partition_matches_kafkas_published_values() {
+    // Kafka's UtilsTest: murmur2 of these strings (before toPositive).
+    let cases: [(&str, i32); 3] = [
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+    ];
+    for (key, hash) in cases {
+        let want = (hash & 0x7fff_ffff) % 1000;
+        assert_eq!(java_partition(key.as_bytes(), 1000), want, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_logger_instances_of_one_group_write_every_list_once_on_tansu() {
+    if !common::tansu_or_skip("two_logger_instances_of_one_group_write_every_list_once_on_tansu") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = logger_pipeline(dir.path(), true);
+    // Two partitions per topic: each instance gets one of each (range assignor).
+    let (_broker, brokers, lists, results) = setup(&p, true, 11, 200, 0).await;
+    let mut stops = Vec::new();
+    let mut loggers = Vec::new();
+    for instance in ["0", "1"] {
+        let mut member = p.clone();
+        member
+            .kafka
+            .properties
+            .insert("group.instance.id".into(), format!("logger-{instance}"));
+        let (stop, stopped) = watch::channel(false);
+        let settings = LogSettings {
+            metrics_addr: None,
+            pipeline: member,
+            brokers: brokers.clone(),
+            group_id: "two-loggers".into(),
+            window: Duration::from_secs(3),
+            instance: instance.into(),
+        };
+        loggers.push(tokio::spawn(log(settings, stopped)));
+        stops.push(stop);
+    }
+    // Both members in the group before anything is produced.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // Upstream: requests and feedback placed by the Java partitioner; results by
+    // eglr's own producer (keyed by request id, partition left to it).
+    let upstream: FutureProducer = producer_config(&p.kafka, &brokers)
+        .create()
+        .expect("producer");
+    let place = |topic: &str, key: &str, payload: Vec<u8>| {
+        let partition = java_partition(key.as_bytes(), 2);
+        let (topic, key) = (topic.to_owned(), key.to_owned());
+        let upstream = upstream.clone();
+        async move {
+            let record = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .partition(partition);
+            upstream
+                .send(record, Duration::from_secs(10))
+                .await
+                .expect("produce");
+        }
+    };
+    let t = &p.kafka.topics;
+    let mut sides = [0usize; 2];
+    for s in &lists {
+        sides[java_partition(s.request_id.as_bytes(), 2) as usize] += 1;
+        place(&t.requests, &s.request_id, s.request.clone()).await;
+        send(&results, &t.results, &s.request_id, &s.result).await;
+        for f in &s.feedback {
+            let json = serde_json::to_vec(f).expect("json");
+            place(&t.feedback, &f.request_id, json).await;
+        }
+    }
+    assert!(
+        sides.iter().all(|&n| n > 20),
+        "keys on both partitions: {sides:?}"
+    );
+    wait_for("200 lists in the log", Duration::from_secs(90), || {
+        rows(dir.path()).0.len() == 200
+    })
+    .await;
+    for stop in &stops {
+        let _ = stop.send(true);
+    }
+    let mut written = Vec::new();
+    for logger in loggers {
+        let summary = logger.await.expect("join").expect("logger");
+        assert_eq!(summary.join.results_without_request, 0, "{summary:?}");
+        written.push(summary.join.lists);
+    }
+    assert!(
+        written.iter().all(|&n| n > 0),
+        "both instances wrote lists: {written:?}"
+    );
+    let (unique, raw) = rows(dir.path());
+    assert_eq!(raw, 200, "every list exactly once: {written:?}");
+    assert_rows_are(&unique, &lists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_with_different_partition_counts_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = logger_pipeline(dir.path(), false);
+    let b = EmbeddedBroker::start().expect("broker");
+    let t = &p.kafka.topics;
+    b.create_topics(&[
+        (t.requests.as_str(), 4),
+        (t.results.as_str(), 4),
+        (t.feedback.as_str(), 8),
+    ])
+    .expect("topics");
+    let (_stop, stopped) = watch::channel(false);
+    let settings = LogSettings {
+        metrics_addr: None,
+        pipeline: p.clone(),
+        brokers: b.bootstrap(),
+        group_id: "mismatch".into(),
+        window: Duration::from_secs(3),
+        instance: "0".into(),
+    };
+    let error = log(settings, stopped).await.expect_err("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("different partition counts") && text.contains(&format!("{} 8", t.feedback)),
+        "{text}"
+    );
+    assert_eq!(
+        eglr::fault::HasFault::fault(&error),
+        eglr::fault::Fault::Input
+    );
 }

@@ -74,6 +74,7 @@ fn settings(
         brokers: None,
         git_revision: None,
         world: None,
+        device: candle_core::Device::Cpu,
     }
 }
 

@@ -63,7 +63,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         args.tolerance.is_finite() && args.tolerance >= 0.0,
         "--tolerance must be a finite number >= 0"
     );
-    let device = device();
+    let device = device()?;
     let load = |p: &PathBuf| {
         Bundle::load(p, &device).with_context(|| format!("loading bundle {}", p.display()))
     };

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
@@ -61,7 +61,7 @@ struct Measurement {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let device = Device::Cpu;
+    let device = super::device()?;
     let list_len = pipeline.limits.list_len;
     let cfg = GeneratorConfig {
         variant: Variant::Eglr,

@@ -84,7 +84,7 @@ pub fn world_path(p: &Path) -> PathBuf {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let device = device();
+    let device = device()?;
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
     let world = args

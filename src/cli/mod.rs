@@ -57,6 +57,12 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
     compute_threads: usize,
 
+    /// Where the models' tensors live: `cpu`, or `cuda:N` for GPU N (a build with
+    /// `--features cuda`). Every command puts the weights and every input tensor on
+    /// this one device (serve's batches included).
+    #[arg(long, global = true, default_value = "cpu", value_name = "cpu|cuda:N", value_parser = parse_device)]
+    device: DeviceChoice,
+
     /// Format of log lines on stderr.
     #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -128,6 +134,7 @@ pub fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", cli.compute_threads.max(1).to_string());
     }
     telemetry::init(cli.log_format);
+    let _ = DEVICE.set(cli.device);
     // Run the command on a worker of candle's rayon pool: its parallel kernels then run
     // inline instead of waking a pool thread for every small operation (measured by
     // `eglr bench`: a cross-thread hand-off per op dominates a batch-1 decode).
@@ -225,16 +232,47 @@ fn data_pattern(data: &str) -> String {
     }
 }
 
-/// The compute device: CPU, or the first CUDA GPU when built with `--features cuda`.
-fn device() -> candle_core::Device {
-    #[cfg(feature = "cuda")]
-    {
-        candle_core::Device::cuda_if_available(0).unwrap_or(candle_core::Device::Cpu)
+/// A `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+}
+
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    match text {
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        _ => text
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| format!("`{text}` is not a device: use cpu, cuda or cuda:N")),
     }
-    #[cfg(not(feature = "cuda"))]
-    {
-        candle_core::Device::Cpu
+}
+
+/// The `--device` of this run, set once in `main`.
+static DEVICE: std::sync::OnceLock<DeviceChoice> = std::sync::OnceLock::new();
+
+/// The compute device chosen with `--device`, opened when a command first needs it.
+fn device() -> anyhow::Result<candle_core::Device> {
+    match DEVICE.get().copied().unwrap_or(DeviceChoice::Cpu) {
+        DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
+        DeviceChoice::Cuda(n) => cuda(n),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(n: usize) -> anyhow::Result<candle_core::Device> {
+    use anyhow::Context;
+    candle_core::Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n}"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(n: usize) -> anyhow::Result<candle_core::Device> {
+    anyhow::bail!(
+        "--device cuda:{n}: this eglr was built without CUDA (build it with `cargo build --release --features cuda`)"
+    )
 }
 
 /// The tokio runtime of the streaming commands: two workers are enough, since the

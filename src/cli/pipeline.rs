@@ -57,7 +57,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let (_broker, brokers) = connect(&p, &args.topics).await?;
         let live = Arc::new(
-            LiveModel::open(ModelStore::new(&p.model.store), device())
+            LiveModel::open(ModelStore::new(&p.model.store), device()?)
                 .context("loading the model")?,
         );
         println!(
@@ -89,6 +89,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 brokers: Some(brokers),
                 git_revision: git_revision(),
                 world: None,
+                device: device()?,
             },
             shutdown_signal(),
         )

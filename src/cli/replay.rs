@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let device = device();
+    let device = device()?;
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
     let opts = EvalOptions {

@@ -124,7 +124,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         let pipeline = with_places(pipeline, args.brokers, args.model_store, None);
         let (_broker, brokers) = connect(&pipeline, &args.topics).await?;
         let store = ModelStore::new(&pipeline.model.store);
-        let live = Arc::new(LiveModel::open(store, device()).context("loading the model")?);
+        let live = Arc::new(LiveModel::open(store, device()?).context("loading the model")?);
         println!(
             "serving model {} from {}",
             live.current().meta.version,

@@ -142,7 +142,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         runs: args.runs(),
         bundles: args.dir.join("bundles"),
     };
-    let rows = study::run(&plan, &device())?;
+    let rows = study::run(&plan, &device()?)?;
     println!("{}", markdown_table(&rows));
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let doc = args.doc();

@@ -98,7 +98,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         version,
         git_revision: git_revision(),
     };
-    let outcome = train::run(&job, &device()).with_context(|| format!("training on {data}"))?;
+    let outcome = train::run(&job, &device()?).with_context(|| format!("training on {data}"))?;
     if let Some(e) = &outcome.evaluator {
         println!(
             "evaluator: {} epochs (best {}), validation log-loss {:.4}, AUC {:.4}",

@@ -84,6 +84,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         brokers,
         git_revision: git_revision(),
         world: None,
+        device: super::device()?,
     };
     let runtime = runtime()?;
     runtime.block_on(async {

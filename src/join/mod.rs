@@ -266,6 +266,14 @@ impl ListJoiner {
         }
     }
 
+    /// The partitions of `stream` the consumer knows to have unread records: none of
+    /// them counts as caught up while it is quiet.
+    pub fn behind(&mut self, stream: Stream, partitions: &[i32]) {
+        for c in self.clocks.of(stream) {
+            c.behind(partitions);
+        }
+    }
+
     /// The caller paused (or resumed) its intake of `stream`.
     pub fn pause(&mut self, stream: Stream, paused: bool, wall_ms: i64) {
         for c in self.clocks.of(stream) {

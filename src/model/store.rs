@@ -174,6 +174,11 @@ impl LiveModel {
     }
 
     /// The model to use for the next batch.
+    /// The device every version is loaded on; inputs go there too.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     pub fn current(&self) -> Arc<Bundle> {
         match self.current.read() {
             Ok(g) => Arc::clone(&g),

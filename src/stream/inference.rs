@@ -98,9 +98,10 @@ pub fn spawn(
             // kernels run inline instead of handing every small op to another thread.
             let threads = candle_core::utils::get_num_threads();
             match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(pool) => {
-                    pool.install(|| run_inference(jobs, done, live, batching, metrics, Device::Cpu))
-                }
+                Ok(pool) => pool.install(|| {
+                    let device = live.device().clone();
+                    run_inference(jobs, done, live, batching, metrics, device)
+                }),
                 Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
             }
         })

@@ -95,17 +95,55 @@ pub fn brokers_up(stats: &Statistics) -> i64 {
     i64::try_from(up).unwrap_or(i64::MAX)
 }
 
-/// What a consumer's statistics feed: its lag and its broker connections.
+/// The partitions with records the application has not been handed yet: fetched and
+/// queued, or not fetched below the high watermark. (`consumer_lag` is measured from
+/// the committed offset, which a stage that commits after its output is durable keeps
+/// behind what it has read.)
+pub fn partitions_behind(stats: &Statistics) -> Vec<(String, i32)> {
+    let mut behind = Vec::new();
+    for (topic, t) in &stats.topics {
+        for p in t.partitions.values().filter(|p| p.partition >= 0) {
+            let read_to = [p.app_offset, p.committed_offset, p.lo_offset]
+                .into_iter()
+                .find(|&o| o >= 0);
+            let unread = read_to.is_some_and(|o| p.hi_offset > o);
+            if p.fetchq_cnt > 0 || unread {
+                behind.push((topic.clone(), p.partition));
+            }
+        }
+    }
+    behind
+}
+
+/// What a consumer's statistics feed: its lag, its broker connections and the
+/// partitions it has not read to their end.
 #[derive(Debug, Default)]
 pub struct ConsumerGauges {
     pub lag: AtomicI64,
     pub brokers_up: AtomicI64,
+    behind: std::sync::Mutex<Vec<(String, i32)>>,
 }
 
 impl ConsumerGauges {
     pub fn record(&self, stats: &Statistics) {
         self.lag.store(consumer_lag(stats), Ordering::Relaxed);
         self.brokers_up.store(brokers_up(stats), Ordering::Relaxed);
+        if let Ok(mut b) = self.behind.lock() {
+            *b = partitions_behind(stats);
+        }
+    }
+
+    /// The partitions of `topic` not read to their end at the last statistics.
+    pub fn behind(&self, topic: &str) -> Vec<i32> {
+        self.behind.lock().map_or_else(
+            |_| Vec::new(),
+            |b| {
+                b.iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| *p)
+                    .collect()
+            },
+        )
     }
 
     /// `Err(reason)` when no broker connection is up.
@@ -133,12 +171,16 @@ impl ClientContext for GaugeContext {
 
 impl ConsumerContext for GaugeContext {}
 
-/// Idempotent producer.
+/// Idempotent producer. Keys go to partitions as the Java client puts them (murmur2;
+/// librdkafka's own default hashes with CRC32): upstream producers most likely use the
+/// Java client or its partitioner, and the logger joins a request's events by partition
+/// number, so a result must land on its request's partition number.
 pub fn producer_config(kafka: &KafkaConfig, brokers: &str) -> ClientConfig {
     client_config(
         kafka,
         brokers,
         &[
+            ("partitioner", "murmur2_random"),
             ("enable.idempotence", "true"),
             ("linger.ms", "2"),
             ("message.timeout.ms", "30000"),
@@ -223,6 +265,38 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+/// The partition count of each of `topics` (0 for a topic the cluster does not have).
+pub async fn partition_counts(
+    kafka: &KafkaConfig,
+    brokers: &str,
+    topics: &[&str],
+) -> Result<Vec<(String, usize)>, StreamError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = client_config(kafka, brokers, &[]);
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let read = move || -> Result<Vec<(String, usize)>, StreamError> {
+        let client: BaseConsumer = config
+            .create()
+            .map_err(StreamError::kafka("create a metadata client"))?;
+        let mut counts = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let metadata = client
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(StreamError::kafka("read the topics' metadata"))?;
+            let n = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            counts.push((topic, n));
+        }
+        Ok(counts)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|_| StreamError::Internal("the metadata reader panicked"))?
 }
 
 #[cfg(test)]

@@ -303,16 +303,52 @@ impl SideFile {
     }
 }
 
+/// The topic of one of the join's streams.
+fn topic_of(topics: &crate::config::Topics, stream: Stream) -> &str {
+    match stream {
+        Stream::Requests => &topics.requests,
+        Stream::Results => &topics.results,
+        Stream::Feedback => &topics.feedback,
+    }
+}
+
 /// Which of the join's streams a topic is.
 fn stream_of(topics: &crate::config::Topics, topic: &str) -> Option<Stream> {
-    Stream::ALL.into_iter().find(|s| {
-        topic
-            == match s {
-                Stream::Requests => &topics.requests,
-                Stream::Results => &topics.results,
-                Stream::Feedback => &topics.feedback,
-            }
-    })
+    Stream::ALL
+        .into_iter()
+        .find(|&s| topic == topic_of(topics, s))
+}
+
+/// Refuses topics whose partition counts differ. A request, its result and its
+/// feedback are keyed by `request_id`, so with one partitioner (murmur2, the Java
+/// client's) and one partition count they share a partition number, and the range
+/// assignor hands that number of all three topics to one logger instance. With
+/// different counts they would not meet, and every instance but a single one would
+/// set lists aside as unjoined. A topic that does not exist yet is not checked.
+async fn co_partitioned(
+    kafka: &crate::config::KafkaConfig,
+    brokers: &str,
+) -> Result<(), StreamError> {
+    let t = &kafka.topics;
+    let names = [t.requests.as_str(), t.results.as_str(), t.feedback.as_str()];
+    let counts = super::kafka::partition_counts(kafka, brokers, &names).await?;
+    let existing: Vec<&(String, usize)> = counts.iter().filter(|(_, n)| *n > 0).collect();
+    if existing.windows(2).any(|w| w[0].1 != w[1].1) {
+        let list: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        return Err(StreamError::Topology(format!(
+            "the logger's topics have different partition counts ({}): a request, its \
+             result and its feedback are joined by partition number, so the three topics \
+             need the same count",
+            list.join(", ")
+        )));
+    }
+    if existing.len() < counts.len() {
+        tracing::warn!(
+            ?counts,
+            "a topic does not exist yet: partition counts not checked"
+        );
+    }
+    Ok(())
 }
 
 fn io(path: &Path, source: std::io::Error) -> LogError {
@@ -414,7 +450,8 @@ impl Logger {
         Ok(())
     }
 
-    /// Tells the join which partitions this instance reads, and bounds its pending
+    /// Tells the join which partitions this instance reads and which of them are
+    /// behind their end (from the last statistics), and bounds its pending
     /// state: at `logs.max_pending` intake pauses on every stream but the one most
     /// pending requests wait for, and resumes below 90 % of it.
     fn regulate(
@@ -448,6 +485,8 @@ impl Logger {
             let tpl = partitions(stream);
             let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             self.joiner.assign(stream, &ids, now);
+            let behind = consumer.context().gauges.behind(topic_of(topics, stream));
+            self.joiner.behind(stream, &behind);
             let paused = pause.contains(&stream);
             // Pausing again each tick covers partitions assigned since.
             let done = if paused {
@@ -511,6 +550,7 @@ pub async fn log(
 ) -> Result<LogSummary, StreamError> {
     let p = &settings.pipeline;
     let topics = &p.kafka.topics;
+    co_partitioned(&p.kafka, &settings.brokers).await?;
     let dir = &p.logs.dir;
     let writer = LogWriter::create(
         dir,
@@ -547,10 +587,14 @@ pub async fn log(
     };
     let context = GaugeContext::default();
     let gauges = Arc::clone(&context.gauges);
-    let consumer: StreamConsumer<GaugeContext> =
-        consumer_config(&p.kafka, &settings.brokers, &settings.group_id)
-            .create_with_context(context)
-            .map_err(StreamError::kafka("create the logger's consumer"))?;
+    let mut config = consumer_config(&p.kafka, &settings.brokers, &settings.group_id);
+    // The range assignor gives one member the same partition numbers of every topic
+    // (the join needs a request's three streams in one instance); a cooperative or
+    // round-robin assignor would not, so a pipeline property cannot override it.
+    config.set("partition.assignment.strategy", "range");
+    let consumer: StreamConsumer<GaugeContext> = config
+        .create_with_context(context)
+        .map_err(StreamError::kafka("create the logger's consumer"))?;
     consumer
         .subscribe(&[
             topics.requests.as_str(),

@@ -37,6 +37,9 @@ pub enum StreamError {
     Log(#[from] crate::list_log::LogError),
     #[error("training round: {0}")]
     Round(#[from] crate::retrain::TrainerError),
+    /// The cluster is set up in a way the stage cannot work with (the operator's to fix).
+    #[error("{0}")]
+    Topology(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -48,6 +51,7 @@ impl HasFault for StreamError {
             StreamError::Store(e) => e.fault(),
             StreamError::Log(e) => e.fault(),
             StreamError::Round(e) => e.fault(),
+            StreamError::Topology(_) => Fault::Input,
             StreamError::Internal(_) => Fault::Bug,
         }
     }

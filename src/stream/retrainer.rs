@@ -28,6 +28,8 @@ pub struct TrainerSettings {
     pub git_revision: Option<String>,
     /// The simulated world the logs come from, if any (fidelity in the round report).
     pub world: Option<std::sync::Arc<crate::sim::World>>,
+    /// Where training runs (`--device`).
+    pub device: Device,
 }
 
 /// The rounds run, in order.
@@ -65,6 +67,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
     let p = settings.pipeline.clone();
     let git = settings.git_revision.clone();
     let world = settings.world.clone();
+    let device = settings.device.clone();
     let store = ModelStore::new(&p.model.store);
     let serving = store
         .serving()?
@@ -80,7 +83,7 @@ async fn train_round(settings: &TrainerSettings) -> Result<RoundReport, StreamEr
             git_revision: git,
             world: world.as_deref(),
         };
-        run_round(&round, &serving, &Device::Cpu)
+        run_round(&round, &serving, &device)
     })
     .await
     .map_err(|_| StreamError::Internal("the training thread panicked"))?;

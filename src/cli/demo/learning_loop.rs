@@ -91,7 +91,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
             create_topics: false,
         };
         let (_broker, brokers) = connect(&p, &topics).await?;
-        let live = Arc::new(LiveModel::open(ModelStore::new(&p.model.store), device())?);
+        let live = Arc::new(LiveModel::open(ModelStore::new(&p.model.store), device()?)?);
         let (stop, stopped) = watch::channel(false);
         let stages = tokio::spawn(pipeline(
             ServeSettings {
@@ -115,6 +115,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
                 brokers: Some(brokers.clone()),
                 git_revision: None,
                 world: Some(std::sync::Arc::new(world.clone())),
+                device: device()?,
             },
             stopped.clone(),
         ));

@@ -106,7 +106,7 @@ fn simulate_and_train(
         version: "v000001".into(),
         git_revision: None,
     };
-    train::run(&job, &device()).context("training the demo model")?;
+    train::run(&job, &device()?).context("training the demo model")?;
     Ok(())
 }
 
@@ -156,7 +156,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             create_topics: false,
         };
         let (_broker, brokers) = connect(&pipeline, &topics).await?;
-        let live = Arc::new(LiveModel::open(store, device())?);
+        let live = Arc::new(LiveModel::open(store, device()?)?);
         let settings = ServeSettings {
             pipeline: pipeline.clone(),
             brokers: brokers.clone(),
