@@ -6,6 +6,8 @@
 #   - pkg-config, zlib and OpenSSL headers: librdkafka's compression, TLS and
 #     SASL/SCRAM (zstd is built from source by the zstd-sys crate)
 #   - a Rust toolchain (cargo) must already be installed, e.g. with rustup
+# --with-cuda installs NVIDIA's CUDA 13.0 compiler and headers from PyPI wheels into
+# .tools/cuda, enough for scripts/cuda-check.sh to compile the CUDA build without a GPU.
 # --with-tansu adds the test suite's brokers and tools: tansu, stunnel4 (a TLS listener
 # in front of tansu), the openssl command (the tests make their own CA), and in
 # .tools/venv (from PyPI) the Kubernetes manifest validator kubernetes-validate (it
@@ -13,15 +15,20 @@
 # and duckdb, which the tests read the list log with as its users would.
 set -euo pipefail
 with_tansu=false
+with_cuda=false
 for arg in "$@"; do
   case "$arg" in
     --with-tansu) with_tansu=true ;;
-    *) echo "usage: $0 [--with-tansu]" >&2; exit 2 ;;
+    --with-cuda) with_cuda=true ;;
+    *) echo "usage: $0 [--with-tansu] [--with-cuda]" >&2; exit 2 ;;
   esac
 done
 packages=(build-essential make pkg-config zlib1g-dev libssl-dev)
+if $with_tansu || $with_cuda; then
+  packages+=(python3 python3-venv)
+fi
 if $with_tansu; then
-  packages+=(stunnel4 openssl python3 python3-venv)
+  packages+=(stunnel4 openssl)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -41,6 +48,25 @@ if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# Installs the pinned PyPI packages "$@" into the virtual environment $venv, unless
+# they are all there.
+pip_tools() {
+  local present
+  present=$("$venv/bin/pip" freeze 2>/dev/null | grep -cxF -f <(printf '%s\n' "$@") || true)
+  if [ "$present" -ne "$#" ]; then
+    echo "installing $* into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$@"
+  else
+    echo "present in $venv: $*"
+  fi
+}
+if $with_cuda; then
+  venv="$root/.tools/cuda"
+  pip_tools nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-crt==13.0.88 \
+    nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85
+fi
 # tansu: an independent Kafka-compatible broker for the integration tests. Building it
 # takes about 25 minutes on 2 cores, so it is installed only when missing.
 if ! $with_tansu; then
@@ -52,13 +78,5 @@ if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tans
 else
   echo "tansu present"
 fi
-tools="$(cd "$(dirname "$0")/.." && pwd)/.tools/venv"
-python_tools=('kubernetes-validate==1.37.0' 'pyarrow==26.0.1' 'duckdb==2.0.1')
-present=$("$tools/bin/pip" freeze 2>/dev/null | grep -cxF -f <(printf '%s\n' "${python_tools[@]}") || true)
-if [ "$present" -ne "${#python_tools[@]}" ]; then
-  echo "installing ${python_tools[*]} into $tools"
-  [ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
-  "$tools/bin/pip" install -q "${python_tools[@]}"
-else
-  echo "python tools present: ${python_tools[*]}"
-fi
+venv="$root/.tools/venv"
+pip_tools kubernetes-validate==1.37.0 pyarrow==26.0.1 duckdb==2.0.1

@@ -177,6 +177,32 @@ fn bad_config_and_flags_are_clear_errors() {
 }
 
 #[test]
+fn a_device_that_is_not_there_is_a_clear_error() {
+    let out = eglr(&["--device", "tpu", "config"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("use cpu, cuda or cuda:N"), "{stderr}");
+    // A CPU-only build says how to get CUDA instead of silently running on the CPU.
+    if !cfg!(feature = "cuda") {
+        let out = eglr(
+            &[
+                "--device",
+                "cuda:0",
+                "bench",
+                "--batches",
+                "1",
+                "--seconds",
+                "0.1",
+            ],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("built without CUDA"), "{stderr}");
+    }
+}
+
+#[test]
 fn effective_config_shows_overrides() {
     let out = eglr(
         &["config", "--set", "batching.max_batch=32"],
