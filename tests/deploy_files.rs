@@ -4,6 +4,8 @@
 //! image the manifests run as the one the Dockerfile builds. (No container builder
 //! runs here: the Dockerfile itself is not built; see deploy/README.md.)
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,21 +24,13 @@ fn manifests() -> Vec<PathBuf> {
     files
 }
 
-/// The validator, or `None` (the test is skipped) when it is not installed and
-/// `TANSU_REQUIRED` (which asks for every tool of `install-deps.sh --with-tansu`) is
-/// not 1.
+/// The validator, or `None` (the test is skipped; see `common::present_or_skip`).
 fn validator() -> Option<PathBuf> {
-    let installed = root().join(".tools/venv/bin/kubernetes-validate");
-    if installed.is_file() {
-        return Some(installed);
-    }
+    let installed = common::python_tool("kubernetes-validate");
     let hint = "install it with `bash deploy/install-deps.sh --with-tansu`";
-    assert!(
-        std::env::var("TANSU_REQUIRED").as_deref() != Ok("1"),
-        "kubernetes-validate is required (TANSU_REQUIRED=1) but not installed: {hint}"
-    );
-    eprintln!("SKIPPED: kubernetes-validate is not installed; {hint}");
-    None
+    let present = installed.is_file();
+    common::present_or_skip("deploy_files", "kubernetes-validate", hint, present)
+        .then_some(installed)
 }
 
 /// Validates `files` strictly (unknown fields are errors); the exit status and output.

@@ -281,13 +281,15 @@ async fn join_on(tansu: bool) {
 /// files, locks and temporary files stay out of the data set. Skipped (unless
 /// `TANSU_REQUIRED=1`) when `install-deps.sh --with-tansu` has not installed them.
 fn read_as_one_data_set(dir: &Path, rows: usize) {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
-    if !python.is_file() {
-        assert!(
-            std::env::var("TANSU_REQUIRED").as_deref() != Ok("1"),
-            "pyarrow and duckdb are required (TANSU_REQUIRED=1): bash deploy/install-deps.sh --with-tansu"
-        );
-        eprintln!("SKIPPED the pyarrow and DuckDB read: not installed");
+    let python = common::python_tool("python");
+    let hint = "bash deploy/install-deps.sh --with-tansu";
+    let present = python.is_file();
+    if !common::present_or_skip(
+        "the pyarrow and DuckDB read",
+        "pyarrow and duckdb",
+        hint,
+        present,
+    ) {
         return;
     }
     assert!(dir

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -181,16 +181,30 @@ fn tansu_binary() -> Option<String> {
 /// Whether the tansu tests can run. Without tansu a test is skipped with a message,
 /// unless `TANSU_REQUIRED=1` (set by `scripts/test.sh`, so by CI): then it fails.
 pub fn tansu_or_skip(test: &str) -> bool {
-    if tansu_binary().is_some() {
+    let hint = "install it with `bash deploy/install-deps.sh` (cargo install tansu --locked --features dynostore)";
+    present_or_skip(test, "tansu", hint, tansu_binary().is_some())
+}
+
+/// `present`, or else the test is skipped with a message saying `what` is missing and
+/// `hint`, unless `TANSU_REQUIRED=1`, which asks for every tool of `install-deps.sh
+/// --with-tansu`: then it fails.
+pub fn present_or_skip(test: &str, what: &str, hint: &str, present: bool) -> bool {
+    if present {
         return true;
     }
-    let hint = "install it with `bash deploy/install-deps.sh` (cargo install tansu --locked --features dynostore)";
     assert!(
         std::env::var("TANSU_REQUIRED").as_deref() != Ok("1"),
-        "{test}: tansu is required (TANSU_REQUIRED=1) but not installed: {hint}"
+        "{test}: {what} is required (TANSU_REQUIRED=1) but not installed: {hint}"
     );
-    eprintln!("SKIPPED {test}: tansu is not installed; {hint}");
+    eprintln!("SKIPPED {test}: {what} is not installed; {hint}");
     false
+}
+
+/// A program of the Python tools `install-deps.sh --with-tansu` puts in `.tools/venv`.
+pub fn python_tool(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/venv/bin")
+        .join(name)
 }
 
 /// A free loopback port (picked by the system, released).
