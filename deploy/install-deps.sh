@@ -8,6 +8,8 @@
 #   - a Rust toolchain (cargo) must already be installed, e.g. with rustup
 # --with-cuda installs NVIDIA's CUDA 13.0 compiler and headers from PyPI wheels into
 # .tools/cuda, enough for scripts/cuda-check.sh to compile the CUDA build without a GPU.
+# --with-torch installs PyTorch (CPU use only, from PyPI) into .tools/torch: the
+# reference decode loop scripts/perf.sh measures eglr against. Not needed by the tests.
 # --with-tansu adds the test suite's brokers and tools: tansu, stunnel4 (a TLS listener
 # in front of tansu), the openssl command (the tests make their own CA), and in
 # .tools/venv (from PyPI) the Kubernetes manifest validator kubernetes-validate (it
@@ -16,15 +18,17 @@
 set -euo pipefail
 with_tansu=false
 with_cuda=false
+with_torch=false
 for arg in "$@"; do
   case "$arg" in
     --with-tansu) with_tansu=true ;;
     --with-cuda) with_cuda=true ;;
-    *) echo "usage: $0 [--with-tansu] [--with-cuda]" >&2; exit 2 ;;
+    --with-torch) with_torch=true ;;
+    *) echo "usage: $0 [--with-tansu] [--with-cuda] [--with-torch]" >&2; exit 2 ;;
   esac
 done
 packages=(build-essential make pkg-config zlib1g-dev libssl-dev)
-if $with_tansu || $with_cuda; then
+if $with_tansu || $with_cuda || $with_torch; then
   packages+=(python3 python3-venv)
 fi
 if $with_tansu; then
@@ -66,6 +70,10 @@ if $with_cuda; then
   venv="$root/.tools/cuda"
   pip_tools nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-crt==13.0.88 \
     nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85
+fi
+if $with_torch; then
+  venv="$root/.tools/torch"
+  pip_tools torch==2.15.0 numpy==2.4.6
 fi
 # tansu: an independent Kafka-compatible broker for the integration tests. Building it
 # takes about 25 minutes on 2 cores, so it is installed only when missing.

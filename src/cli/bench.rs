@@ -1,7 +1,10 @@
 //! `eglr bench`: inference throughput of the generator on the worst-case workload
-//! (every item takes K reasoning tokens), with and without the KV cache, and the cost
-//! of generator-evaluator selection (the evaluator scoring the generated and the
-//! upstream list of every request before one is served).
+//! (every item takes K reasoning tokens): the fused host decode a loaded bundle runs,
+//! the candle decode it replaced (measured in the same run, as the baseline), the
+//! cost of generator-evaluator selection (the evaluator scoring the generated and the
+//! upstream list of every request before one is served), and the decode without the
+//! KV cache; each with 1 and N workers decoding side by side, as `serve`'s inference
+//! workers do.
 //!
 //! Weights are freshly initialised: throughput does not depend on their values once
 //! `theta = 0` forces the full `1 + L (K + 1)` decoder steps.
@@ -10,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
@@ -22,6 +25,8 @@ use eglr::model::{
 };
 use eglr::sim::SimulatorConfig;
 use eglr::sim::{Traffic, World};
+
+use eglr::plot::{line_chart, Series};
 
 use super::report::{table, write_json};
 
@@ -39,62 +44,312 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     k: usize,
 
+    /// Reasoning depths to measure, each as its own run at the first pool and batch
+    /// size (ms per list against K: the paper's Table 4 trend).
+    #[arg(long, value_delimiter = ',', value_name = "K,...")]
+    depths: Vec<usize>,
+
+    /// Worker counts to measure (each worker decodes its own batches on one thread,
+    /// as `serve`'s inference workers do); default: 1 and the machine's cores.
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
+
+    /// Decoders to measure: `host` (the fused host decode of a loaded bundle),
+    /// `candle` (the same decode as candle ops), `selection` (host decode plus
+    /// generator-evaluator selection), `recompute` (no KV cache).
+    #[arg(long, value_delimiter = ',', default_values_t = [Path::Host, Path::Candle, Path::Selection, Path::Recompute])]
+    decoders: Vec<Path>,
+
     /// Seconds to run each measurement for (after one warm-up batch).
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+
+    /// Write two SVG plots into this directory: lists/s against batch size
+    /// (`bench-batch.svg`, per decoder and workers, at the first pool size) and ms per
+    /// list against K (`bench-depth.svg`, with `--depths`).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 
     /// Write the results as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
 
+/// One way of decoding a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+enum Path {
+    /// The fused host decode (`Generator::freeze`), as a loaded bundle serves.
+    Host,
+    /// The same greedy decode with the KV cache as candle ops.
+    Candle,
+    /// The host decode, then generator-evaluator selection (`Ranker::rank`).
+    Selection,
+    /// Candle ops without the KV cache: the whole sequence recomputed at every step.
+    Recompute,
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Path::Host => "host",
+            Path::Candle => "candle",
+            Path::Selection => "selection",
+            Path::Recompute => "recompute",
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Measurement {
     pool: usize,
     batch: usize,
-    kv_cache: bool,
-    /// Generator-evaluator selection after the decode (`Ranker::rank`).
-    selection: bool,
+    /// Reasoning tokens per item.
+    k: usize,
+    decoder: Path,
+    workers: usize,
     decoder_steps: usize,
+    /// Lists per second of all workers together.
     lists_per_s: f64,
+    /// Wall time of one batch divided by its lists (a worker's latency per list).
     ms_per_list: f64,
+}
+
+/// The models one reasoning depth is measured with.
+struct Models {
+    /// Frozen: decodes on the host.
+    host: Generator,
+    /// The same weights, not frozen: decodes as candle ops.
+    candle: Generator,
+    /// Frozen, with generator-evaluator selection.
+    ranker: Ranker,
+    evaluator: Evaluator,
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     let device = super::device()?;
     let list_len = pipeline.limits.list_len;
+    let encoder = FeatureEncoder::new(pipeline.features.clone(), DenseNormaliser::default());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = if args.workers.is_empty() {
+        let mut w = vec![1, cores];
+        w.dedup();
+        w
+    } else {
+        args.workers.clone()
+    };
+    let pools = args.pools.clone();
+    let first = (pools.first().copied(), args.batches.first().copied());
+    // The main grid at `--k`, then each extra depth at the first pool and batch size.
+    let mut runs: Vec<(usize, Vec<usize>, Vec<usize>)> =
+        vec![(args.k, pools.clone(), args.batches.clone())];
+    if let (Some(pool), Some(batch)) = first {
+        runs.extend(
+            args.depths
+                .iter()
+                .filter(|&&k| k != args.k)
+                .map(|&k| (k, vec![pool], vec![batch])),
+        );
+    }
+    let mut results = Vec::new();
+    for (k, pools, batches) in runs {
+        let models = models(pipeline, &encoder, &device, k)?;
+        for &pool in &pools {
+            let world = World::generate(
+                &SimulatorConfig {
+                    pool_size: pool,
+                    retrieval_size: pool.max(100),
+                    ..pipeline.simulator.clone()
+                },
+                list_len,
+                1,
+            );
+            let traffic = Traffic::new(&world, 1);
+            for &batch in &batches {
+                let requests: Vec<_> = (0..batch as u64)
+                    .map(|i| traffic.request(&traffic.impression(i)))
+                    .collect();
+                let refs: Vec<_> = requests
+                    .iter()
+                    .map(|r| (&r.user, r.candidates.as_slice()))
+                    .collect();
+                let tensors = PoolTensors::new(&encoder.encode(&refs), &encoder, &device)?;
+                for &decoder in &args.decoders {
+                    // The recompute baseline is slow and its ratio does not depend on
+                    // the workers: measured once per batch size, on the first pool.
+                    let counts = if decoder == Path::Recompute {
+                        if Some(pool) != first.0 {
+                            continue;
+                        }
+                        &workers[..1]
+                    } else {
+                        &workers[..]
+                    };
+                    for &w in counts {
+                        let m = measure(&models, &tensors, list_len, decoder, w, args.seconds)?;
+                        tracing::info!(pool, batch, k, %decoder, workers = w, lists_per_s = m.1, "measured");
+                        results.push(Measurement {
+                            pool,
+                            batch,
+                            k,
+                            decoder,
+                            workers: w,
+                            decoder_steps: m.0,
+                            lists_per_s: m.1,
+                            ms_per_list: m.2,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let g = &pipeline.generator;
+    println!(
+        "greedy EGLR decode, d_model {}, {} heads, {} layer(s), L = {list_len}, theta = 0, {cores} core(s)",
+        g.d_model, g.heads, g.layers
+    );
+    print!("{}", table(&HEADERS, &rows(&results)));
+    if let Some(path) = &args.json {
+        write_json(path, &results)?;
+    }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir)?;
+        let (pool, k) = (args.pools.first().copied(), args.k);
+        let by_batch = plot_series(
+            &results,
+            |m| (Some(m.pool) == pool && m.k == k).then_some(m.batch as f64),
+            |m| m.lists_per_s,
+        );
+        let title = format!(
+            "greedy decode, pool {}, K = {k}, theta = 0",
+            pool.unwrap_or(0)
+        );
+        std::fs::write(
+            dir.join("bench-batch.svg"),
+            line_chart(&title, "batch size", "lists/s", &by_batch),
+        )?;
+        let batch = args.batches.first().copied();
+        let by_depth = plot_series(
+            &results,
+            |m| (Some(m.pool) == pool && Some(m.batch) == batch).then_some(m.k as f64),
+            |m| m.ms_per_list,
+        );
+        let title = format!(
+            "latency against reasoning depth, pool {}, batch {}",
+            pool.unwrap_or(0),
+            batch.unwrap_or(0)
+        );
+        std::fs::write(
+            dir.join("bench-depth.svg"),
+            line_chart(
+                &title,
+                "reasoning tokens per item K",
+                "ms per list",
+                &by_depth,
+            ),
+        )?;
+        println!("plots: {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per decoder and worker count through the measurements `x` keeps (its x
+/// value), at height `y`, sorted by x.
+fn plot_series(
+    results: &[Measurement],
+    x: impl Fn(&Measurement) -> Option<f64>,
+    y: impl Fn(&Measurement) -> f64,
+) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for m in results {
+        let Some(at) = x(m) else { continue };
+        let label = format!("{}, {} worker(s)", m.decoder, m.workers);
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((at, y(m))),
+            None => series.push(Series {
+                label,
+                points: vec![(at, y(m))],
+                dashed: m.workers > 1,
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series.retain(|s| s.points.len() > 1);
+    series
+}
+
+const HEADERS: [&str; 9] = [
+    "pool",
+    "batch",
+    "K",
+    "decoder",
+    "workers",
+    "steps",
+    "lists/s",
+    "ms/list",
+    "vs candle",
+];
+
+/// Table rows; `vs candle` is the throughput against the candle decode of the same
+/// pool, batch, depth and workers.
+fn rows(results: &[Measurement]) -> Vec<Vec<String>> {
+    results
+        .iter()
+        .map(|m| {
+            let candle = results.iter().find(|c| {
+                c.decoder == Path::Candle
+                    && (c.pool, c.batch, c.k, c.workers) == (m.pool, m.batch, m.k, m.workers)
+            });
+            vec![
+                m.pool.to_string(),
+                m.batch.to_string(),
+                m.k.to_string(),
+                m.decoder.to_string(),
+                m.workers.to_string(),
+                m.decoder_steps.to_string(),
+                format!("{:.0}", m.lists_per_s),
+                format!("{:.3}", m.ms_per_list),
+                candle.map_or("-".into(), |c| {
+                    format!("{:.2}x", m.lists_per_s / c.lists_per_s)
+                }),
+            ]
+        })
+        .collect()
+}
+
+/// Fresh models at reasoning depth `k`, their weights as plain tensors (inference
+/// without autograd bookkeeping, as a loaded bundle runs).
+fn models(
+    pipeline: &PipelineConfig,
+    encoder: &FeatureEncoder,
+    device: &Device,
+    k: usize,
+) -> anyhow::Result<Models> {
+    let list_len = pipeline.limits.list_len;
     let cfg = GeneratorConfig {
         variant: Variant::Eglr,
         theta: 0.0,
-        max_reasoning_steps: args.k,
+        max_reasoning_steps: k,
         ..pipeline.generator.clone()
     };
-    let encoder = FeatureEncoder::new(pipeline.features.clone(), DenseNormaliser::default());
-    let vars = VarMap::new();
-    let generator = Generator::new(
-        &cfg,
-        &encoder,
-        list_len,
-        VarBuilder::from_varmap(&vars, DType::F32, &device),
-    )?;
-    // Plain tensors: inference without autograd bookkeeping, as a loaded bundle runs.
-    let frozen = eglr::train::snapshot(&vars)?;
-    let generator_plain = Generator::new(
-        &cfg,
-        &encoder,
-        list_len,
-        VarBuilder::from_tensors(frozen, DType::F32, &device),
-    )?;
-    drop(generator);
-    // The same generator behind `Ranker::rank` with selection against the upstream list.
     let plain = |vars: &VarMap| -> anyhow::Result<VarBuilder<'static>> {
         Ok(VarBuilder::from_tensors(
             eglr::train::snapshot(vars)?,
             DType::F32,
-            &device,
+            device,
         ))
     };
-    let ranker_vars = VarMap::new();
+    let vars = VarMap::new();
+    Generator::new(
+        &cfg,
+        encoder,
+        list_len,
+        VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
+    let candle = Generator::new(&cfg, encoder, list_len, plain(&vars)?)?;
+    let host = candle.clone().freeze()?;
     let selecting = GeneratorConfig {
         selection: Some(ServeSelection {
             margin: 0.0,
@@ -102,143 +357,98 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         }),
         ..cfg.clone()
     };
+    let ranker_vars = VarMap::new();
     Ranker::new(
         &selecting,
-        &encoder,
+        encoder,
         list_len,
-        VarBuilder::from_varmap(&ranker_vars, DType::F32, &device),
+        VarBuilder::from_varmap(&ranker_vars, DType::F32, device),
     )?;
-    let ranker = Ranker::new(&selecting, &encoder, list_len, plain(&ranker_vars)?)?;
+    let ranker = Ranker::new(&selecting, encoder, list_len, plain(&ranker_vars)?)?.freeze()?;
     let evaluator_vars = VarMap::new();
     Evaluator::new(
         &pipeline.evaluator,
-        &encoder,
+        encoder,
         list_len,
-        VarBuilder::from_varmap(&evaluator_vars, DType::F32, &device),
+        VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
     )?;
     let evaluator = Evaluator::new(
         &pipeline.evaluator,
-        &encoder,
+        encoder,
         list_len,
         plain(&evaluator_vars)?,
     )?;
-    let mut results = Vec::new();
-    for &pool in &args.pools {
-        let world = World::generate(
-            &SimulatorConfig {
-                pool_size: pool,
-                retrieval_size: pool.max(100),
-                ..pipeline.simulator.clone()
-            },
-            list_len,
-            1,
-        );
-        let traffic = Traffic::new(&world, 1);
-        let max_batch = args.batches.iter().copied().max().unwrap_or(1);
-        let requests: Vec<_> = (0..max_batch as u64)
-            .map(|k| traffic.request(&traffic.impression(k)))
-            .collect();
-        for &batch in &args.batches {
-            let refs: Vec<_> = requests[..batch]
-                .iter()
-                .map(|r| (&r.user, r.candidates.as_slice()))
-                .collect();
-            let pools = PoolTensors::new(&encoder.encode(&refs), &encoder, &device)?;
-            let lens = vec![list_len; batch];
-            for (use_cache, select) in [(true, false), (true, true), (false, false)] {
-                if !use_cache && batch == 1 && pool != args.pools[0] {
-                    continue; // the recompute baseline is measured on the first pool size only
-                }
-                let decode = || -> anyhow::Result<usize> {
-                    if select {
-                        return Ok(ranker.rank(&pools, &lens, &evaluator)?.steps);
-                    }
-                    let enc = generator_plain.encode(&pools)?;
-                    Ok(generator_plain
-                        .decode(
-                            &enc,
-                            &lens,
-                            DecodeOptions {
-                                selection: Selection::Greedy,
-                                track_log_prob: false,
-                                use_cache,
-                            },
-                        )?
-                        .steps)
-                };
-                let steps = decode()?;
-                let started = Instant::now();
-                let mut lists = 0usize;
-                while started.elapsed().as_secs_f64() < args.seconds {
-                    decode()?;
-                    lists += batch;
-                }
-                let secs = started.elapsed().as_secs_f64();
-                results.push(Measurement {
-                    pool,
-                    batch,
-                    kv_cache: use_cache,
-                    selection: select,
-                    decoder_steps: steps,
-                    lists_per_s: lists as f64 / secs,
-                    ms_per_list: 1000.0 * secs / lists.max(1) as f64,
-                });
-                tracing::info!(
-                    pool,
-                    batch,
-                    use_cache,
-                    select,
-                    lists_per_s = lists as f64 / secs,
-                    "measured"
-                );
+    Ok(Models {
+        host,
+        candle,
+        ranker,
+        evaluator,
+    })
+}
+
+/// `(decoder steps, lists/s, ms per list)` of `workers` threads each decoding `pools`
+/// with `decoder` for `seconds` after one warm-up batch.
+fn measure(
+    models: &Models,
+    pools: &PoolTensors,
+    list_len: usize,
+    decoder: Path,
+    workers: usize,
+    seconds: f64,
+) -> anyhow::Result<(usize, f64, f64)> {
+    let batch = pools.batch();
+    let lens = vec![list_len; batch];
+    let decode = || -> anyhow::Result<usize> {
+        let (generator, use_cache) = match decoder {
+            Path::Selection => {
+                return Ok(models.ranker.rank(pools, &lens, &models.evaluator)?.steps);
             }
-        }
-    }
-    let rows: Vec<Vec<String>> = results
+            Path::Host => (&models.host, true),
+            Path::Candle => (&models.candle, true),
+            Path::Recompute => (&models.candle, false),
+        };
+        let encoded = generator.encode(pools)?;
+        let options = DecodeOptions {
+            selection: Selection::Greedy,
+            track_log_prob: false,
+            use_cache,
+        };
+        Ok(generator.decode(&encoded, &lens, options)?.steps)
+    };
+    // Every worker runs on a compute pool of its own, one thread, as `serve`'s
+    // inference workers do: candle's kernels then run inline on it.
+    let per_worker = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<(usize, usize, f64)> {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+                    pool.install(|| {
+                        let steps = decode()?;
+                        let started = Instant::now();
+                        let mut lists = 0usize;
+                        while started.elapsed().as_secs_f64() < seconds {
+                            decode()?;
+                            lists += batch;
+                        }
+                        Ok((steps, lists, started.elapsed().as_secs_f64()))
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a bench worker panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let steps = per_worker.first().map_or(0, |w| w.0);
+    let lists_per_s: f64 = per_worker.iter().map(|w| w.1 as f64 / w.2).sum();
+    let ms_per_list = per_worker
         .iter()
-        .map(|m| {
-            let cached = results
-                .iter()
-                .find(|c| c.kv_cache && !c.selection && c.pool == m.pool && c.batch == m.batch);
-            vec![
-                m.pool.to_string(),
-                m.batch.to_string(),
-                match (m.kv_cache, m.selection) {
-                    (true, false) => "KV cache",
-                    (true, true) => "KV cache + selection",
-                    _ => "recompute",
-                }
-                .into(),
-                m.decoder_steps.to_string(),
-                format!("{:.0}", m.lists_per_s),
-                format!("{:.3}", m.ms_per_list),
-                cached.map_or("-".into(), |c| {
-                    format!("{:.2}x", c.lists_per_s / m.lists_per_s)
-                }),
-            ]
-        })
-        .collect();
-    println!(
-        "greedy EGLR decode, d_model {}, {} heads, {} layer(s), L = {list_len}, K = {}, theta = 0",
-        cfg.d_model, cfg.heads, cfg.layers, args.k
-    );
-    print!(
-        "{}",
-        table(
-            &[
-                "pool",
-                "batch",
-                "decoder",
-                "steps",
-                "lists/s",
-                "ms/list",
-                "vs KV cache"
-            ],
-            &rows
-        )
-    );
-    if let Some(path) = &args.json {
-        write_json(path, &results)?;
-    }
-    Ok(ExitCode::SUCCESS)
+        .map(|w| 1000.0 * w.2 / w.1.max(1) as f64)
+        .sum::<f64>()
+        / per_worker.len().max(1) as f64;
+    Ok((steps, lists_per_s, ms_per_list))
 }

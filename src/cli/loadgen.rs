@@ -85,7 +85,9 @@ pub struct Offer {
     pub rate: f64,
 
     /// Seconds at the start whose requests are checked but left out of the latency
-    /// percentiles (connections, consumer-group joins and first batches warm up).
+    /// percentiles (connections, consumer-group joins and first batches warm up). The
+    /// warm-up also ends after the first tenth of the requests, so a short run still
+    /// measures most of its requests.
     #[arg(long = "warmup-s", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
     pub warmup: Duration,
 
@@ -127,6 +129,15 @@ pub fn report_outcome(report: &LoadReport, json: Option<&Path>) -> anyhow::Resul
     })
 }
 
+/// A latency in the table; `-` when no request was measured.
+fn ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
 /// The load report as a table: what was offered, what came back, how fast.
 pub fn print_load_report(r: &LoadReport) {
     print!(
@@ -153,10 +164,10 @@ pub fn print_load_report(r: &LoadReport) {
                 r.dlq.to_string(),
                 r.missing.to_string(),
                 r.duplicates.to_string(),
-                format!("{:.1}", r.p50_ms),
-                format!("{:.1}", r.p99_ms),
-                format!("{:.1}", r.server_p50_ms),
-                format!("{:.1}", r.server_p99_ms),
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                ms(r.server_p50_ms),
+                ms(r.server_p99_ms),
                 format!("{:.0}", r.throughput_rps),
                 format!("{:.2}", r.reasoning_steps_per_list),
             ]],

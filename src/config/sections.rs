@@ -125,6 +125,11 @@ pub struct BatchingConfig {
     /// list is worth less than a prompt one. Unset: no deadline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_age_ms: Option<u64>,
+    /// Inference workers: each assembles a batch from the one queue in turn and runs
+    /// the model on a thread of its own, so batches run side by side on every core.
+    /// Unset: one per core the process may use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 impl Default for BatchingConfig {
@@ -134,14 +139,25 @@ impl Default for BatchingConfig {
             max_wait_ms: 5,
             queue_capacity: 4096,
             max_request_age_ms: None,
+            workers: None,
         }
     }
 }
 
 impl BatchingConfig {
+    /// The inference workers to start: `workers`, or one per available core.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     pub(super) fn validate(&self) -> Result<(), Problem> {
         check(self.max_batch >= 1, "batching.max_batch", || {
             "must be at least 1".into()
+        })?;
+        check(self.workers != Some(0), "batching.workers", || {
+            "must be at least 1 (leave it unset for one per core)".into()
         })?;
         check(
             self.queue_capacity >= self.max_batch,

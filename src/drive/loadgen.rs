@@ -151,9 +151,9 @@ pub struct LoadPlan<'a> {
     /// instead of piling up a backlog (the embedded broker keeps only a few MB per
     /// partition and drops older unconsumed messages).
     pub max_in_flight: Option<usize>,
-    /// Requests sent during this first stretch are delivered and checked like the rest
-    /// but left out of the latency percentiles: connections, group joins and the first
-    /// batches warm up then.
+    /// Requests sent during this first stretch (at most the first tenth of the
+    /// requests) are delivered and checked like the rest but left out of the latency
+    /// percentiles: connections, group joins and the first batches warm up then.
     pub warmup: Duration,
     /// How long to wait for the expected results.
     pub timeout: Duration,
@@ -310,7 +310,7 @@ pub async fn run(
             }
         }
         let now = Instant::now();
-        if now.duration_since(started) >= warmup {
+        if now.duration_since(started) >= warmup || i >= n / 10 {
             sent_at.insert(o.key.clone(), now);
         }
         let payload = o.payload_at(crate::clock::unix_millis());

@@ -265,6 +265,7 @@ impl Bundle {
                 meta.max_list_len,
                 VarBuilder::from_tensors(tensors, DType::F32, device),
             )?
+            .freeze()?
         };
         Ok(Self {
             meta,

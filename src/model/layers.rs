@@ -5,6 +5,8 @@
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 
+use super::host::{HostLayerNorm, HostLinear, HostTransformerLayer};
+
 /// Softmax over the last dimension that gradients flow through.
 ///
 /// candle-nn's fused `softmax_last_dim` and `layer_norm` kernels are applied with
@@ -51,6 +53,13 @@ impl LayerNorm {
             weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,
         })
+    }
+}
+
+impl LayerNorm {
+    /// This layer norm copied into its inference-only CPU form.
+    pub(crate) fn to_host(&self) -> Result<HostLayerNorm> {
+        HostLayerNorm::new(&self.weight, &self.bias, LAYER_NORM_EPS)
     }
 }
 
@@ -228,6 +237,19 @@ impl TransformerLayer {
     pub fn step(&self, xs: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let xs = (xs + self.attn.step(&self.ln_attn.forward(xs)?, cache)?)?;
         &xs + self.ffn.forward(&self.ln_ffn.forward(&xs)?)?
+    }
+
+    /// This layer's weights copied into its inference-only CPU form.
+    pub(crate) fn to_host(&self) -> Result<HostTransformerLayer> {
+        Ok(HostTransformerLayer {
+            ln_attn: self.ln_attn.to_host()?,
+            qkv: HostLinear::new(&self.attn.qkv)?,
+            out: HostLinear::new(&self.attn.out)?,
+            heads: self.attn.heads,
+            ln_ffn: self.ln_ffn.to_host()?,
+            ffn_hidden: HostLinear::new(&self.ffn.hidden)?,
+            ffn_out: HostLinear::new(&self.ffn.out)?,
+        })
     }
 }
 

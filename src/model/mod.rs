@@ -8,6 +8,7 @@ mod config;
 mod embedding;
 mod evaluator;
 mod generator;
+mod host;
 mod layers;
 mod ranker;
 mod reward;

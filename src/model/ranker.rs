@@ -38,6 +38,15 @@ impl Ranker {
         })
     }
 
+    /// Declares the weights fixed (a loaded bundle), so greedy decoding takes the fused
+    /// host step ([`Generator::freeze`]).
+    pub fn freeze(self) -> Result<Self> {
+        Ok(match self {
+            Ranker::Generator(g) => Ranker::Generator(Box::new(g.freeze()?)),
+            scorer => scorer,
+        })
+    }
+
     /// The generator, when the model is one (sampling, Pass@N and GRPO need it).
     pub fn generator(&self) -> Option<&Generator> {
         match self {

@@ -642,3 +642,85 @@ fn a_generated_copy_of_the_upstream_order_is_not_a_fallback() {
     assert_eq!(served.upstream, vec![false; 4]);
     assert_eq!(served.orders(), vec![(0..5).collect::<Vec<_>>(); 4]);
 }
+
+/// A frozen generator decodes greedily on the host ([`Generator::freeze`]) and gives
+/// what the candle path gives: the same lists, gates and steps, the same probabilities
+/// and entropies to float rounding, over pools with padding and lists of different
+/// lengths; variants whose tokens the host step does not build keep the candle path.
+#[test]
+fn a_frozen_generator_decodes_on_the_host_as_the_candle_path_does() {
+    let base = GeneratorConfig::default();
+    let configs = [
+        GeneratorConfig {
+            theta: 0.0,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            theta: 1.5,
+            layers: 2,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            variant: Variant::V1,
+            theta: 1.0,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            variant: Variant::ReasonFirst,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            variant: Variant::Backbone,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            variant: Variant::Cmr,
+            ..base.clone()
+        },
+    ];
+    let pools = tensors(
+        &encoder(),
+        &[pool(1, 10), pool(2, 7), pool(3, 12), pool(4, 3)],
+    );
+    let lens = [5, 7, 4, 6];
+    for cfg in configs {
+        let (g, _) = generator(&cfg);
+        let frozen = g.clone().freeze().expect("freeze");
+        assert!(frozen.decodes_on_host(), "{:?}", cfg.variant);
+        assert!(!g.decodes_on_host());
+        let enc = g.encode(&pools).expect("encode");
+        let want = g
+            .decode(&enc, &lens, DecodeOptions::greedy())
+            .expect("candle");
+        let got = frozen
+            .decode(&enc, &lens, DecodeOptions::greedy())
+            .expect("host");
+        assert_eq!(got.steps, want.steps, "{:?}", cfg.variant);
+        assert_eq!(got.lists.len(), want.lists.len());
+        for (a, b) in got.lists.iter().zip(&want.lists) {
+            assert_eq!(a.len(), b.len(), "{:?}", cfg.variant);
+            for (p, q) in a.iter().zip(b) {
+                assert_eq!(p.item, q.item, "{:?}", cfg.variant);
+                assert_eq!(p.reasoning_steps, q.reasoning_steps, "{:?}", cfg.variant);
+                for (x, y) in [
+                    (p.prob, q.prob),
+                    (p.entropy_before, q.entropy_before),
+                    (p.entropy_after, q.entropy_after),
+                ] {
+                    assert!((x - y).abs() < 1e-4, "{:?}: {x} vs {y}", cfg.variant);
+                }
+            }
+        }
+    }
+    for variant in [Variant::EgRerank, Variant::StreamRec, Variant::Rearec] {
+        let cfg = GeneratorConfig {
+            variant,
+            ..base.clone()
+        };
+        let (g, _) = generator(&cfg);
+        assert!(
+            !g.freeze().expect("freeze").decodes_on_host(),
+            "{variant:?}"
+        );
+    }
+}

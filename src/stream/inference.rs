@@ -1,10 +1,12 @@
-//! The model stage: a dedicated thread (never a tokio worker, so consumers keep
-//! polling) that closes a batch at `max_batch` requests or `max_wait_ms`, whichever
-//! comes first, re-ranks it with the model serving at that moment, and hands the
-//! outcomes to the sink.
+//! The model stage: `batching.workers` dedicated threads (never tokio workers, so
+//! consumers keep polling). A worker takes the queue, closes a batch at `max_batch`
+//! requests or `max_wait_ms`, whichever comes first, hands the queue to the next
+//! worker, re-ranks the batch with the model serving at that moment, and hands the
+//! outcomes to the sink. Batches run side by side, one per worker; the sink's offset
+//! tracker already accepts results in any order.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
@@ -82,40 +84,88 @@ pub fn rank_batch(
         .collect())
 }
 
-/// Starts the inference thread on `jobs`; it exits when the job queue closes.
+/// The inference workers; [`Workers::join`] waits for all of them.
+#[derive(Debug)]
+pub struct Workers(Vec<std::thread::JoinHandle<()>>);
+
+impl Workers {
+    /// Waits until every worker has exited (the job queue closed and drained).
+    pub fn join(self) {
+        for worker in self.0 {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Starts `batching.worker_count()` inference threads on `jobs`; they exit when the
+/// job queue closes.
 pub fn spawn(
     jobs: Receiver<Job>,
     done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: &Arc<LiveModel>,
     batching: &BatchingConfig,
     metrics: &Arc<ServeMetrics>,
-) -> Result<std::thread::JoinHandle<()>, StreamError> {
-    let (live, metrics, batching) = (Arc::clone(live), Arc::clone(metrics), batching.clone());
-    std::thread::Builder::new()
-        .name("eglr-inference".into())
-        .spawn(move || {
-            // The model runs on a worker of its own compute pool, so candle's parallel
-            // kernels run inline instead of handing every small op to another thread.
-            let threads = candle_core::utils::get_num_threads();
-            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(pool) => pool.install(|| {
-                    let device = live.device().clone();
-                    run_inference(jobs, done, live, batching, metrics, device)
-                }),
-                Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
-            }
-        })
-        .map_err(|e| StreamError::External {
-            what: "start the inference thread".into(),
-            message: e.to_string(),
-        })
+) -> Result<Workers, StreamError> {
+    let jobs = Arc::new(Mutex::new(jobs));
+    let count = batching.worker_count();
+    tracing::info!(workers = count, "starting the inference workers");
+    let mut workers = Vec::with_capacity(count);
+    for i in 0..count {
+        let (jobs, done) = (Arc::clone(&jobs), done.clone());
+        let (live, metrics, batching) = (Arc::clone(live), Arc::clone(metrics), batching.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("eglr-inference-{i}"))
+            .spawn(move || {
+                // The model runs on a worker of its own compute pool, so candle's
+                // parallel kernels run inline instead of handing every small op to
+                // another thread (and workers never queue behind each other there).
+                let threads = candle_core::utils::get_num_threads();
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(pool) => pool.install(|| {
+                        let device = live.device().clone();
+                        run_inference(&jobs, done, live, batching, metrics, device)
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
+                }
+            })
+            .map_err(|e| StreamError::External {
+                what: "start an inference thread".into(),
+                message: e.to_string(),
+            })?;
+        workers.push(worker);
+    }
+    Ok(Workers(workers))
+}
+
+/// The next batch: the first job that arrives, then more until `max_batch` or
+/// `max_wait` after the first. `None` once the queue is closed and drained. The
+/// queue is held while the batch fills, so the workers take whole batches in turn.
+fn next_batch(
+    jobs: &Mutex<Receiver<Job>>,
+    max_batch: usize,
+    max_wait: Duration,
+) -> Option<Vec<Job>> {
+    // A worker that panicked while holding the queue left it intact: keep using it.
+    let jobs = jobs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let first = jobs.recv().ok()?;
+    let closes = Instant::now() + max_wait;
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match jobs.recv_timeout(closes.saturating_duration_since(Instant::now())) {
+            Ok(job) => batch.push(job),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`], and
 /// every valid request an answer: the model's list, or the upstream order when the
 /// model cannot rank it.
 fn run_inference(
-    jobs: Receiver<Job>,
+    jobs: &Mutex<Receiver<Job>>,
     done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: Arc<LiveModel>,
     batching: BatchingConfig,
@@ -123,15 +173,7 @@ fn run_inference(
     device: Device,
 ) {
     let max_wait = Duration::from_millis(batching.max_wait_ms);
-    while let Ok(first) = jobs.recv() {
-        let closes = Instant::now() + max_wait;
-        let mut batch = vec![first];
-        while batch.len() < batching.max_batch {
-            match jobs.recv_timeout(closes.saturating_duration_since(Instant::now())) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+    while let Some(batch) = next_batch(jobs, batching.max_batch, max_wait) {
         let bundle = live.current();
         metrics.set_model_version(&bundle.meta.version);
         let limit = bundle.meta.max_list_len;

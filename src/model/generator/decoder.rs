@@ -7,6 +7,7 @@ use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::VarBuilder;
 
 use super::super::config::{DecoderKind, GeneratorConfig};
+use super::super::host::{HostKv, HostLayerNorm, HostTransformerLayer, Scratch};
 use super::super::layers::{causal_mask, sinusoidal, KvCache, LayerNorm, TransformerLayer};
 
 /// The decoder of the list: a causal Transformer (spec §4) or a GRU cell.
@@ -118,6 +119,30 @@ impl Decoder {
         }
     }
 
+    /// The Transformer's weights in their inference-only CPU form (none for the GRU).
+    pub fn to_host(&self) -> Result<Option<HostDecoder>> {
+        let Decoder::Transformer {
+            layers,
+            final_norm,
+            positions,
+        } = self
+        else {
+            return Ok(None);
+        };
+        if layers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(HostDecoder {
+            layers: layers
+                .iter()
+                .map(TransformerLayer::to_host)
+                .collect::<Result<_>>()?,
+            final_norm: final_norm.to_host()?,
+            positions: positions.flatten_all()?.to_vec1()?,
+            d: positions.dim(1)?,
+        }))
+    }
+
     /// A fresh decoder state; `fixed` preallocates the KV caches for `max_len` tokens
     /// (inference only: no gradient flows through them).
     pub fn new_state(&self, max_len: usize, fixed: bool) -> DecoderState {
@@ -135,5 +160,60 @@ impl Decoder {
             ),
             Decoder::Gru(_) => DecoderState::Gru(None),
         }
+    }
+}
+
+/// The Transformer decoder in its inference-only CPU form ([`super::super::host`]).
+#[derive(Debug, Clone)]
+pub(super) struct HostDecoder {
+    layers: Vec<HostTransformerLayer>,
+    final_norm: HostLayerNorm,
+    /// `[max_len, d]` sinusoidal positions.
+    positions: Vec<f32>,
+    d: usize,
+}
+
+/// What a host decode carries from step to step: a KV cache per layer and the buffers.
+#[derive(Debug)]
+pub(super) struct HostState {
+    caches: Vec<HostKv>,
+    scratch: Scratch,
+    residual: Vec<f32>,
+}
+
+impl HostDecoder {
+    pub fn new_state(&self, rows: usize, max_len: usize) -> HostState {
+        HostState {
+            caches: self
+                .layers
+                .iter()
+                .map(|l| l.new_cache(rows, max_len))
+                .collect(),
+            scratch: self.layers[0].new_scratch(rows, max_len),
+            residual: vec![0.0; rows * self.d],
+        }
+    }
+
+    /// What [`Decoder::step`] computes: the output `o [rows, d]` for the new tokens
+    /// `x [rows, d]` at sequence index `t`, written into `out`.
+    pub fn step(&self, x: &[f32], t: usize, state: &mut HostState, out: &mut [f32]) -> Result<()> {
+        let position = self
+            .positions
+            .get(t * self.d..(t + 1) * self.d)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no position {t} in the decoder")))?;
+        for (r, xs) in state
+            .residual
+            .chunks_exact_mut(self.d)
+            .zip(x.chunks_exact(self.d))
+        {
+            for ((r, &x), &p) in r.iter_mut().zip(xs).zip(position) {
+                *r = x + p;
+            }
+        }
+        for (layer, cache) in self.layers.iter().zip(state.caches.iter_mut()) {
+            layer.step(&mut state.residual, t, cache, &mut state.scratch)?;
+        }
+        self.final_norm.forward(&state.residual, out);
+        Ok(())
     }
 }

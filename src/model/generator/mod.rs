@@ -13,8 +13,11 @@
 
 mod decoder;
 mod encoder;
+mod host_decode;
 mod reasoning;
 mod step;
+
+use std::sync::Arc;
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -24,8 +27,8 @@ use super::config::{Architecture, GeneratorConfig, ReasoningPolicy, ReasoningTok
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::layers::{mask_scores, softmax};
 use crate::features::FeatureEncoder;
-use decoder::Decoder;
 pub use decoder::DecoderState;
+use decoder::{Decoder, HostDecoder};
 use encoder::PoolEncoder;
 use reasoning::{progressive_log_prob, ReasoningTokens};
 use step::{RowState, Step};
@@ -152,6 +155,9 @@ pub struct Generator {
     /// `1 / sqrt(d_model)`: scale of the pointer scores.
     score_scale: f64,
     max_list_len: usize,
+    /// The decoder's weights copied for the fused greedy decode on the CPU, once the
+    /// weights are fixed ([`Generator::freeze`]).
+    host: Option<Arc<HostDecoder>>,
 }
 
 impl Generator {
@@ -177,7 +183,30 @@ impl Generator {
             policy,
             architecture: cfg.variant.architecture(),
             cfg: cfg.clone(),
+            host: None,
         })
+    }
+
+    /// Declares the weights fixed (a loaded bundle): greedy decodes on the CPU then run
+    /// the fused host step ([`host_decode`]), which copied the weights. A generator under
+    /// training must not be frozen: its copy would go stale, and it needs the candle
+    /// path for gradients anyway. Variants whose reasoning tokens the host step does not
+    /// build (ReaRec's positions, STREAM-Rec's refinement, the GRU decoder) and pools
+    /// on a GPU keep the candle path.
+    pub fn freeze(mut self) -> Result<Self> {
+        let supported =
+            self.policy.token != ReasoningToken::Residual && !self.reasoning.has_positions();
+        self.host = if supported {
+            self.decoder.to_host()?.map(Arc::new)
+        } else {
+            None
+        };
+        Ok(self)
+    }
+
+    /// Whether greedy decodes take the fused host step.
+    pub fn decodes_on_host(&self) -> bool {
+        self.host.is_some()
     }
 
     /// The longest list it was built to generate.
@@ -243,17 +272,17 @@ impl Generator {
         list_lens: &[usize],
         mut opts: DecodeOptions<'_>,
     ) -> Result<Decoded> {
+        if let (Some(host), Selection::Greedy, false, true, true) = (
+            &self.host,
+            &opts.selection,
+            opts.track_log_prob,
+            opts.use_cache,
+            pool.h.device().is_cpu(),
+        ) {
+            return self.decode_on_host(host, pool, list_lens);
+        }
         let (b, n, _) = pool.h.dims3()?;
-        let targets: Vec<usize> = list_lens
-            .iter()
-            .zip(&pool.lens)
-            .map(|(&l, &m)| l.min(m))
-            .collect();
-        let max_steps = self
-            .cfg
-            .max_sequence(targets.iter().copied().max().unwrap_or(0));
-        let mut rows: Vec<RowState> = targets.iter().map(|&t| RowState::new(t)).collect();
-        let mut available: Vec<f32> = pool.mask.flatten_all()?.to_vec1()?;
+        let (mut rows, mut available, max_steps) = self.plan(pool, list_lens)?;
         let mut state = self.new_state(max_steps + 1, !opts.track_log_prob);
         let mut history: Vec<Tensor> = Vec::new();
         let mut log_probs: Vec<Tensor> = Vec::new();
@@ -304,6 +333,26 @@ impl Generator {
             log_prob,
             steps: t,
         })
+    }
+
+    /// Every row's decoding state, the 0/1 availability `[b * n]` of the candidates and
+    /// the most decoder steps the longest list can take.
+    fn plan(
+        &self,
+        pool: &EncodedPool,
+        list_lens: &[usize],
+    ) -> Result<(Vec<RowState>, Vec<f32>, usize)> {
+        let targets: Vec<usize> = list_lens
+            .iter()
+            .zip(&pool.lens)
+            .map(|(&l, &m)| l.min(m))
+            .collect();
+        let max_steps = self
+            .cfg
+            .max_sequence(targets.iter().copied().max().unwrap_or(0));
+        let rows = targets.iter().map(|&t| RowState::new(t)).collect();
+        let available = pool.mask.flatten_all()?.to_vec1()?;
+        Ok((rows, available, max_steps))
     }
 
     /// The decoder output at `t` recomputed over the whole sequence so far: the baseline

@@ -118,7 +118,7 @@ pub async fn serve(
     commit_what_finished(&producer, &consumer, &shared);
     watcher.abort();
     let _ = tokio::task::spawn_blocking(move || {
-        let _ = inference.join();
+        inference.join();
         drop(consumer);
     })
     .await;
