@@ -250,6 +250,15 @@ impl ListJoiner {
         }
     }
 
+    /// Lists written before this joiner started (by an earlier run of the logger, read
+    /// back from its files), oldest first: their re-delivered requests and results are
+    /// duplicates, not events without a partner.
+    pub fn written_before(&mut self, request_ids: impl IntoIterator<Item = String>) {
+        for id in request_ids {
+            self.written.insert(id);
+        }
+    }
+
     pub fn stats(&self) -> &JoinStats {
         &self.stats
     }

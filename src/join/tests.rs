@@ -353,3 +353,27 @@ fn written_lists_are_remembered_up_to_a_bound() {
     assert_eq!(j.stats().late_feedback, 1);
     assert_eq!(j.pending(), 2, "r0's feedback and x wait as orphans");
 }
+
+#[test]
+fn lists_written_before_a_restart_make_their_re_read_events_duplicates() {
+    // A restarted logger re-reads a result whose request offset was committed (the list
+    // is in its files): without knowing the list it would be `result_without_request`.
+    let mut j = joiner();
+    j.written_before(["r1".to_owned()]);
+    j.result(result_at("r1", &["a"], 10), src("results", 7), 0);
+    j.request(request_at("r1", 0), src("requests", 3), 0);
+    j.request(request_at("r2", 0), src("requests", 4), 0);
+    j.result(result_at("r2", &["b"], 10), src("results", 8), 0);
+    j.feedback(click_at("x", "a", true, 5000), src("feedback", 0), 0);
+    let closed = j.close_due(1);
+    assert_eq!(reasons(&closed), vec![]);
+    assert_eq!(closed.lists.len(), 1, "only r2 is written");
+    assert_eq!(j.stats().duplicate_events, 2);
+    let offsets: Vec<i64> = closed.sources.iter().map(|s| s.offset).collect();
+    for finished in [7, 3] {
+        assert!(
+            offsets.contains(&finished),
+            "{offsets:?} finishes {finished}"
+        );
+    }
+}

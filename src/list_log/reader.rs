@@ -11,7 +11,9 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+use arrow::array::StringArray;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
 
 use super::convert::from_record_batch;
 use super::schema::LoggedList;
@@ -175,4 +177,58 @@ impl Iterator for LogBatches<'_> {
             }
         }
     }
+}
+
+/// The request ids of the newest published lists in `dir`, oldest first, from the
+/// newest files holding at least `limit` of them: what a restarted logger has already written, so that a re-read duplicate of
+/// one of them is recognised instead of going to the side file. Reads only the
+/// `request_id` column. A directory without log files yields none.
+pub fn recent_request_ids(dir: &Path, limit: usize) -> Result<Vec<String>, LogError> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io(dir, e))?;
+        let path = entry.path();
+        // Published files only: in-progress ones are `.name.parquet.tmp`.
+        if path.extension().is_some_and(|e| e == "parquet") && path.is_file() {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| LogError::io(&path, e))?;
+            files.push((modified, path));
+        }
+    }
+    files.sort();
+    let (mut newest_first, mut count) = (Vec::new(), 0);
+    for (_, path) in files.into_iter().rev() {
+        if count >= limit {
+            break;
+        }
+        let mut ids = Vec::new();
+        let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| LogError::parquet(&path, e))?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["request_id"]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| LogError::parquet(&path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| LogError::BadFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let column = batch
+                .column_by_name("request_id")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| LogError::BadFile {
+                    path: path.clone(),
+                    message: "no request_id column of strings".into(),
+                })?;
+            ids.extend(column.iter().flatten().map(str::to_owned));
+        }
+        count += ids.len();
+        newest_first.push(ids);
+    }
+    Ok(newest_first.into_iter().rev().flatten().collect())
 }

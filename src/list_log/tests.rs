@@ -191,3 +191,38 @@ fn foreign_schema_is_refused_by_column() {
     let e = from_record_batch(&batch).expect_err("foreign");
     assert_eq!(e, "missing column `candidates`");
 }
+
+#[test]
+fn a_restart_reads_back_the_ids_of_the_newest_published_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(recent_request_ids(dir.path(), 10)
+        .expect("empty dir")
+        .is_empty());
+    let rows: Vec<LoggedList> = (0..200).map(row).collect();
+    let mut w = LogWriter::create(dir.path(), "lists", policy(4096)).expect("writer");
+    let mut published = w.write(&rows).expect("write");
+    published.extend(w.finish().expect("finish"));
+    assert!(published.len() > 2, "several files: {published:?}");
+    // An unpublished file (a crash before its rename) holds nothing written.
+    let mut w = LogWriter::create(dir.path(), "other", policy(1 << 30)).expect("writer");
+    w.write(&[row(999)]).expect("write");
+    std::mem::forget(w);
+
+    let ids = recent_request_ids(dir.path(), 20).expect("ids");
+    assert!(
+        ids.len() >= 20,
+        "at least the limit when there are that many"
+    );
+    assert!(
+        ids.len() < 200,
+        "only the newest files are read: {}",
+        ids.len()
+    );
+    let newest: Vec<String> = rows[200 - ids.len()..]
+        .iter()
+        .map(|r| r.request_id.clone())
+        .collect();
+    assert_eq!(ids, newest, "the newest lists, oldest first");
+    let all = recent_request_ids(dir.path(), 10_000).expect("ids");
+    assert_eq!(all.len(), 200, "not r999 of the unpublished file");
+}

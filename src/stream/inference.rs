@@ -2,11 +2,15 @@
 //! consumers keep polling). A worker takes the queue, closes a batch at `max_batch`
 //! requests or `max_wait_ms`, whichever comes first, hands the queue to the next
 //! worker, re-ranks the batch with the model serving at that moment, and hands the
-//! outcomes to the sink. Batches run side by side, one per worker; the sink's offset
-//! tracker already accepts results in any order.
+//! outcomes to the sink. Batches run side by side, one per worker, but leave in the
+//! order they were taken ([`Turns`]): the logger's join reads `serve`'s progress through
+//! a partition from its answers (`join` module docs), so a small batch overtaking a
+//! large older one would make the older one's requests look unanswered. (The chaos soak
+//! caught exactly that: after a restart, a 256-request backlog batch finished after
+//! the next one, and its partition's oldest five lists were set aside.)
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
@@ -106,12 +110,13 @@ pub fn spawn(
     batching: &BatchingConfig,
     metrics: &Arc<ServeMetrics>,
 ) -> Result<Workers, StreamError> {
-    let jobs = Arc::new(Mutex::new(jobs));
+    let jobs = Arc::new(Mutex::new(Queue { jobs, taken: 0 }));
+    let turns = Arc::new(Turns::default());
     let count = batching.worker_count();
     tracing::info!(workers = count, "starting the inference workers");
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
-        let (jobs, done) = (Arc::clone(&jobs), done.clone());
+        let (jobs, done, turns) = (Arc::clone(&jobs), done.clone(), Arc::clone(&turns));
         let (live, metrics, batching) = (Arc::clone(live), Arc::clone(metrics), batching.clone());
         let worker = std::thread::Builder::new()
             .name(format!("eglr-inference-{i}"))
@@ -123,7 +128,7 @@ pub fn spawn(
                 match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
                     Ok(pool) => pool.install(|| {
                         let device = live.device().clone();
-                        run_inference(&jobs, done, live, batching, metrics, device)
+                        run_inference(&jobs, &turns, done, live, batching, metrics, device)
                     }),
                     Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
                 }
@@ -137,35 +142,88 @@ pub fn spawn(
     Ok(Workers(workers))
 }
 
-/// The next batch: the first job that arrives, then more until `max_batch` or
-/// `max_wait` after the first. `None` once the queue is closed and drained. The
-/// queue is held while the batch fills, so the workers take whole batches in turn.
+/// The job queue with the number of batches taken from it.
+struct Queue {
+    jobs: Receiver<Job>,
+    taken: u64,
+}
+
+/// The next batch and its ticket (the order it was taken in): the first job that
+/// arrives, then more until `max_batch` or `max_wait` after the first. `None` once the
+/// queue is closed and drained. The queue is held while the batch fills, so the workers
+/// take whole batches in turn.
 fn next_batch(
-    jobs: &Mutex<Receiver<Job>>,
+    queue: &Mutex<Queue>,
     max_batch: usize,
     max_wait: Duration,
-) -> Option<Vec<Job>> {
+) -> Option<(u64, Vec<Job>)> {
     // A worker that panicked while holding the queue left it intact: keep using it.
-    let jobs = jobs
+    let mut queue = queue
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let first = jobs.recv().ok()?;
+    let first = queue.jobs.recv().ok()?;
     let closes = Instant::now() + max_wait;
     let mut batch = vec![first];
     while batch.len() < max_batch {
-        match jobs.recv_timeout(closes.saturating_duration_since(Instant::now())) {
+        match queue
+            .jobs
+            .recv_timeout(closes.saturating_duration_since(Instant::now()))
+        {
             Ok(job) => batch.push(job),
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    Some(batch)
+    let ticket = queue.taken;
+    queue.taken += 1;
+    Some((ticket, batch))
+}
+
+/// Whose turn it is to hand a batch to the sink: tickets go in the order batches were
+/// taken, so results leave in the order their requests came.
+#[derive(Default)]
+struct Turns {
+    next: Mutex<u64>,
+    turned: Condvar,
+}
+
+impl Turns {
+    /// Waits until `ticket` is next, runs `hand_over`, and passes the turn on (also
+    /// when `hand_over` panics, so that no worker waits for a turn that never comes).
+    fn in_turn<T>(&self, ticket: u64, hand_over: impl FnOnce() -> T) -> T {
+        struct PassOn<'a>(&'a Turns);
+        impl Drop for PassOn<'_> {
+            fn drop(&mut self) {
+                let mut next = self
+                    .0
+                    .next
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *next += 1;
+                self.0.turned.notify_all();
+            }
+        }
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *next != ticket {
+            next = self
+                .turned
+                .wait(next)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(next);
+        let _pass_on = PassOn(self);
+        hand_over()
+    }
 }
 
 /// Runs until `jobs` is closed and drained; every job yields exactly one [`Done`], and
 /// every valid request an answer: the model's list, or the upstream order when the
 /// model cannot rank it.
 fn run_inference(
-    jobs: &Mutex<Receiver<Job>>,
+    jobs: &Mutex<Queue>,
+    turns: &Turns,
     done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: Arc<LiveModel>,
     batching: BatchingConfig,
@@ -173,7 +231,7 @@ fn run_inference(
     device: Device,
 ) {
     let max_wait = Duration::from_millis(batching.max_wait_ms);
-    while let Some(batch) = next_batch(jobs, batching.max_batch, max_wait) {
+    while let Some((ticket, batch)) = next_batch(jobs, batching.max_batch, max_wait) {
         let bundle = live.current();
         metrics.set_model_version(&bundle.meta.version);
         let limit = bundle.meta.max_list_len;
@@ -247,7 +305,7 @@ fn run_inference(
         }
         // Blocks while the sink is behind: the bounded channel passes the backpressure
         // on to the job queue, and from there to the consumer's pause.
-        if done.blocking_send(out).is_err() {
+        if turns.in_turn(ticket, || done.blocking_send(out)).is_err() {
             break; // the sink is gone: shutting down
         }
     }
@@ -300,4 +358,42 @@ fn past_deadline(jobs: Vec<Job>, max_age_ms: Option<u64>) -> (Vec<Job>, Vec<Job>
     let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
     jobs.into_iter()
         .partition(|j| now.saturating_sub(j.request.timestamp_ms) <= max_age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_handed_over_in_the_order_they_were_taken() {
+        // Four workers finish their batches in reverse order of their tickets; the
+        // hand-overs still come in ticket order.
+        let turns = Arc::new(Turns::default());
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..4u64)
+            .map(|ticket| {
+                let (turns, handed) = (Arc::clone(&turns), Arc::clone(&handed));
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(40 * (4 - ticket)));
+                    turns.in_turn(ticket, || handed.lock().expect("lock").push(ticket));
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+        assert_eq!(*handed.lock().expect("lock"), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_hand_over_that_panics_still_passes_the_turn_on() {
+        let turns = Arc::new(Turns::default());
+        let first = {
+            let turns = Arc::clone(&turns);
+            std::thread::spawn(move || turns.in_turn(0, || panic!("a bug in the sink")))
+        };
+        assert!(first.join().is_err(), "the first hand-over panicked");
+        let second = std::thread::spawn(move || turns.in_turn(1, || 7));
+        assert_eq!(second.join().expect("second worker"), 7);
+    }
 }

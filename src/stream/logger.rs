@@ -35,7 +35,7 @@ use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::contract::{Contract, UnknownFieldLog};
 use crate::join::{JoinSettings, JoinStats, ListJoiner, Source, Stream, Unjoined, UnjoinedReason};
-use crate::list_log::{LogError, LogWriter};
+use crate::list_log::{recent_request_ids, LogError, LogWriter};
 
 /// How a logger instance runs.
 #[derive(Debug, Clone)]
@@ -565,15 +565,22 @@ pub async fn log(
         p.logs.roll_max_bytes,
     )
     .map_err(StreamError::Log)?;
+    let mut joiner = ListJoiner::new(
+        JoinSettings {
+            window_ms: i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX),
+            idle_ms: i64::try_from(p.logs.idle_ms).unwrap_or(i64::MAX),
+            remember_lists: p.logs.max_pending,
+        },
+        crate::clock::unix_millis(),
+    );
+    // A restart re-reads what it had not committed; some of it went into lists already
+    // published (partitions commit independently). Remembering those lists makes the
+    // re-read events duplicates instead of `result_without_request` in the side file.
+    let before = recent_request_ids(dir, p.logs.max_pending).map_err(StreamError::Log)?;
+    tracing::info!(lists = before.len(), "remembering lists already in the log");
+    joiner.written_before(before);
     let mut logger = Logger {
-        joiner: ListJoiner::new(
-            JoinSettings {
-                window_ms: i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX),
-                idle_ms: i64::try_from(p.logs.idle_ms).unwrap_or(i64::MAX),
-                remember_lists: p.logs.max_pending,
-            },
-            crate::clock::unix_millis(),
-        ),
+        joiner,
         max_pending: p.logs.max_pending,
         paused: Vec::new(),
         unknown_fields: UnknownFieldLog::default(),
