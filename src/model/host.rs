@@ -37,7 +37,7 @@ pub(crate) struct HostLinear {
 /// Below this many rows a product skips `matrixmultiply`: it packs the whole weight
 /// matrix on every call, which at one row costs more than the product (profiled: 45 %
 /// of a batch-1 decode in packing).
-const PACKED_FROM_ROWS: usize = 16;
+pub(crate) const PACKED_FROM_ROWS: usize = 16;
 
 impl HostLinear {
     pub fn new(linear: &candle_nn::Linear) -> Result<Self> {
@@ -172,6 +172,16 @@ pub(crate) struct HostTransformerLayer {
 impl HostTransformerLayer {
     fn d(&self) -> usize {
         self.out.output
+    }
+
+    /// Bytes of one row's keys and values for `max_len` tokens ([`Self::new_cache`]).
+    pub fn cache_bytes_per_row(&self, max_len: usize) -> usize {
+        2 * self.d() * max_len * std::mem::size_of::<f32>()
+    }
+
+    /// Bytes of one row's step buffers ([`Self::new_scratch`]).
+    pub fn scratch_bytes_per_row(&self) -> usize {
+        (6 * self.d() + self.ffn_hidden.output) * std::mem::size_of::<f32>()
     }
 
     pub fn new_cache(&self, rows: usize, max_len: usize) -> HostKv {

@@ -682,36 +682,14 @@ fn a_frozen_generator_decodes_on_the_host_as_the_candle_path_does() {
         &encoder(),
         &[pool(1, 10), pool(2, 7), pool(3, 12), pool(4, 3)],
     );
-    let lens = [5, 7, 4, 6];
-    for cfg in configs {
-        let (g, _) = generator(&cfg);
-        let frozen = g.clone().freeze().expect("freeze");
-        assert!(frozen.decodes_on_host(), "{:?}", cfg.variant);
-        assert!(!g.decodes_on_host());
-        let enc = g.encode(&pools).expect("encode");
-        let want = g
-            .decode(&enc, &lens, DecodeOptions::greedy())
-            .expect("candle");
-        let got = frozen
-            .decode(&enc, &lens, DecodeOptions::greedy())
-            .expect("host");
-        assert_eq!(got.steps, want.steps, "{:?}", cfg.variant);
-        assert_eq!(got.lists.len(), want.lists.len());
-        for (a, b) in got.lists.iter().zip(&want.lists) {
-            assert_eq!(a.len(), b.len(), "{:?}", cfg.variant);
-            for (p, q) in a.iter().zip(b) {
-                assert_eq!(p.item, q.item, "{:?}", cfg.variant);
-                assert_eq!(p.reasoning_steps, q.reasoning_steps, "{:?}", cfg.variant);
-                for (x, y) in [
-                    (p.prob, q.prob),
-                    (p.entropy_before, q.entropy_before),
-                    (p.entropy_after, q.entropy_after),
-                ] {
-                    assert!((x - y).abs() < 1e-4, "{:?}: {x} vs {y}", cfg.variant);
-                }
-            }
-        }
+    for cfg in &configs {
+        host_decode_matches_candle(cfg, &pools, &[5, 7, 4, 6]);
     }
+    // A batch of several cache-sized tiles (about 100 rows each at these sizes) and a
+    // partial last one decodes as the whole batch does on the candle path.
+    let many: Vec<_> = (0..250).map(|k| pool(k, 3 + k % 10)).collect();
+    let lens: Vec<usize> = (0..250).map(|k| 2 + k % 6).collect();
+    host_decode_matches_candle(&configs[0], &tensors(&encoder(), &many), &lens);
     for variant in [Variant::EgRerank, Variant::StreamRec, Variant::Rearec] {
         let cfg = GeneratorConfig {
             variant,
@@ -722,5 +700,37 @@ fn a_frozen_generator_decodes_on_the_host_as_the_candle_path_does() {
             !g.freeze().expect("freeze").decodes_on_host(),
             "{variant:?}"
         );
+    }
+}
+
+/// The frozen generator's host decode gives the candle decode's lists, gates and steps
+/// (probabilities and entropies to 1e-4).
+fn host_decode_matches_candle(cfg: &GeneratorConfig, pools: &PoolTensors, lens: &[usize]) {
+    let (g, _) = generator(cfg);
+    let frozen = g.clone().freeze().expect("freeze");
+    assert!(frozen.decodes_on_host(), "{:?}", cfg.variant);
+    assert!(!g.decodes_on_host());
+    let enc = g.encode(pools).expect("encode");
+    let want = g
+        .decode(&enc, lens, DecodeOptions::greedy())
+        .expect("candle");
+    let got = frozen
+        .decode(&enc, lens, DecodeOptions::greedy())
+        .expect("host");
+    assert_eq!(got.steps, want.steps, "{:?}", cfg.variant);
+    assert_eq!(got.lists.len(), want.lists.len());
+    for (a, b) in got.lists.iter().zip(&want.lists) {
+        assert_eq!(a.len(), b.len(), "{:?}", cfg.variant);
+        for (p, q) in a.iter().zip(b) {
+            assert_eq!(p.item, q.item, "{:?}", cfg.variant);
+            assert_eq!(p.reasoning_steps, q.reasoning_steps, "{:?}", cfg.variant);
+            for (x, y) in [
+                (p.prob, q.prob),
+                (p.entropy_before, q.entropy_before),
+                (p.entropy_after, q.entropy_after),
+            ] {
+                assert!((x - y).abs() < 1e-4, "{:?}: {x} vs {y}", cfg.variant);
+            }
+        }
     }
 }

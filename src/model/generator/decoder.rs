@@ -194,6 +194,16 @@ impl HostDecoder {
         }
     }
 
+    /// Bytes one row's [`HostState`] takes for sequences of `max_len` tokens.
+    pub fn bytes_per_row(&self, max_len: usize) -> usize {
+        let cache: usize = self
+            .layers
+            .iter()
+            .map(|l| l.cache_bytes_per_row(max_len))
+            .sum();
+        cache + self.layers[0].scratch_bytes_per_row() + self.d * std::mem::size_of::<f32>()
+    }
+
     /// What [`Decoder::step`] computes: the output `o [rows, d]` for the new tokens
     /// `x [rows, d]` at sequence index `t`, written into `out`.
     pub fn step(&self, x: &[f32], t: usize, state: &mut HostState, out: &mut [f32]) -> Result<()> {
