@@ -10,6 +10,11 @@
 //! and no autograd, on weights copied once from the candle layers. They compute what
 //! `layers.rs` computes (the generator's tests compare whole decodes) and are used
 //! only where nothing needs a gradient: greedy decoding of a loaded bundle.
+//!
+//! Everything here is `#[inline(always)]`: the decode runs inside one
+//! [`pulp::Arch::dispatch`] (`generator/host_decode.rs`), and only code inlined into it
+//! is compiled for the CPU's vector width (AVX2 and FMA where present); a call out of
+//! it runs the baseline x86-64 code (SSE2).
 
 use candle_core::{Result, Tensor};
 use ndarray::linalg::general_mat_mul;
@@ -56,6 +61,7 @@ impl HostLinear {
 
     /// `out [rows, output] = x [rows, input] W^T + b`: one matrix product (the
     /// `matrixmultiply` kernels, chosen at run time for the CPU's vector width).
+    #[inline(always)]
     pub fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         let rows = x.len() / self.input;
         for row in out.chunks_exact_mut(self.output) {
@@ -98,6 +104,7 @@ impl HostLayerNorm {
         })
     }
 
+    #[inline(always)]
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
         let dim = self.weight.len();
         for (xs, ys) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
@@ -113,6 +120,7 @@ impl HostLayerNorm {
 
 /// `sum_i a_i b_i` in eight independent lanes, so the compiler vectorises it (a single
 /// running sum is a dependency chain it must keep in order).
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -131,6 +139,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += w x`.
+#[inline(always)]
 pub(crate) fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += w * x;
@@ -207,6 +216,7 @@ impl HostTransformerLayer {
 
     /// Updates the residual stream `x [rows, d]` of the token at sequence index `t`,
     /// appending its keys and values to `cache`.
+    #[inline(always)]
     pub fn step(&self, x: &mut [f32], t: usize, cache: &mut HostKv, s: &mut Scratch) -> Result<()> {
         let d = self.d();
         let head_dim = d / self.heads;
@@ -260,6 +270,7 @@ impl HostTransformerLayer {
     }
 }
 
+#[inline(always)]
 fn add(x: &mut [f32], y: &[f32]) {
     for (x, y) in x.iter_mut().zip(y) {
         *x += y;

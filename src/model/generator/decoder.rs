@@ -205,7 +205,9 @@ impl HostDecoder {
     }
 
     /// What [`Decoder::step`] computes: the output `o [rows, d]` for the new tokens
-    /// `x [rows, d]` at sequence index `t`, written into `out`.
+    /// `x [rows, d]` at sequence index `t`, written into `out`. Inlined into the
+    /// vector-width dispatch of the decode (see `host.rs`).
+    #[inline(always)]
     pub fn step(&self, x: &[f32], t: usize, state: &mut HostState, out: &mut [f32]) -> Result<()> {
         let position = self
             .positions

@@ -27,6 +27,7 @@ pub(super) struct Step {
 impl Step {
     /// Runs steps 2-4 for every unfinished row on the host scores `a [b * n]`; the
     /// chosen items are taken out of `available`.
+    #[inline(always)]
     pub fn decide(
         scores: &[f32],
         n: usize,
@@ -95,6 +96,7 @@ impl Step {
 
 /// `softmax(a / tau)` over the available entries into `out` (0 elsewhere); returns its
 /// entropy `-sum p log p` in nats.
+#[inline(always)]
 fn masked_softmax(a: &[f32], avail: &[f32], tau: f64, out: &mut [f32]) -> f32 {
     let inv = (1.0 / tau) as f32;
     let max = a
