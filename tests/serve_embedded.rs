@@ -294,6 +294,14 @@ async fn malformed_requests_go_to_the_dead_letter_topic_and_nothing_valid_is_los
     assert_eq!(report.results, 950);
     assert_eq!(report.dlq, 50, "{report:?}");
     assert_eq!(report.model_versions, vec![("v000001".to_owned(), 950)]);
+    // Every ranked request's time is split into its phases, once each.
+    for phase in ["eglr_queue_wait_seconds", "eglr_batch_assembly_seconds"] {
+        assert_eq!(
+            scrape(s.metrics, &format!("{phase}_count")),
+            950.0,
+            "{phase}"
+        );
+    }
 
     // Every dead letter carries its source and error in headers.
     let mut cfg = client_config(&s.p.kafka, &s.broker.bootstrap(), &[]);
@@ -625,10 +633,15 @@ async fn requests_the_model_cannot_rank_in_time_get_the_upstream_order() {
         ("list_len above the bundle's maximum", |bundle, _| {
             bundle.limits.max_list_len = 2
         }),
-        // The load stamps requests when it builds them; through the producer's linger
-        // and the broker every one is older than 1 ms when its batch runs.
+        // The load stamps requests when it sends them; its producer lingers 10 ms
+        // (the stage's pipeline is the load's too), so every one is older than 1 ms
+        // when its batch runs.
         ("past the deadline", |_, serving| {
-            serving.batching.max_request_age_ms = Some(1)
+            serving.batching.max_request_age_ms = Some(1);
+            serving
+                .kafka
+                .properties
+                .insert("linger.ms".into(), "10".into());
         }),
     ];
     for (case, edit) in cases {

@@ -148,21 +148,19 @@ struct Queue {
     taken: u64,
 }
 
-/// The next batch and its ticket (the order it was taken in): the first job that
-/// arrives, then more until `max_batch` or `max_wait` after the first. `None` once the
+/// The next batch with its ticket (the order it was taken in): the first job that
+/// arrives, then more until `max_batch` or `max_wait` after the first (at 0: those
+/// already queued). `None` once the
 /// queue is closed and drained. The queue is held while the batch fills, so the workers
 /// take whole batches in turn.
-fn next_batch(
-    queue: &Mutex<Queue>,
-    max_batch: usize,
-    max_wait: Duration,
-) -> Option<(u64, Vec<Job>)> {
+fn next_batch(queue: &Mutex<Queue>, max_batch: usize, max_wait: Duration) -> Option<Batch> {
     // A worker that panicked while holding the queue left it intact: keep using it.
     let mut queue = queue
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let first = queue.jobs.recv().ok()?;
-    let closes = Instant::now() + max_wait;
+    let opened = Instant::now();
+    let closes = opened + max_wait;
     let mut batch = vec![first];
     while batch.len() < max_batch {
         match queue
@@ -175,7 +173,18 @@ fn next_batch(
     }
     let ticket = queue.taken;
     queue.taken += 1;
-    Some((ticket, batch))
+    Some(Batch {
+        ticket,
+        opened,
+        jobs: batch,
+    })
+}
+
+/// Jobs a worker took, with its place in the hand-over order and when it opened.
+struct Batch {
+    ticket: u64,
+    opened: Instant,
+    jobs: Vec<Job>,
 }
 
 /// Whose turn it is to hand a batch to the sink: tickets go in the order batches were
@@ -231,7 +240,12 @@ fn run_inference(
     device: Device,
 ) {
     let max_wait = Duration::from_millis(batching.max_wait_ms);
-    while let Some((ticket, batch)) = next_batch(jobs, batching.max_batch, max_wait) {
+    while let Some(Batch {
+        ticket,
+        opened,
+        jobs: batch,
+    }) = next_batch(jobs, batching.max_batch, max_wait)
+    {
         let bundle = live.current();
         metrics.set_model_version(&bundle.meta.version);
         let limit = bundle.meta.max_list_len;
@@ -256,8 +270,13 @@ fn run_inference(
         if !fits.is_empty() {
             let started = Instant::now();
             for job in &fits {
-                let waited = started.saturating_duration_since(job.received);
-                metrics.queue_wait.observe(waited.as_secs_f64());
+                // Waiting in the queue ends when a worker opens the batch; a request
+                // that arrives while the batch fills waits in assembly only.
+                let joined = job.received.max(opened);
+                let queued = joined.saturating_duration_since(job.received);
+                metrics.queue_wait.observe(queued.as_secs_f64());
+                let assembly = started.saturating_duration_since(joined);
+                metrics.batch_assembly.observe(assembly.as_secs_f64());
             }
             let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
             // A panic inside the model (a bug) must not take the thread, and with it

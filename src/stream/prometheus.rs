@@ -137,11 +137,13 @@ pub struct ServeMetrics {
     pub skipped_offsets: LabelledCounter,
     pub batch_size: Histogram,
     /// A request's time, split so that a p99 can be attributed: waiting for its batch
-    /// (taken in until the batch runs), the model's time per batch, and producing
+    /// (taken in until a worker opens its batch), batch assembly (until the batch
+    /// closes at `max_batch` or `max_wait_ms`), the model's time per batch, and producing
     /// (result ready until acknowledged); and end to end, from the request's own
     /// `timestamp_ms` to its acknowledged result (includes upstream's produce and the
     /// consumer's fetch).
     pub queue_wait: Histogram,
+    pub batch_assembly: Histogram,
     pub batch_duration: Histogram,
     pub produce: Histogram,
     pub end_to_end: Histogram,
@@ -175,6 +177,7 @@ impl Default for ServeMetrics {
             unknown_field_events: LabelledCounter::default(),
             batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
             queue_wait: Histogram::new(&LATENCY_BOUNDS_S),
+            batch_assembly: Histogram::new(&LATENCY_BOUNDS_S),
             batch_duration: Histogram::new(&LATENCY_BOUNDS_S),
             produce: Histogram::new(&LATENCY_BOUNDS_S),
             end_to_end: Histogram::new(&LATENCY_BOUNDS_S),
@@ -329,7 +332,12 @@ impl super::http::Exposition for ServeMetrics {
             .render("eglr_batch_size", "Requests per model batch.", &mut out);
         self.queue_wait.render(
             "eglr_queue_wait_seconds",
-            "Time from taking a request in until its batch runs.",
+            "Time from taking a request in until a worker opened the batch it went into (waiting in the queue).",
+            &mut out,
+        );
+        self.batch_assembly.render(
+            "eglr_batch_assembly_seconds",
+            "Time from a request joining its batch (or the batch opening) until the batch closed and ran.",
             &mut out,
         );
         self.batch_duration.render(
