@@ -3,7 +3,7 @@
 //! produce to consume.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,9 @@ pub struct LoadPlan<'a> {
     /// requests) are delivered and checked like the rest but left out of the latency
     /// percentiles: connections, group joins and the first batches warm up then.
     pub warmup: Duration,
-    /// How long to wait for the expected results.
+    /// How long to wait for the expected results after the last request was sent
+    /// (and how long the `max_in_flight` window may hold sending up before it is given
+    /// up for the rest of the run).
     pub timeout: Duration,
     /// Send the first request alone and start the clock once it is answered: the
     /// stage's start-up (group join, first batch) is then not measured as latency.
@@ -234,11 +236,18 @@ pub async fn run(
     let dlq_topic = topics.dead_letter.clone();
     let answered = Arc::new(AtomicUsize::new(0));
     let answered_by_reader = Arc::clone(&answered);
+    // The reader waits `timeout` past the last request sent, however long sending takes
+    // (a paced run of ten minutes, or a broker slower than the rate): milliseconds
+    // since `clock` at which the last request went out.
+    let clock = Instant::now();
+    let last_sent_ms = Arc::new(AtomicU64::new(0));
+    let last_sent_by_sender = Arc::clone(&last_sent_ms);
     let reader = tokio::spawn(async move {
         let mut received: HashMap<String, Received> = HashMap::new();
         let (mut dlq, mut duplicates, mut undecodable) = (0usize, 0usize, 0usize);
-        let deadline = Instant::now() + timeout;
-        while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline {
+        let deadline =
+            || clock + Duration::from_millis(last_sent_ms.load(Ordering::Relaxed)) + timeout;
+        while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline() {
             let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
             {
                 Ok(Ok(m)) => m,
@@ -294,19 +303,30 @@ pub async fn run(
     let mut deliveries = Vec::with_capacity(outgoing.len());
     let mut started = Instant::now();
     let n = outgoing.len();
+    let mut window_given_up = false;
     for (i, mut o) in outgoing.into_iter().enumerate() {
+        let window = max_in_flight.filter(|_| !window_given_up).map(|w| w.max(1));
         if let Some(r) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / r);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
         }
-        if let Some(window) = max_in_flight {
+        if let Some(window) = window.filter(|w| i >= answered.load(Ordering::Relaxed) + w) {
+            // No answer for `timeout`: the stage has stopped answering, and waiting again
+            // for every request left would stall the run; send the rest unwindowed (the
+            // missing results are reported).
             let waiting = Instant::now();
-            while i >= answered.load(Ordering::Relaxed) + window.max(1)
-                && waiting.elapsed() < timeout
-            {
+            while i >= answered.load(Ordering::Relaxed) + window && waiting.elapsed() < timeout {
                 tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if i >= answered.load(Ordering::Relaxed) + window {
+                tracing::warn!(
+                    sent = i,
+                    answered = answered.load(Ordering::Relaxed),
+                    "no answer within the timeout: the in-flight window is given up"
+                );
+                window_given_up = true;
             }
         }
         let now = Instant::now();
@@ -322,6 +342,8 @@ pub async fn run(
             ) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
+                    let since = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    last_sent_by_sender.store(since, Ordering::Relaxed);
                     break;
                 }
                 Err((e, _)) => {

@@ -93,7 +93,8 @@ pub fn requests(
     (load.outgoing, load.valid, load.malformed)
 }
 
-/// Runs the load generator in the background; every result is waited for up to 180 s.
+/// Runs the load generator in the background; every result is waited for up to 180 s
+/// after the last request.
 pub fn spawn_load(
     kafka: &KafkaConfig,
     brokers: &str,
@@ -113,7 +114,7 @@ pub fn spawn_load(
 
 /// Runs the load generator in the background: the messages, the ids that must get a
 /// result and the dead letters expected, offered at `rate`, results waited for up to
-/// `timeout` from the start.
+/// `timeout` after the last request was sent.
 pub fn spawn_load_for(
     kafka: &KafkaConfig,
     brokers: &str,
