@@ -57,16 +57,11 @@ async fn serve_on_tansu(p: PipelineConfig, n: usize, start: Start) -> (LoadRepor
         shutdown_timeout: Duration::from_secs(30),
     };
     let (out, valid, bad) = requests(n, 9, 20, |_| b"{\"request_id\": \"oops\"".to_vec());
-    let server = (start == Start::WithTheLoad)
-        .then(|| tokio::spawn(serve(settings.clone(), Arc::clone(&live), stopped.clone())));
     let load = spawn_load(&p.kafka, &brokers, out, valid, bad, None);
-    let server = match server {
-        Some(server) => server,
-        None => {
-            wait_for_records(&brokers, &t.requests, n).await;
-            tokio::spawn(serve(settings, live, stopped))
-        }
-    };
+    if start == Start::AfterABacklog {
+        wait_for_records(&brokers, &t.requests, n).await;
+    }
+    let server = tokio::spawn(serve(settings, live, stopped));
     let report = load.await.expect("load");
     let _ = stop.send(true);
     let summary = server.await.expect("join").expect("serve");

@@ -305,28 +305,28 @@ pub async fn run(
     let n = outgoing.len();
     let mut window_given_up = false;
     for (i, mut o) in outgoing.into_iter().enumerate() {
-        let window = max_in_flight.filter(|_| !window_given_up).map(|w| w.max(1));
         if let Some(r) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / r);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
         }
-        if let Some(window) = window.filter(|w| i >= answered.load(Ordering::Relaxed) + w) {
-            // No answer for `timeout`: the stage has stopped answering, and waiting again
-            // for every request left would stall the run; send the rest unwindowed (the
-            // missing results are reported).
+        if let Some(window) = max_in_flight.filter(|_| !window_given_up) {
             let waiting = Instant::now();
-            while i >= answered.load(Ordering::Relaxed) + window && waiting.elapsed() < timeout {
+            while i >= answered.load(Ordering::Relaxed) + window.max(1) {
+                // No answer for `timeout`: the stage has stopped answering, and waiting
+                // again for every request left would stall the run; the rest go out
+                // unwindowed (the missing results are reported).
+                if waiting.elapsed() >= timeout {
+                    tracing::warn!(
+                        sent = i,
+                        answered = answered.load(Ordering::Relaxed),
+                        "no answer within the timeout: the in-flight window is given up"
+                    );
+                    window_given_up = true;
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            if i >= answered.load(Ordering::Relaxed) + window {
-                tracing::warn!(
-                    sent = i,
-                    answered = answered.load(Ordering::Relaxed),
-                    "no answer within the timeout: the in-flight window is given up"
-                );
-                window_given_up = true;
             }
         }
         let now = Instant::now();
