@@ -11,7 +11,7 @@ use anyhow::Context;
 use eglr::config::PipelineConfig;
 use eglr::model::Variant;
 use eglr::study::{
-    self, markdown_table, Report, SimulatedData, StudyData, StudyPlan, StudyRun, Suite,
+    self, markdown_table, Report, RlSetting, SimulatedData, StudyData, StudyPlan, StudyRun, Suite,
 };
 
 use super::device;
@@ -71,6 +71,13 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "K,...")]
     k_sweep: Vec<usize>,
 
+    /// Also train `eglr` with these RL recipes instead of the pipeline's: `grpo`, `ppo`,
+    /// `dapo` (DAPO, GR2's RL) or `latent-grpo` (LatentR3's), each optionally `@B` for GR2's conditional reward
+    /// with improvement bonus B (e.g. `dapo,dapo@0.05`). Their copy share of the
+    /// upstream order and reward curves are reported.
+    #[arg(long, value_delimiter = ',', value_name = "RECIPE,...")]
+    rl_sweep: Vec<RlSetting>,
+
     /// Markdown file to write (default: `docs/results-sim.md` for the ablation,
     /// `docs/results-baselines-sim.md` or, with `--data`, `docs/results-baselines-kuairand.md`
     /// for the paper suite). A `## Findings` section already in it is kept.
@@ -106,10 +113,17 @@ impl Args {
             .map(|&variant| StudyRun {
                 variant,
                 max_reasoning_steps: None,
+                rl: None,
             })
             .chain(self.k_sweep.iter().map(|&k| StudyRun {
                 variant: Variant::Eglr,
                 max_reasoning_steps: Some(k),
+                rl: None,
+            }))
+            .chain(self.rl_sweep.iter().map(|&rl| StudyRun {
+                variant: Variant::Eglr,
+                max_reasoning_steps: None,
+                rl: Some(rl),
             }))
             .collect()
     }

@@ -85,10 +85,14 @@ pub enum Variant {
     /// reasoning step is trained toward the first clicked item with a progressively
     /// lower temperature. Supervised only, as in the paper.
     Rearec,
-    /// LatentR3 (Zhang et al., arXiv 2505.19092): one attention-pooled latent reasoning token before
-    /// the list, explored with Gaussian noise during RL; SFT then GRPO with the
-    /// evaluator's continuous reward. Simplified: the pooling is the pointer attention
-    /// over the pool (the context-aware token).
+    /// LatentR3 (Zhang et al., arXiv 2505.19092): one attention-pooled latent reasoning
+    /// token before the list, explored with Gaussian noise during RL; SFT then the
+    /// paper's modified GRPO ([`Rl::LatentGrpo`]: batch-level advantages, the sampled
+    /// latent token as an action with its Gaussian log-density). Simplified: the
+    /// pooling (the paper's LatentRATT layer) is the pointer attention over the pool
+    /// (the context-aware token), and the RL reward is the evaluator's continuous
+    /// reward of the list, not the paper's likelihood of a target item (a re-ranker's
+    /// list has no single target; the supervised stage already trains on the clicks).
     Latentr3,
     /// STREAM-Rec (Zhang et al., arXiv 2504.09627): `K_pre` residual refinement steps
     /// `r = o + MLP(o)` of the decoder state before the list; SFT then GRPO. The paper's
@@ -187,7 +191,11 @@ impl Variant {
                 rl: None,
             },
             Variant::EgRerank | Variant::EgRerankEglr => rl(Rl::Ppo),
-            Variant::Latentr3 | Variant::StreamRec => Recipe {
+            Variant::Latentr3 => Recipe {
+                supervised: true,
+                rl: Some(Rl::LatentGrpo),
+            },
+            Variant::StreamRec => Recipe {
                 supervised: true,
                 rl: Some(Rl::Grpo),
             },
@@ -222,13 +230,32 @@ pub struct Architecture {
     pub test_time_update: bool,
 }
 
-/// Reinforcement learning against the frozen evaluator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Reinforcement learning against the frozen evaluator (a variant's own, or
+/// `training.rl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Rl {
     /// Group-normalised advantages, one on-policy update per batch (spec §5).
     Grpo,
     /// PPO: the sampled lists are re-scored for `ppo_epochs` clipped updates.
     Ppo,
+    /// DAPO (Yu et al., arXiv 2503.14476), the RL of GR2 (arXiv 2602.07774):
+    /// decoupled clip bounds `[1 - eps_low, 1 + eps_high]` on per-position ratios, a
+    /// token-level loss (every recommended position weighs the same, whatever list it
+    /// is in), and dynamic sampling: groups whose lists all get the same reward carry no
+    /// signal and are dropped, more pools sampled to refill the batch. Simplified: a
+    /// bounded number of refill rounds, and the KL penalty kept where the pipeline sets
+    /// one (DAPO drops it).
+    Dapo,
+    /// LatentR3's modified GRPO (Zhang et al., arXiv 2505.19092): advantages normalised
+    /// over the whole batch instead of per group (`(R - mean_batch) / std_batch`), so
+    /// small groups still carry a baseline; with LatentR3's noisy latent token, that
+    /// token is part of the action (its Gaussian log-density joins the list's). The
+    /// paper's reward is the target item's likelihood; ours is the evaluator's
+    /// continuous reward of the list, as for every RL recipe here.
+    #[value(name = "latent-grpo")]
+    #[serde(rename = "latent-grpo")]
+    LatentGrpo,
 }
 
 /// Training after the evaluator: a supervised stage on logged clicks, then RL.

@@ -29,7 +29,9 @@ pub use generator::{
 };
 pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
 pub use ranker::{upstream_lists, Ranker};
-pub use reward::{group_advantages, rewards, Reward};
+pub use reward::{
+    batch_advantages, conditional_rewards, group_advantages, informative_groups, rewards, Reward,
+};
 pub use scorer::Scorer;
 pub use store::{LiveModel, ModelStore, StoreError};
 

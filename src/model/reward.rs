@@ -38,6 +38,54 @@ pub fn group_advantages(rewards: &[f32], group: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `(R_i - mean(R)) / (std(R) + eps)` over the whole batch (LatentR3's batch-level
+/// advantage).
+pub fn batch_advantages(rewards: &[f32]) -> Vec<f32> {
+    group_advantages(rewards, rewards.len())
+}
+
+/// GR2's conditional reward (see `training.improvement_bonus`): the gain
+/// `R(l) - R(u)` of each list over the upstream order `u` of its pool, plus `bonus`
+/// where the list is not the upstream order (`copies[i]` false) and the gain is
+/// positive. A copy gets exactly 0.
+pub fn conditional_rewards(
+    rewards: &[f32],
+    upstream: &[f32],
+    copies: &[bool],
+    bonus: f32,
+) -> Vec<f32> {
+    rewards
+        .iter()
+        .zip(upstream)
+        .zip(copies)
+        .map(|((&r, &u), &copy)| match (copy, r - u) {
+            (true, _) => 0.0,
+            (false, gain) if gain > 0.0 => gain + bonus,
+            (false, gain) => gain,
+        })
+        .collect()
+}
+
+/// The consecutive groups of `group` rewards that carry a signal: those whose rewards
+/// are not all equal (a group of equal rewards has zero advantages, DAPO's dynamic
+/// sampling drops it).
+pub fn informative_groups(rewards: &[f32], group: usize) -> Vec<usize> {
+    rewards
+        .chunks(group.max(1))
+        .enumerate()
+        .filter(|(_, g)| {
+            let (lo, hi) = g
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
+                    (lo.min(r), hi.max(r))
+                });
+            // Equal up to float noise of the rewards' own size.
+            hi - lo > 1e-6 * hi.abs().max(lo.abs()).max(1.0)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Evaluator rewards of decoded lists of `pools`.
 pub fn rewards(
     evaluator: &Evaluator,
@@ -77,4 +125,53 @@ pub fn rewards(
                 .collect()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{batch_advantages, conditional_rewards, group_advantages, informative_groups};
+
+    /// LatentR3's batch-level advantage takes one baseline over all groups: a group
+    /// that scores higher throughout gets positive advantages, unlike per group.
+    #[test]
+    fn batch_advantages_share_one_baseline_across_groups() {
+        let rewards = [1.0f32, 2.0, 3.0, 4.0];
+        let group = group_advantages(&rewards, 2);
+        assert!(
+            group[2] < 0.0,
+            "per group, 3 is below its group's mean: {group:?}"
+        );
+        let batch = batch_advantages(&rewards);
+        assert!(
+            batch[2] > 0.0,
+            "over the batch, 3 is above the mean: {batch:?}"
+        );
+        assert!(batch[0] < batch[1] && batch[1] < batch[2] && batch[2] < batch[3]);
+        let mean: f32 = batch.iter().sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6, "{batch:?}");
+    }
+
+    /// A copy of the upstream order earns 0 and never the bonus; a list that beats it
+    /// earns its gain plus the bonus; a worse list its (negative) gain. Unlike the plain
+    /// reward shifted by `R(u)`, this changes the advantages within a group.
+    #[test]
+    fn the_conditional_reward_pays_the_bonus_only_for_an_improvement() {
+        let plain = [2.0f32, 2.5, 1.5, 2.0];
+        let upstream = [2.0f32; 4];
+        // The last list is not a copy, yet scores exactly as the upstream order.
+        let copies = [true, false, false, false];
+        let r = conditional_rewards(&plain, &upstream, &copies, 0.25);
+        assert_eq!(r, vec![0.0, 0.75, -0.5, 0.0]);
+        let shifted: Vec<f32> = plain.iter().map(|x| x - 2.0).collect();
+        assert_eq!(group_advantages(&shifted, 4), group_advantages(&plain, 4));
+        assert_ne!(group_advantages(&r, 4), group_advantages(&plain, 4));
+    }
+
+    #[test]
+    fn groups_whose_rewards_are_all_equal_carry_no_signal() {
+        let rewards = [1.0f32, 1.0, 1.0, 0.5, 1.0, 0.5, 3.0, 3.0, 3.0];
+        assert_eq!(informative_groups(&rewards, 3), vec![1]);
+        assert_eq!(informative_groups(&[0.0, 1e-9], 2), Vec::<usize>::new());
+        assert_eq!(informative_groups(&[0.0, 1e-3], 2), vec![0]);
+    }
 }

@@ -168,6 +168,7 @@ impl Scorer {
             upstream: vec![false; lists.len()],
             lists,
             log_prob: None,
+            item_log_probs: None,
             steps: 0,
         })
     }

@@ -734,3 +734,37 @@ fn host_decode_matches_candle(cfg: &GeneratorConfig, pools: &PoolTensors, lens: 
         }
     }
 }
+
+/// LatentR3's sampled latent token is part of the action: a sampled list's tracked
+/// log-probability is the sum of its items' (per position, as DAPO reads them) plus the
+/// Gaussian log-density `-|r - mu|^2 / (2 sigma^2)` of its latent token, which is about
+/// `-d / 2` (the sum of `d` halved squared standard normals). Without noise (`eglr`)
+/// the two sums agree.
+#[test]
+fn latentr3_counts_its_sampled_latent_token_in_the_log_probability() {
+    let enc = encoder();
+    let pools = tensors(&enc, &(0..8).map(|s| pool(s, 10)).collect::<Vec<_>>());
+    let rows = |variant: Variant| -> Vec<f32> {
+        let cfg = GeneratorConfig {
+            variant,
+            ..GeneratorConfig::default()
+        };
+        let (g, vars) = generator(&cfg);
+        crate::train::seeded_init(&vars, 3).expect("init");
+        let sampled = sample_lists(&g, &pools, 5);
+        let (items, mask) = sampled.tracked_item_log_probs().expect("items");
+        assert_eq!(items.dims2().expect("dims"), (8, 8));
+        let items = (items * mask).and_then(|x| x.sum(1)).expect("sum");
+        let total = sampled.tracked_log_prob().expect("total");
+        (total - items)
+            .and_then(|d| d.to_vec1())
+            .expect("difference")
+    };
+    let d = GeneratorConfig::default().d_model as f32;
+    for extra in rows(Variant::Latentr3) {
+        assert!(extra < 0.0 && extra > -2.0 * d, "latent density {extra}");
+    }
+    for extra in rows(Variant::Eglr) {
+        assert!(extra.abs() < 1e-4, "no latent action in eglr: {extra}");
+    }
+}

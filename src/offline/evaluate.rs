@@ -42,6 +42,10 @@ pub struct OrderingReport {
     #[serde(flatten)]
     pub metrics: MetricSummary,
     pub ms_per_list: f64,
+    /// Share of its lists that are the initial order's first `L` candidates as they
+    /// stand: a re-ranker that only copies what it was given (GR2's reward hacking) is
+    /// worth nothing, whatever its scores.
+    pub copies_initial_order: f64,
 }
 
 /// The report of `eglr eval`.
@@ -107,6 +111,8 @@ pub struct Evaluation<'a> {
     decode_seconds: f64,
     lists: usize,
     upstream_served: usize,
+    /// Lists that copy the initial order: the model's, the evaluator sort's, the logged.
+    copies: [usize; 3],
     rng: ChaCha8Rng,
 }
 
@@ -132,6 +138,7 @@ impl<'a> Evaluation<'a> {
             decode_seconds: 0.0,
             lists: 0,
             upstream_served: 0,
+            copies: [0; 3],
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
         }
     }
@@ -198,6 +205,13 @@ impl<'a> Evaluation<'a> {
             judged(&logged)?,
         );
         for (r, e) in chunk.iter().enumerate() {
+            for (count, list) in
+                self.copies
+                    .iter_mut()
+                    .zip([&best_lists[r], &sorted.lists[r], &logged.lists[r]])
+            {
+                *count += usize::from(copies_initial_order(list));
+            }
             let world = scorers.world;
             add(
                 &mut self.model,
@@ -269,24 +283,33 @@ impl<'a> Evaluation<'a> {
             model: OrderingReport {
                 metrics: self.model.summary(),
                 ms_per_list: 1000.0 * self.decode_seconds / n,
+                copies_initial_order: self.copies[0] as f64 / n,
             },
             initial: OrderingReport {
                 metrics: self.initial.summary(),
                 ms_per_list: 0.0,
+                copies_initial_order: 1.0,
             },
             evaluator_sort: OrderingReport {
                 metrics: self.sorted.summary(),
                 ms_per_list: 0.0,
+                copies_initial_order: self.copies[1] as f64 / n,
             },
             logged: OrderingReport {
                 metrics: self.logged.summary(),
                 ms_per_list: 0.0,
+                copies_initial_order: self.copies[2] as f64 / n,
             },
             by_position: self.positions,
             upstream_share: self.upstream_served as f64 / n,
             fidelity: None,
         }
     }
+}
+
+/// Whether a list is its pool's initial order (candidates `0, 1, ...`), cut to its length.
+fn copies_initial_order(list: &[PositionTrace]) -> bool {
+    list.iter().enumerate().all(|(t, p)| p.item == t)
 }
 
 /// Each pool sorted by the evaluator's click probability, scored in the initial order.

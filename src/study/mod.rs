@@ -12,7 +12,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::PipelineConfig;
-use crate::model::{Bundle, GeneratorConfig, Variant};
+use crate::model::{Bundle, GeneratorConfig, Rl, Variant};
 use crate::offline::evaluate::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
 use crate::offline::fidelity::{fidelity, Fidelity};
 use crate::sim::World;
@@ -39,20 +39,96 @@ pub struct StudyPlan {
 }
 
 /// One generator configuration of the study: a variant, optionally with another
-/// reasoning cap `K` (the paper's Table 4 sweep).
+/// reasoning cap `K` (the paper's Table 4 sweep) or another RL recipe.
 #[derive(Debug, Clone)]
 pub struct StudyRun {
     pub variant: Variant,
     /// `K` instead of the pipeline's `generator.max_reasoning_steps`.
     pub max_reasoning_steps: Option<usize>,
+    /// The RL recipe instead of the pipeline's (`training.rl`, `training.improvement_bonus`).
+    pub rl: Option<RlSetting>,
+}
+
+/// An RL recipe of the study's `--rl-sweep`: `METHOD` or `METHOD@B`, the method
+/// (`grpo`, `ppo`, `dapo`, `latent-grpo`) with GR2's conditional reward at improvement
+/// bonus `B`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RlSetting {
+    pub method: Rl,
+    pub improvement_bonus: f64,
+}
+
+impl std::str::FromStr for RlSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (method, bonus) = match text.split_once('@') {
+            Some((m, b)) => (m, Some(b)),
+            None => (text, None),
+        };
+        let method = <Rl as clap::ValueEnum>::from_str(method, true).map_err(|_| {
+            let names: Vec<String> = <Rl as clap::ValueEnum>::value_variants()
+                .iter()
+                .filter_map(clap::ValueEnum::to_possible_value)
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            format!(
+                "`{text}`: the RL method `{method}` is not one of {}",
+                names.join(", ")
+            )
+        })?;
+        let improvement_bonus = match bonus {
+            None => 0.0,
+            Some(b) => b
+                .parse::<f64>()
+                .ok()
+                .filter(|b| *b > 0.0 && b.is_finite())
+                .ok_or_else(|| {
+                    format!("`{text}`: the improvement bonus `{b}` is not a number > 0")
+                })?,
+        };
+        Ok(Self {
+            method,
+            improvement_bonus,
+        })
+    }
+}
+
+impl std::fmt::Display for RlSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = clap::ValueEnum::to_possible_value(&self.method)
+            .map_or_else(String::new, |v| v.get_name().to_owned());
+        if self.improvement_bonus > 0.0 {
+            write!(f, "{method} bonus={}", self.improvement_bonus)
+        } else {
+            write!(f, "{method}")
+        }
+    }
 }
 
 impl StudyRun {
     pub fn name(&self) -> String {
-        match self.max_reasoning_steps {
-            None => self.variant.name().to_owned(),
-            Some(k) => format!("{} K={k}", self.variant.name()),
+        let mut name = self.variant.name();
+        if let Some(k) = self.max_reasoning_steps {
+            name += &format!(" K={k}");
         }
+        if let Some(rl) = self.rl {
+            name += &format!(" {rl}");
+        }
+        name
+    }
+
+    /// The training settings of this run at `seed`.
+    fn training(&self, base: &train::TrainingConfig, seed: u64) -> train::TrainingConfig {
+        let mut t = train::TrainingConfig {
+            seed,
+            ..base.clone()
+        };
+        if let Some(rl) = self.rl {
+            t.rl = Some(rl.method);
+            t.improvement_bonus = rl.improvement_bonus;
+        }
+        t
     }
 
     /// Directory name of its bundles.
@@ -193,10 +269,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     data: &plan.train_data,
                     evaluator: p.evaluator.clone(),
                     generator: run.generator(&p.generator),
-                    training: train::TrainingConfig {
-                        seed,
-                        ..p.training.clone()
-                    },
+                    training: run.training(&p.training, seed),
                     features: &p.features,
                     list_len: p.limits.list_len,
                     max_list_len: p.limits.max_list_len,

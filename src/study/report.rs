@@ -90,6 +90,9 @@ impl Report<'_> {
         if let Some(section) = curve_section(rows, self.doc)? {
             doc += &section;
         }
+        if let Some(section) = recipe_section(rows, self.doc)? {
+            doc += &section;
+        }
         if let Some(section) = entropy_section(rows, self.doc)? {
             doc += &section;
         }
@@ -220,6 +223,81 @@ fn curve_section(rows: &[StudyRow], doc_path: &Path) -> Result<Option<String>, S
          the judge; chosen steps by seed: {}). A rising own score over a flat or falling oracle is reward hacking.\n\n\
          ![RL curve]({})\n\n{table}",
         best.join(", "),
+        plot.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    )))
+}
+
+/// `eglr` under each RL recipe of the study (`--rl-sweep`, GR2's question): at each RL
+/// checkpoint on validation pools, the share of greedy lists that copy the upstream
+/// order and the judge's score, per recipe (mean over seeds), as a table and an SVG of
+/// the copy share.
+fn recipe_section(rows: &[StudyRow], doc_path: &Path) -> Result<Option<String>, StudyError> {
+    let recipes: Vec<&StudyRow> = rows
+        .iter()
+        .filter(|r| r.name == "eglr" || (r.name.starts_with("eglr ") && !r.name.contains("K=")))
+        .filter(|r| !r.curves.is_empty())
+        .collect();
+    if recipes.len() < 2 {
+        return Ok(None);
+    }
+    let curves: Vec<Vec<crate::train::CurvePoint>> =
+        recipes.iter().map(|r| mean_curve(r)).collect();
+    let mut table = String::from("| RL step |");
+    for r in &recipes {
+        table += &format!(" {0} copy share | {0} judge |", r.name);
+    }
+    table += &format!(
+        "
+|---:|{}
+",
+        "---:|---:|".repeat(recipes.len())
+    );
+    let steps: Vec<usize> = curves[0].iter().map(|p| p.step).collect();
+    for step in steps {
+        table += &format!("| {step} |");
+        for c in &curves {
+            table += &match c.iter().find(|p| p.step == step) {
+                Some(p) => format!(
+                    " {} | {:.4} |",
+                    p.copy_share.map_or("-".into(), |x| format!("{x:.3}")),
+                    p.judge
+                ),
+                None => " - | - |".to_owned(),
+            };
+        }
+        table += "
+";
+    }
+    let series: Vec<Series> = recipes
+        .iter()
+        .zip(&curves)
+        .map(|(r, c)| Series {
+            label: r.name.clone(),
+            points: c
+                .iter()
+                .filter_map(|p| Some((p.step as f64, p.copy_share?)))
+                .collect(),
+            dashed: false,
+        })
+        .collect();
+    let plot = doc_path.with_extension("copy-share.svg");
+    write_doc(
+        &plot,
+        &line_chart(
+            "Greedy lists that copy the upstream order, during RL (validation pools)",
+            "RL step",
+            "copy share",
+            &series,
+        ),
+    )?;
+    Ok(Some(format!(
+        "\n## RL recipes: copying the upstream order (validation pools)\n\n`eglr` trained by each RL recipe: the \
+         pipeline's, DAPO (decoupled clip, token-level loss, dynamic sampling) and GR2's conditional reward (`@B`: the \
+         gain over the upstream order, plus B only for a list that differs from it and beats it). At each RL \
+         checkpoint, the share of the generator's greedy lists on validation pools that are the upstream order (before \
+         generator-evaluator selection, which serves the upstream order where the evaluator does not prefer the model's \
+         list: the results table's copy share counts those too) and the judge's expected clicks; mean over seeds. A \
+         policy that wins by keeping the order shows a copy share near 1.\n\n![copy share]({})\n\n{table}",
         plot.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
     )))
 }

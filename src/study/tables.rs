@@ -21,7 +21,7 @@ pub(super) fn header(first: &str, columns: impl Iterator<Item = String>) -> Stri
 /// The results table in markdown: one row per ordering, mean ± std over seeds.
 pub fn markdown_table(rows: &[StudyRow]) -> String {
     type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 9] = [
+    let metrics: [(&str, Metric); 10] = [
         ("MAP@5", |r| Some(r.metrics.map5)),
         ("MAP@10", |r| Some(r.metrics.map10)),
         ("NDCG@5", |r| Some(r.metrics.ndcg5)),
@@ -33,6 +33,7 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
             Some(r.metrics.reasoning_steps_per_list)
         }),
         ("ms/list", |r| Some(r.ms_per_list)),
+        ("copies initial order", |r| Some(r.copies_initial_order)),
     ];
     let mut out = header("ordering", metrics.iter().map(|(name, _)| name.to_string()));
     for row in rows {
@@ -72,7 +73,7 @@ pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 /// Paired differences over seeds of every row to `baseline` (and of `eglr` to
-/// `backbone` when both ran), by the oracle, the judge, the model's own evaluator and
+/// `backbone` when both ran, and of `eglr` with another RL recipe to `eglr`), by the oracle, the judge, the model's own evaluator and
 /// NDCG@10 against the logged clicks:
 /// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
 /// interval excludes zero.
@@ -95,6 +96,14 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
     }
     if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
         pairs.push((e, b));
+    }
+    // Each other RL recipe of `eglr` against the pipeline's.
+    if let Some(e) = find("eglr") {
+        pairs.extend(
+            rows.iter()
+                .filter(|r| r.name.starts_with("eglr ") && !r.name.starts_with("eglr K="))
+                .map(|r| (r, e)),
+        );
     }
     let mut out = header(
         "difference (paired by seed)",
@@ -134,11 +143,13 @@ pub fn mean_curve(row: &StudyRow) -> Vec<CurvePoint> {
                 mean_std(&at.iter().map(|q| f(q)).collect::<Vec<_>>()).0
             };
             let oracle: Option<Vec<f64>> = at.iter().map(|q| q.oracle).collect();
+            let copy_share: Option<Vec<f64>> = at.iter().map(|q| q.copy_share).collect();
             Some(CurvePoint {
                 step: p.step,
                 own: mean(|q| q.own),
                 judge: mean(|q| q.judge),
                 oracle: oracle.map(|o| mean_std(&o).0),
+                copy_share: copy_share.map(|c| mean_std(&c).0),
             })
         })
         .collect()

@@ -30,7 +30,7 @@ use crate::features::FeatureEncoder;
 use crate::list_log::LogError;
 use crate::model::{
     Bundle, BundleError, BundleMeta, Evaluator, EvaluatorConfig, Generator, GeneratorConfig,
-    Ranker, TrainingInfo, Variant, BUNDLE_FORMAT,
+    Ranker, Recipe, Rl, TrainingInfo, Variant, BUNDLE_FORMAT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +80,27 @@ pub struct TrainingConfig {
     pub reward: Reward,
     /// PPO (EG-Rerank): clip range `eps` of the probability ratio.
     pub ppo_clip: f64,
-    /// PPO: updates per sampled batch.
+    /// PPO and DAPO: updates per sampled batch.
     pub ppo_epochs: usize,
+    /// The RL recipe instead of the variant's own (`grpo`, `ppo`, `dapo`,
+    /// `latent-grpo`); unset: the variant's. A variant without RL (PRM, DLCM, Seq2Slate, ReaRec) stays without.
+    pub rl: Option<Rl>,
+    /// DAPO: lower clip bound `eps_low` of the per-position ratio.
+    pub dapo_clip_low: f64,
+    /// DAPO: upper clip bound `eps_high` (above `eps_low`: "clip-higher", room for
+    /// unlikely choices to gain probability).
+    pub dapo_clip_high: f64,
+    /// DAPO's dynamic sampling: batches of pools sampled per update, at most, to fill
+    /// it with groups whose rewards differ (the first included).
+    pub dapo_sampling_rounds: usize,
+    /// GR2's conditional reward (beyond the paper's RL): with `b > 0` a sampled list's
+    /// reward is its gain over the upstream order by the same evaluator,
+    /// `R(l) - R(u)`, plus `b` only when the list differs from the upstream order and
+    /// the gain is positive. Copying the upstream order earns 0, never the bonus, so
+    /// the policy cannot win by keeping the order (the gain alone is a constant shift
+    /// per pool that group normalisation removes; the conditional bonus is what
+    /// changes the advantages). 0: off, the plain reward.
+    pub improvement_bonus: f64,
     /// Updates of the supervised stage (PRM, DLCM, Seq2Slate, ReaRec, and the SFT of
     /// LatentR3 and STREAM-Rec), at `generator_lr`.
     pub supervised_steps: usize,
@@ -128,6 +147,12 @@ impl Default for TrainingConfig {
             reward: Reward::Dcg,
             ppo_clip: 0.2,
             ppo_epochs: 2,
+            rl: None,
+            // DAPO's published defaults.
+            dapo_clip_low: 0.2,
+            dapo_clip_high: 0.28,
+            dapo_sampling_rounds: 3,
+            improvement_bonus: 0.0,
             supervised_steps: 300,
             supervised_batch: 64,
             supervised_warm_start: false,
@@ -163,6 +188,7 @@ impl TrainingConfig {
             ("training.evaluator_batch", self.evaluator_batch),
             ("training.grpo_pools_per_step", self.grpo_pools_per_step),
             ("training.ppo_epochs", self.ppo_epochs),
+            ("training.dapo_sampling_rounds", self.dapo_sampling_rounds),
             ("training.supervised_batch", self.supervised_batch),
             ("training.progress_every", self.progress_every),
         ] {
@@ -174,6 +200,27 @@ impl TrainingConfig {
             return Err((
                 "training.ppo_clip",
                 format!("{} is not in (0, 1)", self.ppo_clip),
+            ));
+        }
+        if !(self.dapo_clip_low > 0.0 && self.dapo_clip_low < 1.0) {
+            return Err((
+                "training.dapo_clip_low",
+                format!("{} is not in (0, 1)", self.dapo_clip_low),
+            ));
+        }
+        if !(self.dapo_clip_high >= self.dapo_clip_low && self.dapo_clip_high.is_finite()) {
+            return Err((
+                "training.dapo_clip_high",
+                format!(
+                    "{} must be finite and at least training.dapo_clip_low ({})",
+                    self.dapo_clip_high, self.dapo_clip_low
+                ),
+            ));
+        }
+        if !(self.improvement_bonus >= 0.0 && self.improvement_bonus.is_finite()) {
+            return Err((
+                "training.improvement_bonus",
+                format!("{} must be finite and >= 0", self.improvement_bonus),
             ));
         }
         if !(self.reference_kl >= 0.0 && self.reference_kl.is_finite()) {
@@ -435,7 +482,10 @@ pub fn train_ranker(
     list_len: usize,
     device: &Device,
 ) -> Result<RankerReport, TrainError> {
-    let recipe = variant.recipe();
+    let recipe = Recipe {
+        rl: variant.recipe().rl.map(|own| cfg.rl.unwrap_or(own)),
+        ..variant.recipe()
+    };
     let supervised = if recipe.supervised || cfg.supervised_warm_start {
         Some(train_supervised(
             ranker,

@@ -4,7 +4,11 @@
 //! GRPO (EGLR) takes one on-policy step on `-mean_g(A_g * sum_t log p(l_t^g)) / L`;
 //! PPO (EG-Rerank) re-scores the same lists for `ppo_epochs` steps on the clipped
 //! surrogate `-mean_g(min(rho_g A_g, clip(rho_g, 1 - eps, 1 + eps) A_g)) / L` with the
-//! per-list ratio `rho_g = p_new(list) / p_old(list)`.
+//! per-list ratio `rho_g = p_new(list) / p_old(list)`. DAPO (GR2) clips per position
+//! with decoupled bounds, averages over all positions of the batch, and keeps only the
+//! groups whose rewards differ, sampling more pools to refill ([`Rl::Dapo`]).
+//! LatentR3's modified GRPO normalises advantages over the batch ([`Rl::LatentGrpo`]).
+//! GR2's conditional reward (`training.improvement_bonus`) applies to any of them.
 
 use std::time::Instant;
 
@@ -18,8 +22,9 @@ use super::data::Example;
 use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
 use crate::model::{
-    group_advantages, rewards, DecodeOptions, EncodedPool, Evaluator, Generator, PoolTensors,
-    Reward, Rl, Selection,
+    batch_advantages, conditional_rewards, group_advantages, informative_groups, rewards,
+    upstream_lists, DecodeOptions, Decoded, EncodedPool, Evaluator, Generator, PoolTensors, Reward,
+    Rl, Selection,
 };
 
 /// Pools of `examples` (initial order) as tensors.
@@ -38,7 +43,13 @@ pub struct RlReport {
     pub steps: usize,
     /// Mean sampled-list reward per progress window, in order.
     pub reward_curve: Vec<f64>,
+    /// Share of the sampled lists that are the upstream order, per progress window.
+    pub copy_curve: Vec<f64>,
     pub reasoning_steps_per_list: f64,
+    /// Groups of `G` lists sampled, and those dynamic sampling (DAPO) dropped because
+    /// their lists all got the same reward.
+    pub groups: usize,
+    pub dropped_groups: usize,
     pub seconds: f64,
     /// With a monitor: the checkpoints' scores on validation pools (step 0 is the
     /// policy RL started from) and the step the generator was left at.
@@ -82,6 +93,10 @@ pub struct CurvePoint {
     pub own: f64,
     pub judge: f64,
     pub oracle: Option<f64>,
+    /// Share of the greedy lists that are the upstream order (absent in bundles from
+    /// before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_share: Option<f64>,
 }
 
 impl RlMonitor<'_> {
@@ -95,6 +110,7 @@ impl RlMonitor<'_> {
         device: &Device,
     ) -> Result<CurvePoint, TrainError> {
         let (mut own, mut judge, mut oracle, mut n) = (0.0, 0.0, Some(0.0), 0usize);
+        let mut copies = 0usize;
         for chunk in self.pools.chunks(256) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let pt = pool_tensors(&refs, enc, device)?;
@@ -105,6 +121,7 @@ impl RlMonitor<'_> {
             own += sum(rewards(evaluator, &pt, &decoded, Reward::Clicks)?);
             judge += sum(rewards(self.judge, &pt, &decoded, Reward::Clicks)?);
             for (e, order) in chunk.iter().zip(decoded.orders()) {
+                copies += usize::from(order.iter().enumerate().all(|(t, &j)| t == j));
                 oracle = match (oracle, self.oracle.and_then(|f| f(e, &order))) {
                     (Some(o), Some(x)) => Some(o + x),
                     _ => None,
@@ -118,12 +135,14 @@ impl RlMonitor<'_> {
             own: own / n,
             judge: judge / n,
             oracle: oracle.map(|o| o / n),
+            copy_share: Some(copies as f64 / n),
         };
         tracing::info!(
             step,
             own = point.own,
             judge = point.judge,
             oracle = point.oracle,
+            copy_share = point.copy_share,
             "rl checkpoint (validation pools)"
         );
         Ok(point)
@@ -158,7 +177,10 @@ pub fn train_rl(
     let mut report = RlReport {
         steps: 0,
         reward_curve: Vec::new(),
+        copy_curve: Vec::new(),
         reasoning_steps_per_list: 0.0,
+        groups: 0,
+        dropped_groups: 0,
         seconds: 0.0,
         curve: Vec::new(),
         best_step: None,
@@ -175,88 +197,136 @@ pub fn train_rl(
         Ok(())
     };
     watch(0, &mut report)?;
-    let (mut window_reward, mut window_reasoning, mut window_entropy, mut window_lists) =
-        (0.0, 0.0, 0.0, 0usize);
-    let mut window_kl = 0.0;
+    let mut window = Window::default();
+    let mut total_lists = 0usize;
     for step in 1..=cfg.grpo_steps {
-        let mut batch: Vec<&Example> = Vec::with_capacity(cfg.grpo_pools_per_step * g);
-        for _ in 0..cfg.grpo_pools_per_step {
-            let e = &pools[passes.next(&mut rng)];
-            batch.extend(std::iter::repeat_n(e, g));
-        }
-        let pt = pool_tensors(&batch, enc, device)?;
-        let encoded = generator.encode(&pt)?;
-        let lens = vec![list_len; batch.len()];
-        let decoded = generator.decode(
-            &encoded,
-            &lens,
-            DecodeOptions {
-                selection: Selection::Sample(&mut rng),
-                track_log_prob: true,
-                use_cache: true,
-            },
-        )?;
-        let r = rewards(evaluator, &pt, &decoded, cfg.reward)?;
-        let log_prob = decoded.tracked_log_prob()?;
-        let shaped = match reference {
-            Some((pi_ref, beta)) => {
-                let ratio = log_ratio(log_prob, pi_ref, &pt, &decoded.orders())?;
-                window_kl += ratio.iter().map(|&x| f64::from(x)).sum::<f64>();
-                kl_shaped(&r, &ratio, beta)
-            }
-            None => r.clone(),
+        let rounds = if method == Rl::Dapo {
+            cfg.dapo_sampling_rounds
+        } else {
+            1
         };
-        let adv = group_advantages(&shaped, g);
-        let adv = Tensor::from_vec(adv, batch.len(), device)?;
+        let mut kept: Vec<Sampled> = Vec::new();
+        let (mut sampled_groups, mut kept_groups) = (0usize, 0usize);
+        for _ in 0..rounds {
+            let round = sample(
+                generator,
+                evaluator,
+                reference,
+                cfg,
+                pools,
+                &mut passes,
+                &mut rng,
+                enc,
+                list_len,
+                device,
+            )?;
+            window.add(&round);
+            total_lists += round.plain.len();
+            sampled_groups += round.plain.len() / g;
+            let round = if method == Rl::Dapo {
+                round.informative(g)?
+            } else {
+                Some(round)
+            };
+            if let Some(round) = round {
+                kept_groups += round.plain.len() / g;
+                kept.push(round);
+            }
+            if kept_groups >= cfg.grpo_pools_per_step {
+                break;
+            }
+        }
+        window.groups += sampled_groups;
+        window.dropped_groups += sampled_groups - kept_groups;
+        report.groups += sampled_groups;
+        report.dropped_groups += sampled_groups - kept_groups;
         match method {
-            Rl::Grpo => {
+            Rl::Grpo | Rl::LatentGrpo => {
+                let s = &kept[0];
+                let adv = if method == Rl::LatentGrpo {
+                    batch_advantages(&s.shaped)
+                } else {
+                    group_advantages(&s.shaped, g)
+                };
+                let adv = Tensor::from_vec(adv, s.shaped.len(), device)?;
+                let log_prob = s.decoded.tracked_log_prob()?;
                 let loss = ((adv * log_prob)?.mean_all()?.neg()? / list_len as f64)?;
                 opt.backward_step(&loss)?;
             }
             Rl::Ppo => {
+                let s = &kept[0];
+                let adv = Tensor::from_vec(group_advantages(&s.shaped, g), s.shaped.len(), device)?;
+                let log_prob = s.decoded.tracked_log_prob()?;
                 let old = log_prob.detach();
-                let orders = decoded.orders();
+                let orders = s.decoded.orders();
                 // The first epoch's policy is the sampling one: its graph is reused.
                 opt.backward_step(&ppo_loss(log_prob, &old, &adv, cfg.ppo_clip, list_len)?)?;
                 for _ in 1..cfg.ppo_epochs {
-                    let new = rescore(generator, &pt, &orders)?;
-                    opt.backward_step(&ppo_loss(&new, &old, &adv, cfg.ppo_clip, list_len)?)?;
+                    let new = rescore(generator, &s.pools, &orders)?;
+                    let new = new.tracked_log_prob()?;
+                    opt.backward_step(&ppo_loss(new, &old, &adv, cfg.ppo_clip, list_len)?)?;
+                }
+            }
+            Rl::Dapo if kept.is_empty() => {
+                tracing::debug!(step, "dapo: every sampled group had equal rewards");
+            }
+            Rl::Dapo => {
+                let bounds = (cfg.dapo_clip_low, cfg.dapo_clip_high);
+                let olds: Vec<Tensor> = kept
+                    .iter()
+                    .map(|s| Ok(s.decoded.tracked_item_log_probs()?.0.detach()))
+                    .collect::<candle_core::Result<_>>()?;
+                for epoch in 0..cfg.ppo_epochs {
+                    let (mut total, mut tokens) = (None::<Tensor>, 0.0);
+                    for (s, old) in kept.iter().zip(&olds) {
+                        let adv = Tensor::from_vec(
+                            group_advantages(&s.shaped, g),
+                            s.shaped.len(),
+                            device,
+                        )?;
+                        // The first epoch's policy is the sampling one.
+                        let rescored;
+                        let decoded = if epoch == 0 {
+                            &s.decoded
+                        } else {
+                            rescored = rescore(generator, &s.pools, &s.decoded.orders())?;
+                            &rescored
+                        };
+                        let (lp, mask) = decoded.tracked_item_log_probs()?;
+                        tokens += mask.sum_all()?.to_scalar::<f32>()?;
+                        let part = dapo_loss_sum(lp, old, &mask, &adv, bounds)?;
+                        total = Some(match total {
+                            None => part,
+                            Some(t) => (t + part)?,
+                        });
+                    }
+                    if let Some(total) = total {
+                        opt.backward_step(&(total / f64::from(tokens.max(1.0)))?)?;
+                    }
                 }
             }
         }
 
-        window_reward += r.iter().map(|&x| f64::from(x)).sum::<f64>();
-        for list in &decoded.lists {
-            window_reasoning += list
-                .iter()
-                .map(|p| f64::from(p.reasoning_steps))
-                .sum::<f64>();
-            window_entropy += list.iter().map(|p| f64::from(p.entropy_after)).sum::<f64>()
-                / list.len().max(1) as f64;
-        }
-        window_lists += batch.len();
         report.steps = step;
         if step % cfg.progress_every == 0 || step == cfg.grpo_steps {
-            let n = window_lists.max(1) as f64;
-            report.reward_curve.push(window_reward / n);
-            report.reasoning_steps_per_list = window_reasoning / n;
+            let n = window.lists.max(1) as f64;
+            report.reward_curve.push(window.reward / n);
+            report.copy_curve.push(window.copies as f64 / n);
+            report.reasoning_steps_per_list = window.reasoning / n;
             tracing::info!(
                 step,
                 steps = cfg.grpo_steps,
-                reward = window_reward / n,
-                kl = window_kl / n,
-                entropy = window_entropy / n,
-                reasoning_steps_per_list = window_reasoning / n,
-                lists_per_s = (step * batch.len()) as f64 / started.elapsed().as_secs_f64(),
+                reward = window.reward / n,
+                kl = window.kl / n,
+                entropy = window.entropy / n,
+                reasoning_steps_per_list = window.reasoning / n,
+                copy_share = window.copies as f64 / n,
+                dropped_groups = window.dropped_groups,
+                groups = window.groups,
+                lists_per_s = total_lists as f64 / started.elapsed().as_secs_f64(),
                 "rl ({method:?})"
             );
-            (
-                window_reward,
-                window_reasoning,
-                window_entropy,
-                window_lists,
-                window_kl,
-            ) = (0.0, 0.0, 0.0, 0, 0.0);
+            window = Window::default();
         }
         if monitor.is_some_and(|m| step % m.every.max(1) == 0 || step == cfg.grpo_steps) {
             watch(step, &mut report)?;
@@ -283,7 +353,9 @@ pub fn log_ratio(
     pools: &PoolTensors,
     orders: &[Vec<usize>],
 ) -> candle_core::Result<Vec<f32>> {
-    let reference = rescore(reference, pools, orders)?.detach();
+    let reference = rescore(reference, pools, orders)?
+        .tracked_log_prob()?
+        .detach();
     (log_prob.detach() - reference)?.to_vec1()
 }
 
@@ -311,26 +383,177 @@ fn ppo_loss(
     unclipped.minimum(&clipped)?.mean_all()?.neg()? / list_len as f64
 }
 
-/// `log p(list)` of given lists under the generator's current weights (teacher forcing).
+/// The given lists re-decoded under the generator's current weights (teacher forcing),
+/// with their log-probabilities tracked.
 fn rescore(
     generator: &Generator,
     pools: &PoolTensors,
     orders: &[Vec<usize>],
-) -> candle_core::Result<Tensor> {
+) -> candle_core::Result<Decoded> {
     let encoded: EncodedPool = generator.encode(pools)?;
     let lens: Vec<usize> = orders.iter().map(Vec::len).collect();
-    generator
-        .decode(
-            &encoded,
-            &lens,
-            DecodeOptions {
-                selection: Selection::Forced(orders),
-                track_log_prob: true,
-                use_cache: true,
+    generator.decode(
+        &encoded,
+        &lens,
+        DecodeOptions {
+            selection: Selection::Forced(orders),
+            track_log_prob: true,
+            use_cache: true,
+        },
+    )
+}
+
+/// DAPO's token-level clipped surrogate, negated and summed over the positions `mask`
+/// keeps (the caller divides by the positions of the whole batch, so every position
+/// weighs the same): `-sum_{i,t} min(rho_it A_i, clip(rho_it, 1 - eps_low,
+/// 1 + eps_high) A_i)` with the per-position ratio `rho_it = p_new(l_it) / p_old(l_it)`.
+fn dapo_loss_sum(
+    log_prob: &Tensor,
+    old: &Tensor,
+    mask: &Tensor,
+    adv: &Tensor,
+    (eps_low, eps_high): (f64, f64),
+) -> candle_core::Result<Tensor> {
+    let ratio = (log_prob - old)?.exp()?;
+    let adv = adv.unsqueeze(1)?.broadcast_as(ratio.shape())?;
+    let unclipped = (&ratio * &adv)?;
+    let clipped = (ratio.clamp(1.0 - eps_low, 1.0 + eps_high)? * &adv)?;
+    (unclipped.minimum(&clipped)? * mask)?.sum_all()?.neg()
+}
+
+/// One batch of sampled lists: pools, each `G` times in a row.
+struct Sampled {
+    pools: PoolTensors,
+    decoded: Decoded,
+    /// The evaluator's reward of each list.
+    plain: Vec<f32>,
+    /// Whether each list is its pool's upstream order.
+    copies: Vec<bool>,
+    /// `log pi(l) - log pi_ref(l)` of each list (empty without a reference).
+    log_ratio: Vec<f32>,
+    /// What the advantages come from: the plain or conditional reward, KL-shaped.
+    shaped: Vec<f32>,
+}
+
+/// Samples `G` lists for each of `cfg.grpo_pools_per_step` pools and rewards them.
+#[allow(clippy::too_many_arguments)]
+fn sample(
+    generator: &Generator,
+    evaluator: &Evaluator,
+    reference: Option<(&Generator, f64)>,
+    cfg: &TrainingConfig,
+    pools: &[Example],
+    passes: &mut Passes,
+    rng: &mut ChaCha8Rng,
+    enc: &FeatureEncoder,
+    list_len: usize,
+    device: &Device,
+) -> Result<Sampled, TrainError> {
+    let g = cfg.group_size;
+    let mut batch: Vec<&Example> = Vec::with_capacity(cfg.grpo_pools_per_step * g);
+    for _ in 0..cfg.grpo_pools_per_step {
+        let e = &pools[passes.next(rng)];
+        batch.extend(std::iter::repeat_n(e, g));
+    }
+    let pt = pool_tensors(&batch, enc, device)?;
+    let lens = vec![list_len; batch.len()];
+    let decoded = generator.decode(
+        &generator.encode(&pt)?,
+        &lens,
+        DecodeOptions {
+            selection: Selection::Sample(rng),
+            track_log_prob: true,
+            use_cache: true,
+        },
+    )?;
+    let plain = rewards(evaluator, &pt, &decoded, cfg.reward)?;
+    let orders = decoded.orders();
+    // A pool's upstream order is its candidates in pool order.
+    let copies: Vec<bool> = orders
+        .iter()
+        .map(|o| o.iter().enumerate().all(|(t, &j)| t == j))
+        .collect();
+    let reward = if cfg.improvement_bonus > 0.0 {
+        let upstream = rewards(evaluator, &pt, &upstream_lists(&pt, &lens), cfg.reward)?;
+        conditional_rewards(&plain, &upstream, &copies, cfg.improvement_bonus as f32)
+    } else {
+        plain.clone()
+    };
+    let (log_ratio, shaped) = match reference {
+        Some((pi_ref, beta)) => {
+            let ratio = log_ratio(decoded.tracked_log_prob()?, pi_ref, &pt, &orders)?;
+            let shaped = kl_shaped(&reward, &ratio, beta);
+            (ratio, shaped)
+        }
+        None => (Vec::new(), reward),
+    };
+    Ok(Sampled {
+        pools: pt,
+        decoded,
+        plain,
+        copies,
+        log_ratio,
+        shaped,
+    })
+}
+
+impl Sampled {
+    /// DAPO's dynamic sampling: only the groups whose shaped rewards differ (`None` when
+    /// there is none).
+    fn informative(self, g: usize) -> candle_core::Result<Option<Sampled>> {
+        let groups = informative_groups(&self.shaped, g);
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        if groups.len() * g == self.shaped.len() {
+            return Ok(Some(self));
+        }
+        let rows: Vec<usize> = groups.iter().flat_map(|&k| k * g..(k + 1) * g).collect();
+        let pick = |xs: &[f32]| rows.iter().map(|&r| xs[r]).collect::<Vec<_>>();
+        Ok(Some(Sampled {
+            pools: self.pools.select_rows(&rows)?,
+            decoded: self.decoded.select_rows(&rows)?,
+            plain: pick(&self.plain),
+            copies: rows.iter().map(|&r| self.copies[r]).collect(),
+            log_ratio: if self.log_ratio.is_empty() {
+                Vec::new()
+            } else {
+                pick(&self.log_ratio)
             },
-        )?
-        .tracked_log_prob()
-        .cloned()
+            shaped: pick(&self.shaped),
+        }))
+    }
+}
+
+/// Sampled-list statistics over one progress window.
+#[derive(Debug, Default)]
+struct Window {
+    reward: f64,
+    reasoning: f64,
+    entropy: f64,
+    kl: f64,
+    lists: usize,
+    copies: usize,
+    groups: usize,
+    dropped_groups: usize,
+}
+
+impl Window {
+    fn add(&mut self, s: &Sampled) {
+        let sum = |xs: &[f32]| xs.iter().map(|&x| f64::from(x)).sum::<f64>();
+        self.reward += sum(&s.plain);
+        self.kl += sum(&s.log_ratio);
+        self.lists += s.plain.len();
+        self.copies += s.copies.iter().filter(|&&c| c).count();
+        for list in &s.decoded.lists {
+            self.reasoning += list
+                .iter()
+                .map(|p| f64::from(p.reasoning_steps))
+                .sum::<f64>();
+            self.entropy += list.iter().map(|p| f64::from(p.entropy_after)).sum::<f64>()
+                / list.len().max(1) as f64;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -355,5 +578,48 @@ mod tests {
         assert_eq!(g[0], 0.0, "clipped: {g:?}");
         // d/dx of -mean(e^x * 1) at x = -0.5 over 2 lists.
         assert!((g[1] + (-0.5f32).exp() / 2.0).abs() < 1e-6, "{g:?}");
+    }
+
+    /// DAPO's decoupled bounds: with `A > 0` a position whose ratio rose past
+    /// `1 + eps_high` gets no more push, one between `1 + eps_low` and `1 + eps_high`
+    /// still does (PPO's symmetric clip at `eps_low` would stop it); with `A < 0` one
+    /// that fell below `1 - eps_low` gets no more push; masked positions get none.
+    #[test]
+    fn dapo_clips_each_position_between_its_decoupled_bounds() {
+        let device = Device::Cpu;
+        let x = [0.3f32.ln_1p(), 0.25f32.ln_1p(), 0.0, (-0.3f32).ln_1p(), 0.5];
+        let log_prob = Var::new(&[x], &device).expect("var");
+        let old = Tensor::zeros((1, 5), candle_core::DType::F32, &device).expect("old");
+        let mask = Tensor::new(&[[1f32, 1.0, 1.0, 1.0, 0.0]], &device).expect("mask");
+        let grad = |adv: f32| -> Vec<f32> {
+            let adv = Tensor::new(&[adv], &device).expect("adv");
+            let loss = super::dapo_loss_sum(log_prob.as_tensor(), &old, &mask, &adv, (0.2, 0.28))
+                .expect("loss");
+            let grads = loss.backward().expect("backward");
+            grads
+                .get(log_prob.as_tensor())
+                .expect("grad")
+                .to_vec2::<f32>()
+                .expect("vec")
+                .remove(0)
+        };
+        let up = grad(1.0);
+        assert_eq!(up[0], 0.0, "ratio 1.3 > 1.28 is clipped: {up:?}");
+        assert!(
+            (up[1] + 1.25).abs() < 1e-5,
+            "ratio 1.25 still pushed: {up:?}"
+        );
+        assert!((up[2] + 1.0).abs() < 1e-6, "{up:?}");
+        assert!(
+            (up[3] + 0.7).abs() < 1e-5,
+            "a fallen ratio is pushed up: {up:?}"
+        );
+        assert_eq!(up[4], 0.0, "masked: {up:?}");
+        let down = grad(-1.0);
+        assert_eq!(down[3], 0.0, "ratio 0.7 < 0.8 is clipped: {down:?}");
+        assert!(
+            (down[0] - 1.3).abs() < 1e-5,
+            "a risen ratio is pushed down: {down:?}"
+        );
     }
 }

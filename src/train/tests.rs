@@ -292,3 +292,42 @@ fn every_variable_gets_a_named_initialiser_and_unknown_names_are_refused() {
     assert!(crate::model::LayerNorm::new(8, vb.pp("norm1")).is_err());
     assert!(crate::model::LayerNorm::new(8, vb.pp("final_norm")).is_ok());
 }
+
+/// DAPO's dynamic sampling in a run: a policy that samples the same list every time
+/// (`tau_0` near 0) gives groups whose lists all get the same reward; every one is
+/// dropped and the generator ends as it started. At the usual temperature the groups
+/// carry a signal and the generator trains.
+#[test]
+fn dapo_drops_the_groups_whose_lists_all_score_the_same() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let logs = tmp.path().join("logs");
+    simulate(&logs, 400, 4);
+    let mut p = pipeline();
+    p.training.evaluator_epochs = 1;
+    p.training.rl = Some(crate::model::Rl::Dapo);
+    p.generator.variant = Variant::Backbone;
+    let data = logs.display().to_string();
+    let weights = |dir: &Path| std::fs::read(dir.join("generator.safetensors")).expect("weights");
+    let train = |p: &PipelineConfig, name: &str, steps: usize| {
+        let out = tmp.path().join(name);
+        let outcome = run(&job(p, &data, &out, steps), &Device::Cpu).expect(name);
+        let rl = outcome.ranker.rl.expect("an RL report");
+        (weights(&out), rl.groups, rl.dropped_groups)
+    };
+    let (start, ..) = train(&p, "start", 0);
+    let (warm, groups, dropped) = train(&p, "warm", 3);
+    assert!(groups >= 3 * p.training.grpo_pools_per_step, "{groups}");
+    assert!(dropped < groups, "{dropped} of {groups} dropped");
+    assert_ne!(
+        warm, start,
+        "DAPO on informative groups changes the generator"
+    );
+
+    p.generator.tau0 = 1e-4;
+    let (start, ..) = train(&p, "cold-start", 0);
+    let (cold, groups, dropped) = train(&p, "cold", 3);
+    let rounds = p.training.dapo_sampling_rounds;
+    assert_eq!(groups, 3 * rounds * p.training.grpo_pools_per_step);
+    assert_eq!(dropped, groups, "every group of identical lists is dropped");
+    assert_eq!(cold, start, "no signal, no update");
+}

@@ -67,6 +67,7 @@ impl Generator {
             upstream: vec![false; rows.len()],
             lists: rows.into_iter().map(|r| r.list).collect(),
             log_prob: None,
+            item_log_probs: None,
             steps,
         })
     }

@@ -96,6 +96,11 @@ pub struct Decoded {
     pub lists: Vec<Vec<PositionTrace>>,
     /// `[b]` sum over recommend steps of `log p(l_t)` (with `track_log_prob`).
     pub log_prob: Option<Tensor>,
+    /// `[b, L]` the recommendation log-probabilities `log p(l_t)` one by one, position
+    /// `t` of the list in column `t` (0 past a short row's end; with `track_log_prob`):
+    /// the tokens of DAPO's token-level loss, aligned by position, so a re-score whose
+    /// gate reasons at other steps still lines up.
+    pub item_log_probs: Option<Tensor>,
     /// Decoder steps taken (tokens after `s0`).
     pub steps: usize,
     /// Per list, true when generator-evaluator selection served the upstream order
@@ -124,8 +129,28 @@ impl Decoded {
             upstream: vec![false; lists.len()],
             lists,
             log_prob: None,
+            item_log_probs: None,
             steps: 0,
         }
+    }
+
+    /// The decode of `rows` only, in that order (tracked tensors keep their graph).
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Decoded> {
+        let pick = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+            t.as_ref()
+                .map(|t| {
+                    let index = rows.iter().map(|&r| r as u32).collect::<Vec<_>>();
+                    t.index_select(&Tensor::from_vec(index, rows.len(), t.device())?, 0)
+                })
+                .transpose()
+        };
+        Ok(Decoded {
+            lists: rows.iter().map(|&r| self.lists[r].clone()).collect(),
+            log_prob: pick(&self.log_prob)?,
+            item_log_probs: pick(&self.item_log_probs)?,
+            steps: self.steps,
+            upstream: rows.iter().map(|&r| self.upstream[r]).collect(),
+        })
     }
 
     pub fn orders(&self) -> Vec<Vec<usize>> {
@@ -140,6 +165,21 @@ impl Decoded {
         self.log_prob
             .as_ref()
             .ok_or_else(|| candle_core::Error::Msg("decode returned no log-probabilities".into()))
+    }
+
+    /// The per-position log-probabilities a decode with `track_log_prob` kept, and
+    /// `[b, L]` 1/0 for the positions each row has.
+    pub fn tracked_item_log_probs(&self) -> Result<(&Tensor, Tensor)> {
+        let lp = self.item_log_probs.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("decode returned no log-probabilities".into())
+        })?;
+        let (b, width) = lp.dims2()?;
+        let mask: Vec<f32> = self
+            .lists
+            .iter()
+            .flat_map(|l| (0..width).map(move |t| f32::from(u8::from(t < l.len()))))
+            .collect();
+        Ok((lp, Tensor::from_vec(mask, (b, width), lp.device())?))
     }
 }
 
@@ -285,7 +325,12 @@ impl Generator {
         let (mut rows, mut available, max_steps) = self.plan(pool, list_lens)?;
         let mut state = self.new_state(max_steps + 1, !opts.track_log_prob);
         let mut history: Vec<Tensor> = Vec::new();
+        // Per step: the recommendations' log-probabilities `[b]`, and the terms of the
+        // reasoning tokens (ReaRec's progressive loss, LatentR3's latent density); per
+        // row, the step of each recommendation.
         let mut log_probs: Vec<Tensor> = Vec::new();
+        let mut extra: Vec<Tensor> = Vec::new();
+        let mut item_steps: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut x = pool.s0.clone();
         let mut t = 0;
         while rows.iter().any(|r| !r.done()) && t < max_steps {
@@ -309,28 +354,48 @@ impl Generator {
             let mut w = Tensor::from_slice(&step.weights, (b, 1, n), pool.h.device())?;
             if opts.track_log_prob {
                 let taken = |row: usize| rows[row].list.len();
-                w = self.track(
+                let (tracked, lp) = self.track(
                     &scores,
                     &step,
                     &available,
                     w,
                     &opts.selection,
                     taken,
-                    &mut log_probs,
+                    &mut extra,
                 )?;
+                w = tracked;
+                log_probs.push(lp);
+                for (row, &r) in step.recommend.iter().enumerate() {
+                    if r > 0.0 {
+                        item_steps[row].push(t as u32);
+                    }
+                }
             }
-            x = self.next_tokens(&w, pool, &o, &step, &mut opts.selection)?;
+            let density;
+            (x, density) = self.next_tokens(&w, pool, &o, &step, &mut opts.selection)?;
+            if let (Some(d), true) = (density, opts.track_log_prob) {
+                let reasoning: Vec<f32> = step.reasoning.iter().map(|&r| f32::from(r)).collect();
+                let device = d.device().clone();
+                extra.push((d * Tensor::from_vec(reasoning, b, &device)?)?);
+            }
             t += 1;
         }
-        let log_prob = if log_probs.is_empty() {
-            None
+        let (log_prob, item_log_probs) = if log_probs.is_empty() {
+            (None, None)
         } else {
-            Some(Tensor::stack(&log_probs, 1)?.sum(1)?)
+            let per_step = Tensor::stack(&log_probs, 1)?;
+            let mut sum = per_step.sum(1)?;
+            if !extra.is_empty() {
+                sum = (sum + Tensor::stack(&extra, 1)?.sum(1)?)?;
+            }
+            let by_position = by_position(&per_step, &item_steps)?;
+            (Some(sum), Some(by_position))
         };
         Ok(Decoded {
             upstream: vec![false; rows.len()],
             lists: rows.into_iter().map(|r| r.list).collect(),
             log_prob,
+            item_log_probs,
             steps: t,
         })
     }
@@ -368,10 +433,11 @@ impl Generator {
         all.narrow(1, t, 1)?.squeeze(1)
     }
 
-    /// Spec §5: this step's choices as tensors, so gradients reach them. Pushes the
-    /// log-probabilities of the recommendations (and ReaRec's progressive term while
-    /// teacher-forced) to `log_probs`; returns `w` with the context-aware reasoning
-    /// rows replaced by their differentiable weights. `taken(row)`: items the row has.
+    /// Spec §5: this step's choices as tensors, so gradients reach them. Returns `w`
+    /// with the context-aware reasoning rows replaced by their differentiable weights,
+    /// and the log-probabilities `[b]` of the recommendations (0 for rows that did not
+    /// recommend); pushes ReaRec's progressive term while teacher-forced to `extra`.
+    /// `taken(row)`: items the row has.
     #[allow(clippy::too_many_arguments)]
     fn track(
         &self,
@@ -381,8 +447,8 @@ impl Generator {
         w: Tensor,
         selection: &Selection<'_>,
         taken: impl Fn(usize) -> usize,
-        log_probs: &mut Vec<Tensor>,
-    ) -> Result<Tensor> {
+        extra: &mut Vec<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, n) = scores.dims2()?;
         let (p, device) = (&self.policy, scores.device());
         let avail = Tensor::from_slice(available, (b, n), device)?;
@@ -402,11 +468,11 @@ impl Generator {
         let lp = candle_nn::ops::log_softmax(&(&masked / p.tau_recommend)?, D::Minus1)?
             .gather(&pick_t, 1)?
             .squeeze(1)?;
-        log_probs.push((lp * Tensor::from_slice(&step.recommend, b, device)?)?);
+        let lp = (lp * Tensor::from_slice(&step.recommend, b, device)?)?;
         if let (Some(decay), Selection::Forced(targets), true) =
             (p.progressive_decay, selection, reasons)
         {
-            log_probs.push(progressive_log_prob(
+            extra.push(progressive_log_prob(
                 &masked,
                 &step.reasoning_step,
                 &step.reasoning,
@@ -415,12 +481,13 @@ impl Generator {
                 decay,
             )?);
         }
-        Ok(w)
+        Ok((w, lp))
     }
 
     /// The next token of every row: `W h` (the chosen item's embedding, or a
     /// context-aware reasoning token), and for reasoning rows of the other token kinds
-    /// the latent token built from the decoder output `o`.
+    /// the latent token built from the decoder output `o`; with LatentR3's noise, the
+    /// sampled latent tokens' log-density `[b]` (meaningful in reasoning rows).
     fn next_tokens(
         &self,
         w: &Tensor,
@@ -428,7 +495,7 @@ impl Generator {
         o: &Tensor,
         step: &Step,
         selection: &mut Selection<'_>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let x = w.matmul(&pool.h)?.squeeze(1)?;
         let rng = match selection {
             Selection::Sample(rng) => Some(&mut **rng),
@@ -440,14 +507,27 @@ impl Generator {
         // A context-aware token is already in `x` (its weights went into `W h`); the
         // other tokens, positions and noise are built here.
         if !(step.any_reasoning() && (from_output || noisy || self.reasoning.has_positions())) {
-            return Ok(x);
+            return Ok((x, None));
         }
         let base = if from_output { o } else { &x };
-        let latent = self
+        let (latent, density) = self
             .reasoning
             .latent_token(base, &step.reasoning_step, rng)?;
         let m = Tensor::from_slice(&step.reasoning, (step.reasoning.len(), 1), x.device())?
             .broadcast_as(x.shape())?;
-        m.where_cond(&latent, &x)
+        Ok((m.where_cond(&latent, &x)?, density))
     }
+}
+
+/// `[b, L]` from the per-step log-probabilities `[b, T]`: column `t` of row `r` is the
+/// step of its `t`-th recommendation (`item_steps[r][t]`); past a row's end, step 0's
+/// entry (masked by [`Decoded::tracked_item_log_probs`]).
+fn by_position(per_step: &Tensor, item_steps: &[Vec<u32>]) -> Result<Tensor> {
+    let width = item_steps.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let index: Vec<u32> = item_steps
+        .iter()
+        .flat_map(|s| (0..width).map(move |t| s.get(t).copied().unwrap_or(0)))
+        .collect();
+    let index = Tensor::from_vec(index, (item_steps.len(), width), per_step.device())?;
+    per_step.gather(&index, 1)
 }

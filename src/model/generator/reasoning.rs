@@ -51,13 +51,14 @@ impl ReasoningTokens {
 
     /// The reasoning token built from the decoder output `o` (plain or residual), with
     /// ReaRec's position embedding of reasoning step `steps[r]` added, and LatentR3's
-    /// exploration noise while sampling.
+    /// exploration noise while sampling; with noise, also each row's log-density of its
+    /// sampled token ([`Self::explore`]).
     pub fn latent_token(
         &self,
         o: &Tensor,
         steps: &[u32],
         rng: Option<&mut ChaCha8Rng>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let mut r = match &self.refine {
             Some(refine) => (o + refine.forward(o)?)?,
             None => o.clone(),
@@ -68,21 +69,31 @@ impl ReasoningTokens {
             let idx = Tensor::from_vec(idx, steps.len(), o.device())?;
             r = (r + table.index_select(&idx, 0)?)?;
         }
-        r = self.explore(&r, rng)?;
-        Ok(r)
+        self.explore(&r, rng)
     }
 
-    /// Adds LatentR3's Gaussian noise `N(0, sigma^2)` to latent tokens while sampling.
-    fn explore(&self, r: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+    /// LatentR3's exploration while sampling: the latent token is an action drawn from
+    /// `N(mu, sigma^2 I)` around the token `mu` the model builds. The decode continues
+    /// from the sample as a fixed value, and its log-density `-|r - mu|^2 / (2
+    /// sigma^2)` (constants dropped) `[b]` is returned, so RL credits the token's mean
+    /// through the Gaussian's score as the paper's modified GRPO does, not through the
+    /// items decoded after it.
+    fn explore(
+        &self,
+        mu: &Tensor,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let sigma = self.latent_noise;
         match rng {
             Some(rng) if sigma > 0.0 => {
-                let noise: Vec<f32> = (0..r.elem_count())
+                let noise: Vec<f32> = (0..mu.elem_count())
                     .map(|_| (sigma * crate::random::normal(rng)) as f32)
                     .collect();
-                r + Tensor::from_vec(noise, r.shape(), r.device())?
+                let r = (mu + Tensor::from_vec(noise, mu.shape(), mu.device())?)?.detach();
+                let density = ((&r - mu)?.sqr()?.sum(D::Minus1)? / (-2.0 * sigma * sigma))?;
+                Ok((r, Some(density)))
             }
-            _ => Ok(r.clone()),
+            _ => Ok((mu.clone(), None)),
         }
     }
 }
