@@ -71,10 +71,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "K,...")]
     k_sweep: Vec<usize>,
 
-    /// Also train `eglr` with these RL recipes instead of the pipeline's: `grpo`, `ppo`,
-    /// `dapo` (DAPO, GR2's RL) or `latent-grpo` (LatentR3's), each optionally `@B` for GR2's conditional reward
-    /// with improvement bonus B (e.g. `dapo,dapo@0.05`). Their copy share of the
-    /// upstream order and reward curves are reported.
+    /// Also train a variant (`VARIANT:`, default `eglr`) with another RL recipe than its
+    /// own: `grpo`, `ppo`, `dapo` (DAPO, GR2's RL) or `latent-grpo` (LatentR3's), each
+    /// optionally `@B` for GR2's conditional reward with improvement bonus B (e.g.
+    /// `dapo,dapo@0.05,latentr3:grpo`). Each is compared with its variant's own recipe,
+    /// with the copy share of the upstream order along RL.
     #[arg(long, value_delimiter = ',', value_name = "RECIPE,...")]
     rl_sweep: Vec<RlSetting>,
 
@@ -121,7 +122,7 @@ impl Args {
                 rl: None,
             }))
             .chain(self.rl_sweep.iter().map(|&rl| StudyRun {
-                variant: Variant::Eglr,
+                variant: rl.variant,
                 max_reasoning_steps: None,
                 rl: Some(rl),
             }))

@@ -49,11 +49,12 @@ pub struct StudyRun {
     pub rl: Option<RlSetting>,
 }
 
-/// An RL recipe of the study's `--rl-sweep`: `METHOD` or `METHOD@B`, the method
-/// (`grpo`, `ppo`, `dapo`, `latent-grpo`) with GR2's conditional reward at improvement
-/// bonus `B`.
+/// An RL recipe of the study's `--rl-sweep`: `[VARIANT:]METHOD[@B]`, the method
+/// (`grpo`, `ppo`, `dapo`, `latent-grpo`) for the variant (default `eglr`), with GR2's
+/// conditional reward at improvement bonus `B`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RlSetting {
+    pub variant: Variant,
     pub method: Rl,
     pub improvement_bonus: f64,
 }
@@ -62,9 +63,19 @@ impl std::str::FromStr for RlSetting {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (method, bonus) = match text.split_once('@') {
+        let (variant, rest) = match text.split_once(':') {
+            Some((v, rest)) => (Variant::try_from(v.to_owned())?, rest),
+            None => (Variant::Eglr, text),
+        };
+        if variant.recipe().rl.is_none() {
+            return Err(format!(
+                "`{text}`: {} is trained without RL, so it has no RL recipe to replace",
+                variant.name()
+            ));
+        }
+        let (method, bonus) = match rest.split_once('@') {
             Some((m, b)) => (m, Some(b)),
-            None => (text, None),
+            None => (rest, None),
         };
         let method = <Rl as clap::ValueEnum>::from_str(method, true).map_err(|_| {
             let names: Vec<String> = <Rl as clap::ValueEnum>::value_variants()
@@ -88,6 +99,7 @@ impl std::str::FromStr for RlSetting {
                 })?,
         };
         Ok(Self {
+            variant,
             method,
             improvement_bonus,
         })
@@ -336,4 +348,47 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
         0.0
     };
     (mean, var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RlSetting, StudyRun};
+    use crate::model::{Rl, Variant};
+
+    /// `--rl-sweep` entries: the variant (default `eglr`), the method and the bonus, each
+    /// refused with a reason; the row's name tells the recipe.
+    #[test]
+    fn rl_sweep_entries_parse_or_say_what_is_wrong() {
+        let parse = |s: &str| s.parse::<RlSetting>();
+        let dapo = parse("dapo@0.05").expect("dapo@0.05");
+        assert_eq!(
+            (dapo.variant, dapo.method, dapo.improvement_bonus),
+            (Variant::Eglr, Rl::Dapo, 0.05)
+        );
+        let latent = parse("latentr3:grpo").expect("latentr3:grpo");
+        assert_eq!(
+            (latent.variant, latent.method),
+            (Variant::Latentr3, Rl::Grpo)
+        );
+        let run = |rl| StudyRun {
+            variant: Variant::Eglr,
+            max_reasoning_steps: None,
+            rl: Some(rl),
+        };
+        assert_eq!(run(dapo).name(), "eglr dapo bonus=0.05");
+        assert_eq!(
+            run(parse("latent-grpo").expect("latent-grpo")).name(),
+            "eglr latent-grpo"
+        );
+        for (bad, says) in [
+            ("prm:grpo", "trained without RL"),
+            ("eglr:sgd", "one of grpo, ppo, dapo, latent-grpo"),
+            ("dapo@-1", "not a number > 0"),
+            ("dapo@x", "not a number > 0"),
+            ("nope:dapo", "unknown variant `nope`"),
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::data::StudyData;
 use super::tables::{
     fidelity_table, headroom_table, k_sweep_table, markdown_table, mean_curve, mean_positions,
-    paired_table, positions_table, recipes, transfer_table,
+    paired_table, positions_table, recipe_base, recipes, transfer_table,
 };
 use super::{StudyError, StudyRow};
 use crate::config::PipelineConfig;
@@ -227,14 +227,16 @@ fn curve_section(rows: &[StudyRow], doc_path: &Path) -> Result<Option<String>, S
     )))
 }
 
-/// `eglr` under each RL recipe of the study (`--rl-sweep`, GR2's question): at each RL
-/// checkpoint on validation pools, the share of greedy lists that copy the upstream
-/// order and the judge's score, per recipe (mean over seeds), as a table and an SVG of
-/// the copy share.
+/// The variants under each RL recipe of the study (`--rl-sweep`, GR2's question): at
+/// each RL checkpoint on validation pools, the share of greedy lists that copy the
+/// upstream order and the judge's score, per row (mean over seeds), as a table and an
+/// SVG of the copy share.
 fn recipe_section(rows: &[StudyRow], doc_path: &Path) -> Result<Option<String>, StudyError> {
+    // The rows of another RL recipe and the variants they are compared with.
+    let bases: Vec<&str> = rows.iter().filter_map(|r| recipe_base(&r.name)).collect();
     let recipes: Vec<&StudyRow> = rows
         .iter()
-        .filter(|r| r.name == "eglr" || (r.name.starts_with("eglr ") && !r.name.contains("K=")))
+        .filter(|r| recipe_base(&r.name).is_some() || bases.contains(&r.name.as_str()))
         .filter(|r| !r.curves.is_empty())
         .collect();
     if recipes.len() < 2 {
@@ -291,8 +293,8 @@ fn recipe_section(rows: &[StudyRow], doc_path: &Path) -> Result<Option<String>, 
         ),
     )?;
     Ok(Some(format!(
-        "\n## RL recipes: copying the upstream order (validation pools)\n\n`eglr` trained by each RL recipe: the \
-         pipeline's, DAPO (decoupled clip, token-level loss, dynamic sampling) and GR2's conditional reward (`@B`: the \
+        "\n## RL recipes: copying the upstream order (validation pools)\n\nEach variant trained by its own RL \
+         recipe and by the study's others: GRPO, LatentR3's modified GRPO (`latent-grpo`), DAPO (decoupled clip, token-level loss, dynamic sampling) and GR2's conditional reward (`@B`: the \
          gain over the upstream order, plus B only for a list that differs from it and beats it). At each RL \
          checkpoint, the share of the generator's greedy lists on validation pools that are the upstream order (before \
          generator-evaluator selection, which serves the upstream order where the evaluator does not prefer the model's \

@@ -73,7 +73,7 @@ pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 /// Paired differences over seeds of every row to `baseline` (and of `eglr` to
-/// `backbone` when both ran, and of `eglr` with another RL recipe to `eglr`), by the oracle, the judge, the model's own evaluator and
+/// `backbone` when both ran, and of a variant with another RL recipe to the variant), by the oracle, the judge, the model's own evaluator and
 /// NDCG@10 against the logged clicks:
 /// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
 /// interval excludes zero.
@@ -97,14 +97,11 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
     if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
         pairs.push((e, b));
     }
-    // Each other RL recipe of `eglr` against the pipeline's.
-    if let Some(e) = find("eglr") {
-        pairs.extend(
-            rows.iter()
-                .filter(|r| r.name.starts_with("eglr ") && !r.name.starts_with("eglr K="))
-                .map(|r| (r, e)),
-        );
-    }
+    // Each variant trained by another RL recipe against its own recipe.
+    pairs.extend(
+        rows.iter()
+            .filter_map(|r| Some((r, find(recipe_base(&r.name)?)?))),
+    );
     let mut out = header(
         "difference (paired by seed)",
         metrics
@@ -124,6 +121,13 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
         out += "\n";
     }
     out
+}
+
+/// The variant a row trains by another RL recipe than its own (`eglr dapo` -> `eglr`),
+/// if it is such a row (not a K sweep's `eglr K=3`).
+pub(super) fn recipe_base(name: &str) -> Option<&str> {
+    let (base, rest) = name.split_once(' ')?;
+    (!rest.starts_with("K=")).then_some(base)
 }
 
 /// A row's RL checkpoints averaged over its runs, step by step (steps all runs have).
