@@ -140,6 +140,7 @@ fn row(name: &str, r: &OrderingReport) -> Vec<String> {
         m.oracle_score.map_or("-".into(), |o| format!("{o:.4}")),
         format!("{:.2}", m.reasoning_steps_per_list),
         format!("{:.3}", r.ms_per_list),
+        format!("{:.1} %", 100.0 * r.copies_initial_order),
     ]
 }
 
@@ -161,7 +162,8 @@ pub(super) fn print_report(r: &EvalReport) {
                 "judge",
                 "oracle",
                 "reasoning/list",
-                "ms/list"
+                "ms/list",
+                "copies initial"
             ],
             &[
                 row("model", &r.model),
