@@ -109,6 +109,20 @@ pub enum Variant {
     /// LAST (with its test-time update) with the EGLR module (paper Table 3).
     #[value(name = "last+eglr")]
     LastEglr,
+    /// LARES (Liu et al., arXiv 2505.16865): depth-recurrent latent reasoning. One
+    /// Transformer block refines every candidate's encoding `generator.recurrent_depth`
+    /// times before decoding, `T_i = C(LN(T_{i-1} + H))`, so depth grows without
+    /// parameters; trained in two phases: self-supervised pre-training with step-level
+    /// and trajectory-level alignment, then RL (GRPO). Simplified: `T_0 = 0` (LARES
+    /// draws it from a Gaussian; ours keeps serving deterministic per request, RL
+    /// explores through the sampled lists); the alignment objectives are our reading of
+    /// the paper for a re-ranker (see `train::supervised`); the decoder is the
+    /// backbone's (no reasoning tokens).
+    Lares,
+    /// LARES's recurrent refinement of the candidates with EGLR's entropy-gated
+    /// reasoning in the decoder.
+    #[value(name = "lares+eglr")]
+    LaresEglr,
 }
 
 impl Variant {
@@ -146,6 +160,10 @@ impl Variant {
         Variant::LastEglr,
     ];
 
+    /// The neighbouring papers' variants (issue 17) beyond the paper's tables: LARES, and
+    /// LARES with the EGLR module.
+    pub const NEIGHBOURS: [Variant; 2] = [Variant::Lares, Variant::LaresEglr];
+
     /// The score-and-sort model this variant is, if it is one.
     pub fn scorer(self) -> Option<ScorerKind> {
         match self {
@@ -161,6 +179,7 @@ impl Variant {
             decoder: DecoderKind::Transformer,
             hyper_encoder: false,
             test_time_update: false,
+            recurrent_core: false,
         };
         match self {
             Variant::Seq2slate | Variant::EgRerank | Variant::EgRerankEglr => Architecture {
@@ -173,6 +192,10 @@ impl Variant {
             },
             Variant::Last | Variant::LastEglr => Architecture {
                 test_time_update: true,
+                ..transformer
+            },
+            Variant::Lares | Variant::LaresEglr => Architecture {
+                recurrent_core: true,
                 ..transformer
             },
             _ => transformer,
@@ -194,6 +217,12 @@ impl Variant {
             Variant::Latentr3 => Recipe {
                 supervised: true,
                 rl: Some(Rl::LatentGrpo),
+            },
+            // LARES's two phases: the supervised stage is its self-supervised
+            // pre-training (with the alignment objectives), then RL.
+            Variant::Lares | Variant::LaresEglr => Recipe {
+                supervised: true,
+                rl: Some(Rl::Grpo),
             },
             Variant::StreamRec => Recipe {
                 supervised: true,
@@ -228,6 +257,8 @@ pub struct Architecture {
     pub hyper_encoder: bool,
     /// LAST: a gradient step on the encoder states at inference.
     pub test_time_update: bool,
+    /// LARES: the candidates' encodings refined by one recurrent block.
+    pub recurrent_core: bool,
 }
 
 /// Reinforcement learning against the frozen evaluator (a variant's own, or
@@ -346,6 +377,9 @@ pub struct GeneratorConfig {
     pub test_time_candidates: usize,
     /// LAST: lists sampled per request to estimate the test-time gradient.
     pub test_time_samples: usize,
+    /// LARES: applications of the recurrent block to the candidates (reasoning depth;
+    /// the parameters do not grow with it).
+    pub recurrent_depth: usize,
     /// Generator-evaluator selection at inference (beyond the paper, as production
     /// re-rankers do): the evaluator scores the generated list and the upstream order,
     /// and the model's list is served only when it wins by the margin. Unset: the
@@ -392,6 +426,7 @@ impl Default for GeneratorConfig {
             test_time_step: 0.05,
             test_time_candidates: 3,
             test_time_samples: 4,
+            recurrent_depth: 3,
             selection: None,
         }
     }
@@ -434,13 +469,18 @@ impl GeneratorConfig {
             | Variant::Seq2slate
             | Variant::EgRerank
             | Variant::Cmr
-            | Variant::Last => none,
+            | Variant::Last
+            | Variant::Lares => none,
             Variant::V1 => ReasoningPolicy {
                 token: ReasoningToken::Plain,
                 ..gated
             },
             Variant::V2 => gated,
-            Variant::Eglr | Variant::EgRerankEglr | Variant::CmrEglr | Variant::LastEglr => eglr,
+            Variant::Eglr
+            | Variant::EgRerankEglr
+            | Variant::CmrEglr
+            | Variant::LastEglr
+            | Variant::LaresEglr => eglr,
             Variant::ReasonFirst => ReasoningPolicy {
                 token: if self.reason_first_context_token {
                     ReasoningToken::ContextAware
@@ -487,6 +527,12 @@ impl GeneratorConfig {
             return Err((
                 "generator.tau0",
                 "tau0 and alpha must be finite and > 0".into(),
+            ));
+        }
+        if self.variant.architecture().recurrent_core && self.recurrent_depth == 0 {
+            return Err((
+                "generator.recurrent_depth",
+                format!("{} needs at least 1 recurrent step", self.variant.name()),
             ));
         }
         if !(self.latent_noise >= 0.0 && self.latent_noise.is_finite()) {

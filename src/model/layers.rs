@@ -35,7 +35,7 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 /// The names a layer norm may have. Seeded initialisation (`train::seeded_init`) knows a
 /// layer norm's `weight` by its name, so a layer norm under any other name is refused
 /// here instead of being initialised as something else.
-pub const LAYER_NORM_NAMES: [&str; 3] = ["ln_attn", "ln_ffn", "final_norm"];
+pub const LAYER_NORM_NAMES: [&str; 4] = ["ln_attn", "ln_ffn", "final_norm", "ln_refine"];
 
 impl LayerNorm {
     /// Variables `weight` (ones) and `bias` (zeros) under `vb`, as candle-nn names them

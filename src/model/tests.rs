@@ -608,19 +608,28 @@ fn every_parameter_gets_a_gradient() {
     let loss = evaluator_loss(&scores, &clicks, &pools.mask, &utility, 0.5).expect("loss");
     assert_eq!(untrained(&vars, &loss), Vec::<String>::new(), "evaluator");
 
-    let cfg = GeneratorConfig {
-        layers: 2,
-        ..GeneratorConfig::default()
-    };
-    let (g, gvars) = generator(&cfg);
-    crate::train::seeded_init(&gvars, 4).expect("init");
-    let sampled = sample_lists(&g, &pools, 9);
-    let loss = sampled
-        .tracked_log_prob()
-        .expect("log prob")
-        .sum_all()
-        .expect("sum");
-    assert_eq!(untrained(&gvars, &loss), Vec::<String>::new(), "generator");
+    // The Transformer generator, and LARES's with its recurrent core.
+    for variant in [Variant::Eglr, Variant::Lares] {
+        let cfg = GeneratorConfig {
+            variant,
+            layers: 2,
+            ..GeneratorConfig::default()
+        };
+        let (g, gvars) = generator(&cfg);
+        crate::train::seeded_init(&gvars, 4).expect("init");
+        let sampled = sample_lists(&g, &pools, 9);
+        let loss = sampled
+            .tracked_log_prob()
+            .expect("log prob")
+            .sum_all()
+            .expect("sum");
+        assert_eq!(
+            untrained(&gvars, &loss),
+            Vec::<String>::new(),
+            "{}",
+            variant.name()
+        );
+    }
 }
 
 /// A generated list that already is the upstream order stays the model's list: only a
@@ -767,4 +776,65 @@ fn latentr3_counts_its_sampled_latent_token_in_the_log_probability() {
     for extra in rows(Variant::Eglr) {
         assert!(extra.abs() < 1e-4, "no latent action in eglr: {extra}");
     }
+}
+
+/// LARES's depth is computation, not parameters: generators of depth 1 and 6 have the
+/// same variables (names and shapes), yet refine the candidates differently; the
+/// trajectory has one step per application of the block, the last being `encode`'s.
+#[test]
+fn lares_depth_adds_steps_not_parameters() {
+    let enc = encoder();
+    let pools = tensors(&enc, &(0..3).map(|s| pool(s, 7)).collect::<Vec<_>>());
+    let build = |depth: usize| {
+        let cfg = GeneratorConfig {
+            variant: Variant::Lares,
+            recurrent_depth: depth,
+            ..GeneratorConfig::default()
+        };
+        let (g, vars) = generator(&cfg);
+        crate::train::seeded_init(&vars, 8).expect("init");
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> = vars
+            .data()
+            .lock()
+            .expect("vars")
+            .iter()
+            .map(|(name, v)| (name.clone(), v.dims().to_vec()))
+            .collect();
+        (g, shapes)
+    };
+    let (shallow, shallow_vars) = build(1);
+    let (deep, deep_vars) = build(6);
+    assert_eq!(shallow_vars, deep_vars, "depth must not add variables");
+    assert!(
+        deep_vars.keys().any(|k| k.starts_with("lares.core.")),
+        "{deep_vars:?}"
+    );
+    let (_, plain_vars) = generator(&GeneratorConfig {
+        variant: Variant::Backbone,
+        ..GeneratorConfig::default()
+    });
+    let plain = plain_vars.data().lock().expect("vars").len();
+    assert!(
+        deep_vars.len() > plain,
+        "the recurrent block's variables exist"
+    );
+
+    let steps = deep.encode_trajectory(&pools).expect("trajectory");
+    assert_eq!(steps.len(), 6);
+    let last = deep.encode(&pools).expect("encode");
+    let gap = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar())
+            .expect("gap")
+    };
+    assert_eq!(gap(&steps[5].h, &last.h), 0.0);
+    assert!(
+        gap(&steps[0].h, &steps[5].h) > 1e-4,
+        "later steps refine further"
+    );
+    let one = shallow.encode(&pools).expect("encode");
+    assert_eq!(shallow.encode_trajectory(&pools).expect("steps").len(), 1);
+    assert_eq!(one.h.dims(), last.h.dims());
 }

@@ -113,7 +113,10 @@ fn objective(variant: Variant, ranker: &Ranker, fx: &Fixture) -> f64 {
 }
 
 fn baselines() -> impl Iterator<Item = Variant> {
-    Variant::PAPER.into_iter().filter(|&v| v != Variant::Eglr)
+    Variant::PAPER
+        .into_iter()
+        .chain(Variant::NEIGHBOURS)
+        .filter(|&v| v != Variant::Eglr)
 }
 
 #[test]

@@ -99,13 +99,16 @@ pub fn supervised_loss(
     let pools = pool_tensors(batch, enc, device)?;
     match (ranker, target) {
         (Ranker::Scorer(s), _) => scorer_loss(s, &pools, batch),
-        (Ranker::Generator(g), Target::Clicks) => pointer_loss(g, &pools, &clicked_targets(batch)),
+        (Ranker::Generator(g), Target::Clicks) => {
+            let lares = g.config().variant.architecture().recurrent_core;
+            pointer_loss(g, &pools, &clicked_targets(batch), lares)
+        }
         (Ranker::Generator(g), Target::Upstream(len)) => {
             let targets: Vec<Vec<usize>> = batch
                 .iter()
                 .map(|e| (0..e.pool.lens[0].min(len)).collect())
                 .collect();
-            pointer_loss(g, &pools, &targets)
+            pointer_loss(g, &pools, &targets, false)
         }
     }
 }
@@ -169,26 +172,61 @@ fn scorer_loss(
     ((weights * log_p)?.sum_all()? / b as f64)?.neg()
 }
 
-/// Teacher forcing toward `targets`: the decoder places each list's targets in order
-/// and is trained on `-log p` of each (Seq2Slate's per-step loss), plus the variant's
-/// own reasoning terms (ReaRec's progressive loss).
+/// The teacher-forced pointer loss toward `targets`: `-sum log p(target_t) / clicks`.
+///
+/// For LARES (a generator with a recurrent core) on clicks, its self-supervised
+/// pre-training: the loss is averaged over every refinement step's encodings
+/// (*step-level alignment*: each step of the trajectory must already rank the clicked
+/// items), plus the *trajectory-level alignment* `mean_i (1 - cos(pool(T_i),
+/// sg(pool(T_k))))` that pulls each step's pooled candidates toward where the
+/// trajectory ends (`sg`: no gradient). Our reading of LARES's dual alignment for a
+/// re-ranker (the paper aligns the reasoning steps of a sequence model; we have no
+/// augmented views of a pool).
 fn pointer_loss(
     generator: &Generator,
     pools: &PoolTensors,
     targets: &[Vec<usize>],
+    align: bool,
 ) -> candle_core::Result<Tensor> {
     let lens: Vec<usize> = targets.iter().map(Vec::len).collect();
-    let encoded = generator.encode(pools)?;
-    let decoded = generator.decode(
-        &encoded,
-        &lens,
-        DecodeOptions {
-            selection: Selection::Forced(targets),
-            track_log_prob: true,
-            use_cache: true,
-        },
-    )?;
-    let log_prob = decoded.tracked_log_prob()?;
-    let clicks: usize = lens.iter().sum();
-    (log_prob.sum_all()? / clicks.max(1) as f64)?.neg()
+    let clicks = lens.iter().sum::<usize>().max(1) as f64;
+    let nll = |encoded: &crate::model::EncodedPool| -> candle_core::Result<Tensor> {
+        let decoded = generator.decode(
+            encoded,
+            &lens,
+            DecodeOptions {
+                selection: Selection::Forced(targets),
+                track_log_prob: true,
+                use_cache: true,
+            },
+        )?;
+        (decoded.tracked_log_prob()?.sum_all()? / clicks)?.neg()
+    };
+    if !align {
+        return nll(&generator.encode(pools)?);
+    }
+    let steps = generator.encode_trajectory(pools)?;
+    let Some(last) = steps.last() else {
+        return Err(candle_core::Error::Msg("an empty trajectory".into()));
+    };
+    let k = steps.len() as f64;
+    let mut step_level = nll(last)?;
+    for s in &steps[..steps.len() - 1] {
+        step_level = (step_level + nll(s)?)?;
+    }
+    let pooled = |h: &Tensor| -> candle_core::Result<Tensor> {
+        let m = pools.mask.unsqueeze(2)?;
+        h.broadcast_mul(&m)?
+            .sum(1)?
+            .broadcast_div(&m.sum(1)?.clamp(1.0, f64::MAX)?)
+    };
+    let end = pooled(&last.h)?.detach();
+    let mut trajectory = Tensor::zeros((), end.dtype(), end.device())?;
+    for s in &steps[..steps.len() - 1] {
+        let p = pooled(&s.h)?;
+        let cos = ((&p * &end)?.sum(1)?
+            / ((p.sqr()?.sum(1)?.sqrt()? * end.sqr()?.sum(1)?.sqrt()?)? + 1e-8)?)?;
+        trajectory = (trajectory + (1.0 - cos)?.mean_all()?)?;
+    }
+    (step_level / k)? + (trajectory / k)?
 }

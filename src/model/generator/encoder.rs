@@ -1,17 +1,19 @@
 //! The pool encoder (spec §4, eq. 9-10): `h_j = MLP_enc([e_j ; u])` and the DeepSets
 //! context `s0 = rho(sum_j phi(h_j))`, invariant to the order of the pool. CMR's
-//! hypernetwork generates `phi` from a preference vector instead of learning it.
+//! hypernetwork generates `phi` from a preference vector instead of learning it;
+//! LARES refines `h` with a recurrent block before the context is taken.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
 use super::super::config::GeneratorConfig;
-use super::super::layers::{masked_sum, Mlp};
+use super::super::layers::{masked_sum, padding_mask, LayerNorm, Mlp, TransformerLayer};
 
-/// `MLP_enc`, `phi` and `rho`.
+/// `MLP_enc`, `phi` and `rho`, and LARES's recurrent core.
 #[derive(Debug, Clone)]
 pub(super) struct PoolEncoder {
     item_encoder: Mlp,
+    core: Option<RecurrentCore>,
     phi: Phi,
     rho: Mlp,
 }
@@ -21,6 +23,12 @@ impl PoolEncoder {
     pub fn new(width: usize, d: usize, cfg: &GeneratorConfig, vb: &VarBuilder) -> Result<Self> {
         Ok(Self {
             item_encoder: Mlp::new(width, d, d, vb.pp("item_encoder"))?,
+            core: cfg
+                .variant
+                .architecture()
+                .recurrent_core
+                .then(|| RecurrentCore::new(d, cfg, vb.pp("lares")))
+                .transpose()?,
             phi: Phi::new(d, cfg, vb.clone())?,
             rho: Mlp::new(d, d, d, vb.pp("deepsets.rho"))?,
         })
@@ -30,9 +38,79 @@ impl PoolEncoder {
     /// only real candidates (`mask`) enter the sum.
     pub fn forward(&self, joined: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
         let h = self.item_encoder.forward(joined)?;
-        let pooled = masked_sum(&self.phi.forward(&h)?.relu()?, mask)?;
-        let s0 = self.rho.forward(&pooled)?;
-        Ok((h, s0))
+        let h = match &self.core {
+            Some(core) => core.refine(&h, mask)?,
+            None => h,
+        };
+        Ok((h.clone(), self.context(&h, mask)?))
+    }
+
+    /// Every step of LARES's refinement as `(h_i, s0_i)`, the last being
+    /// [`Self::forward`]'s; without a recurrent core, that one step only.
+    pub fn trajectory(&self, joined: &Tensor, mask: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let h = self.item_encoder.forward(joined)?;
+        let steps = match &self.core {
+            Some(core) => core.trajectory(&h, mask)?,
+            None => vec![h],
+        };
+        steps
+            .into_iter()
+            .map(|h| {
+                let s0 = self.context(&h, mask)?;
+                Ok((h, s0))
+            })
+            .collect()
+    }
+
+    /// The DeepSets context `rho(sum_j phi(h_j))` over the real candidates.
+    fn context(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let pooled = masked_sum(&self.phi.forward(h)?.relu()?, mask)?;
+        self.rho.forward(&pooled)
+    }
+}
+
+/// LARES's depth-recurrent core: one pre-LN Transformer block `C` over the candidates
+/// (padding masked), applied `depth` times with the same weights, each step reading
+/// the encoder's `H` again: `T_i = C(LN(T_{i-1} + H))`, `T_0 = 0`. Every candidate is
+/// refined at every step (LARES refines all tokens, not one).
+#[derive(Debug, Clone)]
+struct RecurrentCore {
+    ln: LayerNorm,
+    block: TransformerLayer,
+    depth: usize,
+}
+
+impl RecurrentCore {
+    fn new(d: usize, cfg: &GeneratorConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            ln: LayerNorm::new(d, vb.pp("ln_refine"))?,
+            block: TransformerLayer::new(d, cfg.heads, cfg.ffn_dim, vb.pp("core"))?,
+            depth: cfg.recurrent_depth,
+        })
+    }
+
+    /// `T_depth`.
+    fn refine(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let mut steps = self.trajectory(h, mask)?;
+        steps
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("a recurrent core of depth 0".into()))
+    }
+
+    /// `T_1 .. T_depth`.
+    fn trajectory(&self, h: &Tensor, mask: &Tensor) -> Result<Vec<Tensor>> {
+        let pad = padding_mask(mask)?;
+        let mut t = h.zeros_like()?;
+        let mut steps = Vec::with_capacity(self.depth);
+        for _ in 0..self.depth {
+            t = self.step(&t, h, &pad)?;
+            steps.push(t.clone());
+        }
+        Ok(steps)
+    }
+
+    fn step(&self, t: &Tensor, h: &Tensor, pad: &Tensor) -> Result<Tensor> {
+        self.block.forward(&self.ln.forward(&(t + h)?)?, Some(pad))
     }
 }
 

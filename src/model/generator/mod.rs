@@ -281,6 +281,25 @@ impl Generator {
         })
     }
 
+    /// The pools encoded at every step of LARES's recurrent refinement, the last being
+    /// [`Self::encode`]'s (one step for a generator without it): its pre-training
+    /// aligns them.
+    pub fn encode_trajectory(&self, pools: &PoolTensors) -> Result<Vec<EncodedPool>> {
+        let (user, items) = self.embedding.forward(pools)?;
+        let steps = self
+            .encoder
+            .trajectory(&join_user(&items, user.as_ref())?, &pools.mask)?;
+        Ok(steps
+            .into_iter()
+            .map(|(h, s0)| EncodedPool {
+                h,
+                s0,
+                mask: pools.mask.clone(),
+                lens: pools.lens.clone(),
+            })
+            .collect())
+    }
+
     /// One decoder step for the new tokens `x [b, d]` at sequence index `t`.
     pub fn decoder_step(&self, x: &Tensor, t: usize, state: &mut DecoderState) -> Result<Tensor> {
         self.decoder.step(x, t, state)
