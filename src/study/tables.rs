@@ -72,8 +72,18 @@ pub fn paired_interval(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     Some((m, m - half, m + half))
 }
 
-/// Paired differences over seeds of every row to `baseline` (and of `eglr` to
-/// `backbone` when both ran, and of a variant with another RL recipe to the variant), by the oracle, the judge, the model's own evaluator and
+/// Rows compared pairwise when both ran, each isolating one mechanism: EGLR's reasoning
+/// (`eglr` vs `backbone`), LARES's recurrent refinement (`lares` vs `backbone`,
+/// `lares+eglr` vs `eglr`) and EGLR's reasoning on top of it (`lares+eglr` vs `lares`).
+const MECHANISM_PAIRS: [(&str, &str); 4] = [
+    ("eglr", "backbone"),
+    ("lares", "backbone"),
+    ("lares+eglr", "eglr"),
+    ("lares+eglr", "lares"),
+];
+
+/// Paired differences over seeds of every row to `baseline` (and of the
+/// [`MECHANISM_PAIRS`] that ran, and of a variant with another RL recipe to the variant), by the oracle, the judge, the model's own evaluator and
 /// NDCG@10 against the logged clicks:
 /// mean and 95 % interval. Seeds give the pairs; a difference is called only when its
 /// interval excludes zero.
@@ -94,8 +104,10 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
                 .map(|r| (r, base)),
         );
     }
-    if let (Some(e), Some(b)) = (find("eglr"), find("backbone")) {
-        pairs.push((e, b));
+    for (a, b) in MECHANISM_PAIRS {
+        if let (Some(a), Some(b)) = (find(a), find(b)) {
+            pairs.push((a, b));
+        }
     }
     // Each variant trained by another RL recipe against its own recipe.
     pairs.extend(
@@ -252,11 +264,12 @@ pub fn fidelity_table(rows: &[StudyRow]) -> String {
 }
 
 /// The paper's Table 3: each generator backbone without and with the EGLR module.
-const TRANSFER_PAIRS: [(Variant, Variant); 4] = [
+const TRANSFER_PAIRS: [(Variant, Variant); 5] = [
     (Variant::Backbone, Variant::Eglr),
     (Variant::EgRerank, Variant::EgRerankEglr),
     (Variant::Cmr, Variant::CmrEglr),
     (Variant::Last, Variant::LastEglr),
+    (Variant::Lares, Variant::LaresEglr),
 ];
 
 /// Table 3 rows: the pairs of [`TRANSFER_PAIRS`] present in the study, base then +EGLR.
