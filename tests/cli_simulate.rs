@@ -212,3 +212,42 @@ fn effective_config_shows_overrides() {
     assert!(text.contains("max_batch = 32"), "{text}");
     assert!(text.contains("brokers = \"127.0.0.1:9092\""), "{text}");
 }
+
+/// `eglr bench --lares-depths` measures `lares+eglr` at each recurrent depth beside the
+/// plain `eglr` grid, one row (and JSON record) each.
+#[test]
+fn bench_measures_lares_at_each_recurrent_depth() {
+    let out = eglr(
+        &[
+            "bench",
+            "--pools",
+            "12",
+            "--batches",
+            "2",
+            "--decoders",
+            "host",
+            "--workers",
+            "1",
+            "--seconds",
+            "0.05",
+            "--lares-depths",
+            "1,4",
+            "--json",
+            "-",
+        ],
+        &[],
+    );
+    let text = ok(&out);
+    let json = &text[text.find('[').expect("a JSON array")..];
+    let runs: Vec<serde_json::Value> = serde_json::from_str(json).expect("bench JSON");
+    let depths: Vec<u64> = runs
+        .iter()
+        .map(|r| r["lares_depth"].as_u64().expect("lares_depth"))
+        .collect();
+    assert_eq!(depths, vec![0, 1, 4], "{text}");
+    assert!(
+        runs.iter()
+            .all(|r| r["lists_per_s"].as_f64().is_some_and(|x| x > 0.0)),
+        "{text}"
+    );
+}

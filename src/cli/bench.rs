@@ -49,6 +49,12 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "K,...")]
     depths: Vec<usize>,
 
+    /// LARES recurrent depths to measure (`lares+eglr` at `--k`: the candidates refined
+    /// this many times by one shared block before decoding), each as its own run at the
+    /// first pool and batch size; the main grid is plain `eglr` (depth 0).
+    #[arg(long, value_delimiter = ',', value_name = "D,...")]
+    lares_depths: Vec<usize>,
+
     /// Worker counts to measure (each worker decodes its own batches on one thread,
     /// as `serve`'s inference workers do); default: 1 and the machine's cores.
     #[arg(long, value_delimiter = ',')]
@@ -106,6 +112,8 @@ struct Measurement {
     batch: usize,
     /// Reasoning tokens per item.
     k: usize,
+    /// LARES's recurrent refinements of the candidates (0: plain `eglr`).
+    lares_depth: usize,
     decoder: Path,
     workers: usize,
     decoder_steps: usize,
@@ -140,20 +148,27 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     };
     let pools = args.pools.clone();
     let first = (pools.first().copied(), args.batches.first().copied());
-    // The main grid at `--k`, then each extra depth at the first pool and batch size.
-    let mut runs: Vec<(usize, Vec<usize>, Vec<usize>)> =
-        vec![(args.k, pools.clone(), args.batches.clone())];
+    // The main grid at `--k`, then each extra depth (reasoning K, or LARES's recurrent
+    // depth at `--k`) at the first pool and batch size.
+    let mut runs: Vec<(usize, usize, Vec<usize>, Vec<usize>)> =
+        vec![(args.k, 0, pools.clone(), args.batches.clone())];
     if let (Some(pool), Some(batch)) = first {
         runs.extend(
             args.depths
                 .iter()
                 .filter(|&&k| k != args.k)
-                .map(|&k| (k, vec![pool], vec![batch])),
+                .map(|&k| (k, 0, vec![pool], vec![batch])),
+        );
+        runs.extend(
+            args.lares_depths
+                .iter()
+                .filter(|&&d| d > 0)
+                .map(|&d| (args.k, d, vec![pool], vec![batch])),
         );
     }
     let mut results = Vec::new();
-    for (k, pools, batches) in runs {
-        let models = models(pipeline, &encoder, &device, k)?;
+    for (k, lares_depth, pools, batches) in runs {
+        let models = models(pipeline, &encoder, &device, k, lares_depth)?;
         for &pool in &pools {
             let world = World::generate(
                 &SimulatorConfig {
@@ -187,11 +202,12 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                     };
                     for &w in counts {
                         let m = measure(&models, &tensors, list_len, decoder, w, args.seconds)?;
-                        tracing::info!(pool, batch, k, %decoder, workers = w, lists_per_s = m.1, "measured");
+                        tracing::info!(pool, batch, k, lares_depth, %decoder, workers = w, lists_per_s = m.1, "measured");
                         results.push(Measurement {
                             pool,
                             batch,
                             k,
+                            lares_depth,
                             decoder,
                             workers: w,
                             decoder_steps: m.0,
@@ -231,7 +247,10 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         let batch = args.batches.first().copied();
         let by_depth = plot_series(
             &results,
-            |m| (Some(m.pool) == pool && Some(m.batch) == batch).then_some(m.k as f64),
+            |m| {
+                (Some(m.pool) == pool && Some(m.batch) == batch && m.lares_depth == 0)
+                    .then_some(m.k as f64)
+            },
             |m| m.ms_per_list,
         );
         let title = format!(
@@ -280,10 +299,11 @@ fn plot_series(
     series
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "pool",
     "batch",
     "K",
+    "LARES depth",
     "decoder",
     "workers",
     "steps",
@@ -300,12 +320,14 @@ fn rows(results: &[Measurement]) -> Vec<Vec<String>> {
         .map(|m| {
             let candle = results.iter().find(|c| {
                 c.decoder == Path::Candle
-                    && (c.pool, c.batch, c.k, c.workers) == (m.pool, m.batch, m.k, m.workers)
+                    && (c.pool, c.batch, c.k, c.lares_depth, c.workers)
+                        == (m.pool, m.batch, m.k, m.lares_depth, m.workers)
             });
             vec![
                 m.pool.to_string(),
                 m.batch.to_string(),
                 m.k.to_string(),
+                m.lares_depth.to_string(),
                 m.decoder.to_string(),
                 m.workers.to_string(),
                 m.decoder_steps.to_string(),
@@ -319,19 +341,26 @@ fn rows(results: &[Measurement]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Fresh models at reasoning depth `k`, their weights as plain tensors (inference
-/// without autograd bookkeeping, as a loaded bundle runs).
+/// Fresh models at reasoning depth `k` (`eglr`, or `lares+eglr` refining the
+/// candidates `lares_depth` times), their weights as plain tensors (inference without
+/// autograd bookkeeping, as a loaded bundle runs).
 fn models(
     pipeline: &PipelineConfig,
     encoder: &FeatureEncoder,
     device: &Device,
     k: usize,
+    lares_depth: usize,
 ) -> anyhow::Result<Models> {
     let list_len = pipeline.limits.list_len;
     let cfg = GeneratorConfig {
-        variant: Variant::Eglr,
+        variant: if lares_depth > 0 {
+            Variant::LaresEglr
+        } else {
+            Variant::Eglr
+        },
         theta: 0.0,
         max_reasoning_steps: k,
+        recurrent_depth: lares_depth.max(1),
         ..pipeline.generator.clone()
     };
     let plain = |vars: &VarMap| -> anyhow::Result<VarBuilder<'static>> {
