@@ -228,6 +228,7 @@ fn lists_are_permutations_of_real_candidates() {
     let generators = Variant::ABLATION
         .iter()
         .chain(&Variant::PAPER)
+        .chain(&Variant::NEIGHBOURS)
         .filter(|v| v.scorer().is_none());
     for cfg in generators.map(|&variant| GeneratorConfig {
         variant,
@@ -368,7 +369,11 @@ fn every_model_ranks_pools_of_different_sizes() {
     let enc = encoder();
     let pools = tensors(&enc, &[pool(1, 12), pool(2, 4), pool(3, 9)]);
     let judge = evaluator(&enc);
-    for &variant in Variant::ABLATION.iter().chain(&Variant::PAPER) {
+    for &variant in Variant::ABLATION
+        .iter()
+        .chain(&Variant::PAPER)
+        .chain(&Variant::NEIGHBOURS)
+    {
         let cfg = GeneratorConfig {
             variant,
             theta: 0.5,
@@ -684,6 +689,10 @@ fn a_frozen_generator_decodes_on_the_host_as_the_candle_path_does() {
         },
         GeneratorConfig {
             variant: Variant::Cmr,
+            ..base.clone()
+        },
+        GeneratorConfig {
+            variant: Variant::LaresEglr,
             ..base.clone()
         },
     ];
