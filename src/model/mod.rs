@@ -28,7 +28,7 @@ pub use generator::{
     DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
 };
 pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
-pub use ranker::{upstream_lists, Ranker};
+pub use ranker::{is_upstream_order, upstream_lists, Ranker};
 pub use reward::{
     batch_advantages, conditional_rewards, group_advantages, informative_groups, rewards, Reward,
 };

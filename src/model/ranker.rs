@@ -135,6 +135,12 @@ pub fn select_against_upstream(
     Ok(generated)
 }
 
+/// Whether a list (candidate indices, in order) is its pool's upstream order: the
+/// first candidates as they stand. A re-ranker that only ever returns it copies.
+pub fn is_upstream_order(order: impl IntoIterator<Item = usize>) -> bool {
+    order.into_iter().enumerate().all(|(t, j)| t == j)
+}
+
 /// The first `list_lens[r]` candidates of each pool in upstream order.
 pub fn upstream_lists(pools: &PoolTensors, list_lens: &[usize]) -> Decoded {
     let mut lists = Decoded::from_orders(

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{encode_rows, OfflineError};
 use crate::list_log::{LogReader, LoggedList};
-use crate::model::{Bundle, Decoded, PoolTensors};
+use crate::model::{is_upstream_order, Bundle, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
 
 /// How to audit.
@@ -182,12 +182,11 @@ impl<'a> Auditor<'a> {
         // Copies of the input order among the lists the model generated itself: an
         // upstream list served by generator-evaluator selection is a deliberate fallback,
         // not the generator copying.
-        for ((e, list), &fallback) in examples.iter().zip(&decoded.lists).zip(&decoded.upstream) {
+        for (list, &fallback) in decoded.lists.iter().zip(&decoded.upstream) {
             if fallback {
                 continue;
             }
-            let initial = (0..e.pool.lens[0].min(list_len)).collect::<Vec<_>>();
-            self.copies += usize::from(list.iter().map(|p| p.item).eq(initial));
+            self.copies += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
             self.generated += 1;
         }
         self.lists += examples.len();

@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::model::{
-    upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace, Selection,
+    is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace,
+    Selection,
 };
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::sim::World;
@@ -210,7 +211,7 @@ impl<'a> Evaluation<'a> {
                     .iter_mut()
                     .zip([&best_lists[r], &sorted.lists[r], &logged.lists[r]])
             {
-                *count += usize::from(copies_initial_order(list));
+                *count += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
             }
             let world = scorers.world;
             add(
@@ -305,11 +306,6 @@ impl<'a> Evaluation<'a> {
             fidelity: None,
         }
     }
-}
-
-/// Whether a list is its pool's initial order (candidates `0, 1, ...`), cut to its length.
-fn copies_initial_order(list: &[PositionTrace]) -> bool {
-    list.iter().enumerate().all(|(t, p)| p.item == t)
 }
 
 /// Each pool sorted by the evaluator's click probability, scored in the initial order.

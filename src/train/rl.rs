@@ -22,9 +22,9 @@ use super::data::Example;
 use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
 use crate::model::{
-    batch_advantages, conditional_rewards, group_advantages, informative_groups, rewards,
-    upstream_lists, DecodeOptions, Decoded, EncodedPool, Evaluator, Generator, PoolTensors, Reward,
-    Rl, Selection,
+    batch_advantages, conditional_rewards, group_advantages, informative_groups, is_upstream_order,
+    rewards, upstream_lists, DecodeOptions, Decoded, EncodedPool, Evaluator, Generator,
+    PoolTensors, Reward, Rl, Selection,
 };
 
 /// Pools of `examples` (initial order) as tensors.
@@ -121,7 +121,7 @@ impl RlMonitor<'_> {
             own += sum(rewards(evaluator, &pt, &decoded, Reward::Clicks)?);
             judge += sum(rewards(self.judge, &pt, &decoded, Reward::Clicks)?);
             for (e, order) in chunk.iter().zip(decoded.orders()) {
-                copies += usize::from(order.iter().enumerate().all(|(t, &j)| t == j));
+                copies += usize::from(is_upstream_order(order.iter().copied()));
                 oracle = match (oracle, self.oracle.and_then(|f| f(e, &order))) {
                     (Some(o), Some(x)) => Some(o + x),
                     _ => None,
@@ -471,7 +471,7 @@ fn sample(
     // A pool's upstream order is its candidates in pool order.
     let copies: Vec<bool> = orders
         .iter()
-        .map(|o| o.iter().enumerate().all(|(t, &j)| t == j))
+        .map(|o| is_upstream_order(o.iter().copied()))
         .collect();
     let reward = if cfg.improvement_bonus > 0.0 {
         let upstream = rewards(evaluator, &pt, &upstream_lists(&pt, &lens), cfg.reward)?;
