@@ -11,7 +11,7 @@ use eglr::model::{judge_conflict, Bundle};
 use eglr::offline::evaluate::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
 use eglr::offline::fidelity::fidelity;
 use eglr::sim::World;
-use eglr::train::Dataset;
+use eglr::train::{Dataset, Example};
 
 use super::report::{table, write_json};
 use super::{data_pattern, device};
@@ -56,8 +56,9 @@ pub struct Args {
 }
 
 /// Loads a judge for `model`: refused when it is not independent of the model's
-/// evaluator, or encodes features differently (the pools are encoded once, with the
-/// model's encoder).
+/// evaluator, or scales features differently (another normaliser: other training logs).
+/// A judge of another feature spec (hashed ids for a model with semantic ids) gets the
+/// lists encoded its own way ([`judge_lists`]).
 pub(super) fn load_judge(path: &Path, model: &Bundle, device: &Device) -> anyhow::Result<Bundle> {
     let judge = Bundle::load(path, device)
         .with_context(|| format!("loading judge bundle {}", path.display()))?;
@@ -65,14 +66,28 @@ pub(super) fn load_judge(path: &Path, model: &Bundle, device: &Device) -> anyhow
         anyhow::bail!("{why}");
     }
     anyhow::ensure!(
-        judge.encoder.spec() == model.encoder.spec()
-            && judge.encoder.normaliser() == model.encoder.normaliser(),
-        "the judge {} encodes features differently from {} (another feature spec or other \
-         training logs): train both on the same logs",
+        judge.encoder.normaliser() == model.encoder.normaliser(),
+        "the judge {} scales features differently from {} (other training logs): train \
+         both on the same logs",
         path.display(),
         model.meta.version
     );
     Ok(judge)
+}
+
+/// The lists of `data` encoded for `judge`, where it encodes them differently from
+/// `model` (another feature spec); `None` where the model's encoding serves both.
+pub(super) fn judge_lists(
+    data: &str,
+    judge: Option<&Bundle>,
+    model: &Bundle,
+) -> anyhow::Result<Option<Vec<Example>>> {
+    match judge {
+        Some(j) if j.encoder.spec() != model.encoder.spec() => {
+            Ok(Some(Dataset::load_all(data, j.encoder.clone())?))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub fn world_path(p: &Path) -> PathBuf {
@@ -99,6 +114,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let data = data_pattern(&args.data);
     let examples = Dataset::load_all(&data, bundle.encoder.clone())?;
+    let judged_lists = judge_lists(&data, judge.as_ref(), &bundle)?;
     let opts = EvalOptions {
         batch: args.batch,
         list_len: pipeline.limits.list_len,
@@ -107,6 +123,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     };
     let scorers = Scorers {
         judge: judge.as_ref(),
+        judge_lists: judged_lists.as_deref(),
         world: world.as_ref(),
     };
     let mut report = evaluate(&bundle, &examples, scorers, &opts, &device)?;

@@ -212,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(&pipeline, args),
         Command::Audit(args) => audit::run(&pipeline, args),
         Command::Bench(args) => bench::run(&pipeline, args),
-        Command::Study(args) => study::run(&pipeline, args),
+        Command::Study(args) => study::run(&pipeline, args, &cli.overrides),
         Command::Serve(args) => serve::run(&pipeline, args),
         Command::Demo(args) => demo::run(&pipeline, args),
         Command::Loadgen(args) => loadgen::run(&pipeline, args),

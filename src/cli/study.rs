@@ -79,6 +79,15 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "RECIPE,...")]
     rl_sweep: Vec<RlSetting>,
 
+    /// Also train these variants with GR2's semantic item ids (`features.semantic_ids`
+    /// of the pipeline, else its defaults, in place of the replaced id field), each with
+    /// an evaluator of its own and compared with the variant's row. The other rows and
+    /// the judge are trained without semantic ids. With `--set
+    /// training.cold_item_share=S` every model and the judge never see a share S of the
+    /// items (cold start).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "VARIANT,...")]
+    semantic_ids: Vec<Variant>,
+
     /// Markdown file to write (default: `docs/results-sim.md` for the ablation,
     /// `docs/results-baselines-sim.md` or, with `--data`, `docs/results-baselines-kuairand.md`
     /// for the paper suite). A `## Findings` section already in it is kept.
@@ -115,22 +124,35 @@ impl Args {
                 variant,
                 max_reasoning_steps: None,
                 rl: None,
+                semantic_ids: false,
             })
             .chain(self.k_sweep.iter().map(|&k| StudyRun {
                 variant: Variant::Eglr,
                 max_reasoning_steps: Some(k),
                 rl: None,
+                semantic_ids: false,
             }))
             .chain(self.rl_sweep.iter().map(|&rl| StudyRun {
                 variant: rl.variant,
                 max_reasoning_steps: None,
                 rl: Some(rl),
+                semantic_ids: false,
+            }))
+            .chain(self.semantic_ids.iter().map(|&variant| StudyRun {
+                variant,
+                max_reasoning_steps: None,
+                rl: None,
+                semantic_ids: true,
             }))
             .collect()
     }
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(
+    pipeline: &PipelineConfig,
+    args: Args,
+    overrides: &[String],
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -167,7 +189,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         suite: args.suite,
         variants: &variants,
         k_sweep: !args.k_sweep.is_empty(),
-        command: command_line(pipeline, &args),
+        command: command_line(pipeline, &args, overrides),
         data: &data,
         headroom: data.headroom(args.headroom_lists)?,
         seeds: &args.seeds,
@@ -183,8 +205,19 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sections whose `--set` overrides change what a study trains or measures, and so
+/// belong in the command that regenerates its doc (not, say, Kafka credentials).
+const STUDY_SECTIONS: [&str; 6] = [
+    "features.",
+    "training.",
+    "generator.",
+    "evaluator.",
+    "limits.",
+    "simulator.",
+];
+
 /// The command that regenerates the doc.
-fn command_line(pipeline: &PipelineConfig, args: &Args) -> String {
+fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[String]) -> String {
     let variants: Vec<String> = args.variants().iter().map(|v| v.name()).collect();
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     // The committed pipelines are `pipelines/NAME.toml`.
@@ -211,8 +244,21 @@ fn command_line(pipeline: &PipelineConfig, args: &Args) -> String {
         let ks: Vec<String> = args.k_sweep.iter().map(usize::to_string).collect();
         cmd += &format!(" --k-sweep {}", ks.join(","));
     }
+    if !args.rl_sweep.is_empty() {
+        let recipes: Vec<String> = args.rl_sweep.iter().map(RlSetting::flag).collect();
+        cmd += &format!(" --rl-sweep {}", recipes.join(","));
+    }
+    if !args.semantic_ids.is_empty() {
+        let variants: Vec<String> = args.semantic_ids.iter().map(|v| v.name()).collect();
+        cmd += &format!(" --semantic-ids {}", variants.join(","));
+    }
     if args.suite == Suite::Paper {
         cmd += " --suite paper";
+    }
+    for o in overrides {
+        if STUDY_SECTIONS.iter().any(|s| o.trim_start().starts_with(s)) {
+            cmd += &format!(" --set {o}");
+        }
     }
     cmd + &format!(" --doc {}", args.doc().display())
 }

@@ -169,6 +169,10 @@ impl PipelineConfig {
                 ));
             }
         }
+        if let Some(ids) = &self.features.semantic_ids {
+            ids.validate(&self.features.item)
+                .map_err(|(k, m)| invalid(&k, m))?;
+        }
         self.limits.validate().map_err(|(k, m)| invalid(k, m))?;
         self.kafka.validate().map_err(|(k, m)| invalid(k, m))?;
         self.batching.validate().map_err(|(k, m)| invalid(k, m))?;

@@ -16,6 +16,7 @@ fn spec() -> FeatureSpec {
             dense: [("views".to_owned(), DenseTransform::Log1p)].into(),
             ..Default::default()
         },
+        semantic_ids: None,
     }
 }
 

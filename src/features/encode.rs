@@ -6,7 +6,7 @@
 
 use crate::schema::{Candidate, UserFeatures};
 
-use super::{DenseNormaliser, EntityFeatures, FeatureSpec, FieldStats};
+use super::{DenseNormaliser, EntityFeatures, FeatureSpec, FieldStats, SemanticIds};
 
 /// A batch of pools, padded to the longest pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,33 +59,224 @@ impl EncodedPools {
     }
 }
 
-/// Encodes features by the spec and the fitted normaliser.
+/// Encodes features by the spec, the fitted normaliser and, with semantic ids, the
+/// fitted tokenizer.
 #[derive(Debug, Clone)]
 pub struct FeatureEncoder {
     spec: FeatureSpec,
     normaliser: DenseNormaliser,
+    /// The item fields that are looked up by value: the spec's, less the id field that
+    /// semantic ids replace.
+    item_looked_up: EntityFeatures,
+    semantic_ids: Option<SemanticIds>,
+    /// Codes already computed, by item and content: quantising costs `levels * codes *
+    /// width` operations per candidate, and the same items come back request after
+    /// request.
+    codes: CodeCache,
     user_offsets: Vec<u32>,
+    /// One offset per looked-up item field, then one per code level (each level a block
+    /// of `codes + 1` rows, row 0 for padding), then the total.
     item_offsets: Vec<u32>,
 }
 
-fn offsets(spec: &EntityFeatures) -> Vec<u32> {
+/// Most codes the cache keeps; when full it starts over (cheaper than an LRU's
+/// bookkeeping, and a full cache is the catalogue's hot set anyway).
+const CODE_CACHE_ITEMS: usize = 1 << 20;
+
+/// Item codes by a hash of the item's id and content vector, shared by the clones of
+/// an encoder (the inference workers').
+#[derive(Debug, Clone, Default)]
+struct CodeCache(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Vec<u32>>>>);
+
+impl CodeCache {
+    fn get_or(&self, key: u64, compute: impl FnOnce() -> Vec<u32>) -> Vec<u32> {
+        // A poisoned lock only means another thread panicked mid-insert: the map
+        // holds whole entries either way.
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(code) = cached {
+            return code;
+        }
+        let code = compute();
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CODE_CACHE_ITEMS {
+            map.clear();
+        }
+        map.insert(key, code.clone());
+        code
+    }
+}
+
+/// FNV-1a over an item's id and the bits of its content vector.
+fn content_key(item_id: &str, content: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = item_id
+        .bytes()
+        .chain([0xff])
+        .chain(content.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Block offsets of `spec`'s sparse fields, then of `extra` more blocks, then the total.
+fn offsets(spec: &EntityFeatures, extra: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut next = 0u32;
     let mut out = Vec::with_capacity(spec.sparse.len() + 1);
-    for (name, &buckets) in &spec.sparse {
+    let blocks = spec.sparse.iter().map(|(name, &buckets)| spec.rows(name, buckets));
+    for rows in blocks.chain(extra) {
         out.push(next);
-        next += spec.rows(name, buckets);
+        next += rows;
     }
     out.push(next);
     out
 }
 
 impl FeatureEncoder {
+    /// An encoder without a fitted tokenizer: with semantic ids in the spec, every item
+    /// gets the padding code until [`Self::with_semantic_ids`] gives it one.
     pub fn new(spec: FeatureSpec, normaliser: DenseNormaliser) -> Self {
+        let mut item_looked_up = spec.item.clone();
+        let mut code_blocks = Vec::new();
+        if let Some(ids) = &spec.semantic_ids {
+            item_looked_up.sparse.remove(&ids.replaces);
+            item_looked_up.exact.remove(&ids.replaces);
+            code_blocks = vec![ids.codes as u32 + 1; ids.levels];
+            if ids.disambiguation > 0 {
+                code_blocks.push(ids.disambiguation as u32 + 1);
+            }
+        }
         Self {
-            user_offsets: offsets(&spec.user),
-            item_offsets: offsets(&spec.item),
+            user_offsets: offsets(&spec.user, std::iter::empty()),
+            item_offsets: offsets(&item_looked_up, code_blocks.into_iter()),
+            item_looked_up,
+            semantic_ids: None,
+            codes: CodeCache::default(),
             spec,
             normaliser,
+        }
+    }
+
+    /// The encoder with a fitted tokenizer (a bundle's, or [`Self::fit_semantic_ids`]'s);
+    /// the error says how it does not fit the spec.
+    pub fn with_semantic_ids(mut self, ids: Option<SemanticIds>) -> Result<Self, String> {
+        match (&self.spec.semantic_ids, &ids) {
+            (None, None) => {}
+            (Some(spec), Some(fitted)) => fitted.check(spec, self.content_dim())?,
+            (None, Some(_)) => {
+                return Err("semantic ids are stored but the feature spec has none".into())
+            }
+            (Some(_), None) => {
+                return Err("the feature spec has semantic ids but no tokenizer is stored".into())
+            }
+        }
+        self.semantic_ids = ids;
+        self.codes = CodeCache::default();
+        Ok(self)
+    }
+
+    /// Fits the tokenizer on the content of `items` (one candidate per item id) with
+    /// this encoder's normaliser; a spec without semantic ids has nothing to fit.
+    pub fn fit_semantic_ids(
+        self,
+        items: &std::collections::BTreeMap<String, Candidate>,
+    ) -> Result<Self, String> {
+        let Some(spec) = self.spec.semantic_ids.clone() else {
+            return Ok(self);
+        };
+        let content = items
+            .iter()
+            .map(|(id, c)| (id.clone(), self.item_content(c)))
+            .collect();
+        let fitted = SemanticIds::fit(&spec, &content)?;
+        self.with_semantic_ids(Some(fitted))
+    }
+
+    pub fn semantic_ids(&self) -> Option<&SemanticIds> {
+        self.semantic_ids.as_ref()
+    }
+
+    /// Code tokens summed into the id slot (0 without semantic ids): the last this many
+    /// item sparse columns, the disambiguating token included.
+    pub fn code_levels(&self) -> usize {
+        self.spec
+            .semantic_ids
+            .as_ref()
+            .map_or(0, |s| s.levels + usize::from(s.disambiguation > 0))
+    }
+
+    /// Width of an item's content vector: a direction per sparse content field, one
+    /// value per dense one.
+    fn content_dim(&self) -> usize {
+        let Some(spec) = &self.spec.semantic_ids else {
+            return 0;
+        };
+        spec.content_fields(&self.spec.item)
+            .iter()
+            .map(|f| {
+                if self.spec.item.has_sparse(f) {
+                    super::semantic_ids::SPARSE_DIRECTION_DIM
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
+    /// The item's content vector, the tokenizer's input: each content field in name
+    /// order, a sparse value as its fixed direction (zeros when missing), a dense one
+    /// normalised like the model's input.
+    pub fn item_content(&self, c: &Candidate) -> Vec<f32> {
+        let Some(spec) = &self.spec.semantic_ids else {
+            return Vec::new();
+        };
+        let item = &self.spec.item;
+        let mut out = Vec::with_capacity(self.content_dim());
+        for field in spec.content_fields(item) {
+            if item.has_sparse(&field) {
+                match item_sparse(c, &field) {
+                    Some(v) => out.extend_from_slice(&super::sparse_direction(&field, v)),
+                    None => out.extend([0.0; super::semantic_ids::SPARSE_DIRECTION_DIM]),
+                }
+            } else if let Some(&transform) = item.dense.get(&field) {
+                let v = self
+                    .normaliser
+                    .item
+                    .get(&field)
+                    .map_or(0.0, |s| s.normalise(transform, item_dense(c, &field)));
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The item's rows of the code levels' blocks (their padding rows until a tokenizer
+    /// is fitted).
+    fn code_rows(&self, c: Option<&Candidate>, out: &mut Vec<u32>) {
+        let fields = self.item_looked_up.sparse.len();
+        let blocks = &self.item_offsets[fields..fields + self.code_levels()];
+        match (c, &self.semantic_ids) {
+            (Some(c), Some(ids)) => {
+                let content = self.item_content(c);
+                let code = self.codes.get_or(content_key(c.item_id.as_str(), &content), || {
+                    let mut code = ids.code(&content);
+                    if blocks.len() > code.len() {
+                        code.push(ids.token(c.item_id.as_str()));
+                    }
+                    code
+                });
+                out.extend(blocks.iter().zip(code).map(|(o, t)| o + 1 + t));
+            }
+            _ => out.extend_from_slice(blocks),
         }
     }
 
@@ -111,8 +302,13 @@ impl FeatureEncoder {
         (self.spec.user.sparse.len(), self.spec.user.dense.len())
     }
 
+    /// `(sparse columns, dense fields)` of an item: the looked-up fields, then one
+    /// column per code level.
     pub fn item_fields(&self) -> (usize, usize) {
-        (self.spec.item.sparse.len(), self.spec.item.dense.len())
+        (
+            self.item_looked_up.sparse.len() + self.code_levels(),
+            self.spec.item.dense.len(),
+        )
     }
 
     /// Stacks batches (e.g. single examples) into one, padding to the longest pool.
@@ -183,11 +379,12 @@ impl FeatureEncoder {
             );
             for c in candidates.iter() {
                 sparse_rows(
-                    &self.spec.item,
+                    &self.item_looked_up,
                     &self.item_offsets,
                     |f| item_sparse(c, f),
                     &mut out.item_sparse,
                 );
+                self.code_rows(Some(c), &mut out.item_sparse);
                 dense_values(
                     &self.spec.item,
                     &self.normaliser.item,
@@ -198,11 +395,12 @@ impl FeatureEncoder {
             }
             for _ in candidates.len()..max_items {
                 sparse_rows(
-                    &self.spec.item,
+                    &self.item_looked_up,
                     &self.item_offsets,
                     |_| None,
                     &mut out.item_sparse,
                 );
+                self.code_rows(None, &mut out.item_sparse);
                 out.item_dense.extend(std::iter::repeat_n(0.0, id));
                 out.mask.push(0.0);
             }

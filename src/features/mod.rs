@@ -3,10 +3,12 @@
 
 mod encode;
 mod normaliser;
+mod semantic_ids;
 mod spec;
 
-pub use encode::{item_dense, EncodedPools, FeatureEncoder, UPSTREAM_SCORE};
+pub use encode::{item_dense, EncodedPools, FeatureEncoder, ITEM_ID, UPSTREAM_SCORE};
 pub use normaliser::{DenseNormaliser, FieldStats, NormaliserFit};
+pub use semantic_ids::{sparse_direction, SemanticIdSpec, SemanticIds};
 pub use spec::{DenseTransform, EntityFeatures, FeatureSpec};
 
 /// Bucket of a sparse value within its field: `1..=buckets`; 0 is reserved for a

@@ -82,4 +82,8 @@ impl EntityFeatures {
 pub struct FeatureSpec {
     pub user: EntityFeatures,
     pub item: EntityFeatures,
+    /// GR2's semantic item ids: the item's id embedding is the sum of the embeddings of
+    /// a code fitted on its content features ([`super::SemanticIds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_ids: Option<super::SemanticIdSpec>,
 }

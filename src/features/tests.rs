@@ -15,6 +15,7 @@ fn spec() -> FeatureSpec {
             dense: [("views".to_owned(), DenseTransform::Identity)].into(),
             ..Default::default()
         },
+        semantic_ids: None,
     }
 }
 

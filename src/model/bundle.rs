@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{EvaluatorConfig, GeneratorConfig};
 use super::{Evaluator, Ranker};
-use crate::features::{DenseNormaliser, FeatureEncoder, FeatureSpec};
+use crate::features::{DenseNormaliser, FeatureEncoder, FeatureSpec, SemanticIds};
 
 /// Format version of `bundle.json`.
 pub const BUNDLE_FORMAT: u32 = 1;
@@ -118,10 +118,17 @@ pub struct TrainingInfo {
     /// `training.judge_share` when it was trained (the parts depend on it).
     #[serde(default)]
     pub judge_share: f64,
+    /// `training.cold_item_share` when it was trained: the items it never saw.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cold_item_share: f64,
     pub git_revision: Option<String>,
     pub created_unix_ms: i64,
     /// Training and validation metrics, free-form.
     pub metrics: serde_json::Value,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The contents of `bundle.json`.
@@ -133,6 +140,9 @@ pub struct BundleMeta {
     pub version: String,
     pub features: FeatureSpec,
     pub normaliser: DenseNormaliser,
+    /// The fitted tokenizer of `features.semantic_ids` (GR2's semantic ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_ids: Option<SemanticIds>,
     pub evaluator: EvaluatorConfig,
     pub generator: GeneratorConfig,
     /// Longest list the models were built for.
@@ -241,7 +251,13 @@ impl Bundle {
             return Err(bad("max_list_len must be at least 1".into()));
         }
         check_normaliser(&meta.normaliser).map_err(bad)?;
-        let encoder = FeatureEncoder::new(meta.features.clone(), meta.normaliser.clone());
+        if let Some(ids) = &meta.features.semantic_ids {
+            ids.validate(&meta.features.item)
+                .map_err(|(k, m)| bad(format!("{k}: {m}")))?;
+        }
+        let encoder = FeatureEncoder::new(meta.features.clone(), meta.normaliser.clone())
+            .with_semantic_ids(meta.semantic_ids.clone())
+            .map_err(bad)?;
         // Sizes are bounded before the model is built: building allocates them.
         check_sizes(&meta, &encoder).map_err(bad)?;
         let evaluator = {

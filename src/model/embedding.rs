@@ -63,21 +63,37 @@ impl PoolTensors {
 struct EntityEmbedding {
     table: Option<Embedding>,
     dense: Option<Linear>,
-    sparse_fields: usize,
+    /// Sparse columns, the summed ones included.
+    sparse_columns: usize,
+    /// The last this many columns are one field: GR2's semantic id, the sum of its code
+    /// tokens' embeddings (`features::SemanticIds`).
+    summed: usize,
     dim: usize,
 }
 
+/// Sparse fields of `columns` columns whose last `summed` are added into one.
+fn fields(columns: usize, summed: usize) -> usize {
+    columns - summed.saturating_sub(1).min(columns)
+}
+
 impl EntityEmbedding {
-    fn new(rows: usize, sparse: usize, dense: usize, e: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        rows: usize,
+        (columns, summed): (usize, usize),
+        dense: usize,
+        e: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            table: (sparse > 0)
+            table: (columns > 0)
                 .then(|| embedding(rows, e, vb.pp("table")))
                 .transpose()?,
             dense: (dense > 0)
                 .then(|| linear(dense, e, vb.pp("dense")))
                 .transpose()?,
-            sparse_fields: sparse,
-            dim: e * (sparse + usize::from(dense > 0)),
+            sparse_columns: columns,
+            summed,
+            dim: e * (fields(columns, summed) + usize::from(dense > 0)),
         })
     }
 
@@ -85,10 +101,15 @@ impl EntityEmbedding {
     fn forward(&self, sparse: &Tensor, dense: &Tensor) -> Result<Tensor> {
         let mut parts = Vec::with_capacity(2);
         if let Some(table) = &self.table {
-            let emb = table.forward(sparse)?;
+            let mut emb = table.forward(sparse)?;
+            let axis = sparse.rank() - 1;
+            if self.summed > 1 {
+                let looked_up = self.sparse_columns - self.summed;
+                let code = emb.narrow(axis, looked_up, self.summed)?.sum_keepdim(axis)?;
+                emb = Tensor::cat(&[&emb.narrow(axis, 0, looked_up)?, &code], axis)?;
+            }
             let mut shape = sparse.dims().to_vec();
-            let last = shape.len() - 1;
-            shape[last] = self.sparse_fields * table.hidden_size();
+            shape[axis] = fields(self.sparse_columns, self.summed) * table.hidden_size();
             parts.push(emb.reshape(shape)?);
         }
         if let Some(linear) = &self.dense {
@@ -115,8 +136,14 @@ impl FeatureEmbedding {
             ));
         }
         Ok(Self {
-            user: EntityEmbedding::new(enc.user_rows(), us, ud, e, vb.pp("user"))?,
-            item: EntityEmbedding::new(enc.item_rows(), is, id, e, vb.pp("item"))?,
+            user: EntityEmbedding::new(enc.user_rows(), (us, 0), ud, e, vb.pp("user"))?,
+            item: EntityEmbedding::new(
+                enc.item_rows(),
+                (is, enc.code_levels()),
+                id,
+                e,
+                vb.pp("item"),
+            )?,
         })
     }
 

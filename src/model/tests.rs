@@ -21,6 +21,7 @@ pub(crate) fn encoder() -> FeatureEncoder {
             dense: [("views".to_owned(), DenseTransform::Log1p)].into(),
             ..Default::default()
         },
+        semantic_ids: None,
     };
     FeatureEncoder::new(spec, DenseNormaliser::default())
 }

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::sim::World;
-use crate::train::{pool_tensors, rewards, Example, Reward};
+use crate::train::{is_cold_item, pool_tensors, rewards, Example, Reward};
 
 /// Options of an evaluation.
 #[derive(Debug, Clone)]
@@ -47,6 +47,10 @@ pub struct OrderingReport {
     /// stand: a re-ranker that only copies what it was given (GR2's reward hacking) is
     /// worth nothing, whatever its scores.
     pub copies_initial_order: f64,
+    /// Share of its list slots holding an item the model never saw in training
+    /// (`training.cold_item_share`; none without a hold-out): how far it serves new items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_items: Option<f64>,
 }
 
 /// The report of `eglr eval`.
@@ -78,6 +82,10 @@ pub struct EvalReport {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scorers<'a> {
     pub judge: Option<&'a Bundle>,
+    /// The evaluated lists encoded by the judge's own encoder, where its feature spec
+    /// differs from the model's (a judge with hashed ids of a model with semantic ids):
+    /// the evaluation's n-th list is its n-th. `None`: the model's encoding serves both.
+    pub judge_lists: Option<&'a [Example]>,
     pub world: Option<&'a World>,
 }
 
@@ -114,6 +122,8 @@ pub struct Evaluation<'a> {
     upstream_served: usize,
     /// Lists that copy the initial order: the model's, the evaluator sort's, the logged.
     copies: [usize; 3],
+    /// (Slots holding a cold item, slots) of the model's, initial, sorted and logged lists.
+    cold: [(usize, usize); 4],
     rng: ChaCha8Rng,
 }
 
@@ -140,6 +150,7 @@ impl<'a> Evaluation<'a> {
             lists: 0,
             upstream_served: 0,
             copies: [0; 3],
+            cold: [(0, 0); 4],
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
         }
     }
@@ -198,14 +209,50 @@ impl<'a> Evaluation<'a> {
                 .iter()
                 .map(|l| l.iter().map(|p| p.item).collect()),
         );
-        let judged = |d: &Decoded| judge_scores(scorers.judge, &pools, d, chunk.len());
+        let judge_pools = match (scorers.judge, scorers.judge_lists) {
+            (Some(judge), Some(lists)) => {
+                let at = self.lists..self.lists + chunk.len();
+                let refs: Vec<&Example> = lists
+                    .get(at.clone())
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "the judge's lists hold {}, the evaluation is at {at:?}",
+                            lists.len()
+                        ))
+                    })?
+                    .iter()
+                    .collect();
+                Some(pool_tensors(&refs, &judge.encoder, device)?)
+            }
+            _ => None,
+        };
+        let judge_pools = judge_pools.as_ref().unwrap_or(&pools);
+        let judged = |d: &Decoded| judge_scores(scorers.judge, judge_pools, d, chunk.len());
         let (best_judged, initial_judged, sorted_judged, logged_judged) = (
             judged(&best)?,
             judged(&initial)?,
             judged(&sorted)?,
             judged(&logged)?,
         );
+        let cold_share = bundle.meta.training.cold_item_share;
         for (r, e) in chunk.iter().enumerate() {
+            let orderings = [
+                &best_lists[r],
+                &initial.lists[r],
+                &sorted.lists[r],
+                &logged.lists[r],
+            ];
+            for ((cold, slots), list) in self.cold.iter_mut().zip(orderings) {
+                *slots += list.len();
+                *cold += list
+                    .iter()
+                    .filter(|p| {
+                        e.item_ids
+                            .get(p.item)
+                            .is_some_and(|id| is_cold_item(id, cold_share))
+                    })
+                    .count();
+            }
             for (count, list) in
                 self.copies
                     .iter_mut()
@@ -276,6 +323,11 @@ impl<'a> Evaluation<'a> {
             p.reasoning_steps /= c;
         }
         let n = self.lists.max(1) as f64;
+        let held_out = self.bundle.meta.training.cold_item_share > 0.0;
+        let cold = |k: usize| {
+            let (c, slots) = self.cold[k];
+            held_out.then(|| c as f64 / slots.max(1) as f64)
+        };
         EvalReport {
             model_version: self.bundle.meta.version.clone(),
             variant: self.bundle.meta.generator.variant.name().to_owned(),
@@ -285,21 +337,25 @@ impl<'a> Evaluation<'a> {
                 metrics: self.model.summary(),
                 ms_per_list: 1000.0 * self.decode_seconds / n,
                 copies_initial_order: self.copies[0] as f64 / n,
+                cold_items: cold(0),
             },
             initial: OrderingReport {
                 metrics: self.initial.summary(),
                 ms_per_list: 0.0,
                 copies_initial_order: 1.0,
+                cold_items: cold(1),
             },
             evaluator_sort: OrderingReport {
                 metrics: self.sorted.summary(),
                 ms_per_list: 0.0,
                 copies_initial_order: self.copies[1] as f64 / n,
+                cold_items: cold(2),
             },
             logged: OrderingReport {
                 metrics: self.logged.summary(),
                 ms_per_list: 0.0,
                 copies_initial_order: self.copies[2] as f64 / n,
+                cold_items: cold(3),
             },
             by_position: self.positions,
             upstream_share: self.upstream_served as f64 / n,

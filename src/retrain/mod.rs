@@ -269,6 +269,7 @@ fn stage(
             seed: trained.settings.seed,
             part: DataPart::All,
             judge_share: 0.0,
+            cold_item_share: 0.0,
             git_revision: round.git_revision.clone(),
             created_unix_ms: crate::clock::unix_millis(),
             metrics: serde_json::json!({

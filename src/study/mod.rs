@@ -47,7 +47,13 @@ pub struct StudyRun {
     pub max_reasoning_steps: Option<usize>,
     /// The RL recipe instead of the pipeline's (`training.rl`, `training.improvement_bonus`).
     pub rl: Option<RlSetting>,
+    /// GR2's semantic item ids (`features.semantic_ids`, or its defaults) in place of
+    /// the replaced id field: the run trains an evaluator of its own, with the same ids.
+    pub semantic_ids: bool,
 }
+
+/// Name suffix of a row with semantic ids; it is paired with the row without.
+pub const SEMANTIC_IDS: &str = "semantic-ids";
 
 /// An RL recipe of the study's `--rl-sweep`: `[VARIANT:]METHOD[@B]`, the method
 /// (`grpo`, `ppo`, `dapo`, `latent-grpo`) for the variant (default `eglr`), with GR2's
@@ -106,6 +112,19 @@ impl std::str::FromStr for RlSetting {
     }
 }
 
+impl RlSetting {
+    /// The `--rl-sweep` entry this setting parses from.
+    pub fn flag(&self) -> String {
+        let method = clap::ValueEnum::to_possible_value(&self.method)
+            .map_or_else(String::new, |v| v.get_name().to_owned());
+        let mut flag = format!("{}:{method}", self.variant.name());
+        if self.improvement_bonus > 0.0 {
+            flag += &format!("@{}", self.improvement_bonus);
+        }
+        flag
+    }
+}
+
 impl std::fmt::Display for RlSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let method = clap::ValueEnum::to_possible_value(&self.method)
@@ -127,7 +146,22 @@ impl StudyRun {
         if let Some(rl) = self.rl {
             name += &format!(" {rl}");
         }
+        if self.semantic_ids {
+            name += &format!(" {SEMANTIC_IDS}");
+        }
         name
+    }
+
+    /// The feature spec of this run: the pipeline's without semantic ids (the study's
+    /// baseline encoding, and its judge's), or with them (the pipeline's settings of
+    /// `features.semantic_ids`, else the defaults).
+    fn features(&self, pipeline: &crate::features::FeatureSpec) -> crate::features::FeatureSpec {
+        crate::features::FeatureSpec {
+            semantic_ids: self
+                .semantic_ids
+                .then(|| pipeline.semantic_ids.clone().unwrap_or_default()),
+            ..pipeline.clone()
+        }
     }
 
     /// The training settings of this run at `seed`.
@@ -217,6 +251,10 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
     let out = dir.join("judge");
     if !out.join("bundle.json").exists() {
         tracing::info!(seed, "training the judge");
+        let features = crate::features::FeatureSpec {
+            semantic_ids: None,
+            ..p.features.clone()
+        };
         let job = TrainJob {
             data: &plan.train_data,
             evaluator: p.evaluator.clone(),
@@ -225,7 +263,7 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
                 seed: seed + JUDGE_SEED_OFFSET,
                 ..p.training.clone()
             },
-            features: &p.features,
+            features: &features,
             list_len: p.limits.list_len,
             max_list_len: p.limits.max_list_len,
             evaluator_from: None,
@@ -240,15 +278,21 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
     Ok(Bundle::load(&out, device)?)
 }
 
+/// The evaluator row of runs with semantic ids.
+const SEMANTIC_EVALUATOR_ROW: &str = "evaluator point-wise sort semantic-ids";
+
 /// Trains and evaluates every (seed, variant). The first variant of each seed trains
-/// the evaluator; the others reuse it. With `training.judge_share > 0` each seed also
-/// trains a judge on the judge part, which the models never see, and every ordering
-/// gets its score.
+/// the evaluator; the others of the same feature spec reuse it (runs with semantic ids
+/// have their own, whose point-wise sort is a row of its own). With
+/// `training.judge_share > 0` each seed also trains a judge on the judge part, which the
+/// models never see, and every ordering gets its score.
 pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyError> {
     let world = plan.world.as_deref().map(World::load).transpose()?;
     let p = &plan.pipeline;
+    let semantic = plan.runs.iter().any(|r| r.semantic_ids);
     let mut rows: Vec<StudyRow> = ["initial order", "evaluator point-wise sort"]
         .into_iter()
+        .chain(semantic.then_some(SEMANTIC_EVALUATOR_ROW))
         .map(str::to_owned)
         .chain(plan.runs.iter().map(StudyRun::name))
         .map(|name| StudyRow {
@@ -267,14 +311,21 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
     } else {
         DataPart::All
     };
+    let first_run_row = rows.len() - plan.runs.len();
     for &seed in &plan.seeds {
         let seed_dir = plan.bundles.join(format!("seed-{seed}"));
-        let mut evaluator_from: Option<PathBuf> = None;
+        // The evaluator of the seed, by whether its runs use semantic ids.
+        let mut evaluator_from: [Option<PathBuf>; 2] = [None, None];
         let judge = (part == DataPart::Model)
             .then(|| judge(plan, seed, &seed_dir, device))
             .transpose()?;
+        // The test lists encoded for the judge, for runs that encode them otherwise.
+        let mut judge_lists: Option<Vec<crate::train::Example>> = None;
         for (i, run) in plan.runs.iter().enumerate() {
             let out = seed_dir.join(run.dir_name());
+            let features = run.features(&p.features);
+            let own_evaluator = &mut evaluator_from[usize::from(run.semantic_ids)];
+            let first_of_its_evaluator = own_evaluator.is_none();
             if !out.join("bundle.json").exists() {
                 tracing::info!(seed, run = run.name(), "training");
                 let job = TrainJob {
@@ -282,13 +333,14 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     evaluator: p.evaluator.clone(),
                     generator: run.generator(&p.generator),
                     training: run.training(&p.training, seed),
-                    features: &p.features,
+                    features: &features,
                     list_len: p.limits.list_len,
                     max_list_len: p.limits.max_list_len,
-                    evaluator_from: evaluator_from.as_deref(),
+                    evaluator_from: own_evaluator.as_deref(),
                     part,
                     monitor: judge.as_ref().map(|j| JudgeMonitor {
                         judge: &j.evaluator,
+                        judge_encoder: &j.encoder,
                         every: MONITOR_EVERY,
                         oracle: Some(&oracle),
                     }),
@@ -298,9 +350,12 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 };
                 train::run(&job, device)?;
             }
-            evaluator_from.get_or_insert(out.clone());
+            own_evaluator.get_or_insert(out.clone());
             let bundle = Bundle::load(&out, device)?;
             let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
+            if let Some(j) = judge.as_ref().filter(|_| run.semantic_ids && judge_lists.is_none()) {
+                judge_lists = Some(Dataset::load_all(&plan.test_data, j.encoder.clone())?);
+            }
             let opts = EvalOptions {
                 batch: 256,
                 list_len: p.limits.list_len,
@@ -309,9 +364,13 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             };
             let scorers = Scorers {
                 judge: judge.as_ref(),
+                judge_lists: judge_lists.as_deref().filter(|_| run.semantic_ids),
                 world: world.as_ref(),
             };
             let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
+            if first_of_its_evaluator && run.semantic_ids {
+                rows[2].runs.push(report.evaluator_sort.clone());
+            }
             if i == 0 {
                 rows[0].runs.push(report.initial.clone());
                 rows[1].runs.push(report.evaluator_sort.clone());
@@ -327,11 +386,12 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     )?);
                 }
             }
-            rows[2 + i].runs.push(report.model);
-            rows[2 + i].positions.push(report.by_position);
+            let row = &mut rows[first_run_row + i];
+            row.runs.push(report.model);
+            row.positions.push(report.by_position);
             let curve = &bundle.meta.training.metrics["ranker"]["rl"]["curve"];
             if let Ok(curve) = serde_json::from_value::<Vec<CurvePoint>>(curve.clone()) {
-                rows[2 + i].curves.push(curve);
+                row.curves.push(curve);
             }
         }
     }

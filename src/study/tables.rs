@@ -21,7 +21,7 @@ pub(super) fn header(first: &str, columns: impl Iterator<Item = String>) -> Stri
 /// The results table in markdown: one row per ordering, mean ± std over seeds.
 pub fn markdown_table(rows: &[StudyRow]) -> String {
     type Metric = fn(&OrderingReport) -> Option<f64>;
-    let metrics: [(&str, Metric); 10] = [
+    let metrics: [(&str, Metric); 11] = [
         ("MAP@5", |r| Some(r.metrics.map5)),
         ("MAP@10", |r| Some(r.metrics.map10)),
         ("NDCG@5", |r| Some(r.metrics.ndcg5)),
@@ -34,6 +34,7 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
         }),
         ("ms/list", |r| Some(r.ms_per_list)),
         ("copies initial order", |r| Some(r.copies_initial_order)),
+        ("cold items served", |r| r.cold_items),
     ];
     let mut out = header("ordering", metrics.iter().map(|(name, _)| name.to_string()));
     for row in rows {
@@ -109,6 +110,11 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
             pairs.push((a, b));
         }
     }
+    // Each variant with semantic ids against the same variant without.
+    pairs.extend(rows.iter().filter_map(|r| {
+        let base = r.name.strip_suffix(super::SEMANTIC_IDS)?.trim_end();
+        Some((r, find(base)?))
+    }));
     // Each variant trained by another RL recipe against its own recipe.
     pairs.extend(
         rows.iter()
@@ -139,7 +145,7 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
 /// if it is such a row (not a K sweep's `eglr K=3`).
 pub(super) fn recipe_base(name: &str) -> Option<&str> {
     let (base, rest) = name.split_once(' ')?;
-    (!rest.starts_with("K=")).then_some(base)
+    (!rest.starts_with("K=") && rest != super::SEMANTIC_IDS).then_some(base)
 }
 
 /// A row's RL checkpoints averaged over its runs, step by step (steps all runs have).

@@ -33,7 +33,7 @@ fn fixture() -> &'static Fixture {
             &data,
             &p.features,
             crate::train::Split::all(p.training.validation_share),
-            Some(bundle.meta.normaliser.clone()),
+            Some(bundle.encoder.clone()),
         )
         .expect("dataset");
         Fixture {

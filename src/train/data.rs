@@ -1,5 +1,7 @@
 //! Training data: logged lists read as a stream and kept only in compact, encoded form.
 
+use std::collections::BTreeMap;
+
 use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
 use crate::list_log::{LogError, LogReader, LoggedList};
 pub use crate::model::DataPart;
@@ -70,6 +72,12 @@ pub(crate) fn is_validation(request_id: &str, share: f64) -> bool {
     f64::from(h - 1) < share * 1_000_000.0
 }
 
+/// Whether an item is held out of training to measure cold start: by a hash of its id,
+/// stable whatever the logs hold.
+pub fn is_cold_item(item_id: &str, share: f64) -> bool {
+    share > 0.0 && f64::from(crate::features::hash_bucket("cold", item_id, 1_000_000) - 1) < share * 1_000_000.0
+}
+
 /// Which logged lists a [`Dataset`] keeps for training.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Split {
@@ -78,6 +86,10 @@ pub struct Split {
     /// Share of the training lists reserved for the judge.
     pub judge_share: f64,
     pub part: DataPart,
+    /// Share of items never seen in training ([`is_cold_item`]): a list that displayed
+    /// one is dropped, and they leave the pools of the others, so neither the models
+    /// nor the fitted features (normaliser, semantic ids) learn anything of them.
+    pub cold_item_share: f64,
 }
 
 impl Split {
@@ -87,17 +99,41 @@ impl Split {
             validation_share,
             judge_share: 0.0,
             part: DataPart::All,
+            cold_item_share: 0.0,
         }
+    }
+
+    /// The list as training sees it: without its cold items, or `None` when it
+    /// displayed one (its clicks were on a list training cannot show).
+    fn warm<'a>(&self, row: &'a LoggedList) -> Option<std::borrow::Cow<'a, LoggedList>> {
+        let share = self.cold_item_share;
+        if share <= 0.0 {
+            return Some(std::borrow::Cow::Borrowed(row));
+        }
+        if row.served_items.iter().any(|id| is_cold_item(id.as_str(), share)) {
+            return None;
+        }
+        let mut warm = row.clone();
+        warm.candidates.retain(|c| !is_cold_item(c.item_id.as_str(), share));
+        Some(std::borrow::Cow::Owned(warm))
     }
 }
 
+/// Most distinct items semantic ids are fitted on (the first seen, by item id order of
+/// the logs): k-means cost grows with them, and codebooks of a few dozen codes per level
+/// settle long before.
+const MAX_TOKENIZER_ITEMS: usize = 200_000;
+
 fn read(
     reader: &LogReader,
+    split: &Split,
     mut each: impl FnMut(&LoggedList) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
     for batch in reader.batches() {
         for row in batch? {
-            each(&row)?;
+            if let Some(row) = split.warm(&row) {
+                each(&row)?;
+            }
         }
     }
     Ok(())
@@ -105,38 +141,59 @@ fn read(
 
 impl Dataset {
     /// Reads logs and encodes them, keeping the training lists of `split.part`. Without
-    /// a `normaliser`, a first pass fits one on every training list, whatever the part:
-    /// feature scaling learns nothing from clicks, and a judge and the models it judges
-    /// then encode pools alike. Only encoded examples are kept in memory.
+    /// a `fitted` encoder (a bundle's), a first pass fits the normaliser and the semantic
+    /// ids on every training list, whatever the part: feature scaling and item codes
+    /// learn nothing from clicks, and a judge and the models it judges then encode pools
+    /// alike. Only encoded examples are kept in memory.
     pub fn load(
         pattern: &str,
         spec: &FeatureSpec,
         split: Split,
-        normaliser: Option<DenseNormaliser>,
+        fitted: Option<FeatureEncoder>,
     ) -> Result<Self, TrainError> {
         let validation_share = split.validation_share;
         let reader = LogReader::open(pattern, 4096)?;
-        let normaliser = match normaliser {
-            Some(n) => n,
+        let bad = |message: String| {
+            TrainError::Log(LogError::BadFile {
+                path: reader.files().first().cloned().unwrap_or_default(),
+                message,
+            })
+        };
+        let encoder = match fitted {
+            Some(encoder) => encoder,
             None => {
                 let mut fit = NormaliserFit::default();
-                read(&reader, |row| {
+                let mut items = BTreeMap::new();
+                let tokenized = spec.semantic_ids.is_some();
+                read(&reader, &split, |row| {
                     if !is_validation(&row.request_id, validation_share) {
                         fit.add_user(&spec.user, &row.user.dense);
                         for c in &row.candidates {
                             fit.add_item(&spec.item, c);
+                            if tokenized && items.len() < MAX_TOKENIZER_ITEMS {
+                                items.entry(c.item_id.0.clone()).or_insert_with(|| c.clone());
+                            }
                         }
                     }
                     Ok(())
                 })?;
-                fit.finish(&spec.user, &spec.item)
+                let encoder = FeatureEncoder::new(spec.clone(), fit.finish(&spec.user, &spec.item))
+                    .fit_semantic_ids(&items)
+                    .map_err(|m| bad(format!("semantic ids: {m}")))?;
+                if let Some(ids) = encoder.semantic_ids() {
+                    tracing::info!(
+                        items = ids.items,
+                        content_uniqueness = ids.content_uniqueness,
+                        uniqueness = ids.uniqueness,
+                        levels = ids.levels(),
+                        codes = ids.codes_per_level(),
+                        "semantic ids fitted"
+                    );
+                }
+                encoder
             }
         };
-        Self::encode(
-            &reader,
-            FeatureEncoder::new(spec.clone(), normaliser),
-            split,
-        )
+        Self::encode(&reader, encoder, split)
     }
 
     fn encode(
@@ -146,7 +203,7 @@ impl Dataset {
     ) -> Result<Self, TrainError> {
         let mut train = Vec::new();
         let mut validation = Vec::new();
-        read(reader, |row| {
+        read(reader, &split, |row| {
             let validating = is_validation(&row.request_id, split.validation_share);
             if !validating && !split.part.contains(&row.request_id, split.judge_share) {
                 return Ok(());

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
-pub use data::{DataPart, Dataset, Example, Split};
+pub use data::{is_cold_item, DataPart, Dataset, Example, Split};
 pub use fit_evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
 pub use rl::{
     kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
@@ -129,6 +129,10 @@ pub struct TrainingConfig {
     /// hash of request_id; `eglr train --judge` trains on exactly these, every other
     /// run never sees them). 0: none reserved.
     pub judge_share: f64,
+    /// Share of items held out of training entirely (by a hash of item_id), to measure
+    /// cold start: lists that displayed one are dropped and they leave the other pools
+    /// (`train::Split::cold_item_share`). 0: none; a research setting, not for serving.
+    pub cold_item_share: f64,
 }
 
 impl Default for TrainingConfig {
@@ -161,6 +165,7 @@ impl Default for TrainingConfig {
             upstream_warm_start_steps: 0,
             reference_kl: 0.0,
             judge_share: 0.0,
+            cold_item_share: 0.0,
         }
     }
 }
@@ -170,6 +175,7 @@ impl TrainingConfig {
         for (key, v) in [
             ("training.validation_share", self.validation_share),
             ("training.judge_share", self.judge_share),
+            ("training.cold_item_share", self.cold_item_share),
         ] {
             if !(0.0..1.0).contains(&v) {
                 return Err((key, format!("{v} is not in [0, 1)")));
@@ -435,6 +441,9 @@ pub struct TrainJob<'a> {
 #[derive(Clone, Copy)]
 pub struct JudgeMonitor<'a> {
     pub judge: &'a Evaluator,
+    /// The judge's feature encoder: where it differs from the run's (semantic ids), the
+    /// validation pools are encoded again for the judge.
+    pub judge_encoder: &'a FeatureEncoder,
     pub every: usize,
     pub oracle: Option<Oracle<'a>>,
 }
@@ -553,16 +562,17 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
                     message: "its feature spec differs from the pipeline's".into(),
                 });
             }
-            Some((path, bundle.meta))
+            Some((path, bundle.meta, bundle.encoder))
         }
     };
-    let normaliser = reused.as_ref().map(|r| r.1.normaliser.clone());
     let split = Split {
         validation_share: job.training.validation_share,
         judge_share: job.training.judge_share,
         part: job.part,
+        cold_item_share: job.training.cold_item_share,
     };
-    let dataset = Dataset::load(job.data, job.features, split, normaliser)?;
+    let fitted = reused.as_ref().map(|r| r.2.clone());
+    let dataset = Dataset::load(job.data, job.features, split, fitted)?;
     if dataset.train.is_empty() {
         return Err(TrainError::Empty(0));
     }
@@ -588,7 +598,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         job.training.embedding_init_std,
     )?;
     let evaluator_report = match &reused {
-        Some((path, _)) => {
+        Some((path, ..)) => {
             evaluator_vars.load(path.join("evaluator.safetensors"))?;
             None
         }
@@ -625,9 +635,21 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     let ranker_report = if job.part == DataPart::Judge {
         RankerReport::default()
     } else {
+        let judge_validation = match job.monitor {
+            Some(m) if m.judge_encoder.spec() != enc.spec() => {
+                let spec = m.judge_encoder.spec();
+                let fitted = Some(m.judge_encoder.clone());
+                Some(Dataset::load(job.data, spec, split, fitted)?.validation)
+            }
+            _ => None,
+        };
+        let first = |pools: &'_ [Example]| pools.len().min(MONITOR_POOLS);
         let monitor = job.monitor.map(|m| RlMonitor {
             judge: m.judge,
-            pools: &dataset.validation[..dataset.validation.len().min(MONITOR_POOLS)],
+            pools: &dataset.validation[..first(&dataset.validation)],
+            judge_pools: judge_validation
+                .as_deref()
+                .map(|v| (&v[..first(v)], m.judge_encoder)),
             every: m.every,
             oracle: m.oracle,
         });
@@ -655,6 +677,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         version: job.version.clone(),
         features: job.features.clone(),
         normaliser: enc.normaliser().clone(),
+        semantic_ids: enc.semantic_ids().cloned(),
         evaluator: evaluator_cfg,
         generator: job.generator.clone(),
         max_list_len: job.max_list_len,
@@ -663,6 +686,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
             seed: job.training.seed,
             part: job.part,
             judge_share: job.training.judge_share,
+            cold_item_share: job.training.cold_item_share,
             git_revision: job.git_revision.clone(),
             created_unix_ms: crate::clock::unix_millis(),
             metrics: serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null),

@@ -71,6 +71,8 @@ pub type Oracle<'a> = &'a dyn Fn(&Example, &[usize]) -> Option<f64>;
 pub struct RlMonitor<'a> {
     pub judge: &'a Evaluator,
     pub pools: &'a [Example],
+    /// The same pools encoded for the judge, where it encodes them otherwise.
+    pub judge_pools: Option<(&'a [Example], &'a FeatureEncoder)>,
     pub every: usize,
     pub oracle: Option<Oracle<'a>>,
 }
@@ -111,15 +113,30 @@ impl RlMonitor<'_> {
     ) -> Result<CurvePoint, TrainError> {
         let (mut own, mut judge, mut oracle, mut n) = (0.0, 0.0, Some(0.0), 0usize);
         let mut copies = 0usize;
-        for chunk in self.pools.chunks(256) {
+        for (c, chunk) in self.pools.chunks(256).enumerate() {
             let refs: Vec<&Example> = chunk.iter().collect();
             let pt = pool_tensors(&refs, enc, device)?;
+            let judge_pt = match self.judge_pools {
+                Some((pools, judge_enc)) => {
+                    let at = c * 256..c * 256 + chunk.len();
+                    let refs: Vec<&Example> = pools
+                        .get(at)
+                        .ok_or_else(|| {
+                            candle_core::Error::Msg("the judge's validation pools differ".into())
+                        })?
+                        .iter()
+                        .collect();
+                    Some(pool_tensors(&refs, judge_enc, device)?)
+                }
+                None => None,
+            };
             let lens = vec![list_len; chunk.len()];
             let decoded =
                 generator.decode(&generator.encode(&pt)?, &lens, DecodeOptions::greedy())?;
             let sum = |xs: Vec<f32>| xs.iter().map(|&x| f64::from(x)).sum::<f64>();
             own += sum(rewards(evaluator, &pt, &decoded, Reward::Clicks)?);
-            judge += sum(rewards(self.judge, &pt, &decoded, Reward::Clicks)?);
+            let judged = judge_pt.as_ref().unwrap_or(&pt);
+            judge += sum(rewards(self.judge, judged, &decoded, Reward::Clicks)?);
             for (e, order) in chunk.iter().zip(decoded.orders()) {
                 copies += usize::from(is_upstream_order(order.iter().copied()));
                 oracle = match (oracle, self.oracle.and_then(|f| f(e, &order))) {

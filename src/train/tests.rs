@@ -119,6 +119,7 @@ fn tiny_end_to_end_run_raises_the_evaluator_reward() {
         };
         let scorers = crate::offline::evaluate::Scorers {
             judge: None,
+            judge_lists: None,
             world: Some(&world),
         };
         evaluate(&bundle, &examples[..300], scorers, &opts, &device).expect("eval")
@@ -209,6 +210,7 @@ fn judge_training_data_is_disjoint_from_the_serving_evaluators() {
             validation_share: 0.1,
             judge_share: 0.3,
             part,
+            cold_item_share: 0.0,
         };
         Dataset::load(&data, &p.features, split, None).expect("dataset")
     };
@@ -240,6 +242,7 @@ fn judge_training_data_is_disjoint_from_the_serving_evaluators() {
         seed,
         part,
         judge_share: 0.3,
+        cold_item_share: 0.0,
         git_revision: None,
         created_unix_ms: 0,
         metrics: serde_json::Value::Null,
@@ -249,6 +252,7 @@ fn judge_training_data_is_disjoint_from_the_serving_evaluators() {
         version: "v".into(),
         features: p.features.clone(),
         normaliser: all.encoder.normaliser().clone(),
+        semantic_ids: None,
         evaluator: p.evaluator.clone(),
         generator: p.generator.clone(),
         max_list_len: 10,
