@@ -194,6 +194,13 @@ pub(super) fn print_report(r: &EvalReport) {
         "upstream order served by generator-evaluator selection: {:.1} % of lists",
         100.0 * r.upstream_share
     );
+    if let Some(cold) = r.model.cold_items {
+        println!(
+            "items the model never saw in training (training.cold_item_share): {:.1} % of its list slots, {:.1} % of the initial order's",
+            100.0 * cold,
+            100.0 * r.initial.cold_items.unwrap_or(0.0)
+        );
+    }
     if let Some(f) = &r.fidelity {
         println!(
             "evaluator fidelity on {} pools x {} orderings: Kendall tau {:.3}, pairs ordered as the oracle {:.1} %; \

@@ -99,6 +99,14 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         git_revision: git_revision(),
     };
     let outcome = train::run(&job, &device()?).with_context(|| format!("training on {data}"))?;
+    if let Some(ids) = &outcome.semantic_ids {
+        println!(
+            "semantic ids: {} items, {:.2} % with a content code of their own, {:.2} % with an id of their own",
+            ids.items,
+            100.0 * ids.content_uniqueness,
+            100.0 * ids.uniqueness
+        );
+    }
     if let Some(e) = &outcome.evaluator {
         println!(
             "evaluator: {} epochs (best {}), validation log-loss {:.4}, AUC {:.4}",

@@ -132,7 +132,10 @@ fn content_key(item_id: &str, content: &[f32]) -> u64 {
 fn offsets(spec: &EntityFeatures, extra: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut next = 0u32;
     let mut out = Vec::with_capacity(spec.sparse.len() + 1);
-    let blocks = spec.sparse.iter().map(|(name, &buckets)| spec.rows(name, buckets));
+    let blocks = spec
+        .sparse
+        .iter()
+        .map(|(name, &buckets)| spec.rows(name, buckets));
     for rows in blocks.chain(extra) {
         out.push(next);
         next += rows;
@@ -267,13 +270,15 @@ impl FeatureEncoder {
         match (c, &self.semantic_ids) {
             (Some(c), Some(ids)) => {
                 let content = self.item_content(c);
-                let code = self.codes.get_or(content_key(c.item_id.as_str(), &content), || {
-                    let mut code = ids.code(&content);
-                    if blocks.len() > code.len() {
-                        code.push(ids.token(c.item_id.as_str()));
-                    }
-                    code
-                });
+                let code = self
+                    .codes
+                    .get_or(content_key(c.item_id.as_str(), &content), || {
+                        let mut code = ids.code(&content);
+                        if blocks.len() > code.len() {
+                            code.push(ids.token(c.item_id.as_str()));
+                        }
+                        code
+                    });
                 out.extend(blocks.iter().zip(code).map(|(o, t)| o + 1 + t));
             }
             _ => out.extend_from_slice(blocks),

@@ -111,13 +111,18 @@ impl SemanticIdSpec {
             if field == super::UPSTREAM_SCORE || *field == self.replaces {
                 return Err((
                     key("content"),
-                    format!("{field:?} is not content: a code made of it would not describe the item"),
+                    format!(
+                        "{field:?} is not content: a code made of it would not describe the item"
+                    ),
                 ));
             }
             if !item.has_sparse(field) && !item.has_dense(field) {
                 return Err((
                     key("content"),
-                    format!("{field:?} is not a declared item field (declared: {})", item.field_names().join(", ")),
+                    format!(
+                        "{field:?} is not a declared item field (declared: {})",
+                        item.field_names().join(", ")
+                    ),
                 ));
             }
         }
@@ -196,7 +201,9 @@ impl SemanticIds {
     pub fn fit(spec: &SemanticIdSpec, items: &BTreeMap<String, Vec<f32>>) -> Result<Self, String> {
         let dim = items.values().next().map_or(0, Vec::len);
         if dim == 0 || items.values().any(|v| v.len() != dim) {
-            return Err("no items, or content vectors of different widths, to fit semantic ids on".into());
+            return Err(
+                "no items, or content vectors of different widths, to fit semantic ids on".into(),
+            );
         }
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut residual: Vec<Vec<f32>> = items.values().cloned().collect();
@@ -248,7 +255,9 @@ impl SemanticIds {
     }
 
     pub fn codes_per_level(&self) -> usize {
-        self.codebooks.first().map_or(0, |b| b.len() / self.dim.max(1))
+        self.codebooks
+            .first()
+            .map_or(0, |b| b.len() / self.dim.max(1))
     }
 
     /// The code of a content vector: at each level the nearest codeword to what the
@@ -259,7 +268,10 @@ impl SemanticIds {
             .iter()
             .map(|book| {
                 let c = nearest(book, self.dim, &residual);
-                for (x, m) in residual.iter_mut().zip(&book[c * self.dim..(c + 1) * self.dim]) {
+                for (x, m) in residual
+                    .iter_mut()
+                    .zip(&book[c * self.dim..(c + 1) * self.dim])
+                {
                     *x -= m;
                 }
                 c as u32
@@ -288,7 +300,9 @@ impl SemanticIds {
                 ));
             }
             if book.iter().any(|v| !v.is_finite()) {
-                return Err(format!("semantic ids: level {l} holds NaN or infinite values"));
+                return Err(format!(
+                    "semantic ids: level {l} holds NaN or infinite values"
+                ));
             }
         }
         if let Some((id, t)) = self

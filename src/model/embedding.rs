@@ -105,7 +105,9 @@ impl EntityEmbedding {
             let axis = sparse.rank() - 1;
             if self.summed > 1 {
                 let looked_up = self.sparse_columns - self.summed;
-                let code = emb.narrow(axis, looked_up, self.summed)?.sum_keepdim(axis)?;
+                let code = emb
+                    .narrow(axis, looked_up, self.summed)?
+                    .sum_keepdim(axis)?;
                 emb = Tensor::cat(&[&emb.narrow(axis, 0, looked_up)?, &code], axis)?;
             }
             let mut shape = sparse.dims().to_vec();

@@ -848,3 +848,55 @@ fn lares_depth_adds_steps_not_parameters() {
     assert_eq!(shallow.encode_trajectory(&pools).expect("steps").len(), 1);
     assert_eq!(one.h.dims(), last.h.dims());
 }
+
+/// GR2's code-sum id embedding: an item's id slot is the sum of the embedding rows of its
+/// code tokens (the levels and the disambiguating token), one slot whatever the levels,
+/// beside the other fields' slots.
+#[test]
+fn a_semantic_id_embeds_as_the_sum_of_its_code_tokens() {
+    let mut spec = encoder().spec().clone();
+    spec.semantic_ids = Some(crate::features::SemanticIdSpec {
+        levels: 2,
+        codes: 8,
+        ..Default::default()
+    });
+    let pools: Vec<_> = (0..3).map(|s| pool(s, 6)).collect();
+    let catalogue: std::collections::BTreeMap<String, Candidate> = pools
+        .iter()
+        .flat_map(|(_, c)| c.iter())
+        .map(|c| (c.item_id.0.clone(), c.clone()))
+        .collect();
+    let enc = FeatureEncoder::new(spec, DenseNormaliser::default())
+        .fit_semantic_ids(&catalogue)
+        .expect("fit");
+    let vars = VarMap::new();
+    let e = 4;
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let embedding = embedding::FeatureEmbedding::new(&enc, e, vb).expect("embedding");
+    let pt = tensors(&enc, &pools);
+    let (_, items) = embedding.forward(&pt).expect("forward");
+    // category, the semantic id, the dense fields.
+    assert_eq!(items.dims(), &[3, 6, 3 * e]);
+    let table: Vec<Vec<f32>> = vars
+        .data()
+        .lock()
+        .expect("vars")
+        .get("item.table.weight")
+        .expect("item table")
+        .as_tensor()
+        .to_vec2()
+        .expect("rows");
+    let rows: Vec<Vec<Vec<u32>>> = pt.item_sparse.to_vec3().expect("rows");
+    let items: Vec<Vec<Vec<f32>>> = items.to_vec3().expect("items");
+    for (b, pool) in rows.iter().enumerate() {
+        for (n, columns) in pool.iter().enumerate() {
+            // category, 2 levels, the disambiguating token.
+            assert_eq!(columns.len(), 4);
+            for k in 0..e {
+                let sum: f32 = columns[1..].iter().map(|&r| table[r as usize][k]).sum();
+                assert!((items[b][n][e + k] - sum).abs() < 1e-5, "pool {b} item {n}");
+                assert_eq!(items[b][n][k], table[columns[0] as usize][k]);
+            }
+        }
+    }
+}

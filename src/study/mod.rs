@@ -353,7 +353,10 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             own_evaluator.get_or_insert(out.clone());
             let bundle = Bundle::load(&out, device)?;
             let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
-            if let Some(j) = judge.as_ref().filter(|_| run.semantic_ids && judge_lists.is_none()) {
+            if let Some(j) = judge
+                .as_ref()
+                .filter(|_| run.semantic_ids && judge_lists.is_none())
+            {
                 judge_lists = Some(Dataset::load_all(&plan.test_data, j.encoder.clone())?);
             }
             let opts = EvalOptions {
@@ -434,6 +437,7 @@ mod tests {
             variant: Variant::Eglr,
             max_reasoning_steps: None,
             rl: Some(rl),
+            semantic_ids: false,
         };
         assert_eq!(run(dapo).name(), "eglr dapo bonus=0.05");
         assert_eq!(

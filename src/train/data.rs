@@ -75,7 +75,9 @@ pub(crate) fn is_validation(request_id: &str, share: f64) -> bool {
 /// Whether an item is held out of training to measure cold start: by a hash of its id,
 /// stable whatever the logs hold.
 pub fn is_cold_item(item_id: &str, share: f64) -> bool {
-    share > 0.0 && f64::from(crate::features::hash_bucket("cold", item_id, 1_000_000) - 1) < share * 1_000_000.0
+    share > 0.0
+        && f64::from(crate::features::hash_bucket("cold", item_id, 1_000_000) - 1)
+            < share * 1_000_000.0
 }
 
 /// Which logged lists a [`Dataset`] keeps for training.
@@ -110,11 +112,16 @@ impl Split {
         if share <= 0.0 {
             return Some(std::borrow::Cow::Borrowed(row));
         }
-        if row.served_items.iter().any(|id| is_cold_item(id.as_str(), share)) {
+        if row
+            .served_items
+            .iter()
+            .any(|id| is_cold_item(id.as_str(), share))
+        {
             return None;
         }
         let mut warm = row.clone();
-        warm.candidates.retain(|c| !is_cold_item(c.item_id.as_str(), share));
+        warm.candidates
+            .retain(|c| !is_cold_item(c.item_id.as_str(), share));
         Some(std::borrow::Cow::Owned(warm))
     }
 }
@@ -171,7 +178,9 @@ impl Dataset {
                         for c in &row.candidates {
                             fit.add_item(&spec.item, c);
                             if tokenized && items.len() < MAX_TOKENIZER_ITEMS {
-                                items.entry(c.item_id.0.clone()).or_insert_with(|| c.clone());
+                                items
+                                    .entry(c.item_id.0.clone())
+                                    .or_insert_with(|| c.clone());
                             }
                         }
                     }

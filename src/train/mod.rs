@@ -464,8 +464,22 @@ const MONITOR_POOLS: usize = 500;
 pub struct TrainOutcome {
     pub train_lists: usize,
     pub validation_lists: usize,
+    /// GR2's semantic ids, when the spec has them: what the tokenizer was fitted on and
+    /// how unique its ids are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_ids: Option<SemanticIdReport>,
     pub evaluator: Option<EvaluatorReport>,
     pub ranker: RankerReport,
+}
+
+/// The fitted tokenizer's figures (the codebooks themselves are in the bundle).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SemanticIdReport {
+    pub items: usize,
+    /// Share of items whose content code is their own.
+    pub content_uniqueness: f64,
+    /// Share of items whose full id (with the disambiguating token) is their own.
+    pub uniqueness: f64,
 }
 
 /// How the re-ranker's training stages went (each present when its recipe has it).
@@ -669,6 +683,11 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     let outcome = TrainOutcome {
         train_lists: dataset.train.len(),
         validation_lists: dataset.validation.len(),
+        semantic_ids: enc.semantic_ids().map(|ids| SemanticIdReport {
+            items: ids.items,
+            content_uniqueness: ids.content_uniqueness,
+            uniqueness: ids.uniqueness,
+        }),
         evaluator: evaluator_report,
         ranker: ranker_report,
     };
