@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "RECIPE,...")]
     rl_sweep: Vec<RlSetting>,
 
+    /// Also train `lares` at these recurrent depths (LARES's quality against depth; the
+    /// pipeline's `generator.recurrent_depth` is the `lares` row), each compared with it.
+    #[arg(long, value_delimiter = ',', value_name = "DEPTH,...")]
+    depth_sweep: Vec<usize>,
+
     /// Also train these variants with GR2's semantic item ids (`features.semantic_ids`
     /// of the pipeline, else its defaults, in place of the replaced id field), each with
     /// an evaluator of its own and compared with the variant's row. The other rows and
@@ -123,24 +128,35 @@ impl Args {
             .map(|&variant| StudyRun {
                 variant,
                 max_reasoning_steps: None,
+                recurrent_depth: None,
                 rl: None,
                 semantic_ids: false,
             })
             .chain(self.k_sweep.iter().map(|&k| StudyRun {
                 variant: Variant::Eglr,
                 max_reasoning_steps: Some(k),
+                recurrent_depth: None,
                 rl: None,
                 semantic_ids: false,
             }))
             .chain(self.rl_sweep.iter().map(|&rl| StudyRun {
                 variant: rl.variant,
                 max_reasoning_steps: None,
+                recurrent_depth: None,
                 rl: Some(rl),
+                semantic_ids: false,
+            }))
+            .chain(self.depth_sweep.iter().map(|&depth| StudyRun {
+                variant: Variant::Lares,
+                max_reasoning_steps: None,
+                recurrent_depth: Some(depth),
+                rl: None,
                 semantic_ids: false,
             }))
             .chain(self.semantic_ids.iter().map(|&variant| StudyRun {
                 variant,
                 max_reasoning_steps: None,
+                recurrent_depth: None,
                 rl: None,
                 semantic_ids: true,
             }))
@@ -247,6 +263,10 @@ fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[String]) ->
     if !args.rl_sweep.is_empty() {
         let recipes: Vec<String> = args.rl_sweep.iter().map(RlSetting::flag).collect();
         cmd += &format!(" --rl-sweep {}", recipes.join(","));
+    }
+    if !args.depth_sweep.is_empty() {
+        let depths: Vec<String> = args.depth_sweep.iter().map(usize::to_string).collect();
+        cmd += &format!(" --depth-sweep {}", depths.join(","));
     }
     if !args.semantic_ids.is_empty() {
         let variants: Vec<String> = args.semantic_ids.iter().map(|v| v.name()).collect();

@@ -45,6 +45,8 @@ pub struct StudyRun {
     pub variant: Variant,
     /// `K` instead of the pipeline's `generator.max_reasoning_steps`.
     pub max_reasoning_steps: Option<usize>,
+    /// LARES's depth instead of the pipeline's `generator.recurrent_depth`.
+    pub recurrent_depth: Option<usize>,
     /// The RL recipe instead of the pipeline's (`training.rl`, `training.improvement_bonus`).
     pub rl: Option<RlSetting>,
     /// GR2's semantic item ids (`features.semantic_ids`, or its defaults) in place of
@@ -143,6 +145,9 @@ impl StudyRun {
         if let Some(k) = self.max_reasoning_steps {
             name += &format!(" K={k}");
         }
+        if let Some(depth) = self.recurrent_depth {
+            name += &format!(" depth={depth}");
+        }
         if let Some(rl) = self.rl {
             name += &format!(" {rl}");
         }
@@ -186,6 +191,7 @@ impl StudyRun {
         GeneratorConfig {
             variant: self.variant,
             max_reasoning_steps: self.max_reasoning_steps.unwrap_or(base.max_reasoning_steps),
+            recurrent_depth: self.recurrent_depth.unwrap_or(base.recurrent_depth),
             ..base.clone()
         }
     }
@@ -436,6 +442,7 @@ mod tests {
         let run = |rl| StudyRun {
             variant: Variant::Eglr,
             max_reasoning_steps: None,
+            recurrent_depth: None,
             rl: Some(rl),
             semantic_ids: false,
         };
@@ -454,5 +461,77 @@ mod tests {
             let e = parse(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::{paired_table, StudyRow, StudyRun};
+    use crate::model::Variant;
+    use crate::offline::evaluate::OrderingReport;
+    use crate::ranking_metrics::MetricSummary;
+
+    fn row(name: &str, oracle: [f64; 2]) -> StudyRow {
+        let report = |o: f64| OrderingReport {
+            metrics: MetricSummary {
+                lists: 1,
+                map5: 0.0,
+                map10: 0.0,
+                ndcg5: 0.0,
+                ndcg10: 0.0,
+                evaluator_score: 0.0,
+                judge_score: None,
+                oracle_score: Some(o),
+                reasoning_steps_per_list: 0.0,
+            },
+            ms_per_list: 0.0,
+            copies_initial_order: 0.0,
+            cold_items: None,
+        };
+        StudyRow {
+            name: name.to_owned(),
+            runs: oracle.into_iter().map(report).collect(),
+            positions: Vec::new(),
+            fidelity: Vec::new(),
+            curves: Vec::new(),
+        }
+    }
+
+    /// A row with semantic ids, or LARES at another depth, is named for it and paired
+    /// with its variant's row by seed; neither is taken for another RL recipe.
+    #[test]
+    fn sweep_rows_are_named_and_paired_with_their_variant() {
+        let run = |variant, recurrent_depth, semantic_ids| StudyRun {
+            variant,
+            max_reasoning_steps: None,
+            recurrent_depth,
+            rl: None,
+            semantic_ids,
+        };
+        let semantic = run(Variant::Eglr, None, true).name();
+        let deep = run(Variant::Lares, Some(6), false).name();
+        assert_eq!(
+            (semantic.as_str(), deep.as_str()),
+            ("eglr semantic-ids", "lares depth=6")
+        );
+        assert_eq!(super::tables::recipe_base(&semantic), None);
+        assert_eq!(super::tables::recipe_base(&deep), None);
+        let rows = [
+            row("initial order", [1.0, 1.0]),
+            row("eglr", [1.0, 2.0]),
+            row(&semantic, [1.5, 2.5]),
+            row("lares", [1.0, 1.0]),
+            row(&deep, [0.5, 0.5]),
+        ];
+        let table = paired_table(&rows, "initial order");
+        let line = |pair: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {pair} |")))
+                .unwrap_or_else(|| panic!("no row {pair} in\n{table}"))
+                .to_owned()
+        };
+        assert!(line("eglr semantic-ids − eglr").contains("+0.5000"));
+        assert!(line("lares depth=6 − lares").contains("-0.5000"));
     }
 }

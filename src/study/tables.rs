@@ -110,9 +110,13 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
             pairs.push((a, b));
         }
     }
-    // Each variant with semantic ids against the same variant without.
+    // Each variant with semantic ids, or at another LARES depth, against the same
+    // variant as the pipeline sets it.
     pairs.extend(rows.iter().filter_map(|r| {
-        let base = r.name.strip_suffix(super::SEMANTIC_IDS)?.trim_end();
+        let base = match r.name.strip_suffix(super::SEMANTIC_IDS) {
+            Some(base) => base.trim_end(),
+            None => r.name.split_once(" depth=")?.0,
+        };
         Some((r, find(base)?))
     }));
     // Each variant trained by another RL recipe against its own recipe.
@@ -145,7 +149,9 @@ pub fn paired_table(rows: &[StudyRow], baseline: &str) -> String {
 /// if it is such a row (not a K sweep's `eglr K=3`).
 pub(super) fn recipe_base(name: &str) -> Option<&str> {
     let (base, rest) = name.split_once(' ')?;
-    (!rest.starts_with("K=") && rest != super::SEMANTIC_IDS).then_some(base)
+    let other_recipe =
+        !rest.starts_with("K=") && !rest.starts_with("depth=") && rest != super::SEMANTIC_IDS;
+    other_recipe.then_some(base)
 }
 
 /// A row's RL checkpoints averaged over its runs, step by step (steps all runs have).
