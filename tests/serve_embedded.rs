@@ -339,6 +339,26 @@ async fn malformed_requests_go_to_the_dead_letter_topic_and_nothing_valid_is_los
     assert_eq!(s.stop().await.dead_letters, 50);
 }
 
+/// A bundle with GR2's semantic ids (its tokenizer in the bundle) serves like any
+/// other: every request is answered by it, none dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_semantic_ids_serves_every_request() {
+    let s = Stage::start_with(|bundle, stage| {
+        for p in [bundle, stage] {
+            p.features.semantic_ids = Some(eglr::features::SemanticIdSpec {
+                levels: 2,
+                codes: 16,
+                ..Default::default()
+            });
+        }
+    });
+    assert!(s.live.current().meta.semantic_ids.is_some());
+    let report = s.valid_load_at_500_per_s(300).await.expect("load");
+    assert_eq!((report.missing, report.dlq), (0, 0), "{report:?}");
+    assert_eq!(report.model_versions, vec![("v000001".to_owned(), 300)]);
+    assert_eq!(s.stop().await.dead_letters, 0);
+}
+
 /// The headers of the first message of each key in `topic`, read until `n` keys came
 /// or 60 s passed.
 async fn headers_by_key(

@@ -16,7 +16,9 @@ use crate::model::{Bundle, GeneratorConfig, Rl, Variant};
 use crate::offline::evaluate::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
 use crate::offline::fidelity::{fidelity, Fidelity};
 use crate::sim::World;
-use crate::train::{self, CurvePoint, DataPart, Dataset, JudgeMonitor, TrainError, TrainJob};
+use crate::train::{
+    self, ClickFit, CurvePoint, DataPart, Dataset, JudgeMonitor, TrainError, TrainJob,
+};
 pub use data::{SimulatedData, StudyData};
 pub use report::{write_doc, Report, Suite};
 pub use tables::{markdown_table, paired_interval, paired_table};
@@ -209,6 +211,9 @@ pub struct StudyRow {
     pub fidelity: Vec<Fidelity>,
     /// RL checkpoints on validation pools, one curve per run (with a judge).
     pub curves: Vec<Vec<CurvePoint>>,
+    /// The evaluator rows' click prediction on the test lists' displayed items, `[warm,
+    /// cold]`, one per seed (with `training.cold_item_share > 0`).
+    pub click_fit: Vec<[ClickFit; 2]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +312,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             positions: Vec::new(),
             fidelity: Vec::new(),
             curves: Vec::new(),
+            click_fit: Vec::new(),
         })
         .collect();
     let oracle = |e: &crate::train::Example, order: &[usize]| {
@@ -377,8 +383,22 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 world: world.as_ref(),
             };
             let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
-            if first_of_its_evaluator && run.semantic_ids {
-                rows[2].runs.push(report.evaluator_sort.clone());
+            if first_of_its_evaluator {
+                let row = if run.semantic_ids { 2 } else { 1 };
+                if run.semantic_ids {
+                    rows[row].runs.push(report.evaluator_sort.clone());
+                }
+                let cold_share = p.training.cold_item_share;
+                if cold_share > 0.0 {
+                    let fit = train::click_fit_by_item(
+                        &bundle.evaluator,
+                        &examples,
+                        &bundle.encoder,
+                        cold_share,
+                        device,
+                    )?;
+                    rows[row].click_fit.push(fit);
+                }
             }
             if i == 0 {
                 rows[0].runs.push(report.initial.clone());
@@ -494,6 +514,7 @@ mod sweep_tests {
             positions: Vec::new(),
             fidelity: Vec::new(),
             curves: Vec::new(),
+            click_fit: Vec::new(),
         }
     }
 

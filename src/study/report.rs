@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::data::StudyData;
 use super::tables::{
-    fidelity_table, headroom_table, k_sweep_table, markdown_table, mean_curve, mean_positions,
-    paired_table, positions_table, recipe_base, recipes, transfer_table,
+    cold_start_table, fidelity_table, headroom_table, k_sweep_table, markdown_table, mean_curve,
+    mean_positions, paired_table, positions_table, recipe_base, recipes, transfer_table,
 };
 use super::{StudyError, StudyRow};
 use crate::config::PipelineConfig;
@@ -71,6 +71,15 @@ impl Report<'_> {
                  the adjacency probe (a complementary pair adjacent vs one place apart). Mean ± std over seeds.\n\n{fidelity}",
                 crate::offline::fidelity::POOLS,
                 crate::offline::fidelity::ORDERINGS
+            );
+        }
+        let cold = cold_start_table(rows);
+        if !cold.is_empty() {
+            doc += &format!(
+                "\n## Cold start: click prediction on items never seen in training (test lists)\n\n`training.cold_item_share` \
+                 of the items (by a hash of item_id) never reached training, the judge's included. Each seed's evaluator \
+                 scores the test lists as displayed; its click AUC and log-loss are split by whether the displayed item \
+                 was held out. Mean ± std over seeds, then paired differences (95 % intervals).\n\n{cold}"
             );
         }
         let transfer = transfer_table(rows);

@@ -6,7 +6,7 @@ use crate::config::PipelineConfig;
 use crate::model::Variant;
 use crate::offline::evaluate::{OrderingReport, PositionStats};
 use crate::sim::Headroom;
-use crate::train::CurvePoint;
+use crate::train::{ClickFit, CurvePoint};
 
 /// A markdown table's header: a left-aligned `first` column, then right-aligned `columns`.
 pub(super) fn header(first: &str, columns: impl Iterator<Item = String>) -> String {
@@ -273,6 +273,45 @@ pub fn fidelity_table(rows: &[StudyRow]) -> String {
         stat(|f| f.adjacency.evaluator_gain),
         stat(|f| f.adjacency.oracle_gain),
     )
+}
+
+/// Cold start: each evaluator row's click log-loss and AUC on the test lists' displayed
+/// items, warm and held out of training (mean ± std over seeds), then the paired
+/// differences of the rows after the first to the first.
+pub fn cold_start_table(rows: &[StudyRow]) -> String {
+    let rows: Vec<&StudyRow> = rows.iter().filter(|r| !r.click_fit.is_empty()).collect();
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    type Stat = fn(&[ClickFit; 2]) -> f64;
+    let stats: [(&str, Stat); 5] = [
+        ("warm items: AUC", |f| f[0].auc),
+        ("cold items: AUC", |f| f[1].auc),
+        ("warm items: log-loss", |f| f[0].logloss),
+        ("cold items: log-loss", |f| f[1].logloss),
+        ("cold items scored", |f| f[1].items as f64),
+    ];
+    let values = |r: &StudyRow, f: Stat| r.click_fit.iter().map(f).collect::<Vec<f64>>();
+    let mut out = header("evaluator", stats.iter().map(|(n, _)| n.to_string()));
+    for r in &rows {
+        out += &format!("| {} |", r.name);
+        for (_, f) in &stats {
+            let (m, s) = mean_std(&values(r, *f));
+            out += &format!(" {m:.4} ± {s:.4} |");
+        }
+        out += "\n";
+    }
+    for r in &rows[1..] {
+        out += &format!("| {} − {} |", r.name, first.name);
+        for (_, f) in &stats[..4] {
+            out += &match paired_interval(&values(r, *f), &values(first, *f)) {
+                Some((m, lo, hi)) => format!(" {m:+.4} [{lo:+.4}, {hi:+.4}] |"),
+                None => " - |".to_owned(),
+            };
+        }
+        out += " - |\n";
+    }
+    out
 }
 
 /// The paper's Table 3: each generator backbone without and with the EGLR module.

@@ -137,6 +137,57 @@ pub fn validate(
     })
 }
 
+/// How well an evaluator predicts the clicks of one set of displayed items.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct ClickFit {
+    /// Displayed items scored.
+    pub items: usize,
+    pub clicks: usize,
+    pub logloss: f64,
+    pub auc: f64,
+}
+
+impl ClickFit {
+    fn of(scored: &mut [(f32, bool)]) -> Self {
+        Self {
+            items: scored.len(),
+            clicks: scored.iter().filter(|s| s.1).count(),
+            logloss: logloss(scored),
+            auc: auc(scored),
+        }
+    }
+}
+
+/// Cold start where ids matter most: the evaluator's click log-loss and AUC on the
+/// displayed items of `examples`, `[warm, cold]` by whether the item was held out of
+/// training (`training.cold_item_share`, [`super::is_cold_item`]).
+pub fn click_fit_by_item(
+    model: &Evaluator,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    cold_share: f64,
+    device: &Device,
+) -> Result<[ClickFit; 2], TrainError> {
+    let mut scored: [Vec<(f32, bool)>; 2] = [Vec::new(), Vec::new()];
+    for chunk in examples.chunks(256) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let b = ListBatch::new(&refs, enc, device)?;
+        let out = model.forward(&b.pools, None, &b.pools.mask)?;
+        let logits: Vec<Vec<f32>> = out.click_logits.to_vec2()?;
+        for (e, row) in chunk.iter().zip(logits) {
+            for ((&c, z), &j) in e.clicks.iter().zip(row).zip(&e.served) {
+                let cold = e
+                    .item_ids
+                    .get(j)
+                    .is_some_and(|id| super::is_cold_item(id, cold_share));
+                scored[usize::from(cold)].push((z, c));
+            }
+        }
+    }
+    let [mut warm, mut cold] = scored;
+    Ok([ClickFit::of(&mut warm), ClickFit::of(&mut cold)])
+}
+
 /// Area under the ROC curve of scores against binary labels (ties count half).
 pub fn auc(scored: &mut [(f32, bool)]) -> f64 {
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));

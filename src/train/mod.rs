@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::{group_advantages, rewards, Reward};
 pub(crate) use data::is_validation;
 pub use data::{is_cold_item, DataPart, Dataset, Example, Split};
-pub use fit_evaluator::{auc, train_evaluator, validate, EvaluatorReport, ListBatch, Validation};
+pub use fit_evaluator::{
+    auc, click_fit_by_item, train_evaluator, validate, ClickFit, EvaluatorReport, ListBatch,
+    Validation,
+};
 pub use rl::{
     kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
 };

@@ -39,8 +39,18 @@ pub fn for_tansu(mut p: PipelineConfig) -> PipelineConfig {
 }
 
 /// An untrained but complete bundle: serving does not care how good the model is.
+/// With semantic ids in the spec, its tokenizer is fitted on the items of the requests
+/// [`requests`] sends.
 pub fn write_bundle(p: &PipelineConfig, dir: &Path, seed: u64) {
-    let encoder = FeatureEncoder::new(p.features.clone(), DenseNormaliser::default());
+    let world = World::generate(&pipeline().simulator, 10, 3);
+    let traffic = Traffic::new(&world, 1);
+    let catalogue: std::collections::BTreeMap<String, eglr::schema::Candidate> = (0..200)
+        .flat_map(|i| traffic.request(&traffic.impression(i)).candidates)
+        .map(|c| (c.item_id.0.clone(), c))
+        .collect();
+    let encoder = FeatureEncoder::new(p.features.clone(), DenseNormaliser::default())
+        .fit_semantic_ids(&catalogue)
+        .expect("semantic ids");
     let (ev, gv) = (VarMap::new(), VarMap::new());
     Evaluator::new(
         &p.evaluator,
@@ -63,7 +73,7 @@ pub fn write_bundle(p: &PipelineConfig, dir: &Path, seed: u64) {
         version: "test".into(),
         features: p.features.clone(),
         normaliser: DenseNormaliser::default(),
-        semantic_ids: None,
+        semantic_ids: encoder.semantic_ids().cloned(),
         evaluator: p.evaluator.clone(),
         generator: p.generator.clone(),
         max_list_len: p.limits.max_list_len,
