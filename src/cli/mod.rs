@@ -340,3 +340,53 @@ mod tests {
         assert_eq!(report(&chained), "loading x.toml: disk gone");
     }
 }
+
+#[cfg(test)]
+mod study_command_tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// The command a study doc records regenerates it: its sweeps, and the `--set`
+    /// overrides that change what is trained, but not those of other sections (a Kafka
+    /// password has no place in a doc).
+    #[test]
+    fn a_study_doc_records_its_sweeps_and_overrides() {
+        let cli = Cli::try_parse_from([
+            "eglr",
+            "--pipeline",
+            "pipelines/rerank.toml",
+            "study",
+            "--seeds",
+            "1,2",
+            "--variants",
+            "lares",
+            "--rl-sweep",
+            "dapo@0.05",
+            "--depth-sweep",
+            "1,6",
+            "--semantic-ids",
+            "eglr",
+            "--set",
+            "training.cold_item_share=0.05",
+            "--set",
+            "kafka.properties.sasl.password=secret",
+        ])
+        .expect("parses");
+        let pipeline = super::load_pipeline(&cli).expect("pipeline");
+        let Command::Study(args) = cli.command else {
+            panic!("not a study");
+        };
+        let cmd = super::study::command_line(&pipeline, &args, &cli.overrides);
+        for part in [
+            "--variants lares",
+            "--rl-sweep eglr:dapo@0.05",
+            "--depth-sweep 1,6",
+            "--semantic-ids eglr",
+            "--set training.cold_item_share=0.05",
+        ] {
+            assert!(cmd.contains(part), "{part} missing from {cmd}");
+        }
+        assert!(!cmd.contains("secret"), "{cmd}");
+    }
+}

@@ -233,7 +233,7 @@ const STUDY_SECTIONS: [&str; 6] = [
 ];
 
 /// The command that regenerates the doc.
-fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[String]) -> String {
+pub(super) fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[String]) -> String {
     let variants: Vec<String> = args.variants().iter().map(|v| v.name()).collect();
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     // The committed pipelines are `pipelines/NAME.toml`.
