@@ -69,6 +69,10 @@ pub struct FeatureEncoder {
     /// semantic ids replace.
     item_looked_up: EntityFeatures,
     semantic_ids: Option<SemanticIds>,
+    /// The tokenizer's content fields, resolved once (not per candidate), and the
+    /// width of the content vector they make.
+    content_fields: Vec<String>,
+    content_dim: usize,
     /// Codes already computed, by item and content: quantising costs `levels * codes *
     /// width` operations per candidate, and the same items come back request after
     /// request.
@@ -150,6 +154,20 @@ impl FeatureEncoder {
     pub fn new(spec: FeatureSpec, normaliser: DenseNormaliser) -> Self {
         let mut item_looked_up = spec.item.clone();
         let mut code_blocks = Vec::new();
+        let content_fields = spec
+            .semantic_ids
+            .as_ref()
+            .map_or_else(Vec::new, |ids| ids.content_fields(&spec.item));
+        let content_dim = content_fields
+            .iter()
+            .map(|f| {
+                if spec.item.has_sparse(f) {
+                    super::semantic_ids::SPARSE_DIRECTION_DIM
+                } else {
+                    1
+                }
+            })
+            .sum();
         if let Some(ids) = &spec.semantic_ids {
             item_looked_up.sparse.remove(&ids.replaces);
             item_looked_up.exact.remove(&ids.replaces);
@@ -163,6 +181,8 @@ impl FeatureEncoder {
             item_offsets: offsets(&item_looked_up, code_blocks.into_iter()),
             item_looked_up,
             semantic_ids: None,
+            content_fields,
+            content_dim,
             codes: CodeCache::default(),
             spec,
             normaliser,
@@ -174,7 +194,7 @@ impl FeatureEncoder {
     pub fn with_semantic_ids(mut self, ids: Option<SemanticIds>) -> Result<Self, String> {
         match (&self.spec.semantic_ids, &ids) {
             (None, None) => {}
-            (Some(spec), Some(fitted)) => fitted.check(spec, self.content_dim())?,
+            (Some(spec), Some(fitted)) => fitted.check(spec, self.content_dim)?,
             (None, Some(_)) => {
                 return Err("semantic ids are stored but the feature spec has none".into())
             }
@@ -217,45 +237,24 @@ impl FeatureEncoder {
             .map_or(0, |s| s.levels + usize::from(s.disambiguation > 0))
     }
 
-    /// Width of an item's content vector: a direction per sparse content field, one
-    /// value per dense one.
-    fn content_dim(&self) -> usize {
-        let Some(spec) = &self.spec.semantic_ids else {
-            return 0;
-        };
-        spec.content_fields(&self.spec.item)
-            .iter()
-            .map(|f| {
-                if self.spec.item.has_sparse(f) {
-                    super::semantic_ids::SPARSE_DIRECTION_DIM
-                } else {
-                    1
-                }
-            })
-            .sum()
-    }
-
     /// The item's content vector, the tokenizer's input: each content field in name
     /// order, a sparse value as its fixed direction (zeros when missing), a dense one
     /// normalised like the model's input.
     pub fn item_content(&self, c: &Candidate) -> Vec<f32> {
-        let Some(spec) = &self.spec.semantic_ids else {
-            return Vec::new();
-        };
         let item = &self.spec.item;
-        let mut out = Vec::with_capacity(self.content_dim());
-        for field in spec.content_fields(item) {
-            if item.has_sparse(&field) {
-                match item_sparse(c, &field) {
-                    Some(v) => out.extend_from_slice(&super::sparse_direction(&field, v)),
+        let mut out = Vec::with_capacity(self.content_dim);
+        for field in &self.content_fields {
+            if item.has_sparse(field) {
+                match item_sparse(c, field) {
+                    Some(v) => out.extend_from_slice(&super::sparse_direction(field, v)),
                     None => out.extend([0.0; super::semantic_ids::SPARSE_DIRECTION_DIM]),
                 }
-            } else if let Some(&transform) = item.dense.get(&field) {
+            } else if let Some(&transform) = item.dense.get(field) {
                 let v = self
                     .normaliser
                     .item
-                    .get(&field)
-                    .map_or(0.0, |s| s.normalise(transform, item_dense(c, &field)));
+                    .get(field)
+                    .map_or(0.0, |s| s.normalise(transform, item_dense(c, field)));
                 out.push(v);
             }
         }

@@ -59,6 +59,19 @@ pub struct StudyRun {
 /// Name suffix of a row with semantic ids; it is paired with the row without.
 pub const SEMANTIC_IDS: &str = "semantic-ids";
 
+/// The feature spec of a study run: the pipeline's without semantic ids (the study's
+/// baseline encoding, and its judge's), or with them (the pipeline's settings of
+/// `features.semantic_ids`, else the defaults).
+fn study_features(
+    pipeline: &crate::features::FeatureSpec,
+    semantic_ids: bool,
+) -> crate::features::FeatureSpec {
+    crate::features::FeatureSpec {
+        semantic_ids: semantic_ids.then(|| pipeline.semantic_ids.clone().unwrap_or_default()),
+        ..pipeline.clone()
+    }
+}
+
 /// An RL recipe of the study's `--rl-sweep`: `[VARIANT:]METHOD[@B]`, the method
 /// (`grpo`, `ppo`, `dapo`, `latent-grpo`) for the variant (default `eglr`), with GR2's
 /// conditional reward at improvement bonus `B`.
@@ -117,11 +130,15 @@ impl std::str::FromStr for RlSetting {
 }
 
 impl RlSetting {
+    /// The method's name as `--rl-sweep` spells it.
+    fn method_name(&self) -> String {
+        clap::ValueEnum::to_possible_value(&self.method)
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+
     /// The `--rl-sweep` entry this setting parses from.
     pub fn flag(&self) -> String {
-        let method = clap::ValueEnum::to_possible_value(&self.method)
-            .map_or_else(String::new, |v| v.get_name().to_owned());
-        let mut flag = format!("{}:{method}", self.variant.name());
+        let mut flag = format!("{}:{}", self.variant.name(), self.method_name());
         if self.improvement_bonus > 0.0 {
             flag += &format!("@{}", self.improvement_bonus);
         }
@@ -131,8 +148,7 @@ impl RlSetting {
 
 impl std::fmt::Display for RlSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let method = clap::ValueEnum::to_possible_value(&self.method)
-            .map_or_else(String::new, |v| v.get_name().to_owned());
+        let method = self.method_name();
         if self.improvement_bonus > 0.0 {
             write!(f, "{method} bonus={}", self.improvement_bonus)
         } else {
@@ -157,18 +173,6 @@ impl StudyRun {
             name += &format!(" {SEMANTIC_IDS}");
         }
         name
-    }
-
-    /// The feature spec of this run: the pipeline's without semantic ids (the study's
-    /// baseline encoding, and its judge's), or with them (the pipeline's settings of
-    /// `features.semantic_ids`, else the defaults).
-    fn features(&self, pipeline: &crate::features::FeatureSpec) -> crate::features::FeatureSpec {
-        crate::features::FeatureSpec {
-            semantic_ids: self
-                .semantic_ids
-                .then(|| pipeline.semantic_ids.clone().unwrap_or_default()),
-            ..pipeline.clone()
-        }
     }
 
     /// The training settings of this run at `seed`.
@@ -262,10 +266,7 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
     let out = dir.join("judge");
     if !out.join("bundle.json").exists() {
         tracing::info!(seed, "training the judge");
-        let features = crate::features::FeatureSpec {
-            semantic_ids: None,
-            ..p.features.clone()
-        };
+        let features = study_features(&p.features, false);
         let job = TrainJob {
             data: &plan.train_data,
             evaluator: p.evaluator.clone(),
@@ -335,7 +336,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
         let mut judge_lists: Option<Vec<crate::train::Example>> = None;
         for (i, run) in plan.runs.iter().enumerate() {
             let out = seed_dir.join(run.dir_name());
-            let features = run.features(&p.features);
+            let features = study_features(&p.features, run.semantic_ids);
             let own_evaluator = &mut evaluator_from[usize::from(run.semantic_ids)];
             let first_of_its_evaluator = own_evaluator.is_none();
             if !out.join("bundle.json").exists() {
