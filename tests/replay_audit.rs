@@ -90,6 +90,7 @@ fn replay_gives_the_hand_computed_metrics_and_permutations() {
         list_len: 3,
         pass_at_n: 1,
         seed: 0,
+        beam_width: 0,
     };
     let out = tmp.path().join("replayed");
     let mut progress = Vec::new();

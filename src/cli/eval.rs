@@ -39,6 +39,12 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     batch: usize,
 
+    /// Width of the beam search over the model's evaluator (by expected clicks), a
+    /// non-learned reference row: the ceiling the evaluator allows a generator. Costs
+    /// about `width x pool size` evaluator calls per position; 0 leaves the row out.
+    #[arg(long, default_value_t = 8, value_name = "WIDTH")]
+    beam: usize,
+
     /// Seed of the Pass@N sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -120,6 +126,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         list_len: pipeline.limits.list_len,
         pass_at_n: args.pass_at.max(1),
         seed: args.seed,
+        beam_width: args.beam,
     };
     let scorers = Scorers {
         judge: judge.as_ref(),
@@ -187,7 +194,10 @@ pub(super) fn print_report(r: &EvalReport) {
                 row("initial", &r.initial),
                 row("evaluator sort", &r.evaluator_sort),
                 row("logged", &r.logged)
-            ],
+            ]
+            .into_iter()
+            .chain(r.beam.as_ref().map(|b| row("evaluator beam", b)))
+            .collect::<Vec<_>>(),
         )
     );
     println!(

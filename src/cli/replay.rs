@@ -49,6 +49,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         list_len: pipeline.limits.list_len,
         pass_at_n: 1,
         seed: 0,
+        beam_width: 0,
     };
     let roll = pipeline.logs.roll_policy();
     let started = Instant::now();

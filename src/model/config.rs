@@ -575,6 +575,9 @@ impl GeneratorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluatorConfig {
+    /// Which encoder reads the list: the paper's bidirectional Transformer, or the
+    /// cascade evaluator that reads it as a user does (see [`EvaluatorKind`]).
+    pub kind: EvaluatorKind,
     pub embedding_dim: usize,
     pub d_model: usize,
     pub heads: usize,
@@ -587,10 +590,29 @@ pub struct EvaluatorConfig {
     pub wlr_weight: f64,
     /// Beyond the paper: each position's input also carries the embedding of the item
     /// shown just above it, so adjacency effects (one item priming the next) are one
-    /// layer away. Off reproduces spec §3 steps 1-2.
+    /// layer away. Off reproduces spec §3 steps 1-2. The cascade kind always reads it.
     pub previous_item: bool,
     /// What picks the best epoch on the validation split.
     pub selection: EvaluatorSelection,
+}
+
+/// The evaluator's encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluatorKind {
+    /// Spec §3: a bidirectional Transformer over the whole displayed list with
+    /// sinusoidal positions, a `cls` token and a point-wise click head.
+    #[default]
+    Paper,
+    /// Beyond the paper: the list read as a user reads it. Each position attends only to
+    /// itself and the items above it (the click model of a cascade: a click depends on
+    /// what was seen before, never after); its input carries generic list features
+    /// derived from the feature spec (for every sparse item field, how many items above
+    /// share this item's value, and a bilinear interaction of the previous item's value
+    /// with this one); and the click probability factorises as
+    /// `examination(position) x attractiveness(item, items above, user)` (PAL), so the
+    /// position-relevance confound of logged orders stays in the examination term.
+    Cascade,
 }
 
 /// How the evaluator's best epoch is chosen on the validation split.
@@ -608,6 +630,7 @@ pub enum EvaluatorSelection {
 impl Default for EvaluatorConfig {
     fn default() -> Self {
         Self {
+            kind: EvaluatorKind::Paper,
             embedding_dim: 16,
             d_model: 64,
             heads: 4,

@@ -157,6 +157,17 @@ impl FeatureEmbedding {
         self.item.dim
     }
 
+    /// Sparse item fields: the first this many blocks of an item's vector, each one
+    /// field's embedding of [`Self::field_dim`] (a semantic id's code counts as one).
+    pub fn item_sparse_fields(&self) -> usize {
+        fields(self.item.sparse_columns, self.item.summed)
+    }
+
+    /// Width of one field's embedding.
+    pub fn field_dim(&self) -> usize {
+        self.item.table.as_ref().map_or(0, Embedding::hidden_size)
+    }
+
     /// `(user [b, du] or None without user features, items [b, n, di])`.
     pub fn forward(&self, pools: &PoolTensors) -> Result<(Option<Tensor>, Tensor)> {
         let user = (self.user.dim > 0)

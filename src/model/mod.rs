@@ -3,6 +3,7 @@
 //! configurations of it (or of the score-and-sort [`Scorer`]), model bundles and the
 //! versioned store serving reads them from.
 
+mod beam;
 mod bundle;
 mod config;
 mod embedding;
@@ -15,22 +16,25 @@ mod reward;
 mod scorer;
 mod store;
 
+pub use beam::beam_search;
 pub use bundle::{
     judge_conflict, Bundle, BundleError, BundleMeta, DataPart, TrainingInfo, BUNDLE_FORMAT,
 };
 pub use config::{
-    Architecture, DecoderKind, EvaluatorConfig, EvaluatorSelection, GeneratorConfig, ReasoningMode,
-    ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, ServeSelection, Variant,
+    Architecture, DecoderKind, EvaluatorConfig, EvaluatorKind, EvaluatorSelection, GeneratorConfig,
+    ReasoningMode, ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, ServeSelection,
+    Variant,
 };
 pub use embedding::{FeatureEmbedding, PoolTensors};
-pub use evaluator::{evaluator_loss, gather_rows, Evaluator, ListScores};
+pub use evaluator::{evaluator_loss, gather_rows, EmbeddedPools, Evaluator, ListScores};
 pub use generator::{
     DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
 };
 pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
 pub use ranker::{is_upstream_order, upstream_lists, Ranker};
 pub use reward::{
-    batch_advantages, conditional_rewards, group_advantages, informative_groups, rewards, Reward,
+    batch_advantages, conditional_rewards, group_advantages, informative_groups, list_values,
+    rewards, Reward,
 };
 pub use scorer::Scorer;
 pub use store::{LiveModel, ModelStore, StoreError};

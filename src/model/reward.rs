@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::embedding::PoolTensors;
-use super::evaluator::Evaluator;
+use super::evaluator::{Evaluator, ListScores};
 use super::generator::Decoded;
 use crate::ranking_metrics::dcg_reward;
 
@@ -106,24 +106,33 @@ pub fn rewards(
     }
     let device = pools.mask.device();
     let order = Tensor::from_vec(index, (b, l), device)?;
-    let mask_t = Tensor::from_vec(mask.clone(), (b, l), device)?;
+    let mask_t = Tensor::from_vec(mask, (b, l), device)?;
     let scores = evaluator.forward(pools, Some(&order), &mask_t)?;
+    let lens: Vec<usize> = orders.iter().map(Vec::len).collect();
+    list_values(&scores, &lens, reward)
+}
+
+/// The `reward` of each scored list, of `lens[r]` real positions.
+pub fn list_values(
+    scores: &ListScores,
+    lens: &[usize],
+    reward: Reward,
+) -> candle_core::Result<Vec<f32>> {
+    let yhat = || -> candle_core::Result<Vec<Vec<f32>>> {
+        candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()
+    };
     Ok(match reward {
-        Reward::Dcg => {
-            let yhat: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()?;
-            yhat.iter()
-                .zip(&orders)
-                .map(|(y, o)| dcg_reward(&y[..o.len()]) as f32)
-                .collect()
-        }
+        Reward::Dcg => yhat()?
+            .iter()
+            .zip(lens)
+            .map(|(y, &l)| dcg_reward(&y[..l]) as f32)
+            .collect(),
         Reward::Listwise => scores.list_logit.exp()?.to_vec1()?,
-        Reward::Clicks => {
-            let yhat: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()?;
-            yhat.iter()
-                .zip(&orders)
-                .map(|(y, o)| y[..o.len()].iter().sum())
-                .collect()
-        }
+        Reward::Clicks => yhat()?
+            .iter()
+            .zip(lens)
+            .map(|(y, &l)| y[..l].iter().sum())
+            .collect(),
     })
 }
 

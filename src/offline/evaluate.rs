@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::model::{
-    is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors, PositionTrace,
-    Selection,
+    beam_search, is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors,
+    PositionTrace, Selection,
 };
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::sim::World;
@@ -26,6 +26,9 @@ pub struct EvalOptions {
     /// the evaluator. 1 = greedy only.
     pub pass_at_n: usize,
     pub seed: u64,
+    /// Width of the beam search over the model's evaluator reported beside the model
+    /// ([`crate::model::beam_search`]); 0 leaves the row out.
+    pub beam_width: usize,
 }
 
 /// Mean entropy and reasoning at one list position.
@@ -65,6 +68,10 @@ pub struct EvalReport {
     /// The pool sorted by the evaluator's point-wise click probabilities (scored in the
     /// initial order): what a point-wise re-ranker with this evaluator would serve.
     pub evaluator_sort: OrderingReport,
+    /// Beam search over the model's own evaluator (by expected clicks): the ceiling that
+    /// evaluator allows a generator, when `beam_width > 0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam: Option<OrderingReport>,
     /// The order the list was actually shown in, as logged (differs from the initial
     /// order for exploration traffic and for lists a model served).
     pub logged: OrderingReport,
@@ -115,6 +122,9 @@ pub struct Evaluation<'a> {
     initial: MetricAccumulator,
     sorted: MetricAccumulator,
     logged: MetricAccumulator,
+    beam: MetricAccumulator,
+    beam_seconds: f64,
+    beam_copies: usize,
     positions: Vec<PositionStats>,
     counts: Vec<usize>,
     decode_seconds: f64,
@@ -144,6 +154,9 @@ impl<'a> Evaluation<'a> {
             initial: MetricAccumulator::default(),
             sorted: MetricAccumulator::default(),
             logged: MetricAccumulator::default(),
+            beam: MetricAccumulator::default(),
+            beam_seconds: 0.0,
+            beam_copies: 0,
             positions: Vec::new(),
             counts: Vec::new(),
             decode_seconds: 0.0,
@@ -204,6 +217,21 @@ impl<'a> Evaluation<'a> {
                 .map(|e| e.served.iter().copied().take(opts.list_len).collect()),
         );
         let logged_scores = rewards(&bundle.evaluator, &pools, &logged, Reward::Dcg)?;
+        let beam = if opts.beam_width > 0 {
+            let started = Instant::now();
+            let lists = beam_search(
+                &bundle.evaluator,
+                &pools,
+                &lens,
+                opts.beam_width,
+                Reward::Clicks,
+            )?;
+            self.beam_seconds += started.elapsed().as_secs_f64();
+            let scores = rewards(&bundle.evaluator, &pools, &lists, Reward::Dcg)?;
+            Some((lists, scores))
+        } else {
+            None
+        };
         let best = Decoded::from_orders(
             best_lists
                 .iter()
@@ -234,6 +262,20 @@ impl<'a> Evaluation<'a> {
             judged(&sorted)?,
             judged(&logged)?,
         );
+        if let Some((lists, scores)) = &beam {
+            let beam_judged = judged(lists)?;
+            for (r, e) in chunk.iter().enumerate() {
+                let list = &lists.lists[r];
+                self.beam_copies += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
+                add(
+                    &mut self.beam,
+                    e,
+                    list,
+                    (scores[r], beam_judged[r]),
+                    scorers.world,
+                );
+            }
+        }
         let cold_share = bundle.meta.training.cold_item_share;
         for (r, e) in chunk.iter().enumerate() {
             let orderings = [
@@ -357,6 +399,12 @@ impl<'a> Evaluation<'a> {
                 copies_initial_order: self.copies[2] as f64 / n,
                 cold_items: cold(3),
             },
+            beam: (self.opts.beam_width > 0).then(|| OrderingReport {
+                metrics: self.beam.summary(),
+                ms_per_list: 1000.0 * self.beam_seconds / n,
+                copies_initial_order: self.beam_copies as f64 / n,
+                cold_items: None,
+            }),
             by_position: self.positions,
             upstream_share: self.upstream_served as f64 / n,
             fidelity: None,
@@ -364,15 +412,15 @@ impl<'a> Evaluation<'a> {
     }
 }
 
-/// Each pool sorted by the evaluator's click probability, scored in the initial order.
+/// Each pool sorted by the evaluator's point-wise click logits
+/// ([`crate::model::Evaluator::pointwise_logits`]).
 fn evaluator_sort(
     bundle: &Bundle,
     pools: &PoolTensors,
     examples: &[Example],
     len: usize,
 ) -> candle_core::Result<Decoded> {
-    let scores = bundle.evaluator.forward(pools, None, &pools.mask)?;
-    let logits: Vec<Vec<f32>> = scores.click_logits.to_vec2()?;
+    let logits: Vec<Vec<f32>> = bundle.evaluator.pointwise_logits(pools)?.to_vec2()?;
     Ok(Decoded::from_orders(examples.iter().zip(logits).map(
         |(e, z)| {
             let mut order: Vec<usize> = (0..e.pool.lens[0]).collect();

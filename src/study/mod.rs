@@ -377,6 +377,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 list_len: p.limits.list_len,
                 pass_at_n: 1,
                 seed,
+                beam_width: 0,
             };
             let scorers = Scorers {
                 judge: judge.as_ref(),

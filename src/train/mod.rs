@@ -346,6 +346,11 @@ impl Init {
         let layer_norm = crate::model::LAYER_NORM_NAMES.contains(&layer);
         Ok(match last {
             "cls" => Init::Token,
+            // The cascade evaluator's examination logits: every position starts alike.
+            "examination" => Init::Const(0.0),
+            // The cascade evaluator's bilinear maps `[fields, e, e]`, each a linear map
+            // of a field's embedding.
+            "pair" if shape.len() == 3 => Init::Kaiming { fan_in: shape[2] },
             "table" => Init::Table,
             "weight" if layer == "table" => Init::Table,
             _ if ["_ih_l", "_hh_l"].iter().any(|g| last.contains(g)) => Init::Gru {

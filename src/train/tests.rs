@@ -116,6 +116,7 @@ fn tiny_end_to_end_run_raises_the_evaluator_reward() {
             list_len: 10,
             pass_at_n: 1,
             seed: 0,
+            beam_width: 0,
         };
         let scorers = crate::offline::evaluate::Scorers {
             judge: None,
@@ -373,6 +374,7 @@ fn semantic_id_bundles_train_load_and_are_judged_by_a_hashed_judge() {
         list_len: 10,
         pass_at_n: 1,
         seed: 0,
+        beam_width: 0,
     };
     let lists = |b: &Bundle| Dataset::load_all(&data, b.encoder.clone()).expect("lists");
     let (judge_lists, model_lists) = (lists(&judge), lists(&model));
