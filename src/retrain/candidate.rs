@@ -38,6 +38,7 @@ impl Trained {
         let settings = TrainingConfig {
             evaluator_epochs: round.trainer.evaluator_epochs,
             grpo_steps: round.trainer.grpo_steps,
+            search_warm_start_steps: round.trainer.search_warm_start_steps,
             ..round.training.clone()
         };
         let (meta, enc) = (&serving.meta, &serving.encoder);

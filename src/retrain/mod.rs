@@ -54,6 +54,10 @@ pub struct TrainerConfig {
     pub evaluator_epochs: usize,
     /// GRPO updates per round.
     pub grpo_steps: usize,
+    /// Updates of the search warm start per round (`training.search_warm_start_steps`
+    /// is the first model's): the warm-started generator imitates the refreshed
+    /// evaluator's searched lists before GRPO. 0: rounds refine by GRPO alone.
+    pub search_warm_start_steps: usize,
     /// Largest accepted drop of the held-out click AUC.
     pub auc_tolerance: f64,
     /// Largest accepted rise of the held-out click log-loss.
@@ -76,6 +80,7 @@ impl Default for TrainerConfig {
             check_every_s: 10.0,
             evaluator_epochs: 3,
             grpo_steps: 150,
+            search_warm_start_steps: 0,
             auc_tolerance: 0.01,
             logloss_tolerance: 0.01,
             score_margin: 0.0,

@@ -26,7 +26,7 @@ pub use fit_evaluator::{
 pub use rl::{
     kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
 };
-pub use supervised::{supervised_loss, train_supervised, SupervisedReport, Target};
+pub use supervised::{search_lists, supervised_loss, train_supervised, SupervisedReport, Target};
 
 use crate::check::Problem;
 use crate::features::FeatureEncoder;
@@ -121,6 +121,17 @@ pub struct TrainingConfig {
     /// Beyond the paper: teacher-forced updates toward the upstream order before RL (a
     /// warm start at the reference policy). 0: none.
     pub upstream_warm_start_steps: usize,
+    /// Beyond the paper: teacher-forced updates toward the lists a beam search over the
+    /// frozen evaluator finds (`search_warm_start_width` wide, by expected clicks),
+    /// after any upstream warm start and before RL: the search distilled into the
+    /// generator, which RL then refines (and the KL term keeps near). 0: none.
+    pub search_warm_start_steps: usize,
+    /// Beam width of the search warm start's teacher (1: greedy by marginal expected
+    /// clicks).
+    pub search_warm_start_width: usize,
+    /// Training pools (a seeded sample) the search warm start's teacher searches once;
+    /// its updates cycle over them.
+    pub search_warm_start_pools: usize,
     /// Beyond the paper: weight `beta` of the KL penalty of RL toward the reference
     /// policy (the generator as it was when RL started: after the upstream warm start,
     /// the upstream order's imitation). Each sampled list's reward becomes
@@ -166,6 +177,9 @@ impl Default for TrainingConfig {
             progress_every: 25,
             embedding_init_std: 1.0,
             upstream_warm_start_steps: 0,
+            search_warm_start_steps: 0,
+            search_warm_start_width: 1,
+            search_warm_start_pools: 4096,
             reference_kl: 0.0,
             judge_share: 0.0,
             cold_item_share: 0.0,
@@ -200,6 +214,14 @@ impl TrainingConfig {
             ("training.dapo_sampling_rounds", self.dapo_sampling_rounds),
             ("training.supervised_batch", self.supervised_batch),
             ("training.progress_every", self.progress_every),
+            (
+                "training.search_warm_start_width",
+                self.search_warm_start_width,
+            ),
+            (
+                "training.search_warm_start_pools",
+                self.search_warm_start_pools,
+            ),
         ] {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));
@@ -495,6 +517,7 @@ pub struct SemanticIdReport {
 pub struct RankerReport {
     pub supervised: Option<SupervisedReport>,
     pub upstream_warm_start: Option<SupervisedReport>,
+    pub search_warm_start: Option<SupervisedReport>,
     pub rl: Option<RlReport>,
 }
 
@@ -544,6 +567,34 @@ pub fn train_ranker(
         )?),
         _ => None,
     };
+    let search_warm_start = match (recipe.rl, ranker.generator()) {
+        (Some(_), Some(_)) if cfg.search_warm_start_steps > 0 => {
+            let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed ^ 0x5345_4152);
+            let mut picked: Vec<usize> = (0..examples.len()).collect();
+            picked.shuffle(&mut rng);
+            picked.truncate(cfg.search_warm_start_pools);
+            let pools: Vec<Example> = picked.iter().map(|&i| examples[i].clone()).collect();
+            let lists = search_lists(
+                evaluator,
+                &pools,
+                cfg.search_warm_start_width,
+                list_len,
+                enc,
+                device,
+            )?;
+            Some(train_supervised(
+                ranker,
+                vars,
+                cfg,
+                Target::Lists(&lists),
+                cfg.search_warm_start_steps,
+                &pools,
+                enc,
+                device,
+            )?)
+        }
+        _ => None,
+    };
     let rl = match (recipe.rl, ranker.generator()) {
         (Some(method), Some(generator)) => {
             // The reference policy: a frozen copy of the generator as RL starts.
@@ -568,6 +619,7 @@ pub fn train_ranker(
     Ok(RankerReport {
         supervised,
         upstream_warm_start,
+        search_warm_start,
         rl,
     })
 }

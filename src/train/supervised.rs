@@ -14,7 +14,10 @@ use super::data::Example;
 use super::rl::pool_tensors;
 use super::{adamw, Passes, TrainError, TrainingConfig};
 use crate::features::FeatureEncoder;
-use crate::model::{DecodeOptions, Generator, PoolTensors, Ranker, Scorer, ScorerKind, Selection};
+use crate::model::{
+    beam_search, DecodeOptions, Evaluator, Generator, PoolTensors, Ranker, Reward, Scorer,
+    ScorerKind, Selection,
+};
 
 /// How the supervised stage went.
 #[derive(Debug, Clone, Serialize)]
@@ -26,24 +29,40 @@ pub struct SupervisedReport {
 }
 
 /// What the supervised stage teaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
     /// The logged clicks (the baselines' supervised stage and SFT).
     Clicks,
     /// The upstream order's first `L` items: a warm start toward the reference policy
     /// that the KL term of RL then keeps the generator near (generators only).
     Upstream(usize),
+    /// Given lists, one per training example (aligned with them): the lists a search
+    /// over the frozen evaluator found ([`search_lists`]), distilled into the generator
+    /// (the imitation step of expert iteration). A pointer decoder trained by RL alone
+    /// climbs the evaluator slowly from wherever it starts; imitating the search starts
+    /// it near the evaluator's optimum (generators only).
+    Lists(&'a [Vec<usize>]),
+}
+
+impl Target<'_> {
+    fn name(&self) -> String {
+        match self {
+            Target::Clicks => "clicks".into(),
+            Target::Upstream(len) => format!("upstream order, {len} items"),
+            Target::Lists(_) => "searched lists".into(),
+        }
+    }
 }
 
 /// Runs `steps` updates of `ranker` toward `target`; with [`Target::Clicks`] only on
 /// lists with at least one click (a list without one says nothing about which item
-/// should come first).
+/// should come first); with [`Target::Lists`], one given list per example.
 #[allow(clippy::too_many_arguments)]
 pub fn train_supervised(
     ranker: &Ranker,
     vars: &VarMap,
     cfg: &TrainingConfig,
-    target: Target,
+    target: Target<'_>,
     steps: usize,
     examples: &[Example],
     enc: &FeatureEncoder,
@@ -51,10 +70,19 @@ pub fn train_supervised(
 ) -> Result<SupervisedReport, TrainError> {
     let clicked: Vec<&Example> = examples
         .iter()
-        .filter(|e| target != Target::Clicks || e.clicks.contains(&true))
+        .filter(|e| !matches!(target, Target::Clicks) || e.clicks.contains(&true))
         .collect();
     if clicked.is_empty() {
         return Err(TrainError::Empty(0));
+    }
+    if let Target::Lists(lists) = target {
+        if lists.len() != examples.len() {
+            return Err(TrainError::Model(candle_core::Error::Msg(format!(
+                "{} given lists for {} examples",
+                lists.len(),
+                examples.len()
+            ))));
+        }
     }
     let started = Instant::now();
     let mut opt = adamw(vars, cfg.generator_lr)?;
@@ -67,10 +95,19 @@ pub fn train_supervised(
     };
     let (mut window_loss, mut window_steps) = (0.0, 0usize);
     for step in 1..=steps {
-        let mut batch = Vec::with_capacity(cfg.supervised_batch);
-        for _ in 0..cfg.supervised_batch.min(clicked.len()) {
-            batch.push(clicked[passes.next(&mut rng)]);
-        }
+        let picked: Vec<usize> = (0..cfg.supervised_batch.min(clicked.len()))
+            .map(|_| passes.next(&mut rng))
+            .collect();
+        let batch: Vec<&Example> = picked.iter().map(|&i| clicked[i]).collect();
+        // Given lists are aligned with `examples`, which a `Lists` target never filters.
+        let lists: Vec<Vec<usize>>;
+        let target = match target {
+            Target::Lists(all) => {
+                lists = picked.iter().map(|&i| all[i].clone()).collect();
+                Target::Lists(&lists)
+            }
+            other => other,
+        };
         let loss = supervised_loss(ranker, &batch, target, enc, device)?;
         opt.backward_step(&loss)?;
         window_loss += f64::from(loss.to_scalar::<f32>()?);
@@ -79,7 +116,7 @@ pub fn train_supervised(
         if step % cfg.progress_every == 0 || step == steps {
             let mean = window_loss / window_steps as f64;
             report.loss_curve.push(mean);
-            tracing::info!(step, steps, loss = mean, "supervised ({target:?})");
+            tracing::info!(step, steps, loss = mean, "supervised ({})", target.name());
             (window_loss, window_steps) = (0.0, 0);
         }
     }
@@ -92,7 +129,7 @@ pub fn train_supervised(
 pub fn supervised_loss(
     ranker: &Ranker,
     batch: &[&Example],
-    target: Target,
+    target: Target<'_>,
     enc: &FeatureEncoder,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
@@ -110,7 +147,36 @@ pub fn supervised_loss(
                 .collect();
             pointer_loss(g, &pools, &targets, false)
         }
+        (Ranker::Generator(g), Target::Lists(lists)) => pointer_loss(g, &pools, lists, false),
     }
+}
+
+/// The list of `len` items a beam search of `width` over `evaluator` finds in each
+/// example's pool (by expected clicks), scored `batch` pools at a time: the teacher of
+/// [`Target::Lists`].
+pub fn search_lists(
+    evaluator: &Evaluator,
+    examples: &[Example],
+    width: usize,
+    len: usize,
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<usize>>> {
+    let started = Instant::now();
+    let mut lists = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(256) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let pools = pool_tensors(&refs, enc, device)?;
+        let lens = vec![len; chunk.len()];
+        lists.extend(beam_search(evaluator, &pools, &lens, width, Reward::Clicks)?.orders());
+        tracing::info!(
+            pools = lists.len(),
+            of = examples.len(),
+            lists_per_s = lists.len() as f64 / started.elapsed().as_secs_f64(),
+            "searching the evaluator's lists"
+        );
+    }
+    Ok(lists)
 }
 
 /// Each list's clicked items, in pool order (Seq2Slate's targets).

@@ -6,6 +6,8 @@
 
 mod cascade;
 mod paper;
+#[cfg(test)]
+mod tests;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
