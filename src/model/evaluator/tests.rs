@@ -59,13 +59,8 @@ fn the_cascade_evaluator_sees_no_later_item() {
     let orders = [vec![0, 1, 2, 3, 4, 5], vec![0, 1, 2, 8, 7, 6]];
     let (cascade, _) = evaluator(EvaluatorKind::Cascade, &enc, 5);
     let z = click_logits(&cascade, &pools, &orders);
-    for t in 0..=2 {
-        assert!(
-            (z[0][t] - z[1][t]).abs() < 1e-5,
-            "position {t}: {} vs {}",
-            z[0][t],
-            z[1][t]
-        );
+    for (t, (a, b)) in z[0].iter().zip(&z[1]).take(3).enumerate() {
+        assert!((a - b).abs() < 1e-5, "position {t}: {a} vs {b}");
     }
     assert!(
         (3..6).any(|t| (z[0][t] - z[1][t]).abs() > 1e-4),
