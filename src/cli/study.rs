@@ -93,6 +93,12 @@ pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "VARIANT,...")]
     semantic_ids: Vec<Variant>,
 
+    /// Width of the beam search over each seed's evaluator (by expected clicks), a
+    /// non-learned row: the ceiling the evaluator allows a generator. It costs about
+    /// `width x pool size` evaluator calls per list position; 0: no such row.
+    #[arg(long, default_value_t = 8, value_name = "WIDTH")]
+    beam: usize,
+
     /// Markdown file to write (default: `docs/results-sim.md` for the ablation,
     /// `docs/results-baselines-sim.md` or, with `--data`, `docs/results-baselines-kuairand.md`
     /// for the paper suite). A `## Findings` section already in it is kept.
@@ -194,6 +200,7 @@ pub fn run(
         seeds: args.seeds.clone(),
         runs: args.runs(),
         bundles: args.dir.join("bundles"),
+        beam_width: args.beam,
     };
     let rows = study::run(&plan, &device()?)?;
     println!("{}", markdown_table(&rows));
@@ -275,6 +282,7 @@ pub(super) fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[
     if args.suite == Suite::Paper {
         cmd += " --suite paper";
     }
+    cmd += &format!(" --beam {}", args.beam);
     for o in overrides {
         if STUDY_SECTIONS.iter().any(|s| o.trim_start().starts_with(s)) {
             cmd += &format!(" --set {o}");

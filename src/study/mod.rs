@@ -38,7 +38,13 @@ pub struct StudyPlan {
     pub runs: Vec<StudyRun>,
     /// Where the bundles go (`DIR/seed-S/RUN`).
     pub bundles: PathBuf,
+    /// Width of the beam search over each seed's evaluator, a row of its own (the
+    /// ceiling that evaluator allows a generator); 0: no such row.
+    pub beam_width: usize,
 }
+
+/// The row of the beam search over the evaluator.
+const BEAM_ROW: &str = "evaluator beam search";
 
 /// One generator configuration of the study: a variant, optionally with another
 /// reasoning cap `K` (the paper's Table 4 sweep) or another RL recipe.
@@ -305,6 +311,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
     let mut rows: Vec<StudyRow> = ["initial order", "evaluator point-wise sort"]
         .into_iter()
         .chain(semantic.then_some(SEMANTIC_EVALUATOR_ROW))
+        .chain((plan.beam_width > 0).then_some(BEAM_ROW))
         .map(str::to_owned)
         .chain(plan.runs.iter().map(StudyRun::name))
         .map(|name| StudyRow {
@@ -325,6 +332,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
         DataPart::All
     };
     let first_run_row = rows.len() - plan.runs.len();
+    let beam_row = rows.iter().position(|r| r.name == BEAM_ROW);
     for &seed in &plan.seeds {
         let seed_dir = plan.bundles.join(format!("seed-{seed}"));
         // The evaluator of the seed, by whether its runs use semantic ids.
@@ -377,7 +385,8 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 list_len: p.limits.list_len,
                 pass_at_n: 1,
                 seed,
-                beam_width: 0,
+                // The search depends on the evaluator only: once per seed.
+                beam_width: if i == 0 { plan.beam_width } else { 0 },
             };
             let scorers = Scorers {
                 judge: judge.as_ref(),
@@ -403,6 +412,9 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 }
             }
             if i == 0 {
+                if let (Some(row), Some(beam)) = (beam_row, &report.beam) {
+                    rows[row].runs.push(beam.clone());
+                }
                 rows[0].runs.push(report.initial.clone());
                 rows[1].runs.push(report.evaluator_sort.clone());
                 if let (Some(w), Some(data)) = (&world, &plan.validation_data) {
