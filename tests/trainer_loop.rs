@@ -38,9 +38,12 @@ fn train_serving(p: &PipelineConfig, logs: &Path, store: &Path, epochs: usize, g
         data: &data,
         evaluator: p.evaluator.clone(),
         generator: p.generator.clone(),
+        // The loop's mechanics, not the model's quality, are under test: no search warm
+        // start (minutes of imitation).
         training: TrainingConfig {
             evaluator_epochs: epochs,
             grpo_steps,
+            search_warm_start_steps: 0,
             ..p.training.clone()
         },
         features: &p.features,

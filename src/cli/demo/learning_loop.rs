@@ -59,9 +59,11 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
     }
     let p = loop_pipeline(base, &dir, args);
     println!("training a weak first model on 300 simulated lists");
+    // Weak on purpose, so the loop has something to learn: no search warm start.
     let weak = TrainingConfig {
         evaluator_epochs: 1,
         grpo_steps: 5,
+        search_warm_start_steps: 0,
         ..base.training.clone()
     };
     simulate_and_train(
