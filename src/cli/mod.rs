@@ -383,6 +383,7 @@ mod study_command_tests {
             "--rl-sweep eglr:dapo@0.05",
             "--depth-sweep 1,6",
             "--semantic-ids eglr",
+            "--beam 8",
             "--set training.cold_item_share=0.05",
         ] {
             assert!(cmd.contains(part), "{part} missing from {cmd}");

@@ -48,6 +48,8 @@ pub(super) fn pipeline() -> PipelineConfig {
     p.training.grpo_pools_per_step = 8;
     p.training.group_size = 4;
     p.training.progress_every = 10;
+    // Minutes of imitation: only the test of the search warm start turns it on.
+    p.training.search_warm_start_steps = 0;
     p
 }
 
