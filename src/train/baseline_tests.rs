@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::tests::{job, pipeline, simulate};
 use super::*;
 use crate::config::PipelineConfig;
-use crate::model::{rewards, Bundle, Ranker, Reward, Variant};
+use crate::model::{rewards, Bundle, Ranker, Variant};
 
 /// An evaluator trained once on simulated logs, and the logs, in memory.
 struct Fixture {
