@@ -119,7 +119,7 @@ fn prepare(
     let store = ModelStore::new(&dir.join("models"));
     if store.latest().is_none() {
         println!(
-            "no model in {} yet: simulating 5,000 lists and training a small one (about a minute)",
+            "no model in {} yet: simulating 5,000 lists and training a small one (a few minutes: the generator first imitates the evaluator's search)",
             store.dir().display()
         );
         let training = TrainingConfig {
