@@ -79,16 +79,14 @@ pub fn beam_search(
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device};
-    use candle_nn::{VarBuilder, VarMap};
+    use candle_core::Device;
 
     use super::beam_search;
-    use crate::model::config::{EvaluatorConfig, EvaluatorKind};
+    use crate::model::config::EvaluatorKind;
     use crate::model::embedding::PoolTensors;
     use crate::model::generator::Decoded;
     use crate::model::reward::{rewards, Reward};
-    use crate::model::tests::{encoder, pool};
-    use crate::model::Evaluator;
+    use crate::model::tests::{encoder, pool, seeded_evaluator_of};
 
     /// Every ordered list of `len` distinct items of `0..n`.
     fn all_lists(n: usize, len: usize) -> Vec<Vec<usize>> {
@@ -114,19 +112,7 @@ mod tests {
     fn beam_search_finds_the_best_list_of_a_small_pool() {
         let enc = encoder();
         for kind in [EvaluatorKind::Cascade, EvaluatorKind::Paper] {
-            let vars = VarMap::new();
-            let cfg = EvaluatorConfig {
-                kind,
-                ..EvaluatorConfig::default()
-            };
-            let evaluator = Evaluator::new(
-                &cfg,
-                &enc,
-                12,
-                VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-            )
-            .expect("evaluator");
-            crate::train::seeded_init(&vars, 9).expect("init");
+            let (evaluator, _vars) = seeded_evaluator_of(kind, &enc, 9);
             let pools = [pool(2, 6), pool(5, 5)];
             let refs: Vec<_> = pools.iter().map(|(u, c)| (u, c.as_slice())).collect();
             let tensors =

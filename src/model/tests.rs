@@ -351,9 +351,23 @@ fn evaluator(enc: &FeatureEncoder) -> Evaluator {
 
 /// A default evaluator with weights seeded by `seed`, and its variables.
 fn seeded_evaluator(enc: &FeatureEncoder, seed: u64) -> (Evaluator, VarMap) {
+    seeded_evaluator_of(EvaluatorKind::Paper, enc, seed)
+}
+
+/// An evaluator of `kind` (default settings otherwise, lists of up to 12) with weights
+/// seeded by `seed`, and its variables.
+pub(crate) fn seeded_evaluator_of(
+    kind: EvaluatorKind,
+    enc: &FeatureEncoder,
+    seed: u64,
+) -> (Evaluator, VarMap) {
     let vars = VarMap::new();
+    let cfg = EvaluatorConfig {
+        kind,
+        ..EvaluatorConfig::default()
+    };
     let e = Evaluator::new(
-        &EvaluatorConfig::default(),
+        &cfg,
         enc,
         12,
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),

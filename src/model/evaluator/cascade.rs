@@ -74,16 +74,7 @@ impl CascadeEncoder {
                 )
             })
             .transpose()?;
-        let layers = (0..cfg.layers)
-            .map(|i| {
-                TransformerLayer::new(
-                    cfg.d_model,
-                    cfg.heads,
-                    cfg.ffn_dim,
-                    vb.pp(format!("encoder.{i}")),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = super::encoder_layers(cfg, &vb)?;
         Ok(Self {
             pair,
             input: linear(width, cfg.d_model, vb.pp("input"))?,

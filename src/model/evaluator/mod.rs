@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{EvaluatorConfig, EvaluatorKind};
 use super::embedding::{FeatureEmbedding, PoolTensors};
+use super::layers::TransformerLayer;
 use crate::features::FeatureEncoder;
 use cascade::CascadeEncoder;
 use paper::PaperEncoder;
@@ -211,6 +212,20 @@ impl Evaluator {
             Encoder::Cascade(c) => c.score(lists, list_mask),
         }
     }
+}
+
+/// The `N_e` Transformer layers of either encoder (`encoder.{i}`).
+fn encoder_layers(cfg: &EvaluatorConfig, vb: &VarBuilder) -> Result<Vec<TransformerLayer>> {
+    (0..cfg.layers)
+        .map(|i| {
+            TransformerLayer::new(
+                cfg.d_model,
+                cfg.heads,
+                cfg.ffn_dim,
+                vb.pp(format!("encoder.{i}")),
+            )
+        })
+        .collect()
 }
 
 /// The item shown just above each position `[b, l, d]`: zeros at the top and below the

@@ -37,16 +37,7 @@ impl PaperEncoder {
             0
         };
         let width = embedding.item_dim() + previous + embedding.user_dim() + cfg.position_dim;
-        let layers = (0..cfg.layers)
-            .map(|i| {
-                TransformerLayer::new(
-                    cfg.d_model,
-                    cfg.heads,
-                    cfg.ffn_dim,
-                    vb.pp(format!("encoder.{i}")),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = super::encoder_layers(cfg, &vb)?;
         Ok(Self {
             input: linear(width, cfg.d_model, vb.pp("input"))?,
             cls: vb.get_with_hints(

@@ -2,34 +2,21 @@
 //! probability factorises into examination x attractiveness, and its list features are
 //! derived from any feature spec.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
 
 use super::cascade::{same_above_buckets, SAME_ABOVE_BUCKETS};
 use super::Evaluator;
 use crate::features::{
     DenseNormaliser, DenseTransform, EntityFeatures, FeatureEncoder, FeatureSpec,
 };
-use crate::model::config::{EvaluatorConfig, EvaluatorKind};
+use crate::model::config::EvaluatorKind;
 use crate::model::embedding::PoolTensors;
-use crate::model::tests::{encoder, pool};
+use crate::model::tests::{encoder, pool, seeded_evaluator_of};
 use crate::schema::{Candidate, Token, UserFeatures};
 
 fn evaluator(kind: EvaluatorKind, enc: &FeatureEncoder, seed: u64) -> (Evaluator, VarMap) {
-    let vars = VarMap::new();
-    let cfg = EvaluatorConfig {
-        kind,
-        ..EvaluatorConfig::default()
-    };
-    let e = Evaluator::new(
-        &cfg,
-        enc,
-        12,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("evaluator");
-    crate::train::seeded_init(&vars, seed).expect("init");
-    (e, vars)
+    seeded_evaluator_of(kind, enc, seed)
 }
 
 fn tensors(enc: &FeatureEncoder, pools: &[(UserFeatures, Vec<Candidate>)]) -> PoolTensors {
