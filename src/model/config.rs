@@ -575,8 +575,9 @@ impl GeneratorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluatorConfig {
-    /// Which encoder reads the list: the paper's bidirectional Transformer, or the
-    /// cascade evaluator that reads it as a user does (see [`EvaluatorKind`]).
+    /// Which encoder reads the list: the paper's bidirectional Transformer, the cascade
+    /// evaluator that reads it as a user does, or a logistic click model (see
+    /// [`EvaluatorKind`]).
     pub kind: EvaluatorKind,
     pub embedding_dim: usize,
     pub d_model: usize,
@@ -613,6 +614,13 @@ pub enum EvaluatorKind {
     /// `examination(position) x attractiveness(item, items above, user)` (PAL), so the
     /// position-relevance confound of logged orders stays in the examination term.
     Cascade,
+    /// Beyond the paper: a logistic click model, the hand-featured floor for the
+    /// Transformers. Its click logit adds a weight per position, each field's value,
+    /// each item field x user field cross, the same-value counts of the items above, and
+    /// the previous item's value x this one's (crosses factorised through the
+    /// embeddings, as in a field-weighted factorisation machine). Reads only
+    /// `embedding_dim` of this section; causal, explainable, fast.
+    Logistic,
 }
 
 /// How the evaluator's best epoch is chosen on the validation split.

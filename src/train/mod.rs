@@ -380,6 +380,8 @@ impl Init {
             // The cascade evaluator's bilinear maps `[fields, e, e]`, each a linear map
             // of a field's embedding.
             "pair" if shape.len() == 3 => Init::Kaiming { fan_in: shape[2] },
+            // The logistic evaluator's weights start at zero, as a logistic regression's.
+            _ if layer.starts_with("logit_") || last.starts_with("logit_") => Init::Const(0.0),
             "table" => Init::Table,
             "weight" if layer == "table" => Init::Table,
             _ if ["_ih_l", "_hh_l"].iter().any(|g| last.contains(g)) => Init::Gru {

@@ -94,7 +94,13 @@ impl CascadeEncoder {
         let above = super::item_above(items, list_mask)?;
         let mut parts = vec![items.clone(), above.clone()];
         if let Some(pair) = &self.pair {
-            parts.push(self.pair_interactions(pair, items, &above)?);
+            parts.push(super::pair_interactions(
+                pair,
+                items,
+                &above,
+                self.fields,
+                self.field_dim,
+            )?);
         }
         parts.push(same_above_buckets(&lists.ids, list_mask)?);
         let x = join_user(&Tensor::cat(&parts, 2)?, lists.user.as_ref())?;
@@ -127,21 +133,6 @@ impl CascadeEncoder {
             click_logits,
             list_logit,
         })
-    }
-
-    /// `(W_f e_{t-1,f}) * e_{t,f}` for every sparse field `f` -> `[b, l, F * e]`.
-    fn pair_interactions(&self, pair: &Tensor, items: &Tensor, above: &Tensor) -> Result<Tensor> {
-        let (b, l, _) = items.dims3()?;
-        let (f, e) = (self.fields, self.field_dim);
-        let sparse = |x: &Tensor| x.narrow(2, 0, f * e);
-        let mapped = sparse(above)?
-            .reshape((b * l, f, e))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .matmul(pair)?
-            .transpose(0, 1)?
-            .reshape((b, l, f * e))?;
-        mapped * sparse(items)?
     }
 }
 

@@ -1,10 +1,12 @@
 //! The evaluator (reward model, spec §3): scores a displayed list for its user.
 //!
-//! One type over two encoders ([`EvaluatorKind`]): the paper's bidirectional
-//! Transformer ([`paper`]) and the cascade evaluator that reads the list top to bottom
-//! ([`cascade`]). Both embed features the same way and emit the same [`ListScores`].
+//! One type over three encoders ([`EvaluatorKind`]): the paper's bidirectional
+//! Transformer ([`paper`]), the cascade evaluator that reads the list top to bottom
+//! ([`cascade`]) and a logistic click model over generic list features ([`logistic`]).
+//! All embed features the same way and emit the same [`ListScores`].
 
 mod cascade;
+mod logistic;
 mod paper;
 #[cfg(test)]
 mod tests;
@@ -17,6 +19,7 @@ use super::embedding::{FeatureEmbedding, PoolTensors};
 use super::layers::TransformerLayer;
 use crate::features::FeatureEncoder;
 use cascade::CascadeEncoder;
+use logistic::LogisticEncoder;
 use paper::PaperEncoder;
 
 /// Output of the evaluator on a batch of lists.
@@ -43,6 +46,7 @@ struct DisplayedLists {
 enum Encoder {
     Paper(PaperEncoder),
     Cascade(CascadeEncoder),
+    Logistic(LogisticEncoder),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,13 @@ impl Evaluator {
                 max_len,
                 vb,
             )?),
+            EvaluatorKind::Logistic => Encoder::Logistic(LogisticEncoder::new(
+                cfg,
+                &embedding,
+                enc.item_fields().0,
+                max_len,
+                vb,
+            )?),
         };
         Ok(Self {
             embedding,
@@ -97,9 +108,9 @@ impl Evaluator {
     }
 
     /// Whether each position's click depends on the items above it only (the cascade
-    /// kind): a prefix's scores do not change when items are appended.
+    /// and logistic kinds): a prefix's scores do not change when items are appended.
     pub fn is_causal(&self) -> bool {
-        matches!(self.encoder, Encoder::Cascade(_))
+        !matches!(self.encoder, Encoder::Paper(_))
     }
 
     /// Scores the lists `order [b, l]` (indices into each pool, u32) of `pools`; `None`
@@ -127,14 +138,14 @@ impl Evaluator {
     }
 
     /// Each candidate's click logit without list context, the evaluator's point-wise
-    /// score `[b, n]`: the cascade kind scores every candidate alone at the top (its
-    /// attractiveness is position-free, so only the top examination is added); the
-    /// paper's kind scores the pool in its given order, as a point-wise head of a
+    /// score `[b, n]`: a causal kind scores every candidate alone at the top (the
+    /// cascade's attractiveness is position-free, so only the top examination is added);
+    /// the paper's kind scores the pool in its given order, as a point-wise head of a
     /// bidirectional encoder must.
     pub fn pointwise_logits(&self, pools: &PoolTensors) -> Result<Tensor> {
         match self.encoder {
             Encoder::Paper(_) => Ok(self.forward(pools, None, &pools.mask)?.click_logits),
-            Encoder::Cascade(_) => {
+            Encoder::Cascade(_) | Encoder::Logistic(_) => {
                 let embedded = self.embed(pools)?;
                 let n = embedded.n;
                 let rows = embedded.items.dim(0)?;
@@ -210,6 +221,7 @@ impl Evaluator {
         match &self.encoder {
             Encoder::Paper(p) => p.score(lists, list_mask),
             Encoder::Cascade(c) => c.score(lists, list_mask),
+            Encoder::Logistic(g) => g.score(lists, list_mask),
         }
     }
 }
@@ -239,6 +251,31 @@ fn item_above(items: &Tensor, list_mask: &Tensor) -> Result<Tensor> {
         items.zeros_like()?
     };
     above.broadcast_mul(&list_mask.unsqueeze(2)?)
+}
+
+/// `(W_f e_{t-1,f}) * e_{t,f}` for each of the `fields` sparse item fields (the first
+/// `fields * field_dim` features of an item) -> `[b, l, fields * field_dim]`: the
+/// previous item's value of a field, mapped by that field's bilinear map `pair [F, e,
+/// e]`, times this item's. Summed over the last axis it is the bilinear form
+/// `e_{t-1,f}' W_f e_{t,f}`, a weight for every pair of values that need not be symmetric.
+fn pair_interactions(
+    pair: &Tensor,
+    items: &Tensor,
+    above: &Tensor,
+    fields: usize,
+    field_dim: usize,
+) -> Result<Tensor> {
+    let (b, l, _) = items.dims3()?;
+    let (f, e) = (fields, field_dim);
+    let sparse = |x: &Tensor| x.narrow(2, 0, f * e);
+    let mapped = sparse(above)?
+        .reshape((b * l, f, e))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .matmul(pair)?
+        .transpose(0, 1)?
+        .reshape((b, l, f * e))?;
+    mapped * sparse(items)?
 }
 
 /// `items [b, n, d]` reordered by `order [b, l]` -> `[b, l, d]`.
