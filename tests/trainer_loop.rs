@@ -51,6 +51,7 @@ fn train_serving(p: &PipelineConfig, logs: &Path, store: &Path, epochs: usize, g
         max_list_len: p.limits.max_list_len,
         evaluator_from: None,
         part: eglr::train::DataPart::All,
+        evaluator_only: false,
         monitor: None,
         out: &store.join("v000001"),
         version: "v000001".into(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use eglr::config::PipelineConfig;
-use eglr::model::Variant;
+use eglr::model::{EvaluatorKind, Variant};
 use eglr::study::{
     self, markdown_table, Report, RlSetting, SimulatedData, StudyData, StudyPlan, StudyRun, Suite,
 };
@@ -98,6 +98,13 @@ pub struct Args {
     /// `width x pool size` evaluator calls per list position; 0: no such row.
     #[arg(long, default_value_t = 8, value_name = "WIDTH")]
     beam: usize,
+
+    /// Also train evaluators of these kinds per seed, on the same lists as the models'
+    /// evaluator (no generator): rows for each one's point-wise sort and beam search,
+    /// and its fidelity. `logistic` is the hand-featured floor every neural evaluator
+    /// must pass; the pipeline's own kind is already there.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND,...")]
+    reference_evaluators: Vec<EvaluatorKind>,
 
     /// Markdown file to write (default: `docs/results-sim.md` for the ablation,
     /// `docs/results-baselines-sim.md` or, with `--data`, `docs/results-baselines-kuairand.md`
@@ -201,6 +208,7 @@ pub fn run(
         runs: args.runs(),
         bundles: args.dir.join("bundles"),
         beam_width: args.beam,
+        reference_evaluators: args.reference_evaluators.clone(),
     };
     let rows = study::run(&plan, &device()?)?;
     println!("{}", markdown_table(&rows));
@@ -283,6 +291,10 @@ pub(super) fn command_line(pipeline: &PipelineConfig, args: &Args, overrides: &[
         cmd += " --suite paper";
     }
     cmd += &format!(" --beam {}", args.beam);
+    if !args.reference_evaluators.is_empty() {
+        let kinds: Vec<&str> = args.reference_evaluators.iter().map(|k| k.name()).collect();
+        cmd += &format!(" --reference-evaluators {}", kinds.join(","));
+    }
     for o in overrides {
         if STUDY_SECTIONS.iter().any(|s| o.trim_start().starts_with(s)) {
             cmd += &format!(" --set {o}");

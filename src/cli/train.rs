@@ -93,6 +93,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: args.evaluator_from.as_deref(),
         part,
+        evaluator_only: args.judge,
         monitor: None,
         out: &args.out,
         version,

@@ -598,8 +598,9 @@ pub struct EvaluatorConfig {
 }
 
 /// The evaluator's encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum EvaluatorKind {
     /// Spec §3: a bidirectional Transformer over the whole displayed list with
     /// sinusoidal positions, a `cls` token and a point-wise click head.
@@ -633,6 +634,17 @@ pub enum EvaluatorSelection {
     /// order): the lists where order effects vary, so an evaluator that misreads them
     /// scores worse. Falls back to the loss when the split has no exploration list.
     ExplorationLogloss,
+}
+
+impl EvaluatorKind {
+    /// The name in pipelines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvaluatorKind::Paper => "paper",
+            EvaluatorKind::Cascade => "cascade",
+            EvaluatorKind::Logistic => "logistic",
+        }
+    }
 }
 
 impl Default for EvaluatorConfig {

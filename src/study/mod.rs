@@ -12,7 +12,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::config::PipelineConfig;
-use crate::model::{Bundle, GeneratorConfig, Rl, Variant};
+use crate::model::{Bundle, EvaluatorKind, GeneratorConfig, Rl, Variant};
 use crate::offline::evaluate::{evaluate, EvalOptions, OrderingReport, PositionStats, Scorers};
 use crate::offline::fidelity::{fidelity, Fidelity};
 use crate::sim::World;
@@ -41,10 +41,22 @@ pub struct StudyPlan {
     /// Width of the beam search over each seed's evaluator, a row of its own (the
     /// ceiling that evaluator allows a generator); 0: no such row.
     pub beam_width: usize,
+    /// Evaluators of other kinds trained per seed on the same lists as the models'
+    /// (no generator): rows for their point-wise sort and beam search, and their
+    /// fidelity. The floor a neural evaluator must pass (`logistic`), or an ablation.
+    pub reference_evaluators: Vec<EvaluatorKind>,
 }
 
 /// The row of the beam search over the evaluator.
 const BEAM_ROW: &str = "evaluator beam search";
+
+/// The rows of a reference evaluator of `kind`: its point-wise sort and its beam search.
+fn reference_rows(kind: EvaluatorKind) -> [String; 2] {
+    [
+        format!("{} evaluator point-wise sort", kind.name()),
+        format!("{} evaluator beam search", kind.name()),
+    ]
+}
 
 /// One generator configuration of the study: a variant, optionally with another
 /// reasoning cap `K` (the paper's Table 4 sweep) or another RL recipe.
@@ -286,6 +298,7 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
             max_list_len: p.limits.max_list_len,
             evaluator_from: None,
             part: DataPart::Judge,
+            evaluator_only: true,
             monitor: None,
             out: &out,
             version: format!("judge-seed{}", seed + JUDGE_SEED_OFFSET),
@@ -294,6 +307,83 @@ fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bun
         train::run(&job, device)?;
     }
     Ok(Bundle::load(&out, device)?)
+}
+
+/// A reference evaluator of `kind` for the seed: trained on the models' part of the
+/// training lists with the seed's own seed, its generator left untrained (trained once,
+/// then reused).
+fn reference_evaluator(
+    plan: &StudyPlan,
+    seed: u64,
+    kind: EvaluatorKind,
+    part: DataPart,
+    dir: &Path,
+    device: &Device,
+) -> Result<Bundle, StudyError> {
+    let p = &plan.pipeline;
+    let out = dir.join(format!("evaluator-{}", kind.name()));
+    if !out.join("bundle.json").exists() {
+        tracing::info!(seed, kind = kind.name(), "training a reference evaluator");
+        let features = study_features(&p.features, false);
+        let job = TrainJob {
+            data: &plan.train_data,
+            evaluator: crate::model::EvaluatorConfig {
+                kind,
+                ..p.evaluator.clone()
+            },
+            generator: p.generator.clone(),
+            training: train::TrainingConfig {
+                seed,
+                ..p.training.clone()
+            },
+            features: &features,
+            list_len: p.limits.list_len,
+            max_list_len: p.limits.max_list_len,
+            evaluator_from: None,
+            part,
+            evaluator_only: true,
+            monitor: None,
+            out: &out,
+            version: format!("evaluator-{}-seed{seed}", kind.name()),
+            git_revision: None,
+        };
+        train::run(&job, device)?;
+    }
+    Ok(Bundle::load(&out, device)?)
+}
+
+/// How the study evaluates every bundle of a seed (no beam search).
+fn eval_options(plan: &StudyPlan, seed: u64) -> EvalOptions {
+    EvalOptions {
+        batch: 256,
+        list_len: plan.pipeline.limits.list_len,
+        pass_at_n: 1,
+        seed,
+        beam_width: 0,
+    }
+}
+
+/// The bundle's evaluator against the oracle on the validation pools (simulated data
+/// with a validation split only).
+fn validation_fidelity(
+    plan: &StudyPlan,
+    world: Option<&World>,
+    bundle: &Bundle,
+    seed: u64,
+    device: &Device,
+) -> Result<Option<Fidelity>, StudyError> {
+    let (Some(w), Some(data)) = (world, &plan.validation_data) else {
+        return Ok(None);
+    };
+    let validation = Dataset::load_all(data, bundle.encoder.clone())?;
+    Ok(Some(fidelity(
+        &bundle.evaluator,
+        &bundle.encoder,
+        &validation,
+        w,
+        crate::offline::fidelity::Sample::standard(seed),
+        device,
+    )?))
 }
 
 /// The evaluator row of runs with semantic ids.
@@ -313,6 +403,10 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
         .chain(semantic.then_some(SEMANTIC_EVALUATOR_ROW))
         .chain((plan.beam_width > 0).then_some(BEAM_ROW))
         .map(str::to_owned)
+        .chain(plan.reference_evaluators.iter().flat_map(|&kind| {
+            let [sort, beam] = reference_rows(kind);
+            std::iter::once(sort).chain((plan.beam_width > 0).then_some(beam))
+        }))
         .chain(plan.runs.iter().map(StudyRun::name))
         .map(|name| StudyRow {
             name,
@@ -342,6 +436,36 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             .transpose()?;
         // The test lists encoded for the judge, for runs that encode them otherwise.
         let mut judge_lists: Option<Vec<crate::train::Example>> = None;
+        for &kind in &plan.reference_evaluators {
+            let bundle = reference_evaluator(plan, seed, kind, part, &seed_dir, device)?;
+            let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
+            let scorers = Scorers {
+                judge: judge.as_ref(),
+                judge_lists: None,
+                world: world.as_ref(),
+            };
+            let opts = EvalOptions {
+                beam_width: plan.beam_width,
+                ..eval_options(plan, seed)
+            };
+            let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
+            let [sort, beam] = reference_rows(kind);
+            let row = |name: &str| rows.iter().position(|r| r.name == name);
+            let (sort, beam) = (row(&sort), row(&beam));
+            if let Some(i) = sort {
+                rows[i].runs.push(report.evaluator_sort);
+                rows[i].fidelity.extend(validation_fidelity(
+                    plan,
+                    world.as_ref(),
+                    &bundle,
+                    seed,
+                    device,
+                )?);
+            }
+            if let (Some(i), Some(b)) = (beam, report.beam) {
+                rows[i].runs.push(b);
+            }
+        }
         for (i, run) in plan.runs.iter().enumerate() {
             let out = seed_dir.join(run.dir_name());
             let features = study_features(&p.features, run.semantic_ids);
@@ -359,6 +483,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                     max_list_len: p.limits.max_list_len,
                     evaluator_from: own_evaluator.as_deref(),
                     part,
+                    evaluator_only: false,
                     monitor: judge.as_ref().map(|j| JudgeMonitor {
                         judge: &j.evaluator,
                         judge_encoder: &j.encoder,
@@ -381,12 +506,9 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 judge_lists = Some(Dataset::load_all(&plan.test_data, j.encoder.clone())?);
             }
             let opts = EvalOptions {
-                batch: 256,
-                list_len: p.limits.list_len,
-                pass_at_n: 1,
-                seed,
                 // The search depends on the evaluator only: once per seed.
                 beam_width: if i == 0 { plan.beam_width } else { 0 },
+                ..eval_options(plan, seed)
             };
             let scorers = Scorers {
                 judge: judge.as_ref(),
@@ -417,17 +539,13 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 }
                 rows[0].runs.push(report.initial.clone());
                 rows[1].runs.push(report.evaluator_sort.clone());
-                if let (Some(w), Some(data)) = (&world, &plan.validation_data) {
-                    let validation = Dataset::load_all(data, bundle.encoder.clone())?;
-                    rows[1].fidelity.push(fidelity(
-                        &bundle.evaluator,
-                        &bundle.encoder,
-                        &validation,
-                        w,
-                        crate::offline::fidelity::Sample::standard(seed),
-                        device,
-                    )?);
-                }
+                rows[1].fidelity.extend(validation_fidelity(
+                    plan,
+                    world.as_ref(),
+                    &bundle,
+                    seed,
+                    device,
+                )?);
             }
             let row = &mut rows[first_run_row + i];
             row.runs.push(report.model);

@@ -253,26 +253,45 @@ pub fn headroom_table(h: &Headroom) -> String {
     )
 }
 
-/// The seeds' evaluator fidelity on validation pools.
+/// The seeds' evaluator fidelity on validation pools, one line per evaluator (the
+/// models' and each reference kind's).
 pub fn fidelity_table(rows: &[StudyRow]) -> String {
-    let Some(row) = rows.iter().find(|r| !r.fidelity.is_empty()) else {
+    let rows: Vec<&StudyRow> = rows.iter().filter(|r| !r.fidelity.is_empty()).collect();
+    if rows.is_empty() {
         return String::new();
-    };
-    let stat = |f: fn(&crate::offline::fidelity::Fidelity) -> f64| {
-        let xs: Vec<f64> = row.fidelity.iter().map(f).collect();
-        let (m, s) = mean_std(&xs);
-        format!("{m:.3} ± {s:.3}")
-    };
-    format!(
-        "| Kendall tau | pairs ordered as the oracle | adjacency probe: evaluator prefers adjacent | oracle prefers adjacent | evaluator gain | oracle gain |\n\
-         |---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} |\n",
-        stat(|f| f.kendall_tau),
-        stat(|f| f.pair_agreement),
-        stat(|f| f.adjacency.evaluator_prefers_adjacent),
-        stat(|f| f.adjacency.oracle_prefers_adjacent),
-        stat(|f| f.adjacency.evaluator_gain),
-        stat(|f| f.adjacency.oracle_gain),
-    )
+    }
+    type Stat = fn(&crate::offline::fidelity::Fidelity) -> f64;
+    let stats: [Stat; 6] = [
+        |f| f.kendall_tau,
+        |f| f.pair_agreement,
+        |f| f.adjacency.evaluator_prefers_adjacent,
+        |f| f.adjacency.oracle_prefers_adjacent,
+        |f| f.adjacency.evaluator_gain,
+        |f| f.adjacency.oracle_gain,
+    ];
+    let mut out = String::from(
+        "| evaluator | Kendall tau | pairs ordered as the oracle | adjacency probe: evaluator prefers adjacent | oracle prefers adjacent | evaluator gain | oracle gain |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let name = row
+            .name
+            .strip_suffix(" point-wise sort")
+            .unwrap_or(&row.name);
+        let name = if name == "evaluator" {
+            "the models' evaluator"
+        } else {
+            name
+        };
+        out += &format!("| {name} |");
+        for stat in stats {
+            let xs: Vec<f64> = row.fidelity.iter().map(stat).collect();
+            let (m, s) = mean_std(&xs);
+            out += &format!(" {m:.3} ± {s:.3} |");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Cold start: each evaluator row's click log-loss and AUC on the test lists' displayed

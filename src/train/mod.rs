@@ -467,8 +467,11 @@ pub struct TrainJob<'a> {
     /// Reuse this bundle's evaluator (and feature normaliser) instead of training one.
     pub evaluator_from: Option<&'a Path>,
     /// The training lists to learn from: `Model` for served models when a judge part
-    /// is reserved, `Judge` for the judge (its generator is not trained).
+    /// is reserved, `Judge` for the judge.
     pub part: DataPart,
+    /// Train the evaluator only; the bundle carries an untrained generator (judges, and
+    /// the study's reference evaluators of other kinds).
+    pub evaluator_only: bool,
     /// Early stopping of RL by an independent judge on validation pools.
     pub monitor: Option<JudgeMonitor<'a>>,
     pub out: &'a Path,
@@ -718,8 +721,7 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         job.training.seed ^ 0x6765_6e65,
         job.training.embedding_init_std,
     )?;
-    // A judge is an evaluator only; its bundle carries an untrained generator.
-    let ranker_report = if job.part == DataPart::Judge {
+    let ranker_report = if job.evaluator_only {
         RankerReport::default()
     } else {
         let judge_validation = match job.monitor {

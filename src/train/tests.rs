@@ -85,6 +85,7 @@ pub(super) fn job<'a>(
         max_list_len: 10,
         evaluator_from: None,
         part: crate::train::DataPart::All,
+        evaluator_only: false,
         monitor: None,
         out,
         version: "test".into(),

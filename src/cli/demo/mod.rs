@@ -101,6 +101,7 @@ fn simulate_and_train(
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: None,
         part: eglr::train::DataPart::All,
+        evaluator_only: false,
         monitor: None,
         out,
         version: "v000001".into(),
