@@ -44,6 +44,13 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["variant", "evaluator_from"])]
     judge: bool,
 
+    /// Train the evaluator only, on the lists a model learns from, and leave the
+    /// generator untrained: a bundle for `eval --beam` (the ceiling the evaluator allows
+    /// a generator) and for comparing evaluator kinds, e.g. with
+    /// `--set evaluator.kind=logistic`, in seconds rather than minutes.
+    #[arg(long, conflicts_with_all = ["variant", "evaluator_from", "judge"])]
+    evaluator_only: bool,
+
     /// Version label results will carry (default: the bundle directory's name).
     #[arg(long)]
     version: Option<String>,
@@ -93,7 +100,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         max_list_len: pipeline.limits.max_list_len,
         evaluator_from: args.evaluator_from.as_deref(),
         part,
-        evaluator_only: args.judge,
+        evaluator_only: args.judge || args.evaluator_only,
         monitor: None,
         out: &args.out,
         version,
