@@ -14,6 +14,7 @@ pub mod ranking_metrics;
 
 // Data: the wire format, features, the contract events are checked against, list logs.
 pub mod contract;
+pub mod exploration;
 pub mod features;
 pub mod import;
 pub mod join;

@@ -98,7 +98,12 @@ fn result_and_feedback_schemas_match_the_types() {
         }],
         latency_ms: 1.0,
         timestamp_ms: 0,
-        source: eglr::schema::ServedSource::Model,
+        source: eglr::schema::ServedSource::Exploration,
+        exploration: Some(eglr::schema::ExplorationDraw {
+            policy: eglr::schema::LoggingPolicy::PlackettLuce,
+            temperature: Some(1.0),
+            propensities: vec![1.0],
+        }),
         schema_version: Some(SCHEMA_VERSION),
     };
     let event = serde_json::to_value(&result).expect("encodes");
@@ -225,6 +230,7 @@ fn fixture_events_get_the_same_verdict_from_the_schemas_and_the_decoder() {
             latency_ms: 3.0,
             timestamp_ms: request.timestamp_ms + 5,
             source: eglr::schema::ServedSource::Model,
+            exploration: None,
             schema_version: Some(SCHEMA_VERSION),
         };
         for f in traffic.feedback(index, imp.user, &served, result.timestamp_ms) {

@@ -88,6 +88,7 @@ fn served(traffic: &Traffic<'_>, k: u64, sent_ms: i64, lag_ms: i64) -> Served {
         latency_ms: 1.0,
         timestamp_ms: sent_ms + lag_ms,
         source: eglr::schema::ServedSource::Model,
+        exploration: None,
         schema_version: Some(eglr::schema::SCHEMA_VERSION),
     };
     Served {

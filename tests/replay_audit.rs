@@ -51,6 +51,8 @@ fn pool_list(
         utility: clicks.iter().filter(|&&c| c).count() as f64,
         model_version: "upstream".into(),
         exploration,
+        logging_policy: None,
+        propensities: Vec::new(),
     }
 }
 

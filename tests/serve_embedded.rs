@@ -274,6 +274,79 @@ fn no_bad(_: usize) -> Vec<u8> {
     Vec::new()
 }
 
+/// With `exploration.share = 0.1` about a tenth of the requests (binomial bounds) are
+/// answered by the logging policy, each list with its propensities (the items' scores);
+/// a request delivered again gets the same list, explored or not; with share 0 none is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_of_requests_is_served_by_the_logging_policy_the_same_way_each_time() {
+    use eglr::schema::{LoggingPolicy, RerankResult, ServedSource};
+    let n = 600;
+    let again = 100;
+    for share in [0.1, 0.0] {
+        let s = Stage::start_with(|_, stage| stage.exploration.share = share);
+        let (out, _, _) = requests(n, 4, usize::MAX, no_bad);
+        let repeated: Vec<Outgoing> = out.iter().take(again).cloned().collect();
+        produce_requests(&s, out).await;
+        produce_requests(&s, repeated).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let results: Vec<RerankResult> = loop {
+            let payloads = common::read_payloads(
+                &s.broker.bootstrap(),
+                &s.p.kafka.topics.results,
+                Duration::from_secs(2),
+            );
+            if payloads.len() >= n + again || Instant::now() > deadline {
+                break payloads
+                    .iter()
+                    .map(|p| serde_json::from_slice(p).expect("a result"))
+                    .collect();
+            }
+        };
+        s.stop().await;
+        assert_eq!(results.len(), n + again, "share {share}");
+        let mut first: std::collections::HashMap<&str, &RerankResult> = Default::default();
+        for r in &results {
+            let seen = first.entry(r.request_id.as_str()).or_insert(r);
+            let ids = |r: &RerankResult| {
+                r.items
+                    .iter()
+                    .map(|i| i.item_id.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                (ids(seen), seen.source),
+                (ids(r), r.source),
+                "{}",
+                r.request_id
+            );
+        }
+        assert_eq!(first.len(), n);
+        let explored: Vec<&&RerankResult> = first
+            .values()
+            .filter(|r| r.source == ServedSource::Exploration)
+            .collect();
+        let expected = share * n as f64;
+        let bound = 4.0 * (n as f64 * share * (1.0 - share)).sqrt();
+        assert!(
+            (explored.len() as f64 - expected).abs() <= bound,
+            "share {share}: {} of {n} explored",
+            explored.len()
+        );
+        for r in explored {
+            let draw = r.exploration.as_ref().expect("how the list was drawn");
+            assert_eq!(draw.policy, LoggingPolicy::Uniform);
+            assert_eq!(draw.propensities.len(), r.items.len());
+            // Uniform over the pool: 1 / (pool - t) at position t, so the first step
+            // reads the pool's size.
+            let pool = (1.0 / draw.propensities[0]).round();
+            for (t, (p, item)) in draw.propensities.iter().zip(&r.items).enumerate() {
+                assert!((p - 1.0 / (pool - t as f64)).abs() < 1e-12, "{p} at {t}");
+                assert_eq!(item.score, *p);
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_go_to_the_dead_letter_topic_and_nothing_valid_is_lost() {
     let s = Stage::start();

@@ -83,6 +83,9 @@ pub struct PipelineConfig {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// Exploration traffic served by a randomised logging policy (off by default).
+    #[serde(default)]
+    pub exploration: crate::exploration::ExplorationConfig,
     #[serde(default)]
     pub model: ModelConfig,
     #[serde(default)]
@@ -176,6 +179,9 @@ impl PipelineConfig {
         self.limits.validate().map_err(|(k, m)| invalid(k, m))?;
         self.kafka.validate().map_err(|(k, m)| invalid(k, m))?;
         self.batching.validate().map_err(|(k, m)| invalid(k, m))?;
+        self.exploration
+            .validate()
+            .map_err(|(k, m)| invalid(k, m))?;
         self.logs.validate().map_err(|(k, m)| invalid(k, m))?;
         self.simulator
             .validate(&self.limits)

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use serde::Serialize;
 
 use crate::list_log::LoggedList;
-use crate::schema::{Feedback, RerankRequest, RerankResult};
+use crate::schema::{Feedback, RerankRequest, RerankResult, ServedSource};
 use clock::{Idle, StreamClock};
 
 /// Where an event came from: its offset is finished once what it went into is durable.
@@ -541,7 +541,16 @@ fn joined(
         clicks,
         utility,
         model_version: result.model_version.clone(),
-        exploration: false,
+        exploration: result.source == ServedSource::Exploration,
+        logging_policy: result.exploration.as_ref().map(|d| match d.temperature {
+            Some(t) => format!("{}@{t}", d.policy.name()),
+            None => d.policy.name().to_owned(),
+        }),
+        propensities: result
+            .exploration
+            .as_ref()
+            .map(|d| d.propensities.clone())
+            .unwrap_or_default(),
     }
 }
 

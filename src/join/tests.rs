@@ -60,6 +60,7 @@ fn result_at(id: &str, items: &[&str], timestamp_ms: i64) -> RerankResult {
         latency_ms: 1.0,
         timestamp_ms,
         source: crate::schema::ServedSource::Model,
+        exploration: None,
         schema_version: None,
     }
 }
@@ -376,4 +377,42 @@ fn lists_written_before_a_restart_make_their_re_read_events_duplicates() {
             "{offsets:?} finishes {finished}"
         );
     }
+}
+
+/// A list the logging policy drew is logged as exploration, with its policy and
+/// propensities; a model's list carries neither.
+#[test]
+fn an_exploration_result_is_logged_with_its_policy_and_propensities() {
+    use crate::schema::{ExplorationDraw, LoggingPolicy, ServedSource};
+    let mut j = joiner();
+    j.request(request_at("r1", 0), src("requests", 0), 0);
+    let mut explored = result_at("r1", &["b", "c", "a"], 10);
+    explored.source = ServedSource::Exploration;
+    explored.exploration = Some(ExplorationDraw {
+        policy: LoggingPolicy::PlackettLuce,
+        temperature: Some(0.5),
+        propensities: vec![0.6, 0.7, 1.0],
+    });
+    j.result(explored, src("results", 0), 1);
+    j.request(request_at("r2", 0), src("requests", 1), 2);
+    j.result(result_at("r2", &["a", "b", "c"], 10), src("results", 1), 3);
+    j.feedback(click_at("r1", "b", true, 2000), src("feedback", 0), 4);
+    let closed = j.close_due(5);
+    let by_id = |id: &str| {
+        closed
+            .lists
+            .iter()
+            .find(|l| l.request_id == id)
+            .expect("closed list")
+    };
+    let r1 = by_id("r1");
+    assert!(r1.exploration);
+    assert_eq!(r1.logging_policy.as_deref(), Some("plackett_luce@0.5"));
+    assert_eq!(r1.propensities, [0.6, 0.7, 1.0]);
+    let r2 = by_id("r2");
+    assert!(!r2.exploration);
+    assert_eq!(
+        (r2.logging_policy.as_ref(), r2.propensities.len()),
+        (None, 0)
+    );
 }

@@ -159,6 +159,16 @@ pub fn to_record_batch(rows: &[LoggedList]) -> Result<RecordBatch, ArrowError> {
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.exploration)),
         )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.logging_policy.as_deref()),
+        )),
+        Arc::new(list_column(
+            DataType::Float64,
+            lengths(|r| r.propensities.len()),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().flat_map(|r| r.propensities.iter().copied()),
+            )),
+        )?),
     ];
     RecordBatch::try_new(log_schema(), columns)
 }
@@ -189,6 +199,9 @@ struct Columns<'a> {
     utility: &'a Float64Array,
     model_version: &'a StringArray,
     exploration: &'a BooleanArray,
+    /// Schema version 2's columns; absent from version 1 files.
+    logging_policy: Option<&'a StringArray>,
+    propensities: Option<(&'a ListArray, &'a Float64Array)>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
@@ -268,6 +281,17 @@ impl<'a> Columns<'a> {
             utility: floats("utility", column(batch, "utility")?)?,
             model_version: strings("model_version", column(batch, "model_version")?)?,
             exploration: booleans("exploration", column(batch, "exploration")?)?,
+            logging_policy: batch
+                .column_by_name("logging_policy")
+                .map(|c| strings("logging_policy", c))
+                .transpose()?,
+            propensities: batch
+                .column_by_name("propensities")
+                .map(|_| {
+                    let lists = list("propensities", column(batch, "propensities")?)?;
+                    Ok::<_, String>((lists, floats("propensities", lists.values())?))
+                })
+                .transpose()?,
         })
     }
 
@@ -306,6 +330,14 @@ impl<'a> Columns<'a> {
             utility: self.utility.value(i),
             model_version: self.model_version.value(i).to_owned(),
             exploration: self.exploration.value(i),
+            logging_policy: self
+                .logging_policy
+                .filter(|p| p.is_valid(i))
+                .map(|p| p.value(i).to_owned()),
+            propensities: self
+                .propensities
+                .map(|(lists, values)| range(lists, i).map(|j| values.value(j)).collect())
+                .unwrap_or_default(),
         };
         check_row(&row).map_err(|e| format!("row {i} (request {}): {e}", row.request_id))?;
         Ok(row)
@@ -335,6 +367,16 @@ fn check_row(row: &LoggedList) -> Result<(), String> {
     }
     if !row.utility.is_finite() {
         return Err(format!("utility {} is not finite", row.utility));
+    }
+    if !row.propensities.is_empty() && row.propensities.len() != row.served_items.len() {
+        return Err(format!(
+            "{} propensities for {} served items",
+            row.propensities.len(),
+            row.served_items.len()
+        ));
+    }
+    if let Some(p) = row.propensities.iter().find(|p| !(**p > 0.0 && **p <= 1.0)) {
+        return Err(format!("propensity {p} is not a probability in (0, 1]"));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use crate::schema::{Candidate, UserFeatures};
 
 /// Bumped on any incompatible change of the columns below; stored in the file metadata.
-pub const LOG_SCHEMA_VERSION: &str = "1";
+pub const LOG_SCHEMA_VERSION: &str = "2";
 /// Metadata key holding [`LOG_SCHEMA_VERSION`].
 pub const LOG_SCHEMA_VERSION_KEY: &str = "eglr.log_schema_version";
 
@@ -32,6 +32,12 @@ pub struct LoggedList {
     pub model_version: String,
     /// The list was shown in a random order (exploration traffic, KuaiRand's `is_rand`).
     pub exploration: bool,
+    /// The randomised policy that drew the list, where known: `uniform`, or
+    /// `plackett_luce@T` at temperature `T` (schema version 2; `None` in older files).
+    pub logging_policy: Option<String>,
+    /// With a known policy, per served position, the probability it gave the item shown
+    /// there given the items above (their product: the list's probability); else empty.
+    pub propensities: Vec<f64>,
 }
 
 impl LoggedList {
@@ -110,6 +116,12 @@ pub fn log_schema() -> SchemaRef {
                 Field::new("utility", DataType::Float64, false),
                 Field::new("model_version", DataType::Utf8, false),
                 Field::new("exploration", DataType::Boolean, false),
+                Field::new("logging_policy", DataType::Utf8, true),
+                Field::new(
+                    "propensities",
+                    DataType::List(list_item(DataType::Float64)),
+                    false,
+                ),
             ];
             let metadata = HashMap::from([(
                 LOG_SCHEMA_VERSION_KEY.to_owned(),

@@ -26,6 +26,12 @@ fn row(k: usize) -> LoggedList {
         candidates,
         model_version: "v1".into(),
         exploration: k.is_multiple_of(5),
+        logging_policy: k.is_multiple_of(5).then(|| "uniform".to_owned()),
+        propensities: if k.is_multiple_of(5) {
+            vec![0.25, 1.0 / 3.0, 0.5]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -176,6 +182,51 @@ fn inconsistent_rows_are_refused_on_read() {
     bad.served_items[1] = bad.served_items[0].clone();
     let e = from_record_batch(&to_record_batch(&[bad]).expect("encodes")).expect_err("twice");
     assert!(e.ends_with("served twice"), "{e}");
+}
+
+/// Propensities must be one probability per served position.
+#[test]
+fn propensities_that_are_not_probabilities_are_refused_on_read() {
+    let mut bad = row(5);
+    bad.propensities.pop();
+    let e = from_record_batch(&to_record_batch(&[bad]).expect("encodes")).expect_err("short");
+    assert!(e.ends_with("2 propensities for 3 served items"), "{e}");
+    let mut bad = row(5);
+    bad.propensities[0] = 0.0;
+    let e = from_record_batch(&to_record_batch(&[bad]).expect("encodes")).expect_err("zero");
+    assert!(
+        e.ends_with("propensity 0 is not a probability in (0, 1]"),
+        "{e}"
+    );
+}
+
+/// A file of schema version 1 (before `logging_policy` and `propensities`) still reads:
+/// its lists come back without a policy or propensities.
+#[test]
+fn version_1_files_read_as_lists_without_propensities() {
+    use arrow::record_batch::RecordBatch;
+    let rows: Vec<LoggedList> = (0..6).map(row).collect();
+    let v2 = to_record_batch(&rows).expect("encodes");
+    let v1_columns = v2.num_columns() - 2;
+    let v1 = RecordBatch::try_new(
+        std::sync::Arc::new(
+            v2.schema()
+                .project(&(0..v1_columns).collect::<Vec<_>>())
+                .expect("project"),
+        ),
+        v2.columns()[..v1_columns].to_vec(),
+    )
+    .expect("v1 batch");
+    let read = from_record_batch(&v1).expect("a version 1 batch reads");
+    let expected: Vec<LoggedList> = rows
+        .into_iter()
+        .map(|r| LoggedList {
+            logging_policy: None,
+            propensities: Vec::new(),
+            ..r
+        })
+        .collect();
+    assert_eq!(read, expected);
 }
 
 #[test]

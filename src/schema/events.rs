@@ -85,9 +85,48 @@ pub struct RerankResult {
     /// producers before this field: `model`.
     #[serde(default)]
     pub source: ServedSource,
+    /// How an exploration list was drawn (`source: exploration` only): what an
+    /// off-policy estimator needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exploration: Option<ExplorationDraw>,
     /// The schema version the producer wrote ([`SCHEMA_VERSION`]); optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+}
+
+/// A randomised logging policy that serves exploration traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoggingPolicy {
+    /// A uniformly random list of the pool: every ordered list of `list_len` distinct
+    /// candidates alike. Supports any target policy's list.
+    #[default]
+    Uniform,
+    /// The model's own list re-ordered by a Plackett-Luce draw over its ranks (the item
+    /// at model rank `r` has weight `exp(-r / temperature)`): cheaper, as the items stay
+    /// the model's, but it supports only re-orderings of them.
+    PlackettLuce,
+}
+
+impl LoggingPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoggingPolicy::Uniform => "uniform",
+            LoggingPolicy::PlackettLuce => "plackett_luce",
+        }
+    }
+}
+
+/// How an exploration list was drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplorationDraw {
+    pub policy: LoggingPolicy,
+    /// The Plackett-Luce temperature; absent for `uniform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Per position, the probability the policy gave the item shown there given the
+    /// items above it; their product is the probability of the whole list.
+    pub propensities: Vec<f64>,
 }
 
 /// Where a served list came from.
@@ -100,6 +139,9 @@ pub enum ServedSource {
     /// The upstream order (the first `list_len` candidates as given): the evaluator did
     /// not prefer the model's list by the selection margin.
     Upstream,
+    /// A list drawn by a randomised logging policy (`[exploration]`), with its
+    /// propensities in `exploration`.
+    Exploration,
 }
 
 /// Topic `feedback`: what the user did with one shown item.

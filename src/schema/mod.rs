@@ -9,7 +9,7 @@ mod token;
 pub use decode::{decode, Decoded, UnknownFields};
 pub use error::EventError;
 pub use events::{
-    Candidate, DenseFeatures, Feedback, RankedItem, RerankRequest, RerankResult, ServedSource,
-    SparseFeatures, UserFeatures, SCHEMA_VERSION,
+    Candidate, DenseFeatures, ExplorationDraw, Feedback, LoggingPolicy, RankedItem, RerankRequest,
+    RerankResult, ServedSource, SparseFeatures, UserFeatures, SCHEMA_VERSION,
 };
 pub use token::Token;

@@ -11,7 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use super::world::World;
 use crate::list_log::LoggedList;
 use crate::random::normal;
-use crate::schema::{Candidate, Feedback, RerankRequest, Token, UserFeatures, SCHEMA_VERSION};
+use crate::schema::{
+    Candidate, Feedback, LoggingPolicy, RerankRequest, Token, UserFeatures, SCHEMA_VERSION,
+};
 
 /// Start of simulated time (2024-01-01T00:00:00Z); impressions are one second apart.
 const EPOCH_MS: i64 = 1_704_067_200_000;
@@ -187,6 +189,17 @@ impl<'w> Traffic<'w> {
                 "upstream".into()
             },
             exploration: imp.exploration,
+            // Exploration shows a uniformly random list of the pool (`impression`).
+            logging_policy: imp
+                .exploration
+                .then(|| LoggingPolicy::Uniform.name().to_owned()),
+            propensities: if imp.exploration {
+                (0..imp.served.len())
+                    .map(|t| 1.0 / (imp.pool.len() - t) as f64)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -9,6 +9,7 @@
 //! caught exactly that: after a restart, a 256-request backlog batch finished after
 //! the next one, and its partition's oldest five lists were set aside.)
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -19,9 +20,10 @@ use super::headers::TraceContext;
 use super::prometheus::ServeMetrics;
 use super::StreamError;
 use crate::config::BatchingConfig;
+use crate::exploration::ExplorationConfig;
 use crate::model::LiveModel;
 use crate::model::{Bundle, PoolTensors};
-use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource, SCHEMA_VERSION};
+use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource, Token, SCHEMA_VERSION};
 
 /// A valid request taken off the requests topic.
 #[derive(Debug)]
@@ -83,6 +85,7 @@ pub fn rank_batch(
             } else {
                 ServedSource::Model
             },
+            exploration: None,
             schema_version: Some(SCHEMA_VERSION),
         })
         .collect())
@@ -108,8 +111,13 @@ pub fn spawn(
     done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: &Arc<LiveModel>,
     batching: &BatchingConfig,
+    exploration: &ExplorationConfig,
     metrics: &Arc<ServeMetrics>,
 ) -> Result<Workers, StreamError> {
+    let cfg = WorkerConfig {
+        batching: batching.clone(),
+        exploration: exploration.clone(),
+    };
     let jobs = Arc::new(Mutex::new(Queue { jobs, taken: 0 }));
     let turns = Arc::new(Turns::default());
     let count = batching.worker_count();
@@ -117,7 +125,7 @@ pub fn spawn(
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
         let (jobs, done, turns) = (Arc::clone(&jobs), done.clone(), Arc::clone(&turns));
-        let (live, metrics, batching) = (Arc::clone(live), Arc::clone(metrics), batching.clone());
+        let (live, metrics, cfg) = (Arc::clone(live), Arc::clone(metrics), cfg.clone());
         let worker = std::thread::Builder::new()
             .name(format!("eglr-inference-{i}"))
             .spawn(move || {
@@ -128,7 +136,7 @@ pub fn spawn(
                 match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
                     Ok(pool) => pool.install(|| {
                         let device = live.device().clone();
-                        run_inference(&jobs, &turns, done, live, batching, metrics, device)
+                        run_inference(&jobs, &turns, done, live, cfg, metrics, device)
                     }),
                     Err(e) => tracing::error!(error = %e, "cannot start the compute pool"),
                 }
@@ -140,6 +148,14 @@ pub fn spawn(
         workers.push(worker);
     }
     Ok(Workers(workers))
+}
+
+/// What every worker reads from the pipeline: how to batch, and which requests the
+/// logging policy serves.
+#[derive(Debug, Clone)]
+struct WorkerConfig {
+    batching: BatchingConfig,
+    exploration: ExplorationConfig,
 }
 
 /// The job queue with the number of batches taken from it.
@@ -235,7 +251,10 @@ fn run_inference(
     turns: &Turns,
     done: tokio::sync::mpsc::Sender<Vec<Done>>,
     live: Arc<LiveModel>,
-    batching: BatchingConfig,
+    WorkerConfig {
+        batching,
+        exploration,
+    }: WorkerConfig,
     metrics: Arc<ServeMetrics>,
     device: Device,
 ) {
@@ -303,6 +322,10 @@ fn run_inference(
                         for item in &result.items {
                             metrics.entropy.observe(item.entropy_after);
                         }
+                        if exploration.explores(&job.request.request_id) {
+                            explore(&mut result, &job.request, &exploration);
+                            metrics.exploration_lists.add(exploration.policy.name());
+                        }
                         result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
                         out.push(Done { job, result });
                     }
@@ -354,9 +377,47 @@ fn upstream_answer(job: Job, model_version: &str, reason: &str, metrics: &ServeM
         latency_ms: job.received.elapsed().as_secs_f64() * 1000.0,
         timestamp_ms: crate::clock::unix_millis(),
         source: ServedSource::Upstream,
+        exploration: None,
         schema_version: Some(SCHEMA_VERSION),
     };
     Done { job, result }
+}
+
+/// Replaces the model's list in `result` by the logging policy's draw for the request:
+/// `source: exploration`, each item's score the policy's probability of choosing it there
+/// (given the items above), the draw's propensities in `exploration`.
+fn explore(result: &mut RerankResult, request: &RerankRequest, cfg: &ExplorationConfig) {
+    let index: HashMap<&Token, usize> = request
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(j, c)| (&c.item_id, j))
+        .collect();
+    let model_list: Vec<usize> = result
+        .items
+        .iter()
+        .filter_map(|i| index.get(&i.item_id).copied())
+        .collect();
+    let len = request.list_len.min(request.candidates.len());
+    let (order, draw) = cfg.draw(
+        &request.request_id,
+        request.candidates.len(),
+        len,
+        &model_list,
+    );
+    result.items = order
+        .iter()
+        .zip(&draw.propensities)
+        .map(|(&j, &p)| RankedItem {
+            item_id: request.candidates[j].item_id.clone(),
+            score: p,
+            reasoning_steps: 0,
+            entropy_before: 0.0,
+            entropy_after: 0.0,
+        })
+        .collect();
+    result.source = ServedSource::Exploration;
+    result.exploration = Some(draw);
 }
 
 /// Whether every number of `result` is finite.

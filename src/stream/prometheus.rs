@@ -129,6 +129,8 @@ pub struct ServeMetrics {
     dead_letters: LabelledCounter,
     /// Valid requests answered with the upstream order, by reason.
     pub upstream_fallbacks: LabelledCounter,
+    /// Lists served by the exploration logging policy, by policy.
+    pub exploration_lists: LabelledCounter,
     /// Records the stage gave up producing, by topic: their offsets stay unfinished.
     pub undelivered: LabelledCounter,
     /// Valid events that carried fields their schema does not list (ignored), by event.
@@ -172,6 +174,7 @@ impl Default for ServeMetrics {
             results: AtomicU64::new(0),
             dead_letters: LabelledCounter::default(),
             upstream_fallbacks: LabelledCounter::default(),
+            exploration_lists: LabelledCounter::default(),
             undelivered: LabelledCounter::default(),
             skipped_offsets: LabelledCounter::default(),
             unknown_field_events: LabelledCounter::default(),
@@ -308,6 +311,12 @@ impl super::http::Exposition for ServeMetrics {
             "eglr_upstream_fallbacks_total",
             "reason",
             "Valid requests the model could not rank, answered with the upstream order.",
+            &mut out,
+        );
+        self.exploration_lists.render(
+            "eglr_exploration_lists_total",
+            "policy",
+            "Lists served by the exploration logging policy ([exploration]) instead of the model's; divide by eglr_results_total for the share.",
             &mut out,
         );
         self.undelivered.render(

@@ -379,8 +379,31 @@ pub fn read_topics(
     topics: &[&str],
     quiet: Duration,
 ) -> Vec<(String, i32, i64, String)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
+    read_topics_as(brokers, topics, quiet, |m| {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        (m.topic().to_owned(), m.partition(), m.offset(), key)
+    })
+}
+
+/// The payloads of every message of `topic` from the beginning, read until none has
+/// come for `quiet`.
+pub fn read_payloads(brokers: &str, topic: &str, quiet: Duration) -> Vec<Vec<u8>> {
+    use rdkafka::Message;
+    read_topics_as(brokers, &[topic], quiet, |m| {
+        m.payload().unwrap_or_default().to_vec()
+    })
+}
+
+/// Every message of `topics` from the beginning as `read` makes it, read until none has
+/// come for `quiet`.
+fn read_topics_as<T>(
+    brokers: &str,
+    topics: &[&str],
+    quiet: Duration,
+    read: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "eglr-test-reader")
@@ -407,8 +430,7 @@ pub fn read_topics(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 last = Instant::now();
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                messages.push((m.topic().to_owned(), m.partition(), m.offset(), key));
+                messages.push(read(&m));
             }
             Some(Err(e)) => eprintln!("reading the topics: {e}"),
             None => {}

@@ -390,6 +390,9 @@ impl Features<'_> {
             utility: imps.iter().map(|i| i.utility).sum(),
             model_version: "kuairand-log".into(),
             exploration: imps.iter().all(|i| i.is_rand),
+            // KuaiRand's random exposures were drawn by a policy it does not publish.
+            logging_policy: None,
+            propensities: Vec::new(),
         }
     }
 }

@@ -83,7 +83,7 @@ pub async fn serve(
     // Finished batches waiting for the sink: bounded like the job queue, in batches.
     let batches = p.batching.queue_capacity / p.batching.max_batch.max(1) + 1;
     let (done_tx, done) = tokio::sync::mpsc::channel(batches);
-    let inference = inference::spawn(jobs, done_tx, &live, &p.batching, &metrics)?;
+    let inference = inference::spawn(jobs, done_tx, &live, &p.batching, &p.exploration, &metrics)?;
     let sink = Sink {
         producer: producer.clone(),
         shared: Arc::clone(&shared),
