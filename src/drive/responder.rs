@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::KafkaConfig;
-use crate::schema::RerankResult;
+use crate::schema::{RerankResult, ServedSource};
 use crate::sim::Traffic;
 use crate::stream::kafka::{client_config, producer_config, LOW_LATENCY_FETCH};
 use crate::stream::StreamError;
@@ -29,6 +29,9 @@ pub struct VersionOutcome {
     pub oracle_clicks_per_list: f64,
     pub upstream_clicks_per_list: f64,
 }
+
+/// The row of the lists the exploration logging policy drew (any version), last.
+pub const EXPLORATION_ROW: &str = "exploration";
 
 /// Answers results until `stop` turns true. `impressions` maps each request id the
 /// load sends to its impression index in `traffic`; results for other ids are ignored.
@@ -99,13 +102,20 @@ pub async fn respond(
         let expected = world.expected_clicks(user, &items);
         let upstream_len = items.len().min(impression.pool.len());
         let upstream = world.expected_clicks(user, &impression.pool[..upstream_len]);
-        match tally.iter_mut().find(|t| t.0 == result.model_version) {
+        // Exploration lists are the logging policy's, not the version's: a row of their
+        // own shows what exploring costs.
+        let row = if result.source == ServedSource::Exploration {
+            EXPLORATION_ROW
+        } else {
+            result.model_version.as_str()
+        };
+        match tally.iter_mut().find(|t| t.0 == row) {
             Some(t) => {
                 t.1 += 1;
                 t.2 += expected;
                 t.3 += upstream;
             }
-            None => tally.push((result.model_version.clone(), 1, expected, upstream)),
+            None => tally.push((row.to_owned(), 1, expected, upstream)),
         }
         for f in traffic.feedback(index, user, &ids, result.timestamp_ms) {
             let Ok(payload) = serde_json::to_vec(&f) else {
@@ -120,6 +130,7 @@ pub async fn respond(
         }
     }
     let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
+    tally.sort_by_key(|t| t.0 == EXPLORATION_ROW);
     Ok(tally
         .into_iter()
         .map(|(version, n, sum, upstream)| VersionOutcome {

@@ -44,8 +44,16 @@ fn loop_pipeline(base: &PipelineConfig, dir: &std::path::Path, args: &Args) -> P
     p.trainer.min_new_lists = args.lists_per_round.max(1);
     p.trainer.window_lists = 2 * args.lists_per_round.max(1);
     p.trainer.check_every_s = 2.0;
+    // A few per cent of exploration traffic, unless the pipeline sets its own: the
+    // lists where order effects are not the serving model's choice.
+    if p.exploration.share == 0.0 {
+        p.exploration.share = DEMO_EXPLORATION_SHARE;
+    }
     p
 }
+
+/// The loop's share of exploration traffic when the pipeline has none.
+const DEMO_EXPLORATION_SHARE: f64 = 0.05;
 
 pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
