@@ -184,10 +184,72 @@ fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copyi
         assert_eq!(u.model_score, u.logged_score);
     }
     assert!(!a.reward_hacking_flag, "equal uplifts are never flagged");
+    assert!(
+        a.off_policy.is_none(),
+        "no exploration list, no off-policy estimate"
+    );
     // Two different evaluators score the same lists differently.
     assert_ne!(
         a.serving.model_score,
         a.judge.as_ref().map_or(0.0, |j| j.model_score)
+    );
+}
+
+/// Uniform exploration lists give the off-policy estimate: the initial order's IPS value
+/// is the pool size times its clicks where the logged top item is the initial top item,
+/// over the lists; lists of another policy or none are left out.
+#[test]
+fn audit_estimates_clicks_from_the_uniform_exploration_lists_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut p = pipeline();
+    p.limits.list_len = 1;
+    let logs = tmp.path().join("logs");
+    let shown = [
+        ("a", true),
+        ("b", false),
+        ("c", true),
+        ("a", false),
+        ("a", true),
+        ("b", true),
+    ];
+    let mut rows: Vec<LoggedList> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, (item, click))| {
+            let mut row = list(&format!("x{i}"), &[item], &[*click], true);
+            row.logging_policy = Some("uniform".into());
+            row.propensities = vec![1.0 / 3.0];
+            row
+        })
+        .collect();
+    // Served by a model, and explored by an unknown policy: neither counts.
+    rows.push(list("m", &["a"], &[true], false));
+    rows.push(list("k", &["a"], &[true], true));
+    let mut w = LogWriter::create(&logs, "lists", roll()).expect("writer");
+    w.write(&rows).expect("write");
+    w.finish().expect("publish");
+    let (model_dir, judge_dir) = (tmp.path().join("m"), tmp.path().join("j"));
+    write_bundle(&p, &model_dir, 3);
+    write_bundle(&p, &judge_dir, 11);
+    let model = Bundle::load(&model_dir, &Device::Cpu).expect("model");
+    let judge = Bundle::load(&judge_dir, &Device::Cpu).expect("judge");
+    let opts = AuditOptions {
+        batch: 3,
+        list_len: 1,
+        bootstrap: 100,
+        seed: 0,
+        tolerance: 0.0,
+    };
+    let logs = logs.display().to_string();
+    let a = audit_model(&model, Some(&judge), &logs, &opts, &Device::Cpu).expect("audit");
+    let o = a.off_policy.expect("an off-policy estimate");
+    assert_eq!(o.lists, 6);
+    // "a" on top and clicked in 2 of 6 lists: 3 x 2 / 6.
+    assert!((o.ips.logged_score - 1.0).abs() < 1e-12, "{o:?}");
+    let dr = o.doubly_robust.expect("with a judge");
+    assert!(
+        dr.logged_score.is_finite() && dr.ci95_low <= dr.ci95_high,
+        "{dr:?}"
     );
 }
 

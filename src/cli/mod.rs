@@ -96,6 +96,18 @@ enum Command {
     /// The offline Evaluator Score audit: each model's uplift over the logged order by
     /// its own evaluator and by an independent judge, with bootstrap intervals, the share
     /// of lists copying the input order, and a reward-hacking flag.
+    ///
+    /// Where the log holds exploration lists drawn uniformly at random
+    /// (`logging_policy = uniform`: `serve`'s `[exploration]`, `simulate`), it also
+    /// estimates from their clicks alone the model's clicks per list minus the initial
+    /// order's: position-based IPS (`n x 1{logged item at k = model's item at k} x
+    /// click_k`, summed over positions, `n` the pool size) and, with `--judge`, doubly
+    /// robust with the judge's click probabilities as the direct model. Both assume a
+    /// click depends on the item and its position only (no effect of the items above);
+    /// where that fails they are biased (docs/models.md). The flag also fires when the
+    /// serving evaluator's claimed uplift in clicks lies outside that interval (doubly
+    /// robust with a judge, else IPS). With pools of n candidates only about 1 in n
+    /// exploration lists matches a position, so the interval needs thousands of them.
     Audit(audit::Args),
     /// Inference throughput of the generator on the worst-case workload, with and
     /// without the KV cache.

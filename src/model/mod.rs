@@ -33,8 +33,8 @@ pub use generator::{
 pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
 pub use ranker::{is_upstream_order, upstream_lists, Ranker};
 pub use reward::{
-    batch_advantages, conditional_rewards, group_advantages, informative_groups, list_values,
-    rewards, Reward,
+    batch_advantages, click_probabilities, conditional_rewards, group_advantages,
+    informative_groups, list_values, rewards, Reward,
 };
 pub use scorer::Scorer;
 pub use store::{LiveModel, ModelStore, StoreError};

@@ -93,6 +93,34 @@ pub fn rewards(
     decoded: &Decoded,
     reward: Reward,
 ) -> candle_core::Result<Vec<f32>> {
+    let (scores, lens) = score_decoded(evaluator, pools, decoded)?;
+    list_values(&scores, &lens, reward)
+}
+
+/// The evaluator's click probability at each real position of decoded lists of `pools`.
+pub fn click_probabilities(
+    evaluator: &Evaluator,
+    pools: &PoolTensors,
+    decoded: &Decoded,
+) -> candle_core::Result<Vec<Vec<f32>>> {
+    let (scores, lens) = score_decoded(evaluator, pools, decoded)?;
+    let yhat: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&scores.click_logits)?.to_vec2()?;
+    Ok(yhat
+        .into_iter()
+        .zip(lens)
+        .map(|(mut y, l)| {
+            y.truncate(l);
+            y
+        })
+        .collect())
+}
+
+/// The evaluator's scores of decoded lists, with each list's length.
+fn score_decoded(
+    evaluator: &Evaluator,
+    pools: &PoolTensors,
+    decoded: &Decoded,
+) -> candle_core::Result<(ListScores, Vec<usize>)> {
     let orders = decoded.orders();
     let l = orders.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let b = orders.len();
@@ -108,8 +136,7 @@ pub fn rewards(
     let order = Tensor::from_vec(index, (b, l), device)?;
     let mask_t = Tensor::from_vec(mask, (b, l), device)?;
     let scores = evaluator.forward(pools, Some(&order), &mask_t)?;
-    let lens: Vec<usize> = orders.iter().map(Vec::len).collect();
-    list_values(&scores, &lens, reward)
+    Ok((scores, orders.iter().map(Vec::len).collect()))
 }
 
 /// The `reward` of each scored list, of `lens[r]` real positions.

@@ -3,15 +3,22 @@
 //! the logged order with a bootstrap 95 % confidence interval. A serving uplift that
 //! exceeds the judge's by more than a tolerance flags possible reward hacking: the
 //! generator found orders its own evaluator over-rates.
+//!
+//! Both are learned models and can share blind spots. Where the log holds exploration
+//! lists the uniform policy drew, the audit also estimates from their clicks alone how
+//! many clicks per list the model's lists earn against the initial order's
+//! ([`super::off_policy`]): the flag also fires when the serving evaluator's claimed
+//! uplift in clicks lies outside that estimate's interval.
 
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::off_policy::{uniform_pool, UniformDraw};
 use super::{encode_rows, OfflineError};
 use crate::list_log::{LogReader, LoggedList};
-use crate::model::{is_upstream_order, Bundle, Decoded, PoolTensors};
+use crate::model::{click_probabilities, is_upstream_order, Bundle, Decoded, PoolTensors};
 use crate::train::{pool_tensors, rewards, Example, Reward};
 
 /// How to audit.
@@ -48,11 +55,30 @@ pub struct ModelAudit {
     /// generator-evaluator selection fell back to) that are identical to the first
     /// `list_len` candidates in initial order.
     pub copies_input_order: f64,
-    /// `serving.uplift - judge.uplift > tolerance`.
+    /// Clicks per list of the model's lists against the initial order's, estimated from
+    /// the clicks of the log's uniform exploration lists; `None` without any.
+    pub off_policy: Option<OffPolicyUplift>,
+    /// `serving.uplift - judge.uplift > tolerance`, or the serving evaluator's claimed
+    /// uplift in clicks outside the off-policy interval.
     pub reward_hacking_flag: bool,
 }
 
-/// Per-list scores of one evaluator.
+/// The model's clicks per list against the initial order's, on the exploration lists
+/// of the log drawn uniformly at random.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OffPolicyUplift {
+    /// The exploration lists the estimate rests on.
+    pub lists: usize,
+    /// Position-based IPS (`off_policy` module docs).
+    pub ips: ScoreUplift,
+    /// Doubly robust with the judge as the direct model (with a judge).
+    pub doubly_robust: Option<ScoreUplift>,
+    /// What the serving evaluator claims on the same lists: its expected clicks of the
+    /// model's lists minus the initial order's.
+    pub claimed_uplift: f64,
+}
+
+/// Per-list scores of one evaluator (or estimator).
 #[derive(Debug, Default)]
 struct Scores {
     model: Vec<f64>,
@@ -81,6 +107,20 @@ impl Scores {
         self.model.extend(model.into_iter().map(f64::from));
         self.logged.extend(logged.into_iter().map(f64::from));
     }
+
+    fn push(&mut self, model: f64, logged: f64) {
+        self.model.push(model);
+        self.logged.push(logged);
+    }
+}
+
+/// Per-list off-policy terms of the model's lists and the initial order (`logged` is
+/// the initial order here), and the serving evaluator's claim on the same lists.
+#[derive(Debug, Default)]
+struct OffPolicyTerms {
+    ips: Scores,
+    doubly_robust: Scores,
+    claimed: Vec<f64>,
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -148,6 +188,7 @@ pub struct Auditor<'a> {
     opts: AuditOptions,
     serving: Scores,
     judged: Scores,
+    off_policy: OffPolicyTerms,
     lists: usize,
     /// Lists the generator produced itself (not selection's upstream fallbacks).
     generated: usize,
@@ -162,6 +203,7 @@ impl<'a> Auditor<'a> {
             opts: opts.clone(),
             serving: Scores::default(),
             judged: Scores::default(),
+            off_policy: OffPolicyTerms::default(),
             lists: 0,
             generated: 0,
             copies: 0,
@@ -192,10 +234,76 @@ impl<'a> Auditor<'a> {
         self.lists += examples.len();
         let (m, l) = score(model, &examples, &pools, &decoded, list_len)?;
         self.serving.extend(m, l);
-        if let Some(judge) = self.judge {
-            let (judge_examples, judge_pools) = encode_for(judge, rows, source, device)?;
-            let (m, l) = score(judge, &judge_examples, &judge_pools, &decoded, list_len)?;
-            self.judged.extend(m, l);
+        let judge = match self.judge {
+            Some(judge) => {
+                let (judge_examples, judge_pools) = encode_for(judge, rows, source, device)?;
+                let (m, l) = score(judge, &judge_examples, &judge_pools, &decoded, list_len)?;
+                self.judged.extend(m, l);
+                Some((judge, judge_pools))
+            }
+            None => None,
+        };
+        self.add_off_policy(rows, &examples, &pools, &decoded, judge.as_ref())
+    }
+
+    /// The off-policy terms of the batch's uniform exploration lists.
+    fn add_off_policy(
+        &mut self,
+        rows: &[LoggedList],
+        examples: &[Example],
+        pools: &PoolTensors,
+        decoded: &Decoded,
+        judge: Option<&(&Bundle, PoolTensors)>,
+    ) -> Result<(), OfflineError> {
+        let explored: Vec<(usize, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| uniform_pool(row).map(|n| (i, n)))
+            .collect();
+        if explored.is_empty() {
+            return Ok(());
+        }
+        let model_lists = decoded.orders();
+        let initial = Decoded::from_orders(
+            model_lists
+                .iter()
+                .map(|list| (0..list.len()).collect::<Vec<_>>()),
+        );
+        let logged = Decoded::from_orders(examples.iter().map(|e| e.served.clone()));
+        let evaluator = &self.model.evaluator;
+        let claimed_model = rewards(evaluator, pools, decoded, Reward::Clicks)?;
+        let claimed_initial = rewards(evaluator, pools, &initial, Reward::Clicks)?;
+        let direct = judge
+            .map(|(j, judge_pools)| {
+                Ok::<_, OfflineError>((
+                    click_probabilities(&j.evaluator, judge_pools, decoded)?,
+                    click_probabilities(&j.evaluator, judge_pools, &initial)?,
+                    click_probabilities(&j.evaluator, judge_pools, &logged)?,
+                ))
+            })
+            .transpose()?;
+        let initial_lists = initial.orders();
+        for (i, pool) in explored {
+            let draw = UniformDraw {
+                pool,
+                shown: &examples[i].served,
+                clicks: &examples[i].clicks,
+            };
+            let (model_list, initial_list) = (&model_lists[i], &initial_lists[i]);
+            self.off_policy
+                .ips
+                .push(draw.ips(model_list), draw.ips(initial_list));
+            if let Some((q_model, q_initial, q_logged)) = &direct {
+                let f = |q: &[f32]| q.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                let shown = f(&q_logged[i]);
+                self.off_policy.doubly_robust.push(
+                    draw.doubly_robust(model_list, &f(&q_model[i]), &shown),
+                    draw.doubly_robust(initial_list, &f(&q_initial[i]), &shown),
+                );
+            }
+            self.off_policy
+                .claimed
+                .push(f64::from(claimed_model[i] - claimed_initial[i]));
         }
         Ok(())
     }
@@ -203,15 +311,29 @@ impl<'a> Auditor<'a> {
     pub fn finish(self) -> ModelAudit {
         let serving = self.serving.summarise(&self.opts);
         let judge = self.judge.map(|_| self.judged.summarise(&self.opts));
+        let terms = &self.off_policy;
+        let off_policy = (!terms.claimed.is_empty()).then(|| OffPolicyUplift {
+            lists: terms.claimed.len(),
+            ips: terms.ips.summarise(&self.opts),
+            doubly_robust: (!terms.doubly_robust.model.is_empty())
+                .then(|| terms.doubly_robust.summarise(&self.opts)),
+            claimed_uplift: mean(&terms.claimed),
+        });
+        let outside = |o: &OffPolicyUplift| {
+            let u = o.doubly_robust.as_ref().unwrap_or(&o.ips);
+            o.claimed_uplift < u.ci95_low || o.claimed_uplift > u.ci95_high
+        };
         let reward_hacking_flag = judge
             .as_ref()
-            .is_some_and(|j| serving.uplift - j.uplift > self.opts.tolerance);
+            .is_some_and(|j| serving.uplift - j.uplift > self.opts.tolerance)
+            || off_policy.as_ref().is_some_and(outside);
         ModelAudit {
             model_version: self.model.meta.version.clone(),
             lists: self.lists,
             serving,
             judge,
             copies_input_order: self.copies as f64 / self.generated.max(1) as f64,
+            off_policy,
             reward_hacking_flag,
         }
     }
@@ -240,7 +362,8 @@ pub fn markdown(audits: &[ModelAudit], judge: Option<&str>, tolerance: f64) -> S
     let mut out = format!(
         "# Evaluator Score audit\n\nUplift = mean over lists of (model's list - logged order), by the model's own \
          (serving) evaluator and by the judge ({}); 95 % bootstrap intervals. Flag: serving uplift exceeds the \
-         judge's by more than {tolerance}.\n\n\
+         judge's by more than {tolerance}, or the serving evaluator's claimed uplift in clicks lies outside the \
+         off-policy interval.\n\n\
          | model | lists | serving score | serving uplift [95 % CI] | judge score | judge uplift [95 % CI] | copies input order | flag |\n\
          |---|---:|---:|---:|---:|---:|---:|---|\n",
         judge.unwrap_or("none given")
@@ -265,6 +388,28 @@ pub fn markdown(audits: &[ModelAudit], judge: Option<&str>, tolerance: f64) -> S
                 ""
             }
         );
+    }
+    if audits.iter().any(|a| a.off_policy.is_some()) {
+        out += "\n## Off-policy estimate from the uniform exploration lists\n\n\
+                Clicks per list of the model's lists minus the initial order's, estimated from the clicks of \
+                the exploration lists the uniform policy drew (position-based IPS; doubly robust with the judge \
+                as the direct model), beside the serving evaluator's claim in expected clicks. Both estimators \
+                assume a click depends on the item and its position only (`docs/models.md`).\n\n\
+                | model | exploration lists | model (IPS) | initial (IPS) | uplift, IPS [95 % CI] | uplift, doubly robust [95 % CI] | serving evaluator claims |\n\
+                |---|---:|---:|---:|---:|---:|---:|\n";
+        for a in audits {
+            let Some(o) = &a.off_policy else { continue };
+            let dr = o.doubly_robust.as_ref().map_or("-".to_owned(), ci);
+            out += &format!(
+                "| {} | {} | {:.4} | {:.4} | {} | {dr} | {:+.4} |\n",
+                a.model_version,
+                o.lists,
+                o.ips.model_score,
+                o.ips.logged_score,
+                ci(&o.ips),
+                o.claimed_uplift
+            );
+        }
     }
     out
 }

@@ -1,11 +1,13 @@
 //! Offline jobs over logged lists and simulated pools: evaluating a bundle
 //! ([`evaluate`]), replaying logged requests ([`replay`]), the Evaluator Score audit of
-//! several bundles ([`audit`]) and the evaluator's fidelity to the simulator's oracle
+//! several bundles ([`audit`]) with off-policy estimates from exploration lists
+//! ([`off_policy`]), and the evaluator's fidelity to the simulator's oracle
 //! ([`fidelity`]).
 
 pub mod audit;
 pub mod evaluate;
 pub mod fidelity;
+pub mod off_policy;
 pub mod replay;
 
 use crate::features::FeatureEncoder;
