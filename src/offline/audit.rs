@@ -58,6 +58,10 @@ pub struct ModelAudit {
     /// Clicks per list of the model's lists against the initial order's, estimated from
     /// the clicks of the log's uniform exploration lists; `None` without any.
     pub off_policy: Option<OffPolicyUplift>,
+    /// Per uniform exploration list, in log order, the model's estimated clicks (doubly
+    /// robust with a judge, else IPS): what comparing two models on the same lists pairs.
+    #[serde(skip)]
+    pub off_policy_terms: Vec<f64>,
     /// `serving.uplift - judge.uplift > tolerance`, or the serving evaluator's claimed
     /// uplift in clicks outside the off-policy interval.
     pub reward_hacking_flag: bool,
@@ -334,6 +338,11 @@ impl<'a> Auditor<'a> {
             judge,
             copies_input_order: self.copies as f64 / self.generated.max(1) as f64,
             off_policy,
+            off_policy_terms: if terms.doubly_robust.model.is_empty() {
+                terms.ips.model.clone()
+            } else {
+                terms.doubly_robust.model.clone()
+            },
             reward_hacking_flag,
         }
     }

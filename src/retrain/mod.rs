@@ -34,7 +34,8 @@ use crate::offline::audit::ModelAudit;
 use crate::offline::OfflineError;
 use crate::train::{snapshot, TrainError, TrainingConfig};
 use candidate::Trained;
-use gate::{click_metrics, gates, judged};
+pub use gate::OffPolicyComparison;
+use gate::{click_metrics, gates, judged, off_policy_comparison};
 use window::Window;
 pub use window::{count_lists, read_window};
 
@@ -195,6 +196,10 @@ pub struct RoundReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_fidelity: Option<crate::offline::fidelity::Fidelity>,
     pub serving_copy_share: f64,
+    /// The candidate against the serving model by the held-out window's uniform
+    /// exploration lists (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_policy: Option<OffPolicyComparison>,
     pub published: bool,
     /// Why the candidate was rejected (empty when published).
     pub rejected_because: Vec<String>,
@@ -337,11 +342,13 @@ fn judge(
         })
         .transpose()
         .map_err(TrainError::from)?;
+    let off_policy = off_policy_comparison(&serv_audit, &cand_audit);
     let reasons = gates(
         round.trainer,
         (serving_clicks, candidate_clicks),
         (serving_score, candidate_score),
         cand_audit.copies_input_order,
+        off_policy.as_ref(),
     );
     Ok(RoundReport {
         serving_version: versions.0.to_owned(),
@@ -355,6 +362,7 @@ fn judge(
         candidate_copy_share: cand_audit.copies_input_order,
         candidate_fidelity: fidelity,
         serving_copy_share: serv_audit.copies_input_order,
+        off_policy,
         published: reasons.is_empty(),
         rejected_because: reasons,
         bundle: PathBuf::new(),

@@ -1,4 +1,4 @@
-use super::gate::gates;
+use super::gate::{gates, OffPolicyComparison};
 use super::*;
 use crate::list_log::LoggedList;
 
@@ -59,8 +59,8 @@ fn every_gate_can_reject_and_a_clear_win_passes() {
         ..TrainerConfig::default()
     };
     let same = clicks(0.70, 0.50);
-    assert!(gates(&t, (same, same), (1.0, 1.02), 0.1).is_empty());
-    let reasons = |c, s, copy| gates(&t, (same, c), s, copy);
+    assert!(gates(&t, (same, same), (1.0, 1.02), 0.1, None).is_empty());
+    let reasons = |c, s, copy| gates(&t, (same, c), s, copy, None);
     assert_eq!(
         reasons(clicks(0.68, 0.50), (1.0, 1.02), 0.1).len(),
         1,
@@ -79,4 +79,14 @@ fn every_gate_can_reject_and_a_clear_win_passes() {
     );
     assert_eq!(reasons(same, (1.0, 1.02), 0.95).len(), 1, "copies");
     assert_eq!(reasons(clicks(0.5, 0.9), (1.0, 0.9), 1.0).len(), 4);
+    // The off-policy estimate rejects only a candidate worse with 95 % confidence.
+    let estimate = |low: f64, high: f64| OffPolicyComparison {
+        lists: 400,
+        candidate_minus_serving: (low + high) / 2.0,
+        ci95_low: low,
+        ci95_high: high,
+    };
+    let with = |o: &OffPolicyComparison| gates(&t, (same, same), (1.0, 1.02), 0.1, Some(o));
+    assert!(with(&estimate(-0.3, 0.1)).is_empty(), "a noisy tie passes");
+    assert_eq!(with(&estimate(-0.3, -0.05)).len(), 1, "clearly worse");
 }
