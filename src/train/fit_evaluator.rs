@@ -211,6 +211,24 @@ pub fn auc(scored: &mut [(f32, bool)]) -> f64 {
     (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
 }
 
+/// The loss's position weights: the real positions of `mask [b, l]`, an exploration
+/// list's `weight` times (the click term averages over these weights).
+fn exploration_weighted(
+    mask: &Tensor,
+    lists: &[&Example],
+    weight: f64,
+) -> candle_core::Result<Tensor> {
+    if weight == 1.0 {
+        return Ok(mask.clone());
+    }
+    let w: Vec<f32> = lists
+        .iter()
+        .map(|e| if e.exploration { weight as f32 } else { 1.0 })
+        .collect();
+    let w = Tensor::from_vec(w, (lists.len(), 1), mask.device())?;
+    mask.broadcast_mul(&w)
+}
+
 /// Trains `model` (whose variables are `vars`) and leaves it at its best epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn train_evaluator(
@@ -253,7 +271,8 @@ pub fn train_evaluator(
             let refs: Vec<&Example> = chunk.iter().map(|&i| &train_set[i]).collect();
             let b = ListBatch::new(&refs, enc, device)?;
             let out = model.forward(&b.pools, None, &b.pools.mask)?;
-            let loss = evaluator_loss(&out, &b.clicks, &b.pools.mask, &b.utility, cfg.wlr_weight)?;
+            let weighted = exploration_weighted(&b.pools.mask, &refs, train.exploration_weight)?;
+            let loss = evaluator_loss(&out, &b.clicks, &weighted, &b.utility, cfg.wlr_weight)?;
             opt.backward_step(&loss)?;
             total += loss.to_scalar::<f32>()? as f64;
             steps += 1;

@@ -74,6 +74,11 @@ pub struct TrainingConfig {
     pub evaluator_epochs: usize,
     /// Epochs without validation improvement before stopping.
     pub evaluator_patience: usize,
+    /// Beyond the paper: weight of an exploration list's clicks in the evaluator's loss
+    /// against a served list's (1: alike). Lists shown in random order are the only ones
+    /// where position, neighbours and upstream score are not confounded with the policy
+    /// that chose them.
+    pub exploration_weight: f64,
     pub generator_lr: f64,
     /// Pools per GRPO update; each is sampled `group_size` times.
     pub grpo_pools_per_step: usize,
@@ -163,6 +168,7 @@ impl Default for TrainingConfig {
             evaluator_batch: 128,
             evaluator_epochs: 10,
             evaluator_patience: 2,
+            exploration_weight: 1.0,
             generator_lr: 1e-3,
             grpo_pools_per_step: 16,
             group_size: 8,
@@ -209,6 +215,7 @@ impl TrainingConfig {
             ("training.generator_lr", self.generator_lr),
             ("training.embedding_init_std", self.embedding_init_std),
             ("training.search_warm_start_lr", self.search_warm_start_lr),
+            ("training.exploration_weight", self.exploration_weight),
         ] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err((key, format!("{v} must be finite and > 0")));
