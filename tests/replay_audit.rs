@@ -144,20 +144,15 @@ fn replay_gives_the_hand_computed_metrics_and_permutations() {
     assert_eq!(in_memory.model.metrics, report.model.metrics);
 }
 
-#[test]
-fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copying() {
+/// The audit of two seeded bundles with lists of one item (one a judge) over `rows`,
+/// decoded `batch` at a time.
+fn audit_lists_of_one(rows: &[LoggedList], batch: usize) -> eglr::offline::audit::ModelAudit {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut p = pipeline();
     p.limits.list_len = 1;
     let logs = tmp.path().join("logs");
-    // Pools of one item: the model's list, the initial order and the logged order are
-    // the same list, so every uplift is exactly 0, its interval [0, 0], and every list
-    // copies the input order.
     let mut w = LogWriter::create(&logs, "lists", roll()).expect("writer");
-    let rows: Vec<LoggedList> = (0..5)
-        .map(|i| pool_list(&format!("r{i}"), &["a"], &["a"], &[i % 2 == 0], false))
-        .collect();
-    w.write(&rows).expect("write");
+    w.write(rows).expect("write");
     w.finish().expect("publish");
     let (model_dir, judge_dir) = (tmp.path().join("m"), tmp.path().join("j"));
     write_bundle(&p, &model_dir, 3);
@@ -165,14 +160,25 @@ fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copyi
     let model = Bundle::load(&model_dir, &Device::Cpu).expect("model");
     let judge = Bundle::load(&judge_dir, &Device::Cpu).expect("judge");
     let opts = AuditOptions {
-        batch: 2,
+        batch,
         list_len: 1,
         bootstrap: 100,
         seed: 0,
         tolerance: 0.0,
     };
     let logs = logs.display().to_string();
-    let a = audit_model(&model, Some(&judge), &logs, &opts, &Device::Cpu).expect("audit");
+    audit_model(&model, Some(&judge), &logs, &opts, &Device::Cpu).expect("audit")
+}
+
+#[test]
+fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copying() {
+    // Pools of one item: the model's list, the initial order and the logged order are
+    // the same list, so every uplift is exactly 0, its interval [0, 0], and every list
+    // copies the input order.
+    let rows: Vec<LoggedList> = (0..5)
+        .map(|i| pool_list(&format!("r{i}"), &["a"], &["a"], &[i % 2 == 0], false))
+        .collect();
+    let a = audit_lists_of_one(&rows, 2);
     assert_eq!(a.lists, 5);
     assert_eq!(a.copies_input_order, 1.0);
     for u in [&a.serving, a.judge.as_ref().expect("judge")] {
@@ -200,10 +206,6 @@ fn audit_of_lists_that_cannot_differ_from_the_log_finds_no_uplift_and_full_copyi
 /// over the lists; lists of another policy or none are left out.
 #[test]
 fn audit_estimates_clicks_from_the_uniform_exploration_lists_alone() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut p = pipeline();
-    p.limits.list_len = 1;
-    let logs = tmp.path().join("logs");
     let shown = [
         ("a", true),
         ("b", false),
@@ -225,23 +227,7 @@ fn audit_estimates_clicks_from_the_uniform_exploration_lists_alone() {
     // Served by a model, and explored by an unknown policy: neither counts.
     rows.push(list("m", &["a"], &[true], false));
     rows.push(list("k", &["a"], &[true], true));
-    let mut w = LogWriter::create(&logs, "lists", roll()).expect("writer");
-    w.write(&rows).expect("write");
-    w.finish().expect("publish");
-    let (model_dir, judge_dir) = (tmp.path().join("m"), tmp.path().join("j"));
-    write_bundle(&p, &model_dir, 3);
-    write_bundle(&p, &judge_dir, 11);
-    let model = Bundle::load(&model_dir, &Device::Cpu).expect("model");
-    let judge = Bundle::load(&judge_dir, &Device::Cpu).expect("judge");
-    let opts = AuditOptions {
-        batch: 3,
-        list_len: 1,
-        bootstrap: 100,
-        seed: 0,
-        tolerance: 0.0,
-    };
-    let logs = logs.display().to_string();
-    let a = audit_model(&model, Some(&judge), &logs, &opts, &Device::Cpu).expect("audit");
+    let a = audit_lists_of_one(&rows, 3);
     let o = a.off_policy.expect("an off-policy estimate");
     assert_eq!(o.lists, 6);
     // "a" on top and clicked in 2 of 6 lists: 3 x 2 / 6.

@@ -86,24 +86,7 @@ mod tests {
     use crate::model::embedding::PoolTensors;
     use crate::model::generator::Decoded;
     use crate::model::reward::{rewards, Reward};
-    use crate::model::tests::{encoder, pool, seeded_evaluator_of};
-
-    /// Every ordered list of `len` distinct items of `0..n`.
-    fn all_lists(n: usize, len: usize) -> Vec<Vec<usize>> {
-        let mut lists: Vec<Vec<usize>> = vec![Vec::new()];
-        for _ in 0..len {
-            let mut longer = Vec::new();
-            for l in &lists {
-                for j in (0..n).filter(|j| !l.contains(j)) {
-                    let mut next = l.clone();
-                    next.push(j);
-                    longer.push(next);
-                }
-            }
-            lists = longer;
-        }
-        lists
-    }
+    use crate::model::tests::{all_lists, encoder, pool, seeded_evaluator_of};
 
     /// On small pools, a beam as wide as the number of prefixes finds the list brute
     /// force finds (the evaluator's best by expected clicks), and a narrower beam never

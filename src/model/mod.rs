@@ -40,4 +40,4 @@ pub use scorer::Scorer;
 pub use store::{LiveModel, ModelStore, StoreError};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

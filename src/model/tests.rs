@@ -356,6 +356,23 @@ fn seeded_evaluator(enc: &FeatureEncoder, seed: u64) -> (Evaluator, VarMap) {
 
 /// An evaluator of `kind` (default settings otherwise, lists of up to 12) with weights
 /// seeded by `seed`, and its variables.
+/// Every ordered list of `len` distinct items of `0..n` (brute-force checks).
+pub(crate) fn all_lists(n: usize, len: usize) -> Vec<Vec<usize>> {
+    let mut lists: Vec<Vec<usize>> = vec![Vec::new()];
+    for _ in 0..len {
+        let mut longer = Vec::new();
+        for l in &lists {
+            for j in (0..n).filter(|j| !l.contains(j)) {
+                let mut next = l.clone();
+                next.push(j);
+                longer.push(next);
+            }
+        }
+        lists = longer;
+    }
+    lists
+}
+
 pub(crate) fn seeded_evaluator_of(
     kind: EvaluatorKind,
     enc: &FeatureEncoder,

@@ -82,24 +82,7 @@ impl UniformDraw<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every ordered list of `len` distinct items of `0..n`, each equally likely under the
-    /// uniform logging policy.
-    fn all_lists(n: usize, len: usize) -> Vec<Vec<usize>> {
-        let mut lists: Vec<Vec<usize>> = vec![Vec::new()];
-        for _ in 0..len {
-            let mut longer = Vec::new();
-            for l in &lists {
-                for j in (0..n).filter(|j| !l.contains(j)) {
-                    let mut next = l.clone();
-                    next.push(j);
-                    longer.push(next);
-                }
-            }
-            lists = longer;
-        }
-        lists
-    }
+    use crate::model::tests::all_lists;
 
     /// The exact expectation of `term` over the uniform policy's lists and the clicks a
     /// click model `p(list, k)` draws (every click pattern enumerated).
