@@ -267,47 +267,53 @@ impl<'a> Auditor<'a> {
         if explored.is_empty() {
             return Ok(());
         }
-        let model_lists = decoded.orders();
-        let initial = Decoded::from_orders(
-            model_lists
-                .iter()
-                .map(|list| (0..list.len()).collect::<Vec<_>>()),
-        );
-        let logged = Decoded::from_orders(examples.iter().map(|e| e.served.clone()));
+        // Only the exploration rows are scored again: the other lists of the batch have no
+        // off-policy term.
+        let rows_of: Vec<usize> = explored.iter().map(|&(i, _)| i).collect();
+        let all_model_lists = decoded.orders();
+        let model_lists: Vec<Vec<usize>> = rows_of
+            .iter()
+            .map(|&i| all_model_lists[i].clone())
+            .collect();
+        let initial_lists: Vec<Vec<usize>> = model_lists
+            .iter()
+            .map(|list| (0..list.len()).collect())
+            .collect();
+        let model = Decoded::from_orders(model_lists.iter().cloned());
+        let initial = Decoded::from_orders(initial_lists.iter().cloned());
+        let logged = Decoded::from_orders(rows_of.iter().map(|&i| examples[i].served.clone()));
+        let pools = pools.select_rows(&rows_of)?;
         let evaluator = &self.model.evaluator;
-        let claimed_model = rewards(evaluator, pools, decoded, Reward::Clicks)?;
-        let claimed_initial = rewards(evaluator, pools, &initial, Reward::Clicks)?;
+        let claimed_model = rewards(evaluator, &pools, &model, Reward::Clicks)?;
+        let claimed_initial = rewards(evaluator, &pools, &initial, Reward::Clicks)?;
         let direct = judge
             .map(|(j, judge_pools)| {
-                Ok::<_, OfflineError>((
-                    click_probabilities(&j.evaluator, judge_pools, decoded)?,
-                    click_probabilities(&j.evaluator, judge_pools, &initial)?,
-                    click_probabilities(&j.evaluator, judge_pools, &logged)?,
-                ))
+                let judge_pools = judge_pools.select_rows(&rows_of)?;
+                let q = |lists: &Decoded| click_probabilities(&j.evaluator, &judge_pools, lists);
+                Ok::<_, OfflineError>((q(&model)?, q(&initial)?, q(&logged)?))
             })
             .transpose()?;
-        let initial_lists = initial.orders();
-        for (i, pool) in explored {
+        for (r, (i, pool)) in explored.into_iter().enumerate() {
             let draw = UniformDraw {
                 pool,
                 shown: &examples[i].served,
                 clicks: &examples[i].clicks,
             };
-            let (model_list, initial_list) = (&model_lists[i], &initial_lists[i]);
+            let (model_list, initial_list) = (&model_lists[r], &initial_lists[r]);
             self.off_policy
                 .ips
                 .push(draw.ips(model_list), draw.ips(initial_list));
             if let Some((q_model, q_initial, q_logged)) = &direct {
                 let f = |q: &[f32]| q.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-                let shown = f(&q_logged[i]);
+                let shown = f(&q_logged[r]);
                 self.off_policy.doubly_robust.push(
-                    draw.doubly_robust(model_list, &f(&q_model[i]), &shown),
-                    draw.doubly_robust(initial_list, &f(&q_initial[i]), &shown),
+                    draw.doubly_robust(model_list, &f(&q_model[r]), &shown),
+                    draw.doubly_robust(initial_list, &f(&q_initial[r]), &shown),
                 );
             }
             self.off_policy
                 .claimed
-                .push(f64::from(claimed_model[i] - claimed_initial[i]));
+                .push(f64::from(claimed_model[r] - claimed_initial[r]));
         }
         Ok(())
     }

@@ -278,40 +278,21 @@ const MONITOR_EVERY: usize = 25;
 const JUDGE_SEED_OFFSET: u64 = 1000;
 
 /// The seed's judge: an evaluator trained on the judge part of the training lists with
-/// its own seed (trained once, then reused).
+/// its own seed.
 fn judge(plan: &StudyPlan, seed: u64, dir: &Path, device: &Device) -> Result<Bundle, StudyError> {
-    let p = &plan.pipeline;
-    let out = dir.join("judge");
-    if !out.join("bundle.json").exists() {
-        tracing::info!(seed, "training the judge");
-        let features = study_features(&p.features, false);
-        let job = TrainJob {
-            data: &plan.train_data,
-            evaluator: p.evaluator.clone(),
-            generator: p.generator.clone(),
-            training: train::TrainingConfig {
-                seed: seed + JUDGE_SEED_OFFSET,
-                ..p.training.clone()
-            },
-            features: &features,
-            list_len: p.limits.list_len,
-            max_list_len: p.limits.max_list_len,
-            evaluator_from: None,
-            part: DataPart::Judge,
-            evaluator_only: true,
-            monitor: None,
-            out: &out,
-            version: format!("judge-seed{}", seed + JUDGE_SEED_OFFSET),
-            git_revision: None,
-        };
-        train::run(&job, device)?;
-    }
-    Ok(Bundle::load(&out, device)?)
+    let seed = seed + JUDGE_SEED_OFFSET;
+    let job = EvaluatorJob {
+        kind: plan.pipeline.evaluator.kind,
+        seed,
+        part: DataPart::Judge,
+        name: "judge".into(),
+        version: format!("judge-seed{seed}"),
+    };
+    evaluator_bundle(plan, &job, dir, device)
 }
 
 /// A reference evaluator of `kind` for the seed: trained on the models' part of the
-/// training lists with the seed's own seed, its generator left untrained (trained once,
-/// then reused).
+/// training lists with the seed's own seed.
 fn reference_evaluator(
     plan: &StudyPlan,
     seed: u64,
@@ -320,34 +301,62 @@ fn reference_evaluator(
     dir: &Path,
     device: &Device,
 ) -> Result<Bundle, StudyError> {
+    let job = EvaluatorJob {
+        kind,
+        seed,
+        part,
+        name: format!("evaluator-{}", kind.name()),
+        version: format!("evaluator-{}-seed{seed}", kind.name()),
+    };
+    evaluator_bundle(plan, &job, dir, device)
+}
+
+/// An evaluator-only bundle of the study: which kind, seed and lists, and its names.
+struct EvaluatorJob {
+    kind: EvaluatorKind,
+    seed: u64,
+    part: DataPart,
+    /// Its directory under the seed's.
+    name: String,
+    version: String,
+}
+
+/// The evaluator-only bundle `job` describes, its generator untrained (trained once,
+/// then reused).
+fn evaluator_bundle(
+    plan: &StudyPlan,
+    job: &EvaluatorJob,
+    dir: &Path,
+    device: &Device,
+) -> Result<Bundle, StudyError> {
     let p = &plan.pipeline;
-    let out = dir.join(format!("evaluator-{}", kind.name()));
+    let out = dir.join(&job.name);
     if !out.join("bundle.json").exists() {
-        tracing::info!(seed, kind = kind.name(), "training a reference evaluator");
+        tracing::info!(seed = job.seed, bundle = job.name, "training an evaluator");
         let features = study_features(&p.features, false);
-        let job = TrainJob {
+        let train_job = TrainJob {
             data: &plan.train_data,
             evaluator: crate::model::EvaluatorConfig {
-                kind,
+                kind: job.kind,
                 ..p.evaluator.clone()
             },
             generator: p.generator.clone(),
             training: train::TrainingConfig {
-                seed,
+                seed: job.seed,
                 ..p.training.clone()
             },
             features: &features,
             list_len: p.limits.list_len,
             max_list_len: p.limits.max_list_len,
             evaluator_from: None,
-            part,
+            part: job.part,
             evaluator_only: true,
             monitor: None,
             out: &out,
-            version: format!("evaluator-{}-seed{seed}", kind.name()),
+            version: job.version.clone(),
             git_revision: None,
         };
-        train::run(&job, device)?;
+        train::run(&train_job, device)?;
     }
     Ok(Bundle::load(&out, device)?)
 }
