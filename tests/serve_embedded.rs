@@ -158,7 +158,8 @@ fn free_local_port() -> std::net::SocketAddr {
 }
 
 /// The value of the unlabelled metric `name` on the endpoint at `addr`.
-fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
+/// The stage's `/metrics` response.
+fn metrics_text(addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
     let mut socket = std::net::TcpStream::connect(addr).expect("connect to /metrics");
     socket
@@ -166,6 +167,11 @@ fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
         .expect("request");
     let mut text = String::new();
     socket.read_to_string(&mut text).expect("response");
+    text
+}
+
+fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = metrics_text(addr);
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
@@ -283,7 +289,10 @@ async fn a_share_of_requests_is_served_by_the_logging_policy_the_same_way_each_t
     let n = 600;
     let again = 100;
     for share in [0.1, 0.0] {
-        let s = Stage::start_with(|_, stage| stage.exploration.share = share);
+        let s = Stage::start_with(|_, stage| {
+            stage.exploration.share = share;
+            stage.batching.quality_every = 1;
+        });
         let (out, _, _) = requests(n, 4, usize::MAX, no_bad);
         let repeated: Vec<Outgoing> = out.iter().take(again).cloned().collect();
         produce_requests(&s, out).await;
@@ -302,6 +311,42 @@ async fn a_share_of_requests_is_served_by_the_logging_policy_the_same_way_each_t
                     .collect();
             }
         };
+        let metric = |name: &str| scrape(s.metrics, name);
+        let served = (n + again) as f64;
+        let longest = results.iter().map(|r| r.items.len()).max().unwrap_or(0) as f64;
+        // Every batch is assessed (quality_every = 1): the serving evaluator's expected
+        // clicks of the served and the upstream lists are clicks, at most one a position.
+        assert_eq!(metric("eglr_quality_assessed_lists_total"), served);
+        for list in ["served", "upstream"] {
+            let clicks = metric(&format!(
+                "eglr_quality_expected_clicks_total{{list=\"{list}\"}}"
+            ));
+            assert!(
+                clicks > 0.0 && clicks <= served * longest,
+                "{list}: {clicks}"
+            );
+        }
+        assert_eq!(metric("eglr_exploration_target_share"), share);
+        let explored_all = results
+            .iter()
+            .filter(|r| r.source == ServedSource::Exploration)
+            .count() as f64;
+        let copies = metric("eglr_upstream_order_lists_total");
+        let fallbacks = results
+            .iter()
+            .filter(|r| r.source == ServedSource::Upstream)
+            .count() as f64;
+        assert!(copies >= fallbacks && copies <= served, "{copies} copies");
+        if share > 0.0 {
+            let uniform = |m: &str| metric(&format!("{m}{{policy=\"uniform\"}}"));
+            assert_eq!(uniform("eglr_exploration_lists_total"), explored_all);
+            // The evaluator's clicks given up: a difference of two lists' clicks each.
+            let cost = uniform("eglr_exploration_cost_clicks_total");
+            assert!(cost.abs() <= explored_all * longest, "{cost}");
+        } else {
+            let text = metrics_text(s.metrics);
+            assert!(!text.contains("eglr_exploration_lists_total{"), "{text}");
+        }
         s.stop().await;
         assert_eq!(results.len(), n + again, "share {share}");
         let mut first: std::collections::HashMap<&str, &RerankResult> = Default::default();

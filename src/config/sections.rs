@@ -135,6 +135,11 @@ pub struct BatchingConfig {
     /// Unset: one per core the process may use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Every this many-th batch, the serving evaluator also scores the served lists
+    /// and the upstream order for the `eglr_quality_*` metrics. It is a second model
+    /// pass over two lists per request (30-50 % of a batch's throughput, as selection
+    /// costs in docs/performance.md), so it is sampled: at 20, about 2 %. 0: never.
+    pub quality_every: u64,
 }
 
 impl Default for BatchingConfig {
@@ -145,6 +150,7 @@ impl Default for BatchingConfig {
             queue_capacity: 4096,
             max_request_age_ms: None,
             workers: None,
+            quality_every: 20,
         }
     }
 }

@@ -9,7 +9,6 @@
 //! caught exactly that: after a restart, a 256-request backlog batch finished after
 //! the next one, and its partition's oldest five lists were set aside.)
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,12 +17,13 @@ use candle_core::Device;
 
 use super::headers::TraceContext;
 use super::prometheus::ServeMetrics;
+use super::quality::{self, Pair};
 use super::StreamError;
 use crate::config::BatchingConfig;
 use crate::exploration::ExplorationConfig;
 use crate::model::LiveModel;
 use crate::model::{Bundle, PoolTensors};
-use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource, Token, SCHEMA_VERSION};
+use crate::schema::{RankedItem, RerankRequest, RerankResult, ServedSource, SCHEMA_VERSION};
 
 /// A valid request taken off the requests topic.
 #[derive(Debug)]
@@ -266,7 +266,7 @@ fn run_inference(
     }) = next_batch(jobs, batching.max_batch, max_wait)
     {
         let bundle = live.current();
-        metrics.set_model_version(&bundle.meta.version);
+        metrics.set_model_version(&bundle.meta.version, bundle.meta.training.created_unix_ms);
         let limit = bundle.meta.max_list_len;
         let (fits, too_long): (Vec<Job>, Vec<Job>) =
             batch.into_iter().partition(|j| j.request.list_len <= limit);
@@ -283,6 +283,8 @@ fn run_inference(
                 .map(|job| upstream_answer(job, version, reason, &metrics))
                 .collect()
         };
+        // Exploration lists with the model's list they replaced (index into `out`).
+        let mut explored: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut out = upstream(too_long, "model_limit");
         let (fits, expired) = past_deadline(fits, batching.max_request_age_ms);
         out.extend(upstream(expired, "deadline"));
@@ -323,8 +325,10 @@ fn run_inference(
                             metrics.entropy.observe(item.entropy_after);
                         }
                         if exploration.explores(&job.request.request_id) {
-                            explore(&mut result, &job.request, &exploration);
+                            let model_list = served_order(&job.request, &result);
+                            explore(&mut result, &job.request, &model_list, &exploration);
                             metrics.exploration_lists.add(exploration.policy.name());
+                            explored.push((out.len(), model_list));
                         }
                         result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
                         out.push(Done { job, result });
@@ -345,6 +349,16 @@ fn run_inference(
                 }
             }
         }
+        let assess = batching.quality_every > 0 && ticket % batching.quality_every == 0;
+        record_quality(
+            &bundle,
+            &out,
+            explored,
+            assess,
+            &exploration,
+            &metrics,
+            &device,
+        );
         // Blocks while the sink is behind: the bounded channel passes the backpressure
         // on to the job queue, and from there to the consumer's pause.
         if turns.in_turn(ticket, || done.blocking_send(out)).is_err() {
@@ -383,27 +397,110 @@ fn upstream_answer(job: Job, model_version: &str, reason: &str, metrics: &ServeM
     Done { job, result }
 }
 
-/// Replaces the model's list in `result` by the logging policy's draw for the request:
-/// `source: exploration`, each item's score the policy's probability of choosing it there
-/// (given the items above), the draw's propensities in `exploration`.
-fn explore(result: &mut RerankResult, request: &RerankRequest, cfg: &ExplorationConfig) {
-    let index: HashMap<&Token, usize> = request
-        .candidates
+/// The quality metrics of a batch (see [`quality`]): how many lists are the upstream
+/// order; exploration's cost on every exploration list; and on an assessed batch, the
+/// served lists against the upstream order. The evaluator's failure costs only these
+/// metrics, never an answer: it is logged and the batch goes on.
+fn record_quality(
+    bundle: &Bundle,
+    out: &[Done],
+    explored: Vec<(usize, Vec<usize>)>,
+    assess: bool,
+    exploration: &ExplorationConfig,
+    metrics: &ServeMetrics,
+    device: &Device,
+) {
+    let served: Vec<Vec<usize>> = out
         .iter()
-        .enumerate()
-        .map(|(j, c)| (&c.item_id, j))
+        .map(|d| served_order(&d.job.request, &d.result))
         .collect();
-    let model_list: Vec<usize> = result
-        .items
+    let copies = out
         .iter()
-        .filter_map(|i| index.get(&i.item_id).copied())
+        .zip(&served)
+        .filter(|(d, s)| **s == quality::upstream_order(&d.job.request))
+        .count();
+    metrics
+        .upstream_order_lists
+        .fetch_add(copies as u64, std::sync::atomic::Ordering::Relaxed);
+    let exploration_pairs: Vec<Pair> = explored
+        .into_iter()
+        .map(|(k, model)| Pair {
+            request: &out[k].job.request,
+            first: model,
+            second: served[k].clone(),
+        })
         .collect();
+    if let Some(clicks) = evaluate(bundle, &exploration_pairs, device) {
+        for (model, explored) in clicks {
+            metrics
+                .exploration_cost
+                .add_value(exploration.policy.name(), model - explored);
+        }
+    }
+    if !assess {
+        return;
+    }
+    let pairs: Vec<Pair> = out
+        .iter()
+        .zip(served)
+        .map(|(d, s)| Pair {
+            request: &d.job.request,
+            first: s,
+            second: quality::upstream_order(&d.job.request),
+        })
+        .collect();
+    if let Some(clicks) = evaluate(bundle, &pairs, device) {
+        metrics
+            .assessed_lists
+            .fetch_add(clicks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for (served, upstream) in clicks {
+            metrics.expected_clicks.add_value("served", served);
+            metrics.expected_clicks.add_value("upstream", upstream);
+        }
+    }
+}
+
+/// [`quality::expected_clicks`], with a failure or a panic logged instead of raised.
+fn evaluate(bundle: &Bundle, pairs: &[Pair<'_>], device: &Device) -> Option<Vec<(f64, f64)>> {
+    let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        quality::expected_clicks(bundle, pairs, device)
+    }));
+    match scored {
+        Ok(Ok(clicks)) => Some(clicks),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the evaluator could not assess a batch; its quality metrics are skipped");
+            None
+        }
+        Err(_) => {
+            tracing::error!(
+                "the evaluator panicked assessing a batch; its quality metrics are skipped"
+            );
+            None
+        }
+    }
+}
+
+/// The candidate indices of the list `result` serves for `request`.
+fn served_order(request: &RerankRequest, result: &RerankResult) -> Vec<usize> {
+    quality::order_of(request, result.items.iter().map(|i| &i.item_id))
+}
+
+/// Replaces the model's list in `result` (`model_list`, candidate indices) by the
+/// logging policy's draw for the request: `source: exploration`, each item's score the
+/// policy's probability of choosing it there (given the items above), the draw's
+/// propensities in `exploration`.
+fn explore(
+    result: &mut RerankResult,
+    request: &RerankRequest,
+    model_list: &[usize],
+    cfg: &ExplorationConfig,
+) {
     let len = request.list_len.min(request.candidates.len());
     let (order, draw) = cfg.draw(
         &request.request_id,
         request.candidates.len(),
         len,
-        &model_list,
+        model_list,
     );
     result.items = order
         .iter()

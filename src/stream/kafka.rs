@@ -119,13 +119,27 @@ pub fn partitions_behind(stats: &Statistics) -> Vec<(String, i32)> {
     behind
 }
 
-/// What a consumer's statistics feed: its lag, its broker connections and the
-/// partitions it has not read to their end.
+/// The partition count of every topic the client knows, from librdkafka's statistics
+/// (its metadata: assigned or not).
+pub fn topic_partitions(stats: &Statistics) -> Vec<(String, usize)> {
+    stats
+        .topics
+        .iter()
+        .map(|(topic, t)| {
+            let real = t.partitions.values().filter(|p| p.partition >= 0).count();
+            (topic.clone(), real)
+        })
+        .collect()
+}
+
+/// What a consumer's statistics feed: its lag, its broker connections, the
+/// partitions it has not read to their end, and its topics' partition counts.
 #[derive(Debug, Default)]
 pub struct ConsumerGauges {
     pub lag: AtomicI64,
     pub brokers_up: AtomicI64,
     behind: std::sync::Mutex<Vec<(String, i32)>>,
+    partitions: std::sync::Mutex<Vec<(String, usize)>>,
 }
 
 impl ConsumerGauges {
@@ -135,6 +149,17 @@ impl ConsumerGauges {
         if let Ok(mut b) = self.behind.lock() {
             *b = partitions_behind(stats);
         }
+        if let Ok(mut p) = self.partitions.lock() {
+            *p = topic_partitions(stats);
+        }
+    }
+
+    /// Each known topic with its partition count, at the last statistics.
+    pub fn partitions(&self) -> Vec<(String, usize)> {
+        self.partitions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// The partitions of `topic` not read to their end at the last statistics.

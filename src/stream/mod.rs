@@ -10,6 +10,7 @@ mod logger;
 mod offsets;
 mod pipeline;
 mod prometheus;
+mod quality;
 mod retrainer;
 mod serve;
 

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::kafka::ConsumerGauges;
+use crate::exploration::ExplorationConfig;
 
 /// A histogram with fixed upper bounds.
 #[derive(Debug)]
@@ -49,23 +50,37 @@ impl Histogram {
     }
 }
 
-/// A counter with one label (`kind`, `reason`, ...).
+/// A counter with one label (`kind`, `reason`, ...). Its values may be fractional (a
+/// sum of estimates); counts stay exact up to 2^53.
 #[derive(Debug, Default)]
-pub struct LabelledCounter(Mutex<BTreeMap<String, u64>>);
+pub struct LabelledCounter(Mutex<BTreeMap<String, f64>>);
 
 impl LabelledCounter {
+    /// A counter that shows `labels` at 0 before their first event, so that rates
+    /// and ratios over them exist from the first scrape (the Prometheus advice for
+    /// label values known in advance).
+    pub fn with_labels(labels: &[&str]) -> Self {
+        Self(Mutex::new(
+            labels.iter().map(|l| ((*l).to_owned(), 0.0)).collect(),
+        ))
+    }
+
     pub fn add(&self, label: &str) {
-        self.add_n(label, 1);
+        self.add_value(label, 1.0);
     }
 
     pub fn add_n(&self, label: &str, n: u64) {
+        self.add_value(label, n as f64);
+    }
+
+    pub fn add_value(&self, label: &str, v: f64) {
         if let Ok(mut m) = self.0.lock() {
-            *m.entry(label.to_owned()).or_default() += n;
+            *m.entry(label.to_owned()).or_default() += v;
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.0.lock().map_or(0, |m| m.values().sum())
+        self.0.lock().map_or(0, |m| m.values().sum::<f64>() as u64)
     }
 
     fn render(&self, name: &str, label: &str, help: &str, out: &mut String) {
@@ -93,6 +108,16 @@ pub(super) fn escape_label(value: &str) -> String {
     }
     out
 }
+
+/// Why a valid request was answered with the upstream order
+/// (`eglr_upstream_fallbacks_total{reason}`).
+pub const FALLBACK_REASONS: [&str; 5] = [
+    "model_error",
+    "model_panic",
+    "non_finite_output",
+    "model_limit",
+    "deadline",
+];
 
 /// Bounds of the latency histograms, in seconds (Prometheus' base unit).
 const LATENCY_BOUNDS_S: [f64; 12] = [
@@ -131,6 +156,19 @@ pub struct ServeMetrics {
     pub upstream_fallbacks: LabelledCounter,
     /// Lists served by the exploration logging policy, by policy.
     pub exploration_lists: LabelledCounter,
+    /// `exploration.share`: what the exploration share should be.
+    exploration_target: f64,
+    /// The serving evaluator's expected clicks given up by exploration (the model's
+    /// list minus the exploration list), summed over exploration lists, by policy.
+    pub exploration_cost: LabelledCounter,
+    /// Results whose list is the upstream order (the model's copies, selection and
+    /// fallbacks alike).
+    pub upstream_order_lists: AtomicU64,
+    /// Lists the serving evaluator assessed (every `batching.quality_every`-th batch).
+    pub assessed_lists: AtomicU64,
+    /// The serving evaluator's expected clicks of the assessed lists: `served` (what
+    /// went out) and `upstream` (the order upstream sent).
+    pub expected_clicks: LabelledCounter,
     /// Records the stage gave up producing, by topic: their offsets stay unfinished.
     pub undelivered: LabelledCounter,
     /// Valid events that carried fields their schema does not list (ignored), by event.
@@ -162,6 +200,8 @@ pub struct ServeMetrics {
     /// Times the intake paused for backpressure.
     pub pauses: AtomicU64,
     model_version: Mutex<String>,
+    /// When the serving model was trained (its bundle's `created_unix_ms`).
+    model_created_ms: std::sync::atomic::AtomicI64,
     /// Why the stage can no longer make progress, once it cannot.
     failure: Mutex<Option<String>>,
     last_progress: Mutex<Instant>,
@@ -173,8 +213,13 @@ impl Default for ServeMetrics {
             requests: AtomicU64::new(0),
             results: AtomicU64::new(0),
             dead_letters: LabelledCounter::default(),
-            upstream_fallbacks: LabelledCounter::default(),
+            upstream_fallbacks: LabelledCounter::with_labels(&FALLBACK_REASONS),
             exploration_lists: LabelledCounter::default(),
+            exploration_target: 0.0,
+            exploration_cost: LabelledCounter::default(),
+            upstream_order_lists: AtomicU64::new(0),
+            assessed_lists: AtomicU64::new(0),
+            expected_clicks: LabelledCounter::with_labels(&["served", "upstream"]),
             undelivered: LabelledCounter::default(),
             skipped_offsets: LabelledCounter::default(),
             unknown_field_events: LabelledCounter::default(),
@@ -193,6 +238,7 @@ impl Default for ServeMetrics {
             paused: AtomicUsize::new(0),
             pauses: AtomicU64::new(0),
             model_version: Mutex::new(String::new()),
+            model_created_ms: std::sync::atomic::AtomicI64::new(0),
             failure: Mutex::new(None),
             last_progress: Mutex::new(Instant::now()),
         }
@@ -200,6 +246,19 @@ impl Default for ServeMetrics {
 }
 
 impl ServeMetrics {
+    /// The metrics of a stage serving `exploration`: its target share, and its policy's
+    /// counters at 0 until its first list.
+    pub fn new(exploration: &ExplorationConfig) -> Self {
+        let mut m = Self::default();
+        if exploration.share > 0.0 {
+            let policy = [exploration.policy.name()];
+            m.exploration_target = exploration.share;
+            m.exploration_lists = LabelledCounter::with_labels(&policy);
+            m.exploration_cost = LabelledCounter::with_labels(&policy);
+        }
+        m
+    }
+
     pub fn dead_letter(&self, kind: &str) {
         self.dead_letters.add(kind);
     }
@@ -208,8 +267,11 @@ impl ServeMetrics {
         self.dead_letters.total()
     }
 
-    /// The version serving now; a change after the first counts as a swap.
-    pub fn set_model_version(&self, v: &str) {
+    /// The version serving now and when it was trained; a change after the first
+    /// counts as a swap.
+    pub fn set_model_version(&self, v: &str, created_unix_ms: i64) {
+        self.model_created_ms
+            .store(created_unix_ms, Ordering::Relaxed);
         if let Ok(mut m) = self.model_version.lock() {
             if *m != v {
                 if !m.is_empty() {
@@ -319,6 +381,36 @@ impl super::http::Exposition for ServeMetrics {
             "Lists served by the exploration logging policy ([exploration]) instead of the model's; divide by eglr_results_total for the share.",
             &mut out,
         );
+        gauge(
+            &mut out,
+            "eglr_exploration_target_share",
+            "exploration.share: the share of requests the logging policy should serve (0: off).",
+            self.exploration_target.to_string(),
+        );
+        self.exploration_cost.render(
+            "eglr_exploration_cost_clicks_total",
+            "policy",
+            "The serving evaluator's expected clicks given up by exploration (the model's list minus the exploration list), summed over exploration lists; an estimate (true clicks lost are not observable).",
+            &mut out,
+        );
+        counter(
+            &mut out,
+            "eglr_upstream_order_lists_total",
+            "Results whose list is the upstream order (the model's copies, selection and fallbacks); divide by eglr_results_total for the copy share.",
+            self.upstream_order_lists.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "eglr_quality_assessed_lists_total",
+            "Lists the serving evaluator assessed against the upstream order (every batching.quality_every-th batch).",
+            self.assessed_lists.load(Ordering::Relaxed),
+        );
+        self.expected_clicks.render(
+            "eglr_quality_expected_clicks_total",
+            "list",
+            "The serving evaluator's expected clicks of the assessed lists: served (what went out) and upstream (the order upstream sent); divide by eglr_quality_assessed_lists_total for clicks per list.",
+            &mut out,
+        );
         self.undelivered.render(
             "eglr_undelivered_total",
             "topic",
@@ -410,6 +502,20 @@ impl super::http::Exposition for ServeMetrics {
             "1 while intake is paused by backpressure.",
             self.paused.load(Ordering::Relaxed).to_string(),
         );
+        gauge(
+            &mut out,
+            "eglr_model_created_timestamp_seconds",
+            "When the serving model was trained (its bundle's created_unix_ms), in Unix seconds.",
+            (self.model_created_ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP eglr_topic_partitions Partitions of each subscribed topic (librdkafka metadata); compare with eglr_assigned_partitions summed over the group.\n# TYPE eglr_topic_partitions gauge"
+        );
+        for (topic, n) in self.consumer.partitions() {
+            let topic = escape_label(&topic);
+            let _ = writeln!(out, "eglr_topic_partitions{{topic=\"{topic}\"}} {n}");
+        }
         let version = escape_label(&self.model_version());
         let _ = writeln!(out, "# HELP eglr_model_info The model version serving.\n# TYPE eglr_model_info gauge\neglr_model_info{{version=\"{version}\"}} 1");
         build_info(&mut out);
@@ -428,7 +534,7 @@ mod tests {
         m.requests.fetch_add(3, Ordering::Relaxed);
         m.dead_letter("malformed_json");
         m.batch_size.observe(3.0);
-        m.set_model_version("v7");
+        m.set_model_version("v7", 1_700_000_000_000);
         let text = m.render();
         assert!(text.contains("eglr_requests_total 3"));
         assert!(text.contains("eglr_dead_letters_total{kind=\"malformed_json\"} 1"));
@@ -449,9 +555,9 @@ mod tests {
     #[test]
     fn label_values_are_escaped_and_swaps_counted() {
         let m = ServeMetrics::default();
-        m.set_model_version("v1");
-        m.set_model_version("v1");
-        m.set_model_version("a\"b\\c\nd");
+        m.set_model_version("v1", 0);
+        m.set_model_version("v1", 0);
+        m.set_model_version("a\"b\\c\nd", 0);
         m.dead_letter("x\"y");
         let text = m.render();
         assert!(

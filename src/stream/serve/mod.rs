@@ -67,8 +67,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ServeSummary, StreamError> {
     let p = &settings.pipeline;
-    let metrics = Arc::new(ServeMetrics::default());
-    metrics.set_model_version(&live.current().meta.version);
+    let metrics = Arc::new(ServeMetrics::new(&p.exploration));
+    let meta = &live.current().meta;
+    metrics.set_model_version(&meta.version, meta.training.created_unix_ms);
     let shared = Arc::new(Shared::new(Arc::clone(&metrics)));
     let consumer = join_group(&settings, &shared)?;
     let producer: FutureProducer = producer_config(&p.kafka, &settings.brokers)
@@ -182,7 +183,8 @@ fn watch_store(
                 _ = tokio::time::sleep(every) => {
                     let l = Arc::clone(&live);
                     if let Ok(Some(v)) = tokio::task::spawn_blocking(move || l.refresh()).await {
-                        metrics.set_model_version(&v);
+                        let created = live.current().meta.training.created_unix_ms;
+                        metrics.set_model_version(&v, created);
                     }
                 }
             }
