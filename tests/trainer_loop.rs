@@ -79,6 +79,7 @@ fn settings(
         git_revision: None,
         world: None,
         device: candle_core::Device::Cpu,
+        metrics_addr: None,
     }
 }
 

@@ -90,6 +90,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 git_revision: git_revision(),
                 world: None,
                 device: device()?,
+                metrics_addr: None,
             },
             shutdown_signal(),
         )

@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long)]
     once: bool,
 
+    /// Serve `/metrics` (rounds by verdict, rejections in a row, when the last version
+    /// was published), `/livez` and `/readyz` on this address (default: no endpoint).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+
     /// Write the round reports as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -85,6 +90,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         git_revision: git_revision(),
         world: None,
         device: super::device()?,
+        metrics_addr: args.metrics_addr,
     };
     let runtime = runtime()?;
     runtime.block_on(async {

@@ -64,6 +64,8 @@ pub struct LogSummary {
     /// Valid events with fields their schema does not list (ignored).
     pub unknown_field_events: u64,
     pub files_published: u64,
+    /// Events written to the side file (the join could not place them in a list).
+    pub set_aside: u64,
     pub join: JoinStats,
 }
 
@@ -174,6 +176,12 @@ impl Exposition for LogMetrics {
             "eglr_log_files_published_total",
             "Parquet files published.",
             s.files_published,
+        );
+        counter(
+            &mut out,
+            "eglr_log_set_aside_events_total",
+            "Events written to the side file (_unjoined/) because the join could not place them in a list; over eglr_log_messages_total, the share the logs lose to the join.",
+            s.set_aside,
         );
         counter(
             &mut out,
@@ -508,7 +516,9 @@ impl Logger {
     }
 
     fn keep(&mut self, unjoined: &[Unjoined]) -> Result<(), StreamError> {
-        self.side.append(unjoined).map_err(StreamError::Log)
+        self.side.append(unjoined).map_err(StreamError::Log)?;
+        self.summary.set_aside += unjoined.len() as u64;
+        Ok(())
     }
 
     /// Writes the lists whose window closed; publishes when the interval or a file's
@@ -692,6 +702,7 @@ mod tests {
     fn endpoint_shows_the_join_counts_and_a_stalled_publish() {
         let mut summary = LogSummary {
             messages: 12,
+            set_aside: 5,
             ..LogSummary::default()
         };
         summary.join.lists = 3;
@@ -710,6 +721,7 @@ mod tests {
         for line in [
             "eglr_log_messages_total 12",
             "eglr_log_lists_total 3",
+            "eglr_log_set_aside_events_total 5",
             "eglr_log_late_feedback_total 1",
             "eglr_log_pending_lists 2",
             "eglr_log_consumer_lag 0",

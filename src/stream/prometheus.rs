@@ -83,7 +83,7 @@ impl LabelledCounter {
         self.0.lock().map_or(0, |m| m.values().sum::<f64>() as u64)
     }
 
-    fn render(&self, name: &str, label: &str, help: &str, out: &mut String) {
+    pub(super) fn render(&self, name: &str, label: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         if let Ok(m) = self.0.lock() {
             for (value, n) in m.iter() {

@@ -4,7 +4,10 @@
 //! Rounds run on a blocking thread of their own: serving never waits for training
 //! (a serve instance picks the new version up from the store between batches).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
@@ -12,7 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::http::{self, Exposition};
 use super::kafka::producer_config;
+use super::prometheus::{build_info, gauge, LabelledCounter};
 use super::StreamError;
 use crate::config::PipelineConfig;
 use crate::fault::{Fault, HasFault};
@@ -30,6 +35,111 @@ pub struct TrainerSettings {
     pub world: Option<std::sync::Arc<crate::sim::World>>,
     /// Where training runs (`--device`).
     pub device: Device,
+    /// Address of `/metrics`, `/livez` and `/readyz` (`None`: no endpoint).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What the trainer's endpoint shows: its rounds and their verdicts, for the alert on
+/// rounds rejected in a row and the dashboard's gate panel.
+#[derive(Debug)]
+pub struct TrainerMetrics {
+    /// Rounds by verdict: `published`, `rejected` (by the gate) or `failed` (an error;
+    /// retried after the next lists).
+    rounds: LabelledCounter,
+    /// Rounds rejected or failed since the last published one.
+    consecutive_rejections: AtomicU64,
+    /// Lists in the log at the last check.
+    logged_lists: AtomicU64,
+    /// When the last round finished and the last version was published (Unix ms; 0:
+    /// none yet).
+    last_round_ms: AtomicI64,
+    last_published_ms: AtomicI64,
+}
+
+impl Default for TrainerMetrics {
+    fn default() -> Self {
+        Self {
+            rounds: LabelledCounter::with_labels(&["published", "rejected", "failed"]),
+            consecutive_rejections: AtomicU64::new(0),
+            logged_lists: AtomicU64::new(0),
+            last_round_ms: AtomicI64::new(0),
+            last_published_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+impl TrainerMetrics {
+    /// A finished round: `Some(published)`, or `None` when it failed.
+    fn round(&self, published: Option<bool>) {
+        let now = crate::clock::unix_millis();
+        self.last_round_ms.store(now, Ordering::Relaxed);
+        match published {
+            Some(true) => {
+                self.rounds.add("published");
+                self.consecutive_rejections.store(0, Ordering::Relaxed);
+                self.last_published_ms.store(now, Ordering::Relaxed);
+            }
+            Some(false) | None => {
+                self.rounds.add(if published.is_some() {
+                    "rejected"
+                } else {
+                    "failed"
+                });
+                self.consecutive_rejections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Exposition for TrainerMetrics {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        self.rounds.render(
+            "eglr_trainer_rounds_total",
+            "verdict",
+            "Training rounds by verdict: published, rejected by the gate (kept under STORE/rejected/), or failed (retried after the next lists).",
+            &mut out,
+        );
+        let seconds = |ms: &AtomicI64| (ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string();
+        gauge(
+            &mut out,
+            "eglr_trainer_consecutive_rejections",
+            "Rounds rejected or failed since the last published version.",
+            self.consecutive_rejections
+                .load(Ordering::Relaxed)
+                .to_string(),
+        );
+        gauge(
+            &mut out,
+            "eglr_trainer_logged_lists",
+            "Lists in the list log at the trainer's last check.",
+            self.logged_lists.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "eglr_trainer_last_round_timestamp_seconds",
+            "When the last round finished (Unix seconds; 0: none yet).",
+            seconds(&self.last_round_ms),
+        );
+        gauge(
+            &mut out,
+            "eglr_trainer_last_published_timestamp_seconds",
+            "When the last version was published (Unix seconds; 0: none yet).",
+            seconds(&self.last_published_ms),
+        );
+        build_info(&mut out);
+        out
+    }
+
+    /// A round runs for minutes on its own thread and failures are retried, so only
+    /// the process being up is asked of it.
+    fn liveness(&self, _stall: Duration) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn readiness(&self) -> Result<String, String> {
+        Ok("ready".into())
+    }
 }
 
 /// The rounds run, in order.
@@ -131,6 +241,10 @@ pub async fn trainer(
     let logs: PathBuf = p.logs.dir.clone();
     let every = Duration::from_secs_f64(p.trainer.check_every_s.max(0.1));
     let mut summary = TrainerSummary::default();
+    let metrics = Arc::new(TrainerMetrics::default());
+    if let Some(addr) = settings.metrics_addr {
+        http::spawn(addr, Arc::clone(&metrics), Duration::from_secs(60)).await?;
+    }
     let mut trained_on = 0usize;
     loop {
         tokio::select! {
@@ -146,20 +260,60 @@ pub async fn trainer(
             }
             Err(_) => return Err(StreamError::Internal("the log counter panicked")),
         };
+        metrics.logged_lists.store(logged as u64, Ordering::Relaxed);
         if logged < trained_on + p.trainer.min_new_lists {
             continue;
         }
         trained_on = logged;
         tracing::info!(lists = logged, "training round");
         match round_once(&settings).await {
-            Ok(report) => summary.rounds.push(report),
+            Ok(report) => {
+                metrics.round(Some(report.published));
+                summary.rounds.push(report);
+            }
             // A bug stops the stage (its exit code says so); bad input (a corrupt file,
             // too few lists) or an outside failure is retried after the next lists.
             Err(e) if e.fault() == Fault::Bug => return Err(e),
             Err(e) => {
+                metrics.round(None);
                 tracing::error!(error = %e, fault = ?e.fault(), "training round failed; retried after the next lists")
             }
         }
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_in_a_row_count_until_a_version_is_published() {
+        let m = TrainerMetrics::default();
+        let text = m.render();
+        assert!(
+            text.contains("eglr_trainer_rounds_total{verdict=\"rejected\"} 0"),
+            "{text}"
+        );
+        m.round(Some(false));
+        m.round(None);
+        let text = m.render();
+        for line in [
+            "eglr_trainer_consecutive_rejections 2",
+            "eglr_trainer_rounds_total{verdict=\"failed\"} 1",
+            "eglr_trainer_last_published_timestamp_seconds 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        m.round(Some(true));
+        let text = m.render();
+        assert!(
+            text.contains("eglr_trainer_consecutive_rejections 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("eglr_trainer_last_published_timestamp_seconds 0\n"),
+            "{text}"
+        );
+    }
 }

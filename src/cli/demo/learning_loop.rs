@@ -126,6 +126,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
                 git_revision: None,
                 world: Some(std::sync::Arc::new(world.clone())),
                 device: device()?,
+                metrics_addr: None,
             },
             stopped.clone(),
         ));
