@@ -11,7 +11,8 @@
 # --with-torch installs PyTorch (CPU use only, from PyPI) into .tools/torch: the
 # reference decode loop scripts/perf.sh measures eglr against. Not needed by the tests.
 # --with-tansu adds the test suite's brokers and tools: tansu, stunnel4 (a TLS listener
-# in front of tansu), the openssl command (the tests make their own CA), and in
+# in front of tansu), the openssl command (the tests make their own CA), Debian's
+# prometheus (the server and promtool: the alert rules are tested on them), and in
 # .tools/venv (from PyPI) the Kubernetes manifest validator kubernetes-validate (it
 # carries the Kubernetes JSON schemas, so validating needs no network), and pyarrow
 # and duckdb, which the tests read the list log with as its users would.
@@ -32,7 +33,7 @@ if $with_tansu || $with_cuda || $with_torch; then
   packages+=(python3 python3-venv)
 fi
 if $with_tansu; then
-  packages+=(stunnel4 openssl)
+  packages+=(stunnel4 openssl prometheus)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -132,14 +132,31 @@ pub fn topic_partitions(stats: &Statistics) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// What a consumer's statistics feed: its lag, its broker connections, the
-/// partitions it has not read to their end, and its topics' partition counts.
+/// The consumer lag of each partition the client fetches (librdkafka reports -1 for
+/// the others), by topic and partition.
+pub fn partition_lags(stats: &Statistics) -> Vec<(String, i32, i64)> {
+    let mut lags = Vec::new();
+    for (topic, t) in &stats.topics {
+        for p in t.partitions.values() {
+            if p.partition >= 0 && p.consumer_lag >= 0 {
+                lags.push((topic.clone(), p.partition, p.consumer_lag));
+            }
+        }
+    }
+    lags.sort();
+    lags
+}
+
+/// What a consumer's statistics feed: its lag (in all and per partition), its broker
+/// connections, the partitions it has not read to their end, and its topics'
+/// partition counts.
 #[derive(Debug, Default)]
 pub struct ConsumerGauges {
     pub lag: AtomicI64,
     pub brokers_up: AtomicI64,
     behind: std::sync::Mutex<Vec<(String, i32)>>,
     partitions: std::sync::Mutex<Vec<(String, usize)>>,
+    partition_lags: std::sync::Mutex<Vec<(String, i32, i64)>>,
 }
 
 impl ConsumerGauges {
@@ -152,6 +169,17 @@ impl ConsumerGauges {
         if let Ok(mut p) = self.partitions.lock() {
             *p = topic_partitions(stats);
         }
+        if let Ok(mut l) = self.partition_lags.lock() {
+            *l = partition_lags(stats);
+        }
+    }
+
+    /// Each fetched partition's lag at the last statistics: (topic, partition, lag).
+    pub fn partition_lags(&self) -> Vec<(String, i32, i64)> {
+        self.partition_lags
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Each known topic with its partition count, at the last statistics.

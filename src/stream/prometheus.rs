@@ -516,6 +516,17 @@ impl super::http::Exposition for ServeMetrics {
             let topic = escape_label(&topic);
             let _ = writeln!(out, "eglr_topic_partitions{{topic=\"{topic}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP eglr_partition_consumer_lag Messages behind the high watermark in each partition this instance fetches (librdkafka statistics).\n# TYPE eglr_partition_consumer_lag gauge"
+        );
+        for (topic, partition, lag) in self.consumer.partition_lags() {
+            let topic = escape_label(&topic);
+            let _ = writeln!(
+                out,
+                "eglr_partition_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+            );
+        }
         let version = escape_label(&self.model_version());
         let _ = writeln!(out, "# HELP eglr_model_info The model version serving.\n# TYPE eglr_model_info gauge\neglr_model_info{{version=\"{version}\"}} 1");
         build_info(&mut out);
