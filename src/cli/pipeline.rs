@@ -39,6 +39,10 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9465")]
     log_metrics_addr: SocketAddr,
 
+    /// Address of the trainer's `/metrics` (default: no endpoint).
+    #[arg(long, value_name = "ADDR")]
+    trainer_metrics_addr: Option<SocketAddr>,
+
     /// Seconds a served list waits for feedback before it is logged.
     #[arg(long, default_value_t = 60.0)]
     window_s: f64,
@@ -90,7 +94,7 @@ pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
                 git_revision: git_revision(),
                 world: None,
                 device: device()?,
-                metrics_addr: None,
+                metrics_addr: args.trainer_metrics_addr,
             },
             shutdown_signal(),
         )
