@@ -35,17 +35,7 @@ fn validator() -> Option<PathBuf> {
 
 /// Validates `files` strictly (unknown fields are errors); the exit status and output.
 fn validate(tool: &Path, files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(tool)
-        .arg("--strict")
-        .args(files)
-        .output()
-        .expect("kubernetes-validate runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::run_tool(Command::new(tool).arg("--strict").args(files))
 }
 
 #[test]

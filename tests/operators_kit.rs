@@ -34,17 +34,7 @@ fn prometheus_tool(test: &str, name: &str) -> Option<PathBuf> {
 }
 
 fn run(tool: &Path, args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the tool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::run_tool(Command::new(tool).args(args).current_dir(dir))
 }
 
 #[test]
@@ -73,22 +63,22 @@ fn the_rules_pass_promtool_and_their_unit_tests() {
     assert!(!ok, "a misspelt function passed promtool");
 }
 
-/// The alert names of the rule file.
-fn alerts() -> Vec<String> {
+/// The names of the rule file's rules of one kind (`alert` or `record`).
+fn rule_names(kind: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(rules_file()).expect("rules");
+    let prefix = format!("- {kind}: ");
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .map(str::to_owned)
         .collect()
 }
 
-/// The names the rule file records.
+fn alerts() -> BTreeSet<String> {
+    rule_names("alert")
+}
+
 fn recorded() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(rules_file()).expect("rules");
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("- record: "))
-        .map(str::to_owned)
-        .collect()
+    rule_names("record")
 }
 
 #[test]

@@ -220,6 +220,17 @@ pub fn python_tool(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `command` to its end: whether it succeeded, and its stdout and stderr together.
+pub fn run_tool(command: &mut Command) -> (bool, String) {
+    let out = command.output().expect("the tool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A free loopback port (picked by the system, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
