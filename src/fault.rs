@@ -51,11 +51,40 @@ pub trait HasFault {
     fn fault(&self) -> Fault;
 }
 
-/// Model arithmetic fails only on a bug (shapes, dtypes) or garbage weights.
+/// Model arithmetic fails on a bug (shapes, dtypes) or garbage weights, except where
+/// the machine fails under it: an accelerator out of memory, lost or gone, or a file
+/// that cannot be read. Those are outside failures: a supervisor's retry (later, with
+/// less load, or on another device) can help.
 impl HasFault for candle_core::Error {
     fn fault(&self) -> Fault {
-        Fault::Bug
+        use candle_core::Error;
+        match self {
+            Error::Context { inner, .. }
+            | Error::WithPath { inner, .. }
+            | Error::WithBacktrace { inner, .. } => inner.fault(),
+            Error::Cuda(e) if accelerator_failed(&e.to_string()) => Fault::External,
+            Error::Io(e) => Fault::of_io(e),
+            _ => Fault::Bug,
+        }
     }
+}
+
+/// CUDA driver and cuBLAS statuses that say the device failed rather than the
+/// program: out of memory, unavailable, gone, or broken. (cudarc's errors show their
+/// status by name.)
+const ACCELERATOR_FAILURES: [&str; 8] = [
+    "CUDA_ERROR_OUT_OF_MEMORY",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDA_ERROR_DEVICE_UNAVAILABLE",
+    "CUDA_ERROR_DEVICES_UNAVAILABLE",
+    "CUDA_ERROR_NO_DEVICE",
+    "CUDA_ERROR_ECC_UNCORRECTABLE",
+    "CUDA_ERROR_LAUNCH_TIMEOUT",
+    "CUDA_ERROR_SYSTEM_NOT_READY",
+];
+
+fn accelerator_failed(message: &str) -> bool {
+    ACCELERATOR_FAILURES.iter().any(|s| message.contains(s))
 }
 
 #[cfg(test)]
@@ -76,5 +105,29 @@ mod tests {
         assert_eq!(Fault::of_io(&missing), Fault::Input);
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(Fault::of_io(&reset), Fault::External);
+    }
+
+    /// A device out of memory or lost is the machine's failure (retry), with context
+    /// around it or not; a shape mismatch or another CUDA status is a bug.
+    #[test]
+    fn an_accelerator_that_fails_is_an_outside_failure_and_a_shape_error_a_bug() {
+        let cuda = |status: &str| {
+            candle_core::Error::Cuda(Box::new(std::io::Error::other(format!(
+                "DriverError({status}, \"...\")"
+            ))))
+        };
+        assert_eq!(cuda("CUDA_ERROR_OUT_OF_MEMORY").fault(), Fault::External);
+        assert_eq!(
+            cuda("CUDA_ERROR_DEVICE_UNAVAILABLE")
+                .context("decoding a batch")
+                .fault(),
+            Fault::External
+        );
+        assert_eq!(cuda("CUDA_ERROR_INVALID_VALUE").fault(), Fault::Bug);
+        let shapes =
+            candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .and_then(|a| a.matmul(&a))
+                .expect_err("a shape mismatch");
+        assert_eq!(shapes.fault(), Fault::Bug);
     }
 }

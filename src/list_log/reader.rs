@@ -105,6 +105,11 @@ impl std::fmt::Debug for LogBatches<'_> {
 }
 
 impl LogBatches<'_> {
+    /// The file the last batch came from (`None` before the first).
+    pub fn current_file(&self) -> Option<&Path> {
+        self.current.as_ref().map(|(path, _)| path.as_path())
+    }
+
     /// Rows dropped so far because their request_id was read before.
     pub fn duplicates(&self) -> usize {
         self.duplicates

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use candle_core::Device;
 
@@ -180,10 +180,7 @@ impl LiveModel {
     }
 
     pub fn current(&self) -> Arc<Bundle> {
-        match self.current.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&self.current.read().unwrap_or_else(recover))
     }
 
     /// Swaps in the store's serving version (the pinned one, else the newest) when it
@@ -201,29 +198,35 @@ impl LiveModel {
             || self
                 .rejected
                 .lock()
-                .map(|r| r.contains(&target))
-                .unwrap_or(true)
+                .unwrap_or_else(recover)
+                .contains(&target)
         {
             return None;
         }
         match Bundle::load(&self.store.path(&target), &self.device) {
             Ok(bundle) => {
                 let bundle = Arc::new(with_version(bundle, &target));
-                if let Ok(mut g) = self.current.write() {
-                    *g = bundle;
-                }
+                *self.current.write().unwrap_or_else(recover) = bundle;
                 tracing::info!(version = %target, "model swapped in");
                 Some(target)
             }
             Err(e) => {
                 tracing::warn!(version = %target, error = %e, "rejected a bad model bundle; the serving model stays");
-                if let Ok(mut r) = self.rejected.lock() {
-                    r.insert(target);
-                }
+                self.rejected.lock().unwrap_or_else(recover).insert(target);
                 None
             }
         }
     }
+}
+
+/// The guard of a lock whose holder panicked: a bug elsewhere, logged as one. What the
+/// locks guard (the serving bundle's pointer, the set of rejected names) is changed by
+/// one assignment or insertion, never left half-written, so serving goes on with it.
+fn recover<G>(poisoned: PoisonError<G>) -> G {
+    tracing::error!(
+        "a lock of the live model was poisoned: a thread panicked while holding it (a bug)"
+    );
+    poisoned.into_inner()
 }
 
 /// Results carry the store's version name (the directory), whatever the bundle says.

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use super::http::{self, Exposition};
 use super::kafka::{consumer_config, ConsumerGauges, GaugeContext};
-use super::prometheus::{build_info, counter, gauge};
+use super::prometheus::{build_info, counter, gauge, POISONED};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::contract::{Contract, UnknownFieldLog};
@@ -236,8 +236,8 @@ impl Exposition for LogMetrics {
         let since = self
             .last_durable
             .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
+            .map_err(|_| POISONED.to_owned())?
+            .elapsed();
         if since > self.publish_every + stall {
             return Err(format!(
                 "nothing published for {:.0} s",

@@ -109,6 +109,11 @@ pub(super) fn escape_label(value: &str) -> String {
     out
 }
 
+/// Liveness of a stage whose progress clock's lock was poisoned: a thread panicked
+/// holding it, a bug; the clock can no longer be trusted, so a restart is asked for.
+pub(super) const POISONED: &str =
+    "a bug: a thread panicked while holding the progress clock's lock";
+
 /// Why a valid request was answered with the upstream order
 /// (`eglr_upstream_fallbacks_total{reason}`).
 pub const FALLBACK_REASONS: [&str; 5] = [
@@ -321,8 +326,8 @@ impl super::http::Exposition for ServeMetrics {
         let since = self
             .last_progress
             .lock()
-            .map(|p| p.elapsed())
-            .unwrap_or_default();
+            .map_err(|_| POISONED.to_owned())?
+            .elapsed();
         let waiting = self.consumer.lag.load(Ordering::Relaxed) > 0;
         if waiting && since > stall && self.consumer.reachable().is_ok() {
             return Err(format!(

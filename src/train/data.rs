@@ -1,6 +1,7 @@
 //! Training data: logged lists read as a stream and kept only in compact, encoded form.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
 use crate::list_log::{LogError, LogReader, LoggedList};
@@ -131,15 +132,22 @@ impl Split {
 /// settle long before.
 const MAX_TOKENIZER_ITEMS: usize = 200_000;
 
+/// Calls `each` on every list of `reader` that `split` keeps, with the file it is in.
 fn read(
     reader: &LogReader,
     split: &Split,
-    mut each: impl FnMut(&LoggedList) -> Result<(), TrainError>,
+    mut each: impl FnMut(&LoggedList, &Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
-    for batch in reader.batches() {
-        for row in batch? {
+    let mut batches = reader.batches();
+    while let Some(batch) = batches.next() {
+        let rows = batch?;
+        let file = batches
+            .current_file()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for row in rows {
             if let Some(row) = split.warm(&row) {
-                each(&row)?;
+                each(&row, &file)?;
             }
         }
     }
@@ -160,9 +168,10 @@ impl Dataset {
     ) -> Result<Self, TrainError> {
         let validation_share = split.validation_share;
         let reader = LogReader::open(pattern, 4096)?;
+        // The semantic ids are fitted on every file's items: a failure names the set.
         let bad = |message: String| {
             TrainError::Log(LogError::BadFile {
-                path: reader.files().first().cloned().unwrap_or_default(),
+                path: PathBuf::from(pattern),
                 message,
             })
         };
@@ -172,7 +181,7 @@ impl Dataset {
                 let mut fit = NormaliserFit::default();
                 let mut items = BTreeMap::new();
                 let tokenized = spec.semantic_ids.is_some();
-                read(&reader, &split, |row| {
+                read(&reader, &split, |row, _| {
                     if !is_validation(&row.request_id, validation_share) {
                         fit.add_user(&spec.user, &row.user.dense);
                         for c in &row.candidates {
@@ -212,14 +221,14 @@ impl Dataset {
     ) -> Result<Self, TrainError> {
         let mut train = Vec::new();
         let mut validation = Vec::new();
-        read(reader, &split, |row| {
+        read(reader, &split, |row, file| {
             let validating = is_validation(&row.request_id, split.validation_share);
             if !validating && !split.part.contains(&row.request_id, split.judge_share) {
                 return Ok(());
             }
             let example = Example::from_logged(row, &encoder).map_err(|message| {
                 TrainError::Log(LogError::BadFile {
-                    path: reader.files().first().cloned().unwrap_or_default(),
+                    path: file.to_owned(),
                     message,
                 })
             })?;

@@ -4,7 +4,7 @@ use candle_core::Device;
 
 use super::*;
 use crate::config::PipelineConfig;
-use crate::list_log::{LogWriter, RollPolicy};
+use crate::list_log::{LogReader, LogWriter, RollPolicy};
 use crate::model::{Bundle, Variant};
 use crate::offline::evaluate::{evaluate, EvalOptions};
 use crate::sim::{write_logs, Traffic, World};
@@ -469,5 +469,38 @@ fn semantic_id_bundles_train_load_and_are_judged_by_a_hashed_judge() {
     assert!(
         served > 0.0 && served < 0.5,
         "cold share of the initial order {served}"
+    );
+}
+
+/// A list training cannot encode is reported with the file that holds it, not the
+/// first file of the glob.
+#[test]
+fn a_bad_list_is_reported_with_the_file_it_is_in() {
+    let p = pipeline();
+    let dir = tempfile::tempdir().expect("tempdir");
+    simulate(dir.path(), 50, 1);
+    let pattern = format!("{}/*.parquet", dir.path().display());
+    let mut bad = LogReader::open(&pattern, 16)
+        .expect("logs")
+        .batches()
+        .next()
+        .expect("a batch")
+        .expect("rows")[0]
+        .clone();
+    bad.request_id = "served-outside-its-pool".into();
+    bad.served_items[0] = "not-in-the-pool".into();
+    let policy = RollPolicy {
+        max_bytes: 1 << 30,
+        row_group_rows: 16,
+    };
+    let mut w = LogWriter::create(dir.path(), "more", policy).expect("writer");
+    w.write(&[bad]).expect("write");
+    w.finish().expect("publish");
+    let err = Dataset::load(&pattern, &p.features, Split::all(0.1), None)
+        .expect_err("a served item outside its pool");
+    let text = err.to_string();
+    assert!(
+        text.contains("more-") && text.contains("not-in-the-pool"),
+        "{text}"
     );
 }
