@@ -21,7 +21,9 @@ pub mod join;
 pub mod list_log;
 pub mod schema;
 
-// Models and learning: candle models and their store, the simulator, training.
+// Models and learning: candle models and their store, the encoded logged list, the
+// simulator, training.
+pub mod encoded;
 pub mod model;
 pub mod sim;
 pub mod train;

@@ -7,11 +7,12 @@ use anyhow::Context;
 
 use candle_core::Device;
 use eglr::config::PipelineConfig;
+use eglr::encoded::Example;
 use eglr::model::{judge_conflict, Bundle};
 use eglr::offline::evaluate::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
 use eglr::offline::fidelity::fidelity;
 use eglr::sim::World;
-use eglr::train::{Dataset, Example};
+use eglr::train::Dataset;
 
 use super::report::{table, write_json};
 use super::{data_pattern, device};

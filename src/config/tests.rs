@@ -95,7 +95,7 @@ fn unknown_env_key_names_the_variable() {
     assert_eq!(
         e.to_string(),
         "unknown key `batching.max_bach` (set by environment variable EGLR_BATCHING__MAX_BACH): \
-         unknown field `max_bach`, expected one of `max_batch`, `max_wait_ms`, `queue_capacity`, `max_request_age_ms`, `workers`"
+         unknown field `max_bach`, expected one of `max_batch`, `max_wait_ms`, `queue_capacity`, `max_request_age_ms`, `workers`, `quality_every`"
     );
     let e = load(
         MINIMAL,

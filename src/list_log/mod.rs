@@ -8,7 +8,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use convert::{from_record_batch, to_record_batch};
-pub use reader::{recent_request_ids, LogBatches, LogReader};
+pub use reader::{recent_request_ids, row_count, LogBatches, LogReader};
 pub use schema::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
 pub use writer::{LogWriter, ParquetRows, RollPolicy};
 

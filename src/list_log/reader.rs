@@ -184,6 +184,14 @@ impl Iterator for LogBatches<'_> {
     }
 }
 
+/// The rows of a published log file, from its Parquet footer (nothing decoded).
+pub fn row_count(path: &Path) -> Result<usize, LogError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = File::open(path).map_err(|e| LogError::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| LogError::parquet(path, e))?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as usize)
+}
+
 /// The request ids of the newest published lists in `dir`, oldest first, from the
 /// newest files holding at least `limit` of them: what a restarted logger has already written, so that a re-read duplicate of
 /// one of them is recognised instead of going to the side file. Reads only the

@@ -16,10 +16,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::off_policy::{uniform_pool, UniformDraw};
-use super::{encode_rows, OfflineError};
+use super::OfflineError;
+use crate::encoded::{encode_rows, pool_tensors, Example};
 use crate::list_log::{LogReader, LoggedList};
 use crate::model::{click_probabilities, is_upstream_order, Bundle, Decoded, PoolTensors};
-use crate::train::{pool_tensors, rewards, Example, Reward};
+use crate::model::{rewards, Reward};
 
 /// How to audit.
 #[derive(Debug, Clone)]

@@ -9,13 +9,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::encoded::{is_cold_item, pool_tensors, Example};
 use crate::model::{
     beam_search, is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors,
     PositionTrace, Selection,
 };
+use crate::model::{rewards, Reward};
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
 use crate::sim::World;
-use crate::train::{is_cold_item, pool_tensors, rewards, Example, Reward};
 
 /// Options of an evaluation.
 #[derive(Debug, Clone)]

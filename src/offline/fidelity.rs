@@ -17,10 +17,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::encoded::{pool_tensors, Example};
 use crate::features::FeatureEncoder;
 use crate::model::{rewards, Evaluator, Reward};
 use crate::sim::World;
-use crate::train::{pool_tensors, Example};
 
 /// Orderings per pool and pools of the reported fidelity figures (issue 12: at least 20
 /// orderings of each pool).

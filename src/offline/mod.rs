@@ -10,9 +10,7 @@ pub mod fidelity;
 pub mod off_policy;
 pub mod replay;
 
-use crate::features::FeatureEncoder;
-use crate::list_log::{LogError, LoggedList};
-use crate::train::Example;
+use crate::list_log::LogError;
 
 /// Errors of the offline tools that read list logs and run a bundle (`replay`, `audit`).
 #[derive(Debug, thiserror::Error)]
@@ -30,21 +28,4 @@ impl crate::fault::HasFault for OfflineError {
             OfflineError::Model(e) => e.fault(),
         }
     }
-}
-
-/// Encodes logged rows read from `source` with `encoder`.
-pub fn encode_rows(
-    rows: &[LoggedList],
-    encoder: &FeatureEncoder,
-    source: &str,
-) -> Result<Vec<Example>, OfflineError> {
-    rows.iter()
-        .map(|row| Example::from_logged(row, encoder))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| {
-            OfflineError::Log(LogError::BadFile {
-                path: source.into(),
-                message,
-            })
-        })
 }

@@ -14,7 +14,8 @@ use arrow::record_batch::RecordBatch;
 use candle_core::Device;
 
 use super::evaluate::{EvalOptions, EvalReport, Evaluation};
-use super::{encode_rows, OfflineError};
+use super::OfflineError;
+use crate::encoded::encode_rows;
 use crate::list_log::{LogReader, LogWriter, ParquetRows, RollPolicy};
 use crate::model::Bundle;
 

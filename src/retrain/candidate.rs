@@ -43,7 +43,7 @@ impl Trained {
         };
         let (meta, enc) = (&serving.meta, &serving.encoder);
         let new_evaluator = |vb| Evaluator::new(&meta.evaluator, enc, meta.max_list_len, vb);
-        let refreshed = |part: &[crate::train::Example]| -> Result<_, TrainerError> {
+        let refreshed = |part: &[crate::encoded::Example]| -> Result<_, TrainerError> {
             let (evaluator, vars) =
                 warm_started(serving_dir, "evaluator.safetensors", device, new_evaluator)?;
             let report = train_evaluator(

@@ -4,11 +4,12 @@
 use candle_core::Device;
 
 use super::{ClickMetrics, TrainerConfig};
+use crate::encoded::Example;
 use crate::list_log::LoggedList;
 use crate::model::{Bundle, Evaluator};
 use crate::offline::audit::{bootstrap_ci95, AuditOptions, Auditor, ModelAudit};
 use crate::offline::OfflineError;
-use crate::train::{validate, Example, TrainError};
+use crate::train::{validate, TrainError};
 
 pub(super) fn click_metrics(
     evaluator: &Evaluator,

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{io, Round, TrainerError};
+use crate::encoded::{encode_rows, is_validation, Example};
 use crate::features::FeatureEncoder;
-use crate::list_log::{LogReader, LoggedList};
+use crate::list_log::{row_count, LogReader, LoggedList};
 use crate::model::DataPart;
-use crate::offline::encode_rows;
-use crate::train::{is_validation, Example, TrainError};
+use crate::train::TrainError;
 
 /// The window, split. The hold-out is the newest `holdout_share` of it and is never
 /// trained on; the rest is split by a hash of request_id into the candidate's training
@@ -33,8 +33,8 @@ impl Window {
             return Err(TrainerError::TooFewLists(lists));
         }
         let holdout_rows = rows.split_off(lists - holdout_len);
-        let train_examples = encode_rows(&rows, encoder, round.logs)?;
-        let holdout = encode_rows(&holdout_rows, encoder, round.logs)?;
+        let train_examples = encode_rows(&rows, encoder, round.logs).map_err(TrainError::from)?;
+        let holdout = encode_rows(&holdout_rows, encoder, round.logs).map_err(TrainError::from)?;
         // Early stopping inside the training part: the hold-out only judges.
         let validation_share = round.training.validation_share.max(0.05);
         let (mut fit, mut early, mut judge_fit) = (Vec::new(), Vec::new(), Vec::new());
@@ -65,25 +65,13 @@ impl Window {
 /// Published list-log files of `logs` (a directory or glob) with their row counts
 /// (from the Parquet footers, nothing decoded), oldest publish first.
 fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, TrainerError> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
     let reader = LogReader::open(logs, 1).map_err(TrainError::from)?;
     let mut files = Vec::new();
     for path in reader.files() {
         let published = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(io(path))?;
-        let file = std::fs::File::open(path).map_err(io(path))?;
-        let rows = SerializedFileReader::new(file)
-            .map_err(|e| {
-                TrainError::from(crate::list_log::LogError::BadFile {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })
-            })?
-            .metadata()
-            .file_metadata()
-            .num_rows()
-            .max(0) as usize;
+        let rows = row_count(path).map_err(TrainError::from)?;
         files.push((published, path.clone(), rows));
     }
     // Publish time, not name: instances of the logger name their files apart.

@@ -426,7 +426,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             click_fit: Vec::new(),
         })
         .collect();
-    let oracle = |e: &crate::train::Example, order: &[usize]| {
+    let oracle = |e: &crate::encoded::Example, order: &[usize]| {
         crate::offline::evaluate::oracle_clicks(world.as_ref()?, e, order)
     };
     let part = if p.training.judge_share > 0.0 {
@@ -444,7 +444,7 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             .then(|| judge(plan, seed, &seed_dir, device))
             .transpose()?;
         // The test lists encoded for the judge, for runs that encode them otherwise.
-        let mut judge_lists: Option<Vec<crate::train::Example>> = None;
+        let mut judge_lists: Option<Vec<crate::encoded::Example>> = None;
         for &kind in &plan.reference_evaluators {
             let bundle = reference_evaluator(plan, seed, kind, part, &seed_dir, device)?;
             let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;

@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::tests::{job, pipeline, simulate};
 use super::*;
 use crate::config::PipelineConfig;
+use crate::encoded::pool_tensors;
 use crate::model::{rewards, Bundle, Ranker, Variant};
 
 /// An evaluator trained once on simulated logs, and the logs, in memory.

@@ -3,61 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::features::{DenseNormaliser, EncodedPools, FeatureEncoder, FeatureSpec, NormaliserFit};
+use crate::encoded::{is_cold_item, is_validation, Example};
+use crate::features::{DenseNormaliser, FeatureEncoder, FeatureSpec, NormaliserFit};
 use crate::list_log::{LogError, LogReader, LoggedList};
 pub use crate::model::DataPart;
 
 use super::TrainError;
-
-/// One logged list, encoded.
-#[derive(Debug, Clone)]
-pub struct Example {
-    /// The pool in initial (upstream) order, a batch of one.
-    pub pool: EncodedPools,
-    /// Served items as indices into the pool, top first.
-    pub served: Vec<usize>,
-    pub clicks: Vec<bool>,
-    pub utility: f32,
-    pub exploration: bool,
-    /// Ids, for the oracle score on simulated data.
-    pub user_id: String,
-    pub item_ids: Vec<String>,
-}
-
-impl Example {
-    /// Encodes one logged list; the error says which served item is not in the pool.
-    pub fn from_logged(row: &LoggedList, encoder: &FeatureEncoder) -> Result<Self, String> {
-        let served = row.served_indices().map_err(|id| {
-            format!(
-                "request {}: served item {id:?} not in its pool",
-                row.request_id
-            )
-        })?;
-        Ok(Example {
-            pool: encoder.encode(&[(&row.user, &row.candidates)]),
-            served,
-            clicks: row.clicks.clone(),
-            utility: row.utility as f32,
-            exploration: row.exploration,
-            user_id: row.user.id.0.clone(),
-            item_ids: row.candidates.iter().map(|c| c.item_id.0.clone()).collect(),
-        })
-    }
-
-    /// Label of every pool candidate: clicked when it was served and clicked.
-    pub fn pool_labels(&self) -> Vec<f64> {
-        let mut labels = vec![0.0; self.pool.max_items];
-        for (&j, &c) in self.served.iter().zip(&self.clicks) {
-            labels[j] = f64::from(u8::from(c));
-        }
-        labels
-    }
-
-    /// The displayed list (served order), a batch of one.
-    pub fn displayed(&self) -> EncodedPools {
-        self.pool.select(0, &self.served)
-    }
-}
 
 /// Train / validation examples and the fitted feature encoder.
 #[derive(Debug, Clone)]
@@ -65,20 +16,6 @@ pub struct Dataset {
     pub encoder: FeatureEncoder,
     pub train: Vec<Example>,
     pub validation: Vec<Example>,
-}
-
-/// Validation membership by a hash of the request id: stable whatever the file order.
-pub(crate) fn is_validation(request_id: &str, share: f64) -> bool {
-    let h = crate::features::hash_bucket("split", request_id, 1_000_000);
-    f64::from(h - 1) < share * 1_000_000.0
-}
-
-/// Whether an item is held out of training to measure cold start: by a hash of its id,
-/// stable whatever the logs hold.
-pub fn is_cold_item(item_id: &str, share: f64) -> bool {
-    share > 0.0
-        && f64::from(crate::features::hash_bucket("cold", item_id, 1_000_000) - 1)
-            < share * 1_000_000.0
 }
 
 /// Which logged lists a [`Dataset`] keeps for training.

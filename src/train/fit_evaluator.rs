@@ -10,8 +10,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::data::Example;
 use super::{restore, snapshot, TrainError, TrainingConfig};
+use crate::encoded::Example;
 use crate::features::FeatureEncoder;
 use crate::model::{evaluator_loss, Evaluator, EvaluatorConfig, EvaluatorSelection, PoolTensors};
 
@@ -160,7 +160,7 @@ impl ClickFit {
 
 /// Cold start where ids matter most: the evaluator's click log-loss and AUC on the
 /// displayed items of `examples`, `[warm, cold]` by whether the item was held out of
-/// training (`training.cold_item_share`, [`super::is_cold_item`]).
+/// training (`training.cold_item_share`, [`crate::encoded::is_cold_item`]).
 pub fn click_fit_by_item(
     model: &Evaluator,
     examples: &[Example],
@@ -179,7 +179,7 @@ pub fn click_fit_by_item(
                 let cold = e
                     .item_ids
                     .get(j)
-                    .is_some_and(|id| super::is_cold_item(id, cold_share));
+                    .is_some_and(|id| crate::encoded::is_cold_item(id, cold_share));
                 scored[usize::from(cold)].push((z, c));
             }
         }

@@ -17,18 +17,16 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{group_advantages, rewards, Reward};
-pub(crate) use data::is_validation;
-pub use data::{is_cold_item, DataPart, Dataset, Example, Split};
+pub use data::{DataPart, Dataset, Split};
 pub use fit_evaluator::{
     auc, click_fit_by_item, train_evaluator, validate, ClickFit, EvaluatorReport, ListBatch,
     Validation,
 };
-pub use rl::{
-    kl_shaped, log_ratio, pool_tensors, train_rl, CurvePoint, Oracle, RlMonitor, RlReport,
-};
+pub use rl::{kl_shaped, log_ratio, train_rl, CurvePoint, Oracle, RlMonitor, RlReport};
 pub use supervised::{search_lists, supervised_loss, train_supervised, SupervisedReport, Target};
 
 use crate::check::Problem;
+use crate::encoded::Example;
 use crate::features::FeatureEncoder;
 use crate::list_log::LogError;
 use crate::model::{

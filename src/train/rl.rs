@@ -18,24 +18,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::data::Example;
 use super::{adamw, Passes, TrainError, TrainingConfig};
+use crate::encoded::{pool_tensors, Example};
 use crate::features::FeatureEncoder;
 use crate::model::{
     batch_advantages, conditional_rewards, group_advantages, informative_groups, is_upstream_order,
     rewards, upstream_lists, DecodeOptions, Decoded, EncodedPool, Evaluator, Generator,
     PoolTensors, Reward, Rl, Selection,
 };
-
-/// Pools of `examples` (initial order) as tensors.
-pub fn pool_tensors(
-    examples: &[&Example],
-    enc: &FeatureEncoder,
-    device: &Device,
-) -> candle_core::Result<PoolTensors> {
-    let parts: Vec<_> = examples.iter().map(|e| &e.pool).collect();
-    PoolTensors::new(&enc.stack(&parts), enc, device)
-}
 
 /// How RL went: the mean reward of the sampled lists over training.
 #[derive(Debug, Clone, Serialize)]

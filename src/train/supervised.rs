@@ -10,9 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::data::Example;
-use super::rl::pool_tensors;
 use super::{adamw, Passes, TrainError, TrainingConfig};
+use crate::encoded::pool_tensors;
+use crate::encoded::Example;
 use crate::features::FeatureEncoder;
 use crate::model::{
     beam_search, DecodeOptions, Evaluator, Generator, PoolTensors, Ranker, Reward, Scorer,

@@ -4,6 +4,7 @@ use candle_core::Device;
 
 use super::*;
 use crate::config::PipelineConfig;
+use crate::encoded::{is_cold_item, pool_tensors};
 use crate::list_log::{LogReader, LogWriter, RollPolicy};
 use crate::model::{Bundle, Variant};
 use crate::offline::evaluate::{evaluate, EvalOptions};

@@ -225,7 +225,8 @@ fn random_lists(n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<(usize, Vec<
 fn a_fitted_logistic_evaluator_recovers_planted_weights() {
     use rand::{Rng, SeedableRng};
 
-    use crate::train::{train_evaluator, Example, TrainingConfig};
+    use crate::encoded::Example;
+    use crate::train::{train_evaluator, TrainingConfig};
 
     let spec = FeatureSpec {
         user: EntityFeatures {
