@@ -169,19 +169,54 @@ pub struct LoadPlan<'a> {
 pub async fn run(
     kafka: &KafkaConfig,
     brokers: &str,
-    plan: LoadPlan<'_>,
+    mut plan: LoadPlan<'_>,
 ) -> Result<LoadReport, StreamError> {
-    let LoadPlan {
+    let (consumer, start_offsets) = listen_from_the_end(kafka, brokers)?;
+    let producer: FutureProducer = producer_config(kafka, brokers)
+        .create()
+        .map_err(StreamError::kafka("create the producer"))?;
+    let progress = Progress::default();
+    // Results are read while requests are produced, so latency is not inflated by
+    // reading them late; each first result records when it was consumed.
+    let reader = tokio::spawn(read_answers(
+        consumer,
+        start_offsets,
+        Expected {
+            ids: plan.expect_results.iter().cloned().collect(),
+            dead_letters: plan.expect_dlq,
+            dead_letter_topic: kafka.topics.dead_letter.clone(),
+        },
+        progress.clone(),
+        plan.timeout,
+    ));
+    let outgoing = std::mem::take(&mut plan.outgoing);
+    let requests = outgoing.len();
+    let sent = send_requests(
+        &producer,
+        &kafka.topics.requests,
         outgoing,
-        expect_results,
-        expect_dlq,
-        rate,
-        max_in_flight,
-        warmup,
-        timeout,
-        wait_until_answered,
-    } = plan;
-    let topics = &kafka.topics;
+        &plan,
+        &progress,
+    )
+    .await;
+    let read = reader
+        .await
+        .map_err(|_| StreamError::Internal("the results reader panicked"))?;
+    Ok(report(requests, plan.expect_results, &sent, read))
+}
+
+/// Where the reader starts in each (topic, partition): what lies before was there before
+/// the run.
+type StartOffsets = HashMap<(String, i32), i64>;
+
+/// A consumer of the results and dead-letter topics assigned at their current ends,
+/// fixed before the first request is sent: no group join to wait for, and no "latest"
+/// offset looked up late (after a broker error, say) that would skip results. With the
+/// start offsets, below which anything read is ignored.
+fn listen_from_the_end(
+    kafka: &KafkaConfig,
+    brokers: &str,
+) -> Result<(StreamConsumer, StartOffsets), StreamError> {
     // A fresh group id per run (nothing is committed; the partitions are assigned).
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -197,16 +232,15 @@ pub async fn run(
     ];
     // The measuring client must not add latency of its own.
     defaults.extend(LOW_LATENCY_FETCH);
-    let cfg = client_config(kafka, brokers, &defaults);
-    let consumer: StreamConsumer = cfg
+    let consumer: StreamConsumer = client_config(kafka, brokers, &defaults)
         .create()
         .map_err(StreamError::kafka("create the results consumer"))?;
-    // Listen from the current end of the results and dead-letter topics, fixed before
-    // the first request is sent: no group join to wait for, and no "latest" offset
-    // looked up late (after a broker error, say) that would skip results.
     let mut start = TopicPartitionList::new();
-    let mut start_offsets: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in [topics.results.as_str(), topics.dead_letter.as_str()] {
+    let mut start_offsets = StartOffsets::new();
+    for topic in [
+        kafka.topics.results.as_str(),
+        kafka.topics.dead_letter.as_str(),
+    ] {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(20))
             .map_err(StreamError::kafka("read topic metadata"))?;
@@ -225,125 +259,161 @@ pub async fn run(
     consumer
         .assign(&start)
         .map_err(StreamError::kafka("assign the results partitions"))?;
-    let producer: FutureProducer = producer_config(kafka, brokers)
-        .create()
-        .map_err(StreamError::kafka("create the producer"))?;
+    Ok((consumer, start_offsets))
+}
 
-    // Results are read while requests are produced, so latency is not inflated by
-    // reading them late; each first result records when it was consumed.
-    let expected_ids: std::collections::HashSet<String> = expect_results.iter().cloned().collect();
-    let expected = expected_ids.len();
-    let dlq_topic = topics.dead_letter.clone();
-    let answered = Arc::new(AtomicUsize::new(0));
-    let answered_by_reader = Arc::clone(&answered);
-    // The reader waits `timeout` past the last request sent, however long sending takes
-    // (a paced run of ten minutes, or a broker slower than the rate): milliseconds
-    // since `clock` at which the last request went out.
-    let clock = Instant::now();
-    let last_sent_ms = Arc::new(AtomicU64::new(0));
-    let last_sent_by_sender = Arc::clone(&last_sent_ms);
-    let reader = tokio::spawn(async move {
-        let mut received: HashMap<String, Received> = HashMap::new();
-        let (mut dlq, mut duplicates, mut undecodable) = (0usize, 0usize, 0usize);
-        let deadline =
-            || clock + Duration::from_millis(last_sent_ms.load(Ordering::Relaxed)) + timeout;
-        while (received.len() < expected || dlq < expect_dlq) && Instant::now() < deadline() {
-            let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
-            {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "results consumer");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let before_start = start_offsets
-                .get(&(msg.topic().to_owned(), msg.partition()))
-                .is_some_and(|s| msg.offset() < *s);
-            if before_start {
-                continue;
-            }
-            if msg.topic() == dlq_topic {
-                dlq += 1;
-                answered_by_reader.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[]))
-            {
-                Ok(result) => result,
-                Err(e) => {
-                    undecodable += 1;
-                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode");
-                    continue;
-                }
-            };
-            if !expected_ids.contains(&result.request_id) {
-                continue;
-            }
-            if received.contains_key(&result.request_id) {
-                duplicates += 1;
-                continue;
-            }
-            answered_by_reader.fetch_add(1, Ordering::Relaxed);
-            received.insert(
-                result.request_id,
-                Received {
-                    at: Instant::now(),
-                    steps: result.items.iter().map(|i| i.reasoning_steps).sum(),
-                    version: result.model_version,
-                    server_ms: result.latency_ms,
-                },
-            );
+/// What the sender and the reader share: requests answered so far (results and dead
+/// letters, for the in-flight window), and when the last request went out (ms since
+/// `clock`; the reader waits `timeout` past it, however long sending takes: a paced run
+/// of ten minutes, or a broker slower than the rate).
+#[derive(Debug, Clone)]
+struct Progress {
+    answered: Arc<AtomicUsize>,
+    clock: Instant,
+    last_sent_ms: Arc<AtomicU64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            answered: Arc::default(),
+            clock: Instant::now(),
+            last_sent_ms: Arc::default(),
         }
-        (received, dlq, duplicates, undecodable)
-    });
+    }
+}
 
-    // Send times of the measured (post-warm-up) requests.
-    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(outgoing.len());
-    let mut deliveries = Vec::with_capacity(outgoing.len());
-    let mut started = Instant::now();
+/// What the reader waits for.
+struct Expected {
+    ids: std::collections::HashSet<String>,
+    dead_letters: usize,
+    dead_letter_topic: String,
+}
+
+/// What the reader saw: the first result of each expected request, the dead letters,
+/// repeated results and results that do not decode.
+struct Answers {
+    received: HashMap<String, Received>,
+    dead_letters: usize,
+    duplicates: usize,
+    undecodable: usize,
+}
+
+/// Reads results and dead letters until every expected one came, or `timeout` after
+/// the last request was sent.
+async fn read_answers(
+    consumer: StreamConsumer,
+    start_offsets: StartOffsets,
+    expected: Expected,
+    progress: Progress,
+    timeout: Duration,
+) -> Answers {
+    let mut a = Answers {
+        received: HashMap::new(),
+        dead_letters: 0,
+        duplicates: 0,
+        undecodable: 0,
+    };
+    let deadline = || {
+        progress.clock
+            + Duration::from_millis(progress.last_sent_ms.load(Ordering::Relaxed))
+            + timeout
+    };
+    while (a.received.len() < expected.ids.len() || a.dead_letters < expected.dead_letters)
+        && Instant::now() < deadline()
+    {
+        let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "results consumer");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let before_start = start_offsets
+            .get(&(msg.topic().to_owned(), msg.partition()))
+            .is_some_and(|s| msg.offset() < *s);
+        if before_start {
+            continue;
+        }
+        if msg.topic() == expected.dead_letter_topic {
+            a.dead_letters += 1;
+            progress.answered.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[])) {
+            Ok(result) => result,
+            Err(e) => {
+                a.undecodable += 1;
+                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode");
+                continue;
+            }
+        };
+        if !expected.ids.contains(&result.request_id) {
+            continue;
+        }
+        if a.received.contains_key(&result.request_id) {
+            a.duplicates += 1;
+            continue;
+        }
+        progress.answered.fetch_add(1, Ordering::Relaxed);
+        a.received.insert(
+            result.request_id,
+            Received {
+                at: Instant::now(),
+                steps: result.items.iter().map(|i| i.reasoning_steps).sum(),
+                version: result.model_version,
+                server_ms: result.latency_ms,
+            },
+        );
+    }
+    a
+}
+
+/// What sending left: when each measured (post-warm-up) request went out, when the
+/// clock started, and the requests the broker did not take.
+struct Sent {
+    sent_at: HashMap<String, Instant>,
+    started: Instant,
+    produce_errors: usize,
+}
+
+/// Produces `outgoing` at the plan's rate, within its in-flight window, and waits for
+/// the broker's acknowledgements.
+async fn send_requests(
+    producer: &FutureProducer,
+    topic: &str,
+    outgoing: Vec<Outgoing>,
+    plan: &LoadPlan<'_>,
+    progress: &Progress,
+) -> Sent {
     let n = outgoing.len();
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut deliveries = Vec::with_capacity(n);
+    let mut started = Instant::now();
     let mut window_given_up = false;
     for (i, mut o) in outgoing.into_iter().enumerate() {
-        if let Some(r) = rate {
+        if let Some(r) = plan.rate {
             let due = started + Duration::from_secs_f64(i as f64 / r);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
         }
-        if let Some(window) = max_in_flight.filter(|_| !window_given_up) {
-            let waiting = Instant::now();
-            while i >= answered.load(Ordering::Relaxed) + window.max(1) {
-                // No answer for `timeout`: the stage has stopped answering, and waiting
-                // again for every request left would stall the run; the rest go out
-                // unwindowed (the missing results are reported).
-                if waiting.elapsed() >= timeout {
-                    tracing::warn!(
-                        sent = i,
-                        answered = answered.load(Ordering::Relaxed),
-                        "no answer within the timeout: the in-flight window is given up"
-                    );
-                    window_given_up = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        if let Some(window) = plan.max_in_flight.filter(|_| !window_given_up) {
+            window_given_up = !wait_for_room(i, window, plan.timeout, progress).await;
         }
         let now = Instant::now();
-        if now.duration_since(started) >= warmup || i >= n / 10 {
+        if now.duration_since(started) >= plan.warmup || i >= n / 10 {
             sent_at.insert(o.key.clone(), now);
         }
         let payload = o.payload_at(crate::clock::unix_millis());
         loop {
-            match producer.send_result(
-                FutureRecord::to(&topics.requests)
-                    .key(&o.key)
-                    .payload(&payload),
-            ) {
+            match producer.send_result(FutureRecord::to(topic).key(&o.key).payload(&payload)) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
-                    let since = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    last_sent_by_sender.store(since, Ordering::Relaxed);
+                    let since =
+                        u64::try_from(progress.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    progress.last_sent_ms.store(since, Ordering::Relaxed);
                     break;
                 }
                 Err((e, _)) => {
@@ -352,9 +422,10 @@ pub async fn run(
                 }
             }
         }
-        if i == 0 && wait_until_answered {
+        if i == 0 && plan.wait_until_answered {
             let waiting = Instant::now();
-            while answered.load(Ordering::Relaxed) == 0 && waiting.elapsed() < timeout {
+            while progress.answered.load(Ordering::Relaxed) == 0 && waiting.elapsed() < plan.timeout
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             started = Instant::now();
@@ -374,15 +445,43 @@ pub async fn run(
             }
         }
     }
-    let (received, dlq, duplicates, undecodable_results) = reader
-        .await
-        .map_err(|_| StreamError::Internal("the results reader panicked"))?;
+    Sent {
+        sent_at,
+        started,
+        produce_errors,
+    }
+}
 
+/// Waits until request `i` fits the in-flight `window`; false when nothing was
+/// answered for `timeout`: the stage has stopped answering, and waiting again for
+/// every request left would stall the run, so the rest go out unwindowed (the missing
+/// results are reported).
+async fn wait_for_room(i: usize, window: usize, timeout: Duration, progress: &Progress) -> bool {
+    let waiting = Instant::now();
+    while i >= progress.answered.load(Ordering::Relaxed) + window.max(1) {
+        if waiting.elapsed() >= timeout {
+            tracing::warn!(
+                sent = i,
+                answered = progress.answered.load(Ordering::Relaxed),
+                "no answer within the timeout: the in-flight window is given up"
+            );
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// The run's figures: latency from each measured request's send to its first result,
+/// time inside `serve`, throughput from the clock's start to the last result, the
+/// versions that answered (in order of first arrival), what is missing.
+fn report(requests: usize, expected: &[String], sent: &Sent, read: Answers) -> LoadReport {
+    let received = &read.received;
     let mut latencies: Vec<f64> = Vec::with_capacity(received.len());
     let mut server_ms: Vec<f64> = Vec::with_capacity(received.len());
     let mut versions: Vec<(String, usize)> = Vec::new();
     let mut steps = 0f64;
-    let mut last = started;
+    let mut last = sent.started;
     let mut by_arrival: Vec<(&Instant, &String)> =
         received.values().map(|r| (&r.at, &r.version)).collect();
     by_arrival.sort_by_key(|(t, _)| **t);
@@ -392,9 +491,9 @@ pub async fn run(
             None => versions.push(((*v).clone(), 1)),
         }
     }
-    for (id, r) in &received {
-        if let Some(sent) = sent_at.get(id) {
-            latencies.push(r.at.duration_since(*sent).as_secs_f64() * 1000.0);
+    for (id, r) in received {
+        if let Some(at) = sent.sent_at.get(id) {
+            latencies.push(r.at.duration_since(*at).as_secs_f64() * 1000.0);
             server_ms.push(r.server_ms);
         }
         steps += f64::from(r.steps);
@@ -402,12 +501,12 @@ pub async fn run(
     }
     latencies.sort_by(f64::total_cmp);
     server_ms.sort_by(f64::total_cmp);
-    let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
+    let elapsed = last.duration_since(sent.started).as_secs_f64().max(1e-9);
     let unique = received.len();
-    Ok(LoadReport {
-        requests: n,
+    LoadReport {
+        requests,
         results: unique,
-        dlq,
+        dlq: read.dead_letters,
         latency_samples: latencies.len(),
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
@@ -416,12 +515,12 @@ pub async fn run(
         throughput_rps: unique as f64 / elapsed,
         reasoning_steps_per_list: steps / unique.max(1) as f64,
         model_versions: versions,
-        missing: expect_results
+        missing: expected
             .iter()
             .filter(|k| !received.contains_key(*k))
             .count(),
-        duplicates,
-        produce_errors,
-        undecodable_results,
-    })
+        duplicates: read.duplicates,
+        produce_errors: sent.produce_errors,
+        undecodable_results: read.undecodable,
+    }
 }
