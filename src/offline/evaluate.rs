@@ -170,91 +170,36 @@ impl<'a> Evaluation<'a> {
     }
 
     /// Re-ranks and scores one chunk (one decode batch); returns the model's lists.
+    /// Each ordering of every pool (the model's, the initial, the evaluator's sort, the
+    /// logged, and with `beam_width` a beam search) is scored by the bundle's evaluator
+    /// and the judge, and added to its accumulator.
     pub fn add(
         &mut self,
         chunk: &[Example],
         device: &Device,
     ) -> candle_core::Result<Vec<RankedList>> {
-        let (bundle, opts, scorers) = (self.bundle, &self.opts, self.scorers);
+        let (bundle, scorers, list_len) = (self.bundle, self.scorers, self.opts.list_len);
         let refs: Vec<&Example> = chunk.iter().collect();
         let pools = pool_tensors(&refs, &bundle.encoder, device)?;
-        let lens = vec![opts.list_len; chunk.len()];
-        let started = Instant::now();
-        let greedy = bundle.ranker.rank(&pools, &lens, &bundle.evaluator)?;
-        self.upstream_served += greedy.upstream.iter().filter(|&&u| u).count();
-        let mut best_lists = greedy.lists.clone();
-        let mut best_scores = rewards(&bundle.evaluator, &pools, &greedy, Reward::Dcg)?;
-        // Pass@N samples from a generator; a scorer has nothing to sample (its Pass@N is
-        // its one list).
-        if let Some(g) = bundle.ranker.generator().filter(|_| opts.pass_at_n > 1) {
-            let encoded = g.encode(&pools)?;
-            for _ in 1..opts.pass_at_n {
-                let sampled = g.decode(
-                    &encoded,
-                    &lens,
-                    DecodeOptions {
-                        selection: Selection::Sample(&mut self.rng),
-                        track_log_prob: false,
-                        use_cache: true,
-                    },
-                )?;
-                let scores = rewards(&bundle.evaluator, &pools, &sampled, Reward::Dcg)?;
-                for (r, s) in scores.iter().enumerate() {
-                    if *s > best_scores[r] {
-                        best_scores[r] = *s;
-                        best_lists[r] = sampled.lists[r].clone();
-                    }
-                }
-            }
-        }
-        self.decode_seconds += started.elapsed().as_secs_f64();
+        let lens = vec![list_len; chunk.len()];
+        let (best_lists, best_scores) = self.model_lists(&pools, &lens)?;
+        let score = |d: &Decoded| rewards(&bundle.evaluator, &pools, d, Reward::Dcg);
         let initial = upstream_lists(&pools, &lens);
-        let initial_scores = rewards(&bundle.evaluator, &pools, &initial, Reward::Dcg)?;
-        let sorted = evaluator_sort(bundle, &pools, chunk, opts.list_len)?;
-        let sorted_scores = rewards(&bundle.evaluator, &pools, &sorted, Reward::Dcg)?;
+        let sorted = evaluator_sort(bundle, &pools, chunk, list_len)?;
         let logged = Decoded::from_orders(
             chunk
                 .iter()
-                .map(|e| e.served.iter().copied().take(opts.list_len).collect()),
+                .map(|e| e.served.iter().copied().take(list_len).collect()),
         );
-        let logged_scores = rewards(&bundle.evaluator, &pools, &logged, Reward::Dcg)?;
-        let beam = if opts.beam_width > 0 {
-            let started = Instant::now();
-            let lists = beam_search(
-                &bundle.evaluator,
-                &pools,
-                &lens,
-                opts.beam_width,
-                Reward::Clicks,
-            )?;
-            self.beam_seconds += started.elapsed().as_secs_f64();
-            let scores = rewards(&bundle.evaluator, &pools, &lists, Reward::Dcg)?;
-            Some((lists, scores))
-        } else {
-            None
-        };
+        let (initial_scores, sorted_scores, logged_scores) =
+            (score(&initial)?, score(&sorted)?, score(&logged)?);
+        let beam = self.beam_lists(&pools, &lens)?;
         let best = Decoded::from_orders(
             best_lists
                 .iter()
                 .map(|l| l.iter().map(|p| p.item).collect()),
         );
-        let judge_pools = match (scorers.judge, scorers.judge_lists) {
-            (Some(judge), Some(lists)) => {
-                let at = self.lists..self.lists + chunk.len();
-                let refs: Vec<&Example> = lists
-                    .get(at.clone())
-                    .ok_or_else(|| {
-                        candle_core::Error::Msg(format!(
-                            "the judge's lists hold {}, the evaluation is at {at:?}",
-                            lists.len()
-                        ))
-                    })?
-                    .iter()
-                    .collect();
-                Some(pool_tensors(&refs, &judge.encoder, device)?)
-            }
-            _ => None,
-        };
+        let judge_pools = self.judge_pools(chunk, device)?;
         let judge_pools = judge_pools.as_ref().unwrap_or(&pools);
         let judged = |d: &Decoded| judge_scores(scorers.judge, judge_pools, d, chunk.len());
         let (best_judged, initial_judged, sorted_judged, logged_judged) = (
@@ -264,88 +209,49 @@ impl<'a> Evaluation<'a> {
             judged(&logged)?,
         );
         if let Some((lists, scores)) = &beam {
-            let beam_judged = judged(lists)?;
-            for (r, e) in chunk.iter().enumerate() {
-                let list = &lists.lists[r];
-                self.beam_copies += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
-                add(
-                    &mut self.beam,
-                    e,
-                    list,
-                    (scores[r], beam_judged[r]),
-                    scorers.world,
-                );
-            }
+            self.add_beam(chunk, lists, scores, &judged(lists)?);
         }
-        let cold_share = bundle.meta.training.cold_item_share;
+        let world = scorers.world;
         for (r, e) in chunk.iter().enumerate() {
-            let orderings = [
-                &best_lists[r],
-                &initial.lists[r],
-                &sorted.lists[r],
-                &logged.lists[r],
+            self.tally(
+                e,
+                [
+                    &best_lists[r],
+                    &initial.lists[r],
+                    &sorted.lists[r],
+                    &logged.lists[r],
+                ],
+            );
+            let scored = [
+                (
+                    &mut self.model,
+                    &best_lists[r],
+                    best_scores[r],
+                    best_judged[r],
+                ),
+                (
+                    &mut self.initial,
+                    &initial.lists[r],
+                    initial_scores[r],
+                    initial_judged[r],
+                ),
+                (
+                    &mut self.sorted,
+                    &sorted.lists[r],
+                    sorted_scores[r],
+                    sorted_judged[r],
+                ),
+                (
+                    &mut self.logged,
+                    &logged.lists[r],
+                    logged_scores[r],
+                    logged_judged[r],
+                ),
             ];
-            for ((cold, slots), list) in self.cold.iter_mut().zip(orderings) {
-                *slots += list.len();
-                *cold += list
-                    .iter()
-                    .filter(|p| {
-                        e.item_ids
-                            .get(p.item)
-                            .is_some_and(|id| is_cold_item(id, cold_share))
-                    })
-                    .count();
+            for (accumulator, list, evaluator, judge) in scored {
+                add(accumulator, e, list, (evaluator, judge), world);
             }
-            for (count, list) in
-                self.copies
-                    .iter_mut()
-                    .zip([&best_lists[r], &sorted.lists[r], &logged.lists[r]])
-            {
-                *count += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
-            }
-            let world = scorers.world;
-            add(
-                &mut self.model,
-                e,
-                &best_lists[r],
-                (best_scores[r], best_judged[r]),
-                world,
-            );
-            add(
-                &mut self.initial,
-                e,
-                &initial.lists[r],
-                (initial_scores[r], initial_judged[r]),
-                world,
-            );
-            add(
-                &mut self.sorted,
-                e,
-                &sorted.lists[r],
-                (sorted_scores[r], sorted_judged[r]),
-                world,
-            );
-            add(
-                &mut self.logged,
-                e,
-                &logged.lists[r],
-                (logged_scores[r], logged_judged[r]),
-                world,
-            );
-            for (t, p) in best_lists[r].iter().enumerate() {
-                if self.positions.len() <= t {
-                    self.positions.push(PositionStats {
-                        position: t + 1,
-                        ..Default::default()
-                    });
-                    self.counts.push(0);
-                }
-                let at = &mut self.positions[t];
-                at.entropy_before += f64::from(p.entropy_before);
-                at.entropy_after += f64::from(p.entropy_after);
-                at.reasoning_steps += f64::from(p.reasoning_steps);
-                self.counts[t] += 1;
-            }
+            self.record_positions(&best_lists[r]);
         }
         self.lists += chunk.len();
         Ok(best_lists
@@ -356,6 +262,151 @@ impl<'a> Evaluation<'a> {
                 evaluator_score,
             })
             .collect())
+    }
+
+    /// Adds the beam search's lists: their scores and copies of the initial order.
+    fn add_beam(
+        &mut self,
+        chunk: &[Example],
+        lists: &Decoded,
+        scores: &[f32],
+        judged: &[Option<f32>],
+    ) {
+        for (r, e) in chunk.iter().enumerate() {
+            let list = &lists.lists[r];
+            self.beam_copies += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
+            add(
+                &mut self.beam,
+                e,
+                list,
+                (scores[r], judged[r]),
+                self.scorers.world,
+            );
+        }
+    }
+
+    /// The model's lists and their evaluator scores: the ranker's (greedy) lists, or
+    /// with Pass@N the best by the evaluator of those and N - 1 samples. A scorer has
+    /// nothing to sample (its Pass@N is its one list).
+    fn model_lists(
+        &mut self,
+        pools: &PoolTensors,
+        lens: &[usize],
+    ) -> candle_core::Result<(Vec<Vec<PositionTrace>>, Vec<f32>)> {
+        let bundle = self.bundle;
+        let started = Instant::now();
+        let greedy = bundle.ranker.rank(pools, lens, &bundle.evaluator)?;
+        self.upstream_served += greedy.upstream.iter().filter(|&&u| u).count();
+        let mut best_lists = greedy.lists.clone();
+        let mut best_scores = rewards(&bundle.evaluator, pools, &greedy, Reward::Dcg)?;
+        if let Some(g) = bundle
+            .ranker
+            .generator()
+            .filter(|_| self.opts.pass_at_n > 1)
+        {
+            let encoded = g.encode(pools)?;
+            for _ in 1..self.opts.pass_at_n {
+                let sampled = g.decode(
+                    &encoded,
+                    lens,
+                    DecodeOptions {
+                        selection: Selection::Sample(&mut self.rng),
+                        track_log_prob: false,
+                        use_cache: true,
+                    },
+                )?;
+                let scores = rewards(&bundle.evaluator, pools, &sampled, Reward::Dcg)?;
+                for (r, s) in scores.iter().enumerate() {
+                    if *s > best_scores[r] {
+                        best_scores[r] = *s;
+                        best_lists[r] = sampled.lists[r].clone();
+                    }
+                }
+            }
+        }
+        self.decode_seconds += started.elapsed().as_secs_f64();
+        Ok((best_lists, best_scores))
+    }
+
+    /// With `beam_width`, the beam search's lists over the evaluator (by expected
+    /// clicks) and their evaluator scores.
+    fn beam_lists(
+        &mut self,
+        pools: &PoolTensors,
+        lens: &[usize],
+    ) -> candle_core::Result<Option<(Decoded, Vec<f32>)>> {
+        if self.opts.beam_width == 0 {
+            return Ok(None);
+        }
+        let evaluator = &self.bundle.evaluator;
+        let started = Instant::now();
+        let lists = beam_search(evaluator, pools, lens, self.opts.beam_width, Reward::Clicks)?;
+        self.beam_seconds += started.elapsed().as_secs_f64();
+        let scores = rewards(evaluator, pools, &lists, Reward::Dcg)?;
+        Ok(Some((lists, scores)))
+    }
+
+    /// The judge's own encoding of this chunk's pools, when it has its own lists (a
+    /// judge with another feature encoder); `None`: it reads the bundle's.
+    fn judge_pools(
+        &self,
+        chunk: &[Example],
+        device: &Device,
+    ) -> candle_core::Result<Option<PoolTensors>> {
+        let (Some(judge), Some(lists)) = (self.scorers.judge, self.scorers.judge_lists) else {
+            return Ok(None);
+        };
+        let at = self.lists..self.lists + chunk.len();
+        let refs: Vec<&Example> = lists
+            .get(at.clone())
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "the judge's lists hold {}, the evaluation is at {at:?}",
+                    lists.len()
+                ))
+            })?
+            .iter()
+            .collect();
+        Ok(Some(pool_tensors(&refs, &judge.encoder, device)?))
+    }
+
+    /// Counts the cold-item slots of the four orderings (model, initial, sorted,
+    /// logged) and which of them copy the initial order.
+    fn tally(&mut self, e: &Example, orderings: [&Vec<PositionTrace>; 4]) {
+        let cold_share = self.bundle.meta.training.cold_item_share;
+        for ((cold, slots), list) in self.cold.iter_mut().zip(orderings) {
+            *slots += list.len();
+            *cold += list
+                .iter()
+                .filter(|p| {
+                    e.item_ids
+                        .get(p.item)
+                        .is_some_and(|id| is_cold_item(id, cold_share))
+                })
+                .count();
+        }
+        let [model, _, sorted, logged] = orderings;
+        for (count, list) in self.copies.iter_mut().zip([model, sorted, logged]) {
+            *count += usize::from(is_upstream_order(list.iter().map(|p| p.item)));
+        }
+    }
+
+    /// Adds the model's list's entropy and reasoning steps to their position's sums.
+    fn record_positions(&mut self, list: &[PositionTrace]) {
+        for (t, p) in list.iter().enumerate() {
+            if self.positions.len() <= t {
+                self.positions.push(PositionStats {
+                    position: t + 1,
+                    ..Default::default()
+                });
+                self.counts.push(0);
+            }
+            let at = &mut self.positions[t];
+            at.entropy_before += f64::from(p.entropy_before);
+            at.entropy_after += f64::from(p.entropy_after);
+            at.reasoning_steps += f64::from(p.reasoning_steps);
+            self.counts[t] += 1;
+        }
     }
 
     pub fn finish(mut self) -> EvalReport {
