@@ -647,26 +647,14 @@ pub fn train_ranker(
 
 /// Evaluator (trained or reused), then GRPO, then a bundle at `job.out`.
 pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainError> {
-    let reused = match job.evaluator_from {
-        None => None,
-        Some(path) => {
-            let bundle = Bundle::load(path, device)?;
-            if bundle.meta.features != *job.features {
-                return Err(TrainError::Mismatch {
-                    path: path.display().to_string(),
-                    message: "its feature spec differs from the pipeline's".into(),
-                });
-            }
-            Some((path, bundle.meta, bundle.encoder))
-        }
-    };
+    let reused = reused_evaluator(job, device)?;
     let split = Split {
         validation_share: job.training.validation_share,
         judge_share: job.training.judge_share,
         part: job.part,
         cold_item_share: job.training.cold_item_share,
     };
-    let fitted = reused.as_ref().map(|r| r.2.clone());
+    let fitted = reused.as_ref().map(|r| r.encoder.clone());
     let dataset = Dataset::load(job.data, job.features, split, fitted)?;
     if dataset.train.is_empty() {
         return Err(TrainError::Empty(0));
@@ -679,35 +667,9 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     let enc = &dataset.encoder;
     let evaluator_cfg = reused
         .as_ref()
-        .map_or_else(|| job.evaluator.clone(), |r| r.1.evaluator.clone());
-    let mut evaluator_vars = VarMap::new();
-    let evaluator = Evaluator::new(
-        &evaluator_cfg,
-        enc,
-        job.max_list_len,
-        VarBuilder::from_varmap(&evaluator_vars, DType::F32, device),
-    )?;
-    seeded_init_scaled(
-        &evaluator_vars,
-        job.training.seed,
-        job.training.embedding_init_std,
-    )?;
-    let evaluator_report = match &reused {
-        Some((path, ..)) => {
-            evaluator_vars.load(path.join("evaluator.safetensors"))?;
-            None
-        }
-        None => Some(train_evaluator(
-            &evaluator,
-            &evaluator_vars,
-            &evaluator_cfg,
-            &job.training,
-            &dataset.train,
-            &dataset.validation,
-            enc,
-            device,
-        )?),
-    };
+        .map_or_else(|| job.evaluator.clone(), |r| r.meta.evaluator.clone());
+    let (evaluator_vars, evaluator_report) =
+        fit_or_load_evaluator(job, &evaluator_cfg, reused.as_ref(), &dataset, device)?;
     let frozen = Evaluator::new(
         &evaluator_cfg,
         enc,
@@ -729,34 +691,13 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
     let ranker_report = if job.evaluator_only {
         RankerReport::default()
     } else {
-        let judge_validation = match job.monitor {
-            Some(m) if m.judge_encoder.spec() != enc.spec() => {
-                let spec = m.judge_encoder.spec();
-                let fitted = Some(m.judge_encoder.clone());
-                Some(Dataset::load(job.data, spec, split, fitted)?.validation)
-            }
-            _ => None,
-        };
-        let first = |pools: &'_ [Example]| pools.len().min(MONITOR_POOLS);
-        let monitor = job.monitor.map(|m| RlMonitor {
-            judge: m.judge,
-            pools: &dataset.validation[..first(&dataset.validation)],
-            judge_pools: judge_validation
-                .as_deref()
-                .map(|v| (&v[..first(v)], m.judge_encoder)),
-            every: m.every,
-            oracle: m.oracle,
-        });
-        train_ranker(
-            job.generator.variant,
+        fit_ranker(
+            job,
+            split,
+            &dataset,
             &ranker,
             &generator_vars,
             &frozen,
-            monitor.as_ref(),
-            &job.training,
-            &dataset.train,
-            enc,
-            job.list_len,
             device,
         )?
     };
@@ -771,13 +712,137 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
         evaluator: evaluator_report,
         ranker: ranker_report,
     };
-    let meta = BundleMeta {
+    let meta = bundle_meta(job, enc, evaluator_cfg, &outcome);
+    Bundle::save(job.out, &meta, &evaluator_vars, &generator_vars)?;
+    Ok(outcome)
+}
+
+/// The bundle whose evaluator `job.evaluator_from` reuses: where it is, its metadata
+/// and its fitted feature encoder.
+struct Reused<'a> {
+    path: &'a Path,
+    meta: BundleMeta,
+    encoder: FeatureEncoder,
+}
+
+/// Loads `job.evaluator_from`, refusing one whose feature spec differs from the job's.
+fn reused_evaluator<'a>(
+    job: &TrainJob<'a>,
+    device: &Device,
+) -> Result<Option<Reused<'a>>, TrainError> {
+    let Some(path) = job.evaluator_from else {
+        return Ok(None);
+    };
+    let bundle = Bundle::load(path, device)?;
+    if bundle.meta.features != *job.features {
+        return Err(TrainError::Mismatch {
+            path: path.display().to_string(),
+            message: "its feature spec differs from the pipeline's".into(),
+        });
+    }
+    Ok(Some(Reused {
+        path,
+        meta: bundle.meta,
+        encoder: bundle.encoder,
+    }))
+}
+
+/// The evaluator's weights: the reused bundle's, or trained on the dataset (with its
+/// report).
+fn fit_or_load_evaluator(
+    job: &TrainJob<'_>,
+    cfg: &EvaluatorConfig,
+    reused: Option<&Reused<'_>>,
+    dataset: &Dataset,
+    device: &Device,
+) -> Result<(VarMap, Option<EvaluatorReport>), TrainError> {
+    let enc = &dataset.encoder;
+    let mut vars = VarMap::new();
+    let evaluator = Evaluator::new(
+        cfg,
+        enc,
+        job.max_list_len,
+        VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
+    seeded_init_scaled(&vars, job.training.seed, job.training.embedding_init_std)?;
+    let report = match reused {
+        Some(r) => {
+            vars.load(r.path.join("evaluator.safetensors"))?;
+            None
+        }
+        None => Some(train_evaluator(
+            &evaluator,
+            &vars,
+            cfg,
+            &job.training,
+            &dataset.train,
+            &dataset.validation,
+            enc,
+            device,
+        )?),
+    };
+    Ok((vars, report))
+}
+
+/// Trains the ranker against the frozen evaluator by the variant's recipe, watched on
+/// the validation pools when the job has a monitor (with the judge's own encoding of
+/// them when its features differ).
+fn fit_ranker(
+    job: &TrainJob<'_>,
+    split: Split,
+    dataset: &Dataset,
+    ranker: &Ranker,
+    generator_vars: &VarMap,
+    frozen: &Evaluator,
+    device: &Device,
+) -> Result<RankerReport, TrainError> {
+    let enc = &dataset.encoder;
+    let judge_validation = match job.monitor {
+        Some(m) if m.judge_encoder.spec() != enc.spec() => {
+            let spec = m.judge_encoder.spec();
+            let fitted = Some(m.judge_encoder.clone());
+            Some(Dataset::load(job.data, spec, split, fitted)?.validation)
+        }
+        _ => None,
+    };
+    let first = |pools: &'_ [Example]| pools.len().min(MONITOR_POOLS);
+    let monitor = job.monitor.map(|m| RlMonitor {
+        judge: m.judge,
+        pools: &dataset.validation[..first(&dataset.validation)],
+        judge_pools: judge_validation
+            .as_deref()
+            .map(|v| (&v[..first(v)], m.judge_encoder)),
+        every: m.every,
+        oracle: m.oracle,
+    });
+    train_ranker(
+        job.generator.variant,
+        ranker,
+        generator_vars,
+        frozen,
+        monitor.as_ref(),
+        &job.training,
+        &dataset.train,
+        enc,
+        job.list_len,
+        device,
+    )
+}
+
+/// What `bundle.json` says of a trained bundle.
+fn bundle_meta(
+    job: &TrainJob<'_>,
+    enc: &FeatureEncoder,
+    evaluator: EvaluatorConfig,
+    outcome: &TrainOutcome,
+) -> BundleMeta {
+    BundleMeta {
         format: BUNDLE_FORMAT,
         version: job.version.clone(),
         features: job.features.clone(),
         normaliser: enc.normaliser().clone(),
         semantic_ids: enc.semantic_ids().cloned(),
-        evaluator: evaluator_cfg,
+        evaluator,
         generator: job.generator.clone(),
         max_list_len: job.max_list_len,
         training: TrainingInfo {
@@ -788,11 +853,9 @@ pub fn run(job: &TrainJob<'_>, device: &Device) -> Result<TrainOutcome, TrainErr
             cold_item_share: job.training.cold_item_share,
             git_revision: job.git_revision.clone(),
             created_unix_ms: crate::clock::unix_millis(),
-            metrics: serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null),
+            metrics: serde_json::to_value(outcome).unwrap_or(serde_json::Value::Null),
         },
-    };
-    Bundle::save(job.out, &meta, &evaluator_vars, &generator_vars)?;
-    Ok(outcome)
+    }
 }
 
 #[cfg(test)]
