@@ -410,14 +410,19 @@ fn record_quality(
     metrics: &ServeMetrics,
     device: &Device,
 ) {
-    let served: Vec<Vec<usize>> = out
-        .iter()
-        .map(|d| served_order(&d.job.request, &d.result))
-        .collect();
+    // On every batch, so by ids alone: no index of the pool is built for it.
     let copies = out
         .iter()
-        .zip(&served)
-        .filter(|(d, s)| **s == quality::upstream_order(&d.job.request))
+        .filter(|d| {
+            let request = &d.job.request;
+            let upstream = &request.candidates[..request.list_len.min(request.candidates.len())];
+            d.result.items.len() == upstream.len()
+                && d.result
+                    .items
+                    .iter()
+                    .zip(upstream)
+                    .all(|(i, c)| i.item_id == c.item_id)
+        })
         .count();
     metrics
         .upstream_order_lists
@@ -427,7 +432,7 @@ fn record_quality(
         .map(|(k, model)| Pair {
             request: &out[k].job.request,
             first: model,
-            second: served[k].clone(),
+            second: served_order(&out[k].job.request, &out[k].result),
         })
         .collect();
     if let Some(clicks) = evaluate(bundle, &exploration_pairs, device) {
@@ -442,10 +447,9 @@ fn record_quality(
     }
     let pairs: Vec<Pair> = out
         .iter()
-        .zip(served)
-        .map(|(d, s)| Pair {
+        .map(|d| Pair {
             request: &d.job.request,
-            first: s,
+            first: served_order(&d.job.request, &d.result),
             second: quality::upstream_order(&d.job.request),
         })
         .collect();
