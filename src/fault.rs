@@ -1,6 +1,10 @@
 //! Whose fault an error is, and whether retrying can help (after arroyo's error
 //! domains). Every library error says it; the stages use it to choose between a dead
-//! letter, a retry, the upstream order and stopping, and the binary its exit code.
+//! letter, a retry, the upstream order and stopping, and the binary its exit code
+//! through [`Failure`], which only a classified error converts into.
+
+use std::error::Error;
+use std::fmt;
 
 use serde::Serialize;
 
@@ -51,6 +55,31 @@ pub trait HasFault {
     fn fault(&self) -> Fault;
 }
 
+/// A file or socket that fails: see [`Fault::of_io`].
+impl HasFault for std::io::Error {
+    fn fault(&self) -> Fault {
+        Fault::of_io(self)
+    }
+}
+
+/// JSON that does not parse or does not match its type is the input's; a failed write
+/// under the encoder is the file's (see [`Fault::of_io`]).
+impl HasFault for serde_json::Error {
+    fn fault(&self) -> Fault {
+        match self.io_error_kind() {
+            Some(kind) => Fault::of_io(&std::io::Error::from(kind)),
+            None => Fault::Input,
+        }
+    }
+}
+
+/// A task that panicked or was cancelled under us is a bug.
+impl HasFault for tokio::task::JoinError {
+    fn fault(&self) -> Fault {
+        Fault::Bug
+    }
+}
+
 /// Model arithmetic fails on a bug (shapes, dtypes) or garbage weights, except where
 /// the machine fails under it: an accelerator out of memory, lost or gone, or a file
 /// that cannot be read. Those are outside failures: a supervisor's retry (later, with
@@ -85,6 +114,133 @@ const ACCELERATOR_FAILURES: [&str; 8] = [
 
 fn accelerator_failed(message: &str) -> bool {
     ACCELERATOR_FAILURES.iter().any(|s| message.contains(s))
+}
+
+/// A failed command, as the binary reports it: what it was doing (outermost first), the
+/// error, and whose fault that is.
+///
+/// Only errors that say whose fault they are convert into it, so `?` on a new error
+/// type that does not implement [`HasFault`] does not compile, and no failure reaches
+/// the exit code unclassified:
+///
+/// ```
+/// use eglr::fault::{Failure, Fault};
+/// let failure: Failure = std::io::Error::from(std::io::ErrorKind::NotFound).into();
+/// assert_eq!(failure.fault(), Fault::Input);
+/// ```
+///
+/// ```compile_fail
+/// use eglr::fault::Failure;
+/// // `std::fmt::Error` does not say whose fault it is.
+/// let failure: Failure = std::fmt::Error.into();
+/// ```
+///
+/// The binary's own checks (arguments that contradict each other) say their fault
+/// explicitly with [`Failure::input`].
+pub struct Failure {
+    fault: Fault,
+    context: Vec<String>,
+    error: Box<dyn Error + Send + Sync + 'static>,
+}
+
+impl<E: HasFault + Error + Send + Sync + 'static> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self {
+            fault: error.fault(),
+            context: Vec::new(),
+            error: Box::new(error),
+        }
+    }
+}
+
+/// The message of a failure the binary raised itself.
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for Message {}
+
+impl Failure {
+    /// A failure with its fault said by whoever raised it.
+    pub fn new(fault: Fault, message: impl Into<String>) -> Self {
+        Self {
+            fault,
+            context: Vec::new(),
+            error: Box::new(Message(message.into())),
+        }
+    }
+
+    /// The user's input is wrong (arguments, files named on the command line).
+    pub fn input(message: impl Into<String>) -> Self {
+        Self::new(Fault::Input, message)
+    }
+
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
+    /// The same failure, said to have happened while doing `what`.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.context.insert(0, what.to_string());
+        self
+    }
+
+    /// What was being done, the error and its causes, each said once: library errors
+    /// quote their cause in their own message, so a cause the message before it
+    /// already quotes is not repeated.
+    pub fn report(&self) -> String {
+        let mut causes: Vec<String> = self.context.clone();
+        let mut cause: Option<&(dyn Error + 'static)> = Some(self.error.as_ref());
+        while let Some(e) = cause {
+            causes.push(e.to_string());
+            cause = e.source();
+        }
+        let mut out = String::new();
+        for text in causes {
+            if !out.contains(&text) {
+                if !out.is_empty() {
+                    out += ": ";
+                }
+                out += &text;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.fault, self.report())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.report())
+    }
+}
+
+/// `context` and `with_context` on results whose error converts into a [`Failure`],
+/// keeping its fault.
+pub trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Failure>;
+    fn with_context<W: fmt::Display>(self, what: impl FnOnce() -> W) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<Failure>> Context<T> for Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Failure> {
+        self.map_err(|e| e.into().context(what))
+    }
+
+    fn with_context<W: fmt::Display>(self, what: impl FnOnce() -> W) -> Result<T, Failure> {
+        self.map_err(|e| e.into().context(what()))
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +285,26 @@ mod tests {
                 .and_then(|a| a.matmul(&a))
                 .expect_err("a shape mismatch");
         assert_eq!(shapes.fault(), Fault::Bug);
+    }
+
+    /// A failure keeps its error's fault through any context, and says each cause once.
+    #[test]
+    fn a_failure_keeps_its_fault_and_says_each_cause_once() {
+        let missing: Result<(), _> = Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let failure = missing
+            .context("reading x.toml")
+            .context("loading the pipeline")
+            .expect_err("failed");
+        assert_eq!(failure.fault(), Fault::Input);
+        assert_eq!(failure.fault().exit_code(), 65);
+        assert!(
+            failure
+                .report()
+                .starts_with("loading the pipeline: reading x.toml: "),
+            "{failure}"
+        );
+        let quoted = Failure::new(Fault::External, "disk gone").context("cannot read x: disk gone");
+        assert_eq!(quoted.report(), "cannot read x: disk gone");
+        assert_eq!(quoted.fault(), Fault::External);
     }
 }

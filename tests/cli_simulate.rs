@@ -165,6 +165,8 @@ fn bad_config_and_flags_are_clear_errors() {
         (vec!["serve"], vec![("EGLR_KAFKA__BROKERS", " ")],
          "`kafka.brokers` is not set"),
         (vec!["log"], vec![("EGLR_KAFKA__BROKERS", "")], "`kafka.brokers` is not set"),
+        // The binary's own argument checks are the input's too (they once exited 1).
+        (vec!["log", "--window-s=-1"], vec![], "--window-s must be a number of seconds >= 0"),
     ];
     for (args, envs, expected) in cases {
         let out = eglr(&args, &envs);

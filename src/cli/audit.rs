@@ -1,10 +1,11 @@
 //! `eglr audit`: the offline Evaluator Score audit of one or more models against an
 //! independent judge evaluator.
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use eglr::fault::Context;
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
@@ -58,8 +59,8 @@ struct AuditJson<'a> {
     models: &'a [ModelAudit],
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
+    ensure_input!(
         args.tolerance.is_finite() && args.tolerance >= 0.0,
         "--tolerance must be a finite number >= 0"
     );
@@ -83,7 +84,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|j| eglr::model::judge_conflict(&model.meta, &j.meta))
         {
-            anyhow::bail!("refusing to audit {}: {why}", path.display());
+            bail_input!("refusing to audit {}: {why}", path.display());
         }
         tracing::info!(model = %path.display(), "auditing");
         audits.push(audit_model(&model, judge.as_ref(), &logs, &opts, &device)?);

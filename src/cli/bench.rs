@@ -9,6 +9,8 @@
 //! Weights are freshly initialised: throughput does not depend on their values once
 //! `theta = 0` forces the full `1 + L (K + 1)` decoder steps.
 
+use crate::cli::CommandResult;
+use eglr::fault::{Failure, Fault};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -134,7 +136,7 @@ struct Models {
     evaluator: Evaluator,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let device = super::device()?;
     let list_len = pipeline.limits.list_len;
     let encoder = FeatureEncoder::new(pipeline.features.clone(), DenseNormaliser::default());
@@ -350,7 +352,7 @@ fn models(
     device: &Device,
     k: usize,
     lares_depth: usize,
-) -> anyhow::Result<Models> {
+) -> CommandResult<Models> {
     let list_len = pipeline.limits.list_len;
     let cfg = GeneratorConfig {
         variant: if lares_depth > 0 {
@@ -363,7 +365,7 @@ fn models(
         recurrent_depth: lares_depth.max(1),
         ..pipeline.generator.clone()
     };
-    let plain = |vars: &VarMap| -> anyhow::Result<VarBuilder<'static>> {
+    let plain = |vars: &VarMap| -> CommandResult<VarBuilder<'static>> {
         Ok(VarBuilder::from_tensors(
             eglr::train::snapshot(vars)?,
             DType::F32,
@@ -424,10 +426,10 @@ fn measure(
     decoder: Path,
     workers: usize,
     seconds: f64,
-) -> anyhow::Result<(usize, f64, f64)> {
+) -> CommandResult<(usize, f64, f64)> {
     let batch = pools.batch();
     let lens = vec![list_len; batch];
-    let decode = || -> anyhow::Result<usize> {
+    let decode = || -> CommandResult<usize> {
         let (generator, use_cache) = match decoder {
             Path::Selection => {
                 return Ok(models.ranker.rank(pools, &lens, &models.evaluator)?.steps);
@@ -449,8 +451,13 @@ fn measure(
     let per_worker = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| -> anyhow::Result<(usize, usize, f64)> {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+                scope.spawn(|| -> CommandResult<(usize, usize, f64)> {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .map_err(|e| {
+                            Failure::new(Fault::External, format!("cannot start a worker: {e}"))
+                        })?;
                     pool.install(|| {
                         let steps = decode()?;
                         let started = Instant::now();
@@ -468,9 +475,9 @@ fn measure(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .map_err(|_| anyhow::anyhow!("a bench worker panicked"))?
+                    .map_err(|_| Failure::new(Fault::Bug, "a bench worker panicked"))?
             })
-            .collect::<anyhow::Result<Vec<_>>>()
+            .collect::<CommandResult<Vec<_>>>()
     })?;
     let steps = per_worker.first().map_or(0, |w| w.0);
     let lists_per_s: f64 = per_worker.iter().map(|w| w.1 as f64 / w.2).sum();

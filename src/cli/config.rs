@@ -1,5 +1,6 @@
 //! `eglr config`: show the configuration a command would run with.
 
+use crate::cli::CommandResult;
 use std::process::ExitCode;
 
 use eglr::config::PipelineConfig;
@@ -11,7 +12,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(pipeline)?);
     } else {

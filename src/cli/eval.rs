@@ -1,9 +1,10 @@
 //! `eglr eval`: offline metrics of a bundle and of the initial order on logged lists.
 
+use crate::cli::CommandResult;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use candle_core::Device;
 use eglr::config::PipelineConfig;
@@ -66,13 +67,13 @@ pub struct Args {
 /// evaluator, or scales features differently (another normaliser: other training logs).
 /// A judge of another feature spec (hashed ids for a model with semantic ids) gets the
 /// lists encoded its own way ([`judge_lists`]).
-pub(super) fn load_judge(path: &Path, model: &Bundle, device: &Device) -> anyhow::Result<Bundle> {
+pub(super) fn load_judge(path: &Path, model: &Bundle, device: &Device) -> CommandResult<Bundle> {
     let judge = Bundle::load(path, device)
         .with_context(|| format!("loading judge bundle {}", path.display()))?;
     if let Some(why) = judge_conflict(&model.meta, &judge.meta) {
-        anyhow::bail!("{why}");
+        bail_input!("{why}");
     }
-    anyhow::ensure!(
+    ensure_input!(
         judge.encoder.normaliser() == model.encoder.normaliser(),
         "the judge {} scales features differently from {} (other training logs): train \
          both on the same logs",
@@ -88,7 +89,7 @@ pub(super) fn judge_lists(
     data: &str,
     judge: Option<&Bundle>,
     model: &Bundle,
-) -> anyhow::Result<Option<Vec<Example>>> {
+) -> CommandResult<Option<Vec<Example>>> {
     match judge {
         Some(j) if j.encoder.spec() != model.encoder.spec() => {
             Ok(Some(Dataset::load_all(data, j.encoder.clone())?))
@@ -105,7 +106,7 @@ pub fn world_path(p: &Path) -> PathBuf {
     }
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let device = device()?;
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;

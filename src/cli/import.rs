@@ -1,5 +1,6 @@
 //! `eglr import kuairand`: a public data set into the Parquet list log.
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -63,7 +64,7 @@ struct KuaiRandArgs {
     json: Option<PathBuf>,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let Source::Kuairand(args) = args.source;
     let started = Instant::now();
     let options = ImportOptions {

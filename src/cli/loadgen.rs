@@ -1,11 +1,12 @@
 //! `eglr loadgen`: offer simulator requests to any broker running `eglr serve` and
 //! measure end-to-end latency (produce -> result consumed) and throughput.
 
+use crate::cli::CommandResult;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::drive::loadgen::{self, simulated_requests, LoadPlan, LoadReport, SimulatedLoad};
@@ -54,7 +55,7 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} is not a non-negative number of seconds"))
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let world = match &args.world {
         Some(p) => World::load(p)?,
         None => World::generate(&pipeline.simulator, pipeline.limits.list_len, 1),
@@ -117,7 +118,7 @@ impl Offer {
 
 /// Prints the report (and writes it as JSON); failure when a valid request is missing
 /// its result.
-pub fn report_outcome(report: &LoadReport, json: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn report_outcome(report: &LoadReport, json: Option<&Path>) -> CommandResult<ExitCode> {
     print_load_report(report);
     if let Some(path) = json {
         write_json(path, report)?;

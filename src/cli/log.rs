@@ -1,6 +1,7 @@
 //! `eglr log`: the feedback logger's consumer group (requests + results + feedback ->
 //! Parquet list log).
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,8 +44,8 @@ pub struct Args {
     topics: TopicArgs,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
+    ensure_input!(
         args.window_s.is_finite() && args.window_s >= 0.0,
         "--window-s must be a number of seconds >= 0, not {}",
         args.window_s

@@ -1,5 +1,22 @@
 //! Argument parsing, logging set-up and dispatch to one module per subcommand.
 
+/// Returns a [`Failure`] of the user's input (arguments that contradict each other)
+/// unless `cond` holds.
+macro_rules! ensure_input {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(eglr::fault::Failure::input(format!($($message)+)));
+        }
+    };
+}
+
+/// Returns a [`Failure`] of the user's input.
+macro_rules! bail_input {
+    ($($message:tt)+) => {
+        return Err(eglr::fault::Failure::input(format!($($message)+)))
+    };
+}
+
 mod audit;
 mod bench;
 mod config;
@@ -22,11 +39,14 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use eglr::config::{Override, PipelineConfig};
-use eglr::fault::{Fault, HasFault};
+use eglr::fault::{Context, Failure, Fault};
+
+/// What a command returns: only classified errors convert into a [`Failure`], so every
+/// failed command exits with its fault's code.
+type CommandResult<T> = Result<T, Failure>;
 
 /// eglr — the EGLR generative re-ranker as a stream-processing pipeline.
 ///
@@ -155,64 +175,21 @@ pub fn main() -> ExitCode {
         .build()
     {
         Ok(pool) => pool.install(|| run(cli)),
-        Err(e) => Err(anyhow::anyhow!("cannot start the compute thread pool: {e}")),
+        Err(e) => Err(Failure::new(
+            Fault::External,
+            format!("cannot start the compute thread pool: {e}"),
+        )),
     };
     match outcome {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", report(&e));
-            fault_of(&e).map_or(ExitCode::FAILURE, |f| ExitCode::from(f.exit_code()))
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            ExitCode::from(failure.fault().exit_code())
         }
     }
 }
 
-/// Whose fault a failed command's error is: the outermost library error in its chain
-/// that says so. `None` for errors only the binary raised (argument checks): exit 1.
-fn fault_of(e: &anyhow::Error) -> Option<Fault> {
-    e.chain().find_map(|cause| {
-        macro_rules! fault_if {
-            ($($t:ty),*) => {
-                $(if let Some(e) = cause.downcast_ref::<$t>() {
-                    return Some(e.fault());
-                })*
-            };
-        }
-        fault_if!(
-            eglr::config::ConfigError,
-            eglr::stream::StreamError,
-            eglr::retrain::TrainerError,
-            eglr::study::StudyError,
-            eglr::train::TrainError,
-            eglr::offline::OfflineError,
-            eglr::import::ImportError,
-            eglr::model::StoreError,
-            eglr::model::BundleError,
-            eglr::list_log::LogError,
-            eglr::sim::SimError,
-            eglr::schema::EventError,
-            candle_core::Error
-        );
-        cause.downcast_ref::<std::io::Error>().map(Fault::of_io)
-    })
-}
-
-/// The error and its causes, each said once: library errors quote their cause in their
-/// own message, so a cause the message before it already quotes is not repeated.
-fn report(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out += ": ";
-            }
-            out += &text;
-        }
-    }
-    out
-}
-
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> CommandResult<ExitCode> {
     let pipeline = load_pipeline(&cli)?;
     match cli.command {
         Command::Simulate(args) => simulate::run(&pipeline, args),
@@ -267,7 +244,7 @@ fn parse_device(text: &str) -> Result<DeviceChoice, String> {
 static DEVICE: std::sync::OnceLock<DeviceChoice> = std::sync::OnceLock::new();
 
 /// The compute device chosen with `--device`, opened when a command first needs it.
-fn device() -> anyhow::Result<candle_core::Device> {
+fn device() -> CommandResult<candle_core::Device> {
     match DEVICE.get().copied().unwrap_or(DeviceChoice::Cpu) {
         DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
         DeviceChoice::Cuda(n) => cuda(n),
@@ -275,14 +252,14 @@ fn device() -> anyhow::Result<candle_core::Device> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(n: usize) -> anyhow::Result<candle_core::Device> {
-    use anyhow::Context;
+fn cuda(n: usize) -> CommandResult<candle_core::Device> {
+    use eglr::fault::Context;
     candle_core::Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n}"))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(n: usize) -> anyhow::Result<candle_core::Device> {
-    anyhow::bail!(
+fn cuda(n: usize) -> CommandResult<candle_core::Device> {
+    bail_input!(
         "--device cuda:{n}: this eglr was built without CUDA (build it with `cargo build --release --features cuda`)"
     )
 }
@@ -328,7 +305,7 @@ fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn load_pipeline(cli: &Cli) -> anyhow::Result<PipelineConfig> {
+fn load_pipeline(cli: &Cli) -> CommandResult<PipelineConfig> {
     let mut overrides = Override::from_process_env()?;
     for text in &cli.overrides {
         overrides.push(Override::parse_flag(text)?);
@@ -337,20 +314,6 @@ fn load_pipeline(cli: &Cli) -> anyhow::Result<PipelineConfig> {
         .with_context(|| format!("loading pipeline {}", cli.pipeline.display()))?;
     tracing::debug!(pipeline = %cli.pipeline.display(), overrides = overrides.len(), "pipeline loaded");
     Ok(config)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::report;
-
-    #[test]
-    fn a_cause_the_message_quotes_is_said_once() {
-        let quoted = anyhow::Error::new(std::io::Error::other("disk gone"))
-            .context("cannot read x.toml: disk gone");
-        assert_eq!(report(&quoted), "cannot read x.toml: disk gone");
-        let chained = anyhow::anyhow!("disk gone").context("loading x.toml");
-        assert_eq!(report(&chained), "loading x.toml: disk gone");
-    }
 }
 
 #[cfg(test)]

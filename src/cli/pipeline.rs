@@ -1,12 +1,13 @@
 //! `eglr pipeline`: serve + log + trainer in one process.
 
+use crate::cli::CommandResult;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::model::{LiveModel, ModelStore};
@@ -51,8 +52,8 @@ pub struct Args {
     topics: TopicArgs,
 }
 
-pub fn run(base: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
+pub fn run(base: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
+    ensure_input!(
         args.window_s.is_finite() && args.window_s >= 0.0,
         "--window-s must be a number of seconds >= 0"
     );

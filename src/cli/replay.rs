@@ -1,10 +1,11 @@
 //! `eglr replay`: re-rank every logged request of a list log offline with a bundle.
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::model::Bundle;
@@ -40,7 +41,7 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let device = device()?;
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;

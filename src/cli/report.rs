@@ -1,12 +1,13 @@
 //! Shared output helpers: plain-text tables for people, JSON files for machines.
 
+use crate::cli::CommandResult;
 use std::path::Path;
 
-use anyhow::Context;
+use eglr::fault::Context;
 use serde::Serialize;
 
 /// Writes `value` as pretty JSON to `path` (`-` for stdout).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> CommandResult<()> {
     let text = serde_json::to_string_pretty(value)?;
     if path == Path::new("-") {
         println!("{text}");

@@ -1,13 +1,14 @@
 //! `eglr serve`: the re-ranking consumer group. With `kafka.brokers = "embedded"` it
 //! starts the embedded Kafka-protocol broker and prints its address.
 
+use crate::cli::CommandResult;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use eglr::fault::Context;
 use tokio::sync::watch;
 
 use eglr::config::{Bootstrap, PipelineConfig};
@@ -60,7 +61,7 @@ pub struct TopicArgs {
 pub async fn connect(
     pipeline: &PipelineConfig,
     topics: &TopicArgs,
-) -> anyhow::Result<(Option<EmbeddedBroker>, String)> {
+) -> CommandResult<(Option<EmbeddedBroker>, String)> {
     let t = &pipeline.kafka.topics;
     let all = [
         (t.requests.as_str(), topics.partitions),
@@ -118,7 +119,7 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let pipeline = with_places(pipeline, args.brokers, args.model_store, None);

@@ -1,13 +1,14 @@
 //! `eglr simulate`: a seeded world and its logged traffic, written as
 //! `OUT/world.json` + `OUT/logs/*.parquet` (+ `OUT/events/*.jsonl` with `--events`).
 
+use crate::cli::CommandResult;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use eglr::fault::Context;
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
@@ -70,7 +71,7 @@ struct Summary {
     headroom: Option<Headroom>,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let started = Instant::now();
     let world = match &args.world {
         Some(path) => {
@@ -127,12 +128,12 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prepare_logs_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
+fn prepare_logs_dir(dir: &Path, force: bool) -> CommandResult<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let existing = list_files(dir)?;
     if !existing.is_empty() {
         if !force {
-            bail!(
+            bail_input!(
                 "{} already holds {} Parquet files; pass --force to replace them",
                 dir.display(),
                 existing.len()
@@ -145,7 +146,7 @@ fn prepare_logs_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn list_files(dir: &Path) -> CommandResult<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -155,9 +156,9 @@ fn list_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn write_events(traffic: &Traffic<'_>, lists: u64, dir: &Path) -> anyhow::Result<()> {
+fn write_events(traffic: &Traffic<'_>, lists: u64, dir: &Path) -> CommandResult<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
+    let open = |name: &str| -> CommandResult<BufWriter<File>> {
         let path = dir.join(name);
         Ok(BufWriter::new(
             File::create(&path).with_context(|| format!("creating {}", path.display()))?,
@@ -174,7 +175,8 @@ fn write_events(traffic: &Traffic<'_>, lists: u64, dir: &Path) -> anyhow::Result
             let event = eglr::schema::Feedback {
                 request_id: row.request_id.clone(),
                 item_id: id.as_str().into(),
-                position: u32::try_from(t)?,
+                // A list position: list lengths are checked far below u32::MAX.
+                position: t as u32,
                 clicked: row.clicks[t],
                 dwell_ms: None,
                 utility: None,

@@ -2,11 +2,12 @@
 //! — the EGLR ablation or the paper's baselines — on the same evaluator for several
 //! seeds, and write the results tables and the entropy-by-position plot.
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::model::{EvaluatorKind, Variant};
@@ -177,11 +178,7 @@ impl Args {
     }
 }
 
-pub fn run(
-    pipeline: &PipelineConfig,
-    args: Args,
-    overrides: &[String],
-) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args, overrides: &[String]) -> CommandResult<ExitCode> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;

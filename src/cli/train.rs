@@ -1,10 +1,11 @@
 //! `eglr train`: evaluator on logged lists, then the re-ranker by its variant's recipe;
 //! writes a bundle.
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use eglr::fault::Context;
 
 use eglr::config::PipelineConfig;
 use eglr::model::Variant;
@@ -60,8 +61,8 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
+    ensure_input!(
         !args.out.exists(),
         "{} already exists; choose a new bundle directory",
         args.out.display()
@@ -81,7 +82,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into())
     });
-    anyhow::ensure!(
+    ensure_input!(
         !args.judge || training.judge_share > 0.0,
         "--judge needs a judge part: set training.judge_share (e.g. --set training.judge_share=0.3)"
     );

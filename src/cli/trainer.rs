@@ -1,6 +1,7 @@
 //! `eglr trainer`: the continuous trainer (refresh the evaluator, rerun GRPO, gate,
 //! publish the next version).
 
+use crate::cli::CommandResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +79,7 @@ fn print_round(r: &RoundReport) {
     }
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let pipeline = with_places(pipeline, None, args.model_store, args.logs);
     let brokers = args
         .brokers

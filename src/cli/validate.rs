@@ -1,12 +1,13 @@
 //! `eglr validate`: check JSON-lines event files against the wire contract.
 
+use crate::cli::CommandResult;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use eglr::fault::Context;
 use serde::Serialize;
 
 use eglr::config::PipelineConfig;
@@ -57,7 +58,7 @@ struct Report {
     errors: Vec<BadLine>,
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let contract = Contract::new(&pipeline.features, &pipeline.limits);
     let input: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))

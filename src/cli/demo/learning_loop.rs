@@ -1,5 +1,7 @@
 //! `eglr demo --loop`: the learning loop end to end on the embedded broker.
 
+use crate::cli::CommandResult;
+use eglr::fault::Failure;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,8 +57,8 @@ fn loop_pipeline(base: &PipelineConfig, dir: &std::path::Path, args: &Args) -> P
 /// The loop's share of exploration traffic when the pipeline has none.
 const DEMO_EXPLORATION_SHARE: f64 = 0.05;
 
-pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
+pub fn run(base: &PipelineConfig, args: &Args) -> CommandResult<ExitCode> {
+    ensure_input!(
         args.minutes.is_finite() && args.minutes > 0.0,
         "--minutes must be > 0"
     );
@@ -153,7 +155,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> anyhow::Result<ExitCode> {
         let _ = stop.send(true);
         let versions = users.await??;
         let stages = stages.await??;
-        anyhow::Ok(LoopSummary {
+        Ok::<_, Failure>(LoopSummary {
             load: report,
             versions,
             rounds: stages.trainer.rounds,

@@ -5,12 +5,14 @@
 //! versions, serving swaps them in; the summary shows the true (oracle) clicks per list
 //! of each version.
 
+use crate::cli::CommandResult;
+use eglr::fault::Failure;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use eglr::fault::Context;
 use tokio::sync::watch;
 
 use eglr::config::PipelineConfig;
@@ -64,7 +66,7 @@ pub struct Args {
 }
 
 /// The demo's world, made once.
-fn world(pipeline: &PipelineConfig, dir: &std::path::Path) -> anyhow::Result<World> {
+fn world(pipeline: &PipelineConfig, dir: &std::path::Path) -> CommandResult<World> {
     let world_path = dir.join("world.json");
     if world_path.exists() {
         return Ok(World::load(&world_path)?);
@@ -83,7 +85,7 @@ fn simulate_and_train(
     lists: u64,
     training: TrainingConfig,
     out: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> CommandResult<()> {
     if !logs.is_dir() {
         let policy = pipeline.logs.roll_policy();
         let mut w = LogWriter::create(logs, "lists", policy)?;
@@ -112,10 +114,7 @@ fn simulate_and_train(
 }
 
 /// The demo's world and a first model, made once.
-fn prepare(
-    pipeline: &PipelineConfig,
-    dir: &std::path::Path,
-) -> anyhow::Result<(World, ModelStore)> {
+fn prepare(pipeline: &PipelineConfig, dir: &std::path::Path) -> CommandResult<(World, ModelStore)> {
     let world = world(pipeline, dir)?;
     let store = ModelStore::new(&dir.join("models"));
     if store.latest().is_none() {
@@ -143,7 +142,7 @@ fn malformed(i: usize) -> Vec<u8> {
     }
 }
 
-pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     if args.learning_loop {
         return learning_loop::run(pipeline, &args);
     }
@@ -179,7 +178,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> anyhow::Result<ExitCode> {
         let report = loadgen::run(&pipeline.kafka, &brokers, plan).await?;
         let _ = stop.send(true);
         server.await??;
-        anyhow::Ok(report)
+        Ok::<_, Failure>(report)
     })?;
     report_outcome(&report, args.json.as_deref())
 }
