@@ -424,9 +424,7 @@ fn record_quality(
                     .all(|(i, c)| i.item_id == c.item_id)
         })
         .count();
-    metrics
-        .upstream_order_lists
-        .fetch_add(copies as u64, std::sync::atomic::Ordering::Relaxed);
+    metrics.upstream_order_lists.inc_by(copies as u64);
     let exploration_pairs: Vec<Pair> = explored
         .into_iter()
         .map(|(k, model)| Pair {
@@ -454,9 +452,7 @@ fn record_quality(
         })
         .collect();
     if let Some(clicks) = evaluate(bundle, &pairs, device) {
-        metrics
-            .assessed_lists
-            .fetch_add(clicks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics.assessed_lists.inc_by(clicks.len() as u64);
         for (served, upstream) in clicks {
             metrics.expected_clicks.add_value("served", served);
             metrics.expected_clicks.add_value("upstream", upstream);

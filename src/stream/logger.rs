@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
@@ -30,7 +34,7 @@ use tokio::sync::watch;
 
 use super::http::{self, Exposition};
 use super::kafka::{consumer_config, ConsumerGauges, GaugeContext};
-use super::prometheus::{build_info, counter, gauge, POISONED};
+use super::prometheus::{encode_const, ConsumerCollector, Metrics, POISONED};
 use super::{OffsetTracker, StreamError};
 use crate::config::PipelineConfig;
 use crate::contract::{Contract, UnknownFieldLog};
@@ -84,13 +88,32 @@ struct LogState {
 struct LogMetrics {
     /// Messages behind the high watermarks (librdkafka statistics).
     consumer: Arc<ConsumerGauges>,
-    state: Mutex<LogState>,
+    state: Arc<Mutex<LogState>>,
     /// When the output of every message taken so far was last durable.
     last_durable: Mutex<Instant>,
     publish_every: Duration,
+    metrics: Metrics,
 }
 
 impl LogMetrics {
+    fn new(consumer: Arc<ConsumerGauges>, publish_every: Duration) -> Self {
+        let state = Arc::new(Mutex::new(LogState::default()));
+        let mut metrics = Metrics::default();
+        metrics.register_collector(StateCollector(state.clone()));
+        metrics.register_collector(ConsumerCollector {
+            gauges: consumer.clone(),
+            prefix: "eglr_log",
+            per_partition: false,
+        });
+        Self {
+            consumer,
+            state,
+            last_durable: Mutex::new(Instant::now()),
+            publish_every,
+            metrics: metrics.with_build_info(),
+        }
+    }
+
     fn update(&self, logger: &Logger) {
         let mut summary = logger.summary.clone();
         summary.join = logger.joiner.stats().clone();
@@ -109,124 +132,54 @@ impl LogMetrics {
     }
 }
 
-impl Exposition for LogMetrics {
-    fn render(&self) -> String {
-        let mut out = String::new();
-        let Ok(state) = self.state.lock() else {
-            return out;
+/// The logger's counts at its last tick, read at scrape time: the logger owns them on
+/// its own task, the endpoint sees the snapshot.
+#[derive(Debug)]
+struct StateCollector(Arc<Mutex<LogState>>);
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Ok(state) = self.0.lock() else {
+            return Ok(());
         };
         let s = &state.summary;
         let j = &s.join;
-        counter(
-            &mut out,
-            "eglr_log_messages_total",
-            "Messages consumed (requests, results, feedback).",
-            s.messages,
-        );
-        counter(
-            &mut out,
-            "eglr_log_unknown_field_events_total",
-            "Events with fields their schema does not list (ignored; limits.strict_fields refuses them).",
-            s.unknown_field_events,
-        );
-        counter(
-            &mut out,
-            "eglr_log_skipped_offsets_total",
-            "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).",
-            s.skipped_offsets,
-        );
-        counter(
-            &mut out,
-            "eglr_log_malformed_total",
-            "Messages that did not decode or validate.",
-            s.malformed,
-        );
-        counter(
-            &mut out,
-            "eglr_log_lists_total",
-            "Joined lists written.",
-            j.lists,
-        );
-        counter(
-            &mut out,
-            "eglr_log_duplicate_feedback_total",
-            "Feedback events repeating a (request, item).",
-            j.duplicate_feedback,
-        );
-        counter(
-            &mut out,
-            "eglr_log_orphan_feedback_total",
-            "Feedback for requests that got no result in the window.",
-            j.orphan_feedback,
-        );
-        counter(
-            &mut out,
-            "eglr_log_late_feedback_total",
-            "Feedback arriving after its list was written.",
-            j.late_feedback,
-        );
-        counter(
-            &mut out,
-            "eglr_log_results_without_request_total",
-            "Results whose request was not seen or not matched.",
-            j.results_without_request,
-        );
-        counter(
-            &mut out,
-            "eglr_log_files_published_total",
-            "Parquet files published.",
-            s.files_published,
-        );
-        counter(
-            &mut out,
-            "eglr_log_set_aside_events_total",
-            "Events written to the side file (_unjoined/) because the join could not place them in a list; over eglr_log_messages_total, the share the logs lose to the join.",
-            s.set_aside,
-        );
-        counter(
-            &mut out,
-            "eglr_log_requests_without_result_total",
-            "Requests that got no result while younger requests did.",
-            j.requests_without_result,
-        );
-        counter(
-            &mut out,
-            "eglr_log_duplicate_events_total",
-            "Requests and results re-delivered after their list was written.",
-            j.duplicate_events,
-        );
-        gauge(
-            &mut out,
+        let counters: [(&str, &str, u64); 13] = [
+            ("eglr_log_messages", "Messages consumed (requests, results, feedback).", s.messages),
+            ("eglr_log_unknown_field_events", "Events with fields their schema does not list (ignored; limits.strict_fields refuses them).", s.unknown_field_events),
+            ("eglr_log_skipped_offsets", "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).", s.skipped_offsets),
+            ("eglr_log_malformed", "Messages that did not decode or validate.", s.malformed),
+            ("eglr_log_lists", "Joined lists written.", j.lists),
+            ("eglr_log_duplicate_feedback", "Feedback events repeating a (request, item).", j.duplicate_feedback),
+            ("eglr_log_orphan_feedback", "Feedback for requests that got no result in the window.", j.orphan_feedback),
+            ("eglr_log_late_feedback", "Feedback arriving after its list was written.", j.late_feedback),
+            ("eglr_log_results_without_request", "Results whose request was not seen or not matched.", j.results_without_request),
+            ("eglr_log_files_published", "Parquet files published.", s.files_published),
+            ("eglr_log_set_aside_events", "Events written to the side file (_unjoined/) because the join could not place them in a list; over eglr_log_messages_total, the share the logs lose to the join.", s.set_aside),
+            ("eglr_log_requests_without_result", "Requests that got no result while younger requests did.", j.requests_without_result),
+            ("eglr_log_duplicate_events", "Requests and results re-delivered after their list was written.", j.duplicate_events),
+        ];
+        for (name, help, v) in counters {
+            encode_const(&mut encoder, name, help, ConstCounter::new(v))?;
+        }
+        encode_const(
+            &mut encoder,
             "eglr_log_pending_lists",
             "Requests waiting in the join (for their window, request or result).",
-            state.pending.to_string(),
-        );
-        gauge(
-            &mut out,
+            ConstGauge::new(state.pending as i64),
+        )?;
+        encode_const(
+            &mut encoder,
             "eglr_log_intake_paused",
             "Streams whose intake is paused because the join is at logs.max_pending.",
-            state.paused.to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_log_consumer_lag",
-            "Messages behind the high watermark (librdkafka statistics).",
-            self.consumer
-                .lag
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_log_brokers_up",
-            "Broker connections that are up (librdkafka statistics).",
-            self.consumer
-                .brokers_up
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_string(),
-        );
-        build_info(&mut out);
-        out
+            ConstGauge::new(state.paused as i64),
+        )
+    }
+}
+
+impl Exposition for LogMetrics {
+    fn render(&self) -> String {
+        self.metrics.render()
     }
 
     /// Not live when written output has not become durable for `stall` beyond the
@@ -619,12 +572,7 @@ pub async fn log(
             topics.feedback.as_str(),
         ])
         .map_err(StreamError::kafka("subscribe"))?;
-    let metrics = Arc::new(LogMetrics {
-        consumer: gauges,
-        state: Mutex::new(LogState::default()),
-        last_durable: Mutex::new(Instant::now()),
-        publish_every: logger.publish_every,
-    });
+    let metrics = Arc::new(LogMetrics::new(gauges, logger.publish_every));
     if let Some(addr) = settings.metrics_addr {
         http::spawn(addr, Arc::clone(&metrics), Duration::from_secs(60)).await?;
     }
@@ -707,16 +655,14 @@ mod tests {
         };
         summary.join.lists = 3;
         summary.join.late_feedback = 1;
-        let m = LogMetrics {
-            consumer: Arc::default(),
-            state: Mutex::new(LogState {
+        let m = LogMetrics::new(Arc::default(), Duration::from_secs(1));
+        if let Ok(mut s) = m.state.lock() {
+            *s = LogState {
                 summary,
                 pending: 2,
                 paused: 0,
-            }),
-            last_durable: Mutex::new(Instant::now()),
-            publish_every: Duration::from_secs(1),
-        };
+            };
+        }
         let text = m.render();
         for line in [
             "eglr_log_messages_total 12",
@@ -736,5 +682,14 @@ mod tests {
             ..m
         };
         assert!(m.liveness(Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn the_library_exposition_shows_what_the_hand_written_one_did() {
+        let m = LogMetrics::new(Arc::default(), Duration::from_secs(1));
+        super::super::prometheus::parsed::assert_same_series(
+            include_str!("../../tests/fixtures/metrics/log.prom"),
+            &m.render(),
+        );
     }
 }

@@ -1,112 +1,184 @@
-//! Stage metrics in the Prometheus text format, and the health verdict.
+//! Stage metrics, exposed by the Prometheus project's client library
+//! (`prometheus-client`) in the Prometheus text format, and the health verdict.
+//!
+//! Counters are registered without their `_total`: the library adds it, as it adds the
+//! `.` that ends each help text. Values a stage does not own (librdkafka's statistics)
+//! are read at scrape time by a [`Collector`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
 
 use super::kafka::ConsumerGauges;
 use crate::exploration::ExplorationConfig;
 
-/// A histogram with fixed upper bounds.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    state: Mutex<(Vec<u64>, f64, u64)>,
-}
+pub use prometheus_client::metrics::histogram::Histogram;
 
-impl Histogram {
-    pub fn new(bounds: &[f64]) -> Self {
-        Self {
-            bounds: bounds.to_vec(),
-            state: Mutex::new((vec![0; bounds.len()], 0.0, 0)),
-        }
-    }
+/// A gauge with a fractional value (a share, a timestamp in seconds).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
 
-    pub fn observe(&self, value: f64) {
-        if let Ok(mut s) = self.state.lock() {
-            for (count, &bound) in s.0.iter_mut().zip(&self.bounds) {
-                if value <= bound {
-                    *count += 1;
-                }
-            }
-            s.1 += value;
-            s.2 += 1;
-        }
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let Ok(s) = self.state.lock() else { return };
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (count, bound) in s.0.iter().zip(&self.bounds) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-            s.2, s.1, s.2
-        );
-    }
-}
+/// One label, by name and value.
+type OneLabel = [(&'static str, String); 1];
 
 /// A counter with one label (`kind`, `reason`, ...). Its values may be fractional (a
 /// sum of estimates); counts stay exact up to 2^53.
-#[derive(Debug, Default)]
-pub struct LabelledCounter(Mutex<BTreeMap<String, f64>>);
+#[derive(Debug, Clone)]
+pub struct LabelledCounter {
+    label: &'static str,
+    family: Family<OneLabel, Counter<f64, AtomicU64>>,
+    total: Counter<f64, AtomicU64>,
+}
 
 impl LabelledCounter {
-    /// A counter that shows `labels` at 0 before their first event, so that rates
-    /// and ratios over them exist from the first scrape (the Prometheus advice for
-    /// label values known in advance).
-    pub fn with_labels(labels: &[&str]) -> Self {
-        Self(Mutex::new(
-            labels.iter().map(|l| ((*l).to_owned(), 0.0)).collect(),
-        ))
-    }
-
-    pub fn add(&self, label: &str) {
-        self.add_value(label, 1.0);
-    }
-
-    pub fn add_n(&self, label: &str, n: u64) {
-        self.add_value(label, n as f64);
-    }
-
-    pub fn add_value(&self, label: &str, v: f64) {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(label.to_owned()).or_default() += v;
+    /// A counter labelled `label` that shows the values `known` at 0 before their first
+    /// event, so that rates and ratios over them exist from the first scrape (the
+    /// Prometheus advice for label values known in advance).
+    pub fn new(label: &'static str, known: &[&str]) -> Self {
+        let c = Self {
+            label,
+            family: Family::default(),
+            total: Counter::default(),
+        };
+        for value in known {
+            c.add_value(value, 0.0);
         }
+        c
     }
 
+    pub fn add(&self, value: &str) {
+        self.add_value(value, 1.0);
+    }
+
+    pub fn add_n(&self, value: &str, n: u64) {
+        self.add_value(value, n as f64);
+    }
+
+    pub fn add_value(&self, value: &str, v: f64) {
+        self.family
+            .get_or_create(&[(self.label, value.to_owned())])
+            .inc_by(v);
+        self.total.inc_by(v);
+    }
+
+    /// The sum over every label value.
     pub fn total(&self) -> u64 {
-        self.0.lock().map_or(0, |m| m.values().sum::<f64>() as u64)
-    }
-
-    pub(super) fn render(&self, name: &str, label: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        if let Ok(m) = self.0.lock() {
-            for (value, n) in m.iter() {
-                let value = escape_label(value);
-                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
-            }
-        }
+        self.total.get() as u64
     }
 }
 
-/// A label value as the text format wants it: backslash, double quote and line feed
-/// escaped. Label values come from outside (topic names, a model version).
-pub(super) fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
+/// A stage's metrics as the library registers them.
+#[derive(Debug, Default)]
+pub struct Metrics(Registry);
+
+impl Metrics {
+    /// Registers `metric` as `name` (a counter without its `_total`); `help` is said as
+    /// `deploy/README.md` documents it.
+    pub fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.0
+            .register(name, help.strip_suffix('.').unwrap_or(help), metric);
     }
-    out
+
+    pub fn register_labelled(&mut self, name: &str, help: &str, counter: &LabelledCounter) {
+        self.register(name, help, counter.family.clone());
+    }
+
+    pub fn register_collector(&mut self, collector: impl Collector) {
+        self.0.register_collector(Box::new(collector));
+    }
+
+    /// `eglr_build_info`: the running release, as a gauge of 1 (the Prometheus idiom).
+    pub fn with_build_info(mut self) -> Self {
+        self.register(
+            "eglr_build",
+            "The eglr release running.",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        self
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String fails only if a metric's own encoding does: a bug the
+        // scrape then shows as a truncated page rather than a dead endpoint.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.0) {
+            tracing::error!(error = %e, "a bug: a metric did not encode");
+        }
+        out
+    }
+}
+
+/// Encodes one metric computed at scrape time.
+pub fn encode_const(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> fmt::Result {
+    let m = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(m)
+}
+
+/// A consumer's librdkafka statistics, read at scrape time: its lag and broker
+/// connections under `prefix`, and with `per_partition` (the serve stage's) its
+/// topics' partition counts and each fetched partition's lag.
+#[derive(Debug)]
+pub struct ConsumerCollector {
+    pub gauges: Arc<ConsumerGauges>,
+    pub prefix: &'static str,
+    pub per_partition: bool,
+}
+
+impl Collector for ConsumerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let g = &self.gauges;
+        encode_const(
+            &mut encoder,
+            &format!("{}_consumer_lag", self.prefix),
+            "Messages behind the high watermark (librdkafka statistics).",
+            ConstGauge::new(g.lag.load(Ordering::Relaxed)),
+        )?;
+        encode_const(
+            &mut encoder,
+            &format!("{}_brokers_up", self.prefix),
+            "Broker connections that are up (librdkafka statistics).",
+            ConstGauge::new(g.brokers_up.load(Ordering::Relaxed)),
+        )?;
+        if !self.per_partition {
+            return Ok(());
+        }
+        let mut m = encoder.encode_descriptor(
+            "eglr_topic_partitions",
+            "Partitions of each subscribed topic (librdkafka metadata); compare with eglr_assigned_partitions summed over the group.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (topic, n) in g.partitions() {
+            let labels = [("topic", topic)];
+            ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "eglr_partition_consumer_lag",
+            "Messages behind the high watermark in each partition this instance fetches (librdkafka statistics).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (topic, partition, lag) in g.partition_lags() {
+            let labels = [("topic", topic), ("partition", partition.to_string())];
+            ConstGauge::new(lag).encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Liveness of a stage whose progress clock's lock was poisoned: a thread panicked
@@ -129,48 +201,28 @@ const LATENCY_BOUNDS_S: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// `eglr_build_info`: the running release, as a gauge of 1 (the Prometheus idiom).
-pub(super) fn build_info(out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP eglr_build_info The eglr release running.\n# TYPE eglr_build_info gauge\neglr_build_info{{version=\"{}\"}} 1",
-        escape_label(env!("CARGO_PKG_VERSION"))
-    );
-}
-
-/// Writes one Prometheus counter.
-pub(super) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
-}
-
-/// Writes one Prometheus gauge.
-pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: String) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+fn latency() -> Histogram {
+    Histogram::new(LATENCY_BOUNDS_S)
 }
 
 /// Everything the serve stage counts.
 #[derive(Debug)]
 pub struct ServeMetrics {
-    pub requests: AtomicU64,
-    pub results: AtomicU64,
+    pub requests: Counter,
+    pub results: Counter,
     dead_letters: LabelledCounter,
     /// Valid requests answered with the upstream order, by reason.
     pub upstream_fallbacks: LabelledCounter,
     /// Lists served by the exploration logging policy, by policy.
     pub exploration_lists: LabelledCounter,
-    /// `exploration.share`: what the exploration share should be.
-    exploration_target: f64,
     /// The serving evaluator's expected clicks given up by exploration (the model's
     /// list minus the exploration list), summed over exploration lists, by policy.
     pub exploration_cost: LabelledCounter,
     /// Results whose list is the upstream order (the model's copies, selection and
     /// fallbacks alike).
-    pub upstream_order_lists: AtomicU64,
+    pub upstream_order_lists: Counter,
     /// Lists the serving evaluator assessed (every `batching.quality_every`-th batch).
-    pub assessed_lists: AtomicU64,
+    pub assessed_lists: Counter,
     /// The serving evaluator's expected clicks of the assessed lists: `served` (what
     /// went out) and `upstream` (the order upstream sent).
     pub expected_clicks: LabelledCounter,
@@ -193,60 +245,31 @@ pub struct ServeMetrics {
     pub produce: Histogram,
     pub end_to_end: Histogram,
     /// Requests taken in and not yet acknowledged (queued, at the model, or producing).
-    pub in_flight: AtomicUsize,
+    pub in_flight: Gauge,
     /// Times the serving model changed version without a restart.
-    pub model_swaps: AtomicU64,
+    pub model_swaps: Counter,
     pub reasoning_steps: Histogram,
     pub entropy: Histogram,
     /// The consumer's lag and broker connections (librdkafka statistics).
-    pub consumer: ConsumerGauges,
-    pub assigned_partitions: AtomicUsize,
-    pub paused: AtomicUsize,
+    pub consumer: Arc<ConsumerGauges>,
+    pub assigned_partitions: Gauge,
+    pub paused: Gauge,
     /// Times the intake paused for backpressure.
-    pub pauses: AtomicU64,
+    pub pauses: Counter,
+    /// The version serving now (`eglr_model_info{version}`).
     model_version: Mutex<String>,
-    /// When the serving model was trained (its bundle's `created_unix_ms`).
-    model_created_ms: std::sync::atomic::AtomicI64,
+    model_info: Family<OneLabel, Gauge>,
+    /// When the serving model was trained (its bundle's `created_unix_ms`), in seconds.
+    model_created: FloatGauge,
     /// Why the stage can no longer make progress, once it cannot.
     failure: Mutex<Option<String>>,
     last_progress: Mutex<Instant>,
+    metrics: Metrics,
 }
 
 impl Default for ServeMetrics {
     fn default() -> Self {
-        Self {
-            requests: AtomicU64::new(0),
-            results: AtomicU64::new(0),
-            dead_letters: LabelledCounter::default(),
-            upstream_fallbacks: LabelledCounter::with_labels(&FALLBACK_REASONS),
-            exploration_lists: LabelledCounter::default(),
-            exploration_target: 0.0,
-            exploration_cost: LabelledCounter::default(),
-            upstream_order_lists: AtomicU64::new(0),
-            assessed_lists: AtomicU64::new(0),
-            expected_clicks: LabelledCounter::with_labels(&["served", "upstream"]),
-            undelivered: LabelledCounter::default(),
-            skipped_offsets: LabelledCounter::default(),
-            unknown_field_events: LabelledCounter::default(),
-            batch_size: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
-            queue_wait: Histogram::new(&LATENCY_BOUNDS_S),
-            batch_assembly: Histogram::new(&LATENCY_BOUNDS_S),
-            batch_duration: Histogram::new(&LATENCY_BOUNDS_S),
-            produce: Histogram::new(&LATENCY_BOUNDS_S),
-            end_to_end: Histogram::new(&LATENCY_BOUNDS_S),
-            in_flight: AtomicUsize::new(0),
-            model_swaps: AtomicU64::new(0),
-            reasoning_steps: Histogram::new(&[0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0]),
-            entropy: Histogram::new(&[0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),
-            consumer: ConsumerGauges::default(),
-            assigned_partitions: AtomicUsize::new(0),
-            paused: AtomicUsize::new(0),
-            pauses: AtomicU64::new(0),
-            model_version: Mutex::new(String::new()),
-            model_created_ms: std::sync::atomic::AtomicI64::new(0),
-            failure: Mutex::new(None),
-            last_progress: Mutex::new(Instant::now()),
-        }
+        Self::new(&ExplorationConfig::default())
     }
 }
 
@@ -254,14 +277,225 @@ impl ServeMetrics {
     /// The metrics of a stage serving `exploration`: its target share, and its policy's
     /// counters at 0 until its first list.
     pub fn new(exploration: &ExplorationConfig) -> Self {
-        let mut m = Self::default();
-        if exploration.share > 0.0 {
-            let policy = [exploration.policy.name()];
-            m.exploration_target = exploration.share;
-            m.exploration_lists = LabelledCounter::with_labels(&policy);
-            m.exploration_cost = LabelledCounter::with_labels(&policy);
-        }
+        let policies: &[&str] = if exploration.share > 0.0 {
+            &[exploration.policy.name()]
+        } else {
+            &[]
+        };
+        let exploration_target = FloatGauge::default();
+        exploration_target.set(exploration.share);
+        let mut m = Self {
+            requests: Counter::default(),
+            results: Counter::default(),
+            dead_letters: LabelledCounter::new("kind", &[]),
+            upstream_fallbacks: LabelledCounter::new("reason", &FALLBACK_REASONS),
+            exploration_lists: LabelledCounter::new("policy", policies),
+            exploration_cost: LabelledCounter::new("policy", policies),
+            upstream_order_lists: Counter::default(),
+            assessed_lists: Counter::default(),
+            expected_clicks: LabelledCounter::new("list", &["served", "upstream"]),
+            undelivered: LabelledCounter::new("topic", &[]),
+            unknown_field_events: LabelledCounter::new("event", &[]),
+            skipped_offsets: LabelledCounter::new("topic", &[]),
+            batch_size: Histogram::new([1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0]),
+            queue_wait: latency(),
+            batch_assembly: latency(),
+            batch_duration: latency(),
+            produce: latency(),
+            end_to_end: latency(),
+            in_flight: Gauge::default(),
+            model_swaps: Counter::default(),
+            reasoning_steps: Histogram::new([0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0]),
+            entropy: Histogram::new([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),
+            consumer: Arc::default(),
+            assigned_partitions: Gauge::default(),
+            paused: Gauge::default(),
+            pauses: Counter::default(),
+            model_version: Mutex::new(String::new()),
+            model_info: Family::default(),
+            model_created: FloatGauge::default(),
+            failure: Mutex::new(None),
+            last_progress: Mutex::new(Instant::now()),
+            metrics: Metrics::default(),
+        };
+        m.metrics = m.registry(exploration_target);
         m
+    }
+
+    /// The documented names of what the stage counts (`deploy/README.md#metrics`).
+    fn registry(&self, exploration_target: FloatGauge) -> Metrics {
+        let mut r = Metrics::default();
+        let counters: [(&str, &str, &Counter); 6] = [
+            (
+                "eglr_requests",
+                "Requests consumed.",
+                &self.requests,
+            ),
+            (
+                "eglr_intake_pauses",
+                "Times the intake paused for backpressure.",
+                &self.pauses,
+            ),
+            (
+                "eglr_results",
+                "Results acknowledged by the broker.",
+                &self.results,
+            ),
+            (
+                "eglr_upstream_order_lists",
+                "Results whose list is the upstream order (the model's copies, selection and fallbacks); divide by eglr_results_total for the copy share.",
+                &self.upstream_order_lists,
+            ),
+            (
+                "eglr_quality_assessed_lists",
+                "Lists the serving evaluator assessed against the upstream order (every batching.quality_every-th batch).",
+                &self.assessed_lists,
+            ),
+            (
+                "eglr_model_swaps",
+                "Times the serving model changed version without a restart.",
+                &self.model_swaps,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        let labelled: [(&str, &str, &LabelledCounter); 8] = [
+            (
+                "eglr_dead_letters",
+                "Events sent to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "eglr_upstream_fallbacks",
+                "Valid requests the model could not rank, answered with the upstream order.",
+                &self.upstream_fallbacks,
+            ),
+            (
+                "eglr_exploration_lists",
+                "Lists served by the exploration logging policy ([exploration]) instead of the model's; divide by eglr_results_total for the share.",
+                &self.exploration_lists,
+            ),
+            (
+                "eglr_exploration_cost_clicks",
+                "The serving evaluator's expected clicks given up by exploration (the model's list minus the exploration list), summed over exploration lists; an estimate (true clicks lost are not observable).",
+                &self.exploration_cost,
+            ),
+            (
+                "eglr_quality_expected_clicks",
+                "The serving evaluator's expected clicks of the assessed lists: served (what went out) and upstream (the order upstream sent); divide by eglr_quality_assessed_lists_total for clicks per list.",
+                &self.expected_clicks,
+            ),
+            (
+                "eglr_undelivered",
+                "Records given up after their delivery attempts; their offsets stay unfinished until a restart.",
+                &self.undelivered,
+            ),
+            (
+                "eglr_unknown_field_events",
+                "Events taken in with fields their schema does not list (ignored; limits.strict_fields refuses them).",
+                &self.unknown_field_events,
+            ),
+            (
+                "eglr_skipped_offsets",
+                "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).",
+                &self.skipped_offsets,
+            ),
+        ];
+        for (name, help, c) in labelled {
+            r.register_labelled(name, help, c);
+        }
+        self.register_distributions_and_gauges(&mut r, exploration_target);
+        r.register_collector(ConsumerCollector {
+            gauges: self.consumer.clone(),
+            prefix: "eglr",
+            per_partition: true,
+        });
+        r.with_build_info()
+    }
+
+    /// The histograms and the gauges the stage sets.
+    fn register_distributions_and_gauges(&self, r: &mut Metrics, exploration_target: FloatGauge) {
+        let histograms: [(&str, &str, &Histogram); 8] = [
+            (
+                "eglr_batch_size",
+                "Requests per model batch.",
+                &self.batch_size,
+            ),
+            (
+                "eglr_queue_wait_seconds",
+                "Time from taking a request in until a worker opened the batch it went into (waiting in the queue).",
+                &self.queue_wait,
+            ),
+            (
+                "eglr_batch_assembly_seconds",
+                "Time from a request joining its batch (or the batch opening) until the batch closed and ran.",
+                &self.batch_assembly,
+            ),
+            (
+                "eglr_batch_duration_seconds",
+                "Model time per batch.",
+                &self.batch_duration,
+            ),
+            (
+                "eglr_produce_seconds",
+                "Time from a result being ready until the broker acknowledged it.",
+                &self.produce,
+            ),
+            (
+                "eglr_end_to_end_latency_seconds",
+                "Time from a request's timestamp_ms until its result was acknowledged.",
+                &self.end_to_end,
+            ),
+            (
+                "eglr_reasoning_steps",
+                "Reasoning tokens per list.",
+                &self.reasoning_steps,
+            ),
+            (
+                "eglr_selection_entropy",
+                "Selection entropy at each chosen position.",
+                &self.entropy,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            r.register(name, help, h.clone());
+        }
+        let gauges: [(&str, &str, &Gauge); 3] = [
+            (
+                "eglr_in_flight_requests",
+                "Requests taken in and not yet acknowledged (queued, at the model, or producing).",
+                &self.in_flight,
+            ),
+            (
+                "eglr_assigned_partitions",
+                "Partitions assigned to this instance.",
+                &self.assigned_partitions,
+            ),
+            (
+                "eglr_paused",
+                "1 while intake is paused by backpressure.",
+                &self.paused,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g.clone());
+        }
+        r.register(
+            "eglr_exploration_target_share",
+            "exploration.share: the share of requests the logging policy should serve (0: off).",
+            exploration_target,
+        );
+        r.register(
+            "eglr_model_created_timestamp_seconds",
+            "When the serving model was trained (its bundle's created_unix_ms), in Unix seconds.",
+            self.model_created.clone(),
+        );
+        r.register(
+            "eglr_model_info",
+            "The model version serving.",
+            self.model_info.clone(),
+        );
     }
 
     pub fn dead_letter(&self, kind: &str) {
@@ -275,14 +509,17 @@ impl ServeMetrics {
     /// The version serving now and when it was trained; a change after the first
     /// counts as a swap.
     pub fn set_model_version(&self, v: &str, created_unix_ms: i64) {
-        self.model_created_ms
-            .store(created_unix_ms, Ordering::Relaxed);
+        self.model_created.set(created_unix_ms as f64 / 1000.0);
         if let Ok(mut m) = self.model_version.lock() {
             if *m != v {
                 if !m.is_empty() {
-                    self.model_swaps.fetch_add(1, Ordering::Relaxed);
+                    self.model_swaps.inc();
                 }
                 *m = v.to_owned();
+                self.model_info.clear();
+                self.model_info
+                    .get_or_create(&[("version", m.clone())])
+                    .set(1);
             }
         }
     }
@@ -344,198 +581,56 @@ impl super::http::Exposition for ServeMetrics {
             return Err(why);
         }
         self.consumer.reachable()?;
-        let partitions = self.assigned_partitions.load(Ordering::Relaxed);
+        let partitions = self.assigned_partitions.get();
         Ok(format!("ready: {partitions} partitions assigned"))
     }
 
     fn render(&self) -> String {
-        let mut out = String::new();
-        counter(
-            &mut out,
-            "eglr_requests_total",
-            "Requests consumed.",
-            self.requests.load(Ordering::Relaxed),
+        self.metrics.render()
+    }
+}
+
+/// The exposition as a Prometheus text parser reads it, to compare pages by what a
+/// scraper sees: each series' name, type and label names (not the values).
+#[cfg(test)]
+pub(super) mod parsed {
+    use std::collections::BTreeSet;
+
+    use prometheus_parse::{Scrape, Value};
+
+    /// (name, type, label names) of every series on the page.
+    pub type Series = BTreeSet<(String, &'static str, Vec<String>)>;
+
+    pub fn series(page: &str) -> Series {
+        let scrape = Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).expect("a page");
+        scrape
+            .samples
+            .iter()
+            .map(|s| {
+                let kind = match s.value {
+                    Value::Counter(_) => "counter",
+                    Value::Gauge(_) => "gauge",
+                    Value::Histogram(_) => "histogram",
+                    Value::Summary(_) => "summary",
+                    Value::Untyped(_) => "untyped",
+                };
+                let mut labels: Vec<String> = s.labels.keys().cloned().collect();
+                labels.sort();
+                (s.metric.clone(), kind, labels)
+            })
+            .collect()
+    }
+
+    /// `after` shows every series `before` showed, with the same type and labels, and
+    /// no other.
+    pub fn assert_same_series(before: &str, after: &str) {
+        let (before, after) = (series(before), series(after));
+        let lost: Vec<_> = before.difference(&after).collect();
+        let new: Vec<_> = after.difference(&before).collect();
+        assert!(
+            lost.is_empty() && new.is_empty(),
+            "lost {lost:?}, new {new:?}"
         );
-        counter(
-            &mut out,
-            "eglr_intake_pauses_total",
-            "Times the intake paused for backpressure.",
-            self.pauses.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "eglr_results_total",
-            "Results acknowledged by the broker.",
-            self.results.load(Ordering::Relaxed),
-        );
-        self.dead_letters.render(
-            "eglr_dead_letters_total",
-            "kind",
-            "Events sent to the dead-letter topic.",
-            &mut out,
-        );
-        self.upstream_fallbacks.render(
-            "eglr_upstream_fallbacks_total",
-            "reason",
-            "Valid requests the model could not rank, answered with the upstream order.",
-            &mut out,
-        );
-        self.exploration_lists.render(
-            "eglr_exploration_lists_total",
-            "policy",
-            "Lists served by the exploration logging policy ([exploration]) instead of the model's; divide by eglr_results_total for the share.",
-            &mut out,
-        );
-        gauge(
-            &mut out,
-            "eglr_exploration_target_share",
-            "exploration.share: the share of requests the logging policy should serve (0: off).",
-            self.exploration_target.to_string(),
-        );
-        self.exploration_cost.render(
-            "eglr_exploration_cost_clicks_total",
-            "policy",
-            "The serving evaluator's expected clicks given up by exploration (the model's list minus the exploration list), summed over exploration lists; an estimate (true clicks lost are not observable).",
-            &mut out,
-        );
-        counter(
-            &mut out,
-            "eglr_upstream_order_lists_total",
-            "Results whose list is the upstream order (the model's copies, selection and fallbacks); divide by eglr_results_total for the copy share.",
-            self.upstream_order_lists.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "eglr_quality_assessed_lists_total",
-            "Lists the serving evaluator assessed against the upstream order (every batching.quality_every-th batch).",
-            self.assessed_lists.load(Ordering::Relaxed),
-        );
-        self.expected_clicks.render(
-            "eglr_quality_expected_clicks_total",
-            "list",
-            "The serving evaluator's expected clicks of the assessed lists: served (what went out) and upstream (the order upstream sent); divide by eglr_quality_assessed_lists_total for clicks per list.",
-            &mut out,
-        );
-        self.undelivered.render(
-            "eglr_undelivered_total",
-            "topic",
-            "Records given up after their delivery attempts; their offsets stay unfinished until a restart.",
-            &mut out,
-        );
-        self.unknown_field_events.render(
-            "eglr_unknown_field_events_total",
-            "event",
-            "Events taken in with fields their schema does not list (ignored; limits.strict_fields refuses them).",
-            &mut out,
-        );
-        self.skipped_offsets.render(
-            "eglr_skipped_offsets_total",
-            "topic",
-            "Offsets the consumer jumped over within a partition (transaction markers, compaction, or records a broker left out of a fetch).",
-            &mut out,
-        );
-        self.batch_size
-            .render("eglr_batch_size", "Requests per model batch.", &mut out);
-        self.queue_wait.render(
-            "eglr_queue_wait_seconds",
-            "Time from taking a request in until a worker opened the batch it went into (waiting in the queue).",
-            &mut out,
-        );
-        self.batch_assembly.render(
-            "eglr_batch_assembly_seconds",
-            "Time from a request joining its batch (or the batch opening) until the batch closed and ran.",
-            &mut out,
-        );
-        self.batch_duration.render(
-            "eglr_batch_duration_seconds",
-            "Model time per batch.",
-            &mut out,
-        );
-        self.produce.render(
-            "eglr_produce_seconds",
-            "Time from a result being ready until the broker acknowledged it.",
-            &mut out,
-        );
-        self.end_to_end.render(
-            "eglr_end_to_end_latency_seconds",
-            "Time from a request's timestamp_ms until its result was acknowledged.",
-            &mut out,
-        );
-        gauge(
-            &mut out,
-            "eglr_in_flight_requests",
-            "Requests taken in and not yet acknowledged (queued, at the model, or producing).",
-            self.in_flight.load(Ordering::Relaxed).to_string(),
-        );
-        counter(
-            &mut out,
-            "eglr_model_swaps_total",
-            "Times the serving model changed version without a restart.",
-            self.model_swaps.load(Ordering::Relaxed),
-        );
-        self.reasoning_steps.render(
-            "eglr_reasoning_steps",
-            "Reasoning tokens per list.",
-            &mut out,
-        );
-        self.entropy.render(
-            "eglr_selection_entropy",
-            "Selection entropy at each chosen position.",
-            &mut out,
-        );
-        gauge(
-            &mut out,
-            "eglr_consumer_lag",
-            "Messages behind the high watermark (librdkafka statistics).",
-            self.consumer.lag.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_brokers_up",
-            "Broker connections that are up (librdkafka statistics).",
-            self.consumer.brokers_up.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_assigned_partitions",
-            "Partitions assigned to this instance.",
-            self.assigned_partitions.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_paused",
-            "1 while intake is paused by backpressure.",
-            self.paused.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_model_created_timestamp_seconds",
-            "When the serving model was trained (its bundle's created_unix_ms), in Unix seconds.",
-            (self.model_created_ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP eglr_topic_partitions Partitions of each subscribed topic (librdkafka metadata); compare with eglr_assigned_partitions summed over the group.\n# TYPE eglr_topic_partitions gauge"
-        );
-        for (topic, n) in self.consumer.partitions() {
-            let topic = escape_label(&topic);
-            let _ = writeln!(out, "eglr_topic_partitions{{topic=\"{topic}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP eglr_partition_consumer_lag Messages behind the high watermark in each partition this instance fetches (librdkafka statistics).\n# TYPE eglr_partition_consumer_lag gauge"
-        );
-        for (topic, partition, lag) in self.consumer.partition_lags() {
-            let topic = escape_label(&topic);
-            let _ = writeln!(
-                out,
-                "eglr_partition_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
-            );
-        }
-        let version = escape_label(&self.model_version());
-        let _ = writeln!(out, "# HELP eglr_model_info The model version serving.\n# TYPE eglr_model_info gauge\neglr_model_info{{version=\"{version}\"}} 1");
-        build_info(&mut out);
-        out
     }
 }
 
@@ -544,10 +639,79 @@ mod tests {
     use super::*;
     use crate::stream::http::Exposition;
 
+    /// The serve stage with an event on every labelled series and a consumer's
+    /// statistics, as `tests/fixtures/metrics/serve.prom` was rendered by the
+    /// exposition written by hand before this library.
+    fn busy_serve_stage() -> ServeMetrics {
+        let exploration = ExplorationConfig {
+            share: 0.1,
+            ..ExplorationConfig::default()
+        };
+        let m = ServeMetrics::new(&exploration);
+        m.requests.inc_by(3);
+        m.dead_letter("malformed_json");
+        m.exploration_lists.add(exploration.policy.name());
+        m.undelivered.add("eglr-results");
+        m.unknown_field_events.add("request");
+        m.skipped_offsets.add("eglr-requests");
+        m.batch_size.observe(3.0);
+        m.set_model_version("v7", 1_700_000_000_000);
+        let mut stats = rdkafka::statistics::Statistics::default();
+        let mut topic = rdkafka::statistics::Topic::default();
+        let partition = rdkafka::statistics::Partition {
+            partition: 0,
+            consumer_lag: 3,
+            ..Default::default()
+        };
+        topic.partitions.insert(0, partition);
+        stats.topics.insert("eglr-requests".into(), topic);
+        m.consumer.record(&stats);
+        m
+    }
+
+    #[test]
+    fn the_library_exposition_shows_what_the_hand_written_one_did() {
+        parsed::assert_same_series(
+            include_str!("../../tests/fixtures/metrics/serve.prom"),
+            &busy_serve_stage().render(),
+        );
+    }
+
+    /// Every metric `deploy/README.md` documents for `serve` is on the page with the
+    /// documented type and labels.
+    #[test]
+    fn every_documented_serve_metric_is_exposed_as_documented() {
+        let page = parsed::series(&busy_serve_stage().render());
+        let readme = include_str!("../../deploy/README.md");
+        let mut documented = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `eglr_")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let names: Vec<&str> = cells[0].trim_start_matches("| ").split(", ").collect();
+            let types: Vec<&str> = cells[1].split(", ").collect();
+            for (k, name) in names.iter().enumerate() {
+                let name = name.trim_matches('`');
+                let (name, labels) = match name.split_once('{') {
+                    Some((n, l)) => (n, l.trim_end_matches('}').split(',').collect()),
+                    None => (name, Vec::new()),
+                };
+                let mut labels: Vec<String> = labels.into_iter().map(str::to_owned).collect();
+                labels.sort();
+                let kind = types[k.min(types.len() - 1)];
+                assert!(
+                    page.iter()
+                        .any(|(n, t, l)| n == name && *t == kind && *l == labels),
+                    "{name} {kind} {labels:?} is documented but not exposed so"
+                );
+                documented += 1;
+            }
+        }
+        assert!(documented >= 30, "the table was read: {documented} metrics");
+    }
+
     #[test]
     fn renders_prometheus_text() {
         let m = ServeMetrics::default();
-        m.requests.fetch_add(3, Ordering::Relaxed);
+        m.requests.inc_by(3);
         m.dead_letter("malformed_json");
         m.batch_size.observe(3.0);
         m.set_model_version("v7", 1_700_000_000_000);

@@ -6,18 +6,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::http::{self, Exposition};
 use super::kafka::producer_config;
-use super::prometheus::{build_info, gauge, LabelledCounter};
+use super::prometheus::{FloatGauge, LabelledCounter, Metrics};
 use super::StreamError;
 use crate::config::PipelineConfig;
 use crate::fault::{Fault, HasFault};
@@ -47,37 +47,67 @@ pub struct TrainerMetrics {
     /// retried after the next lists).
     rounds: LabelledCounter,
     /// Rounds rejected or failed since the last published one.
-    consecutive_rejections: AtomicU64,
+    consecutive_rejections: Gauge,
     /// Lists in the log at the last check.
-    logged_lists: AtomicU64,
-    /// When the last round finished and the last version was published (Unix ms; 0:
-    /// none yet).
-    last_round_ms: AtomicI64,
-    last_published_ms: AtomicI64,
+    logged_lists: Gauge,
+    /// When the last round finished and the last version was published (Unix seconds;
+    /// 0: none yet).
+    last_round: FloatGauge,
+    last_published: FloatGauge,
+    metrics: Metrics,
 }
 
 impl Default for TrainerMetrics {
     fn default() -> Self {
-        Self {
-            rounds: LabelledCounter::with_labels(&["published", "rejected", "failed"]),
-            consecutive_rejections: AtomicU64::new(0),
-            logged_lists: AtomicU64::new(0),
-            last_round_ms: AtomicI64::new(0),
-            last_published_ms: AtomicI64::new(0),
-        }
+        let mut m = Self {
+            rounds: LabelledCounter::new("verdict", &["published", "rejected", "failed"]),
+            consecutive_rejections: Gauge::default(),
+            logged_lists: Gauge::default(),
+            last_round: FloatGauge::default(),
+            last_published: FloatGauge::default(),
+            metrics: Metrics::default(),
+        };
+        let mut r = Metrics::default();
+        r.register_labelled(
+            "eglr_trainer_rounds",
+            "Training rounds by verdict: published, rejected by the gate (kept under STORE/rejected/), or failed (retried after the next lists).",
+            &m.rounds,
+        );
+        r.register(
+            "eglr_trainer_consecutive_rejections",
+            "Rounds rejected or failed since the last published version.",
+            m.consecutive_rejections.clone(),
+        );
+        r.register(
+            "eglr_trainer_logged_lists",
+            "Lists in the list log at the trainer's last check.",
+            m.logged_lists.clone(),
+        );
+        r.register(
+            "eglr_trainer_last_round_timestamp_seconds",
+            "When the last round finished (Unix seconds; 0: none yet).",
+            m.last_round.clone(),
+        );
+        r.register(
+            "eglr_trainer_last_published_timestamp_seconds",
+            "When the last version was published (Unix seconds; 0: none yet).",
+            m.last_published.clone(),
+        );
+        m.metrics = r.with_build_info();
+        m
     }
 }
 
 impl TrainerMetrics {
     /// A finished round: `Some(published)`, or `None` when it failed.
     fn round(&self, published: Option<bool>) {
-        let now = crate::clock::unix_millis();
-        self.last_round_ms.store(now, Ordering::Relaxed);
+        let now = crate::clock::unix_millis() as f64 / 1000.0;
+        self.last_round.set(now);
         match published {
             Some(true) => {
                 self.rounds.add("published");
-                self.consecutive_rejections.store(0, Ordering::Relaxed);
-                self.last_published_ms.store(now, Ordering::Relaxed);
+                self.consecutive_rejections.set(0);
+                self.last_published.set(now);
             }
             Some(false) | None => {
                 self.rounds.add(if published.is_some() {
@@ -85,7 +115,7 @@ impl TrainerMetrics {
                 } else {
                     "failed"
                 });
-                self.consecutive_rejections.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_rejections.inc();
             }
         }
     }
@@ -93,42 +123,7 @@ impl TrainerMetrics {
 
 impl Exposition for TrainerMetrics {
     fn render(&self) -> String {
-        let mut out = String::new();
-        self.rounds.render(
-            "eglr_trainer_rounds_total",
-            "verdict",
-            "Training rounds by verdict: published, rejected by the gate (kept under STORE/rejected/), or failed (retried after the next lists).",
-            &mut out,
-        );
-        let seconds = |ms: &AtomicI64| (ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string();
-        gauge(
-            &mut out,
-            "eglr_trainer_consecutive_rejections",
-            "Rounds rejected or failed since the last published version.",
-            self.consecutive_rejections
-                .load(Ordering::Relaxed)
-                .to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_trainer_logged_lists",
-            "Lists in the list log at the trainer's last check.",
-            self.logged_lists.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "eglr_trainer_last_round_timestamp_seconds",
-            "When the last round finished (Unix seconds; 0: none yet).",
-            seconds(&self.last_round_ms),
-        );
-        gauge(
-            &mut out,
-            "eglr_trainer_last_published_timestamp_seconds",
-            "When the last version was published (Unix seconds; 0: none yet).",
-            seconds(&self.last_published_ms),
-        );
-        build_info(&mut out);
-        out
+        self.metrics.render()
     }
 
     /// A round runs for minutes on its own thread and failures are retried, so only
@@ -260,7 +255,7 @@ pub async fn trainer(
             }
             Err(_) => return Err(StreamError::Internal("the log counter panicked")),
         };
-        metrics.logged_lists.store(logged as u64, Ordering::Relaxed);
+        metrics.logged_lists.set(logged as i64);
         if logged < trained_on + p.trainer.min_new_lists {
             continue;
         }
@@ -314,6 +309,14 @@ mod tests {
         assert!(
             !text.contains("eglr_trainer_last_published_timestamp_seconds 0\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_library_exposition_shows_what_the_hand_written_one_did() {
+        super::super::prometheus::parsed::assert_same_series(
+            include_str!("../../tests/fixtures/metrics/trainer.prom"),
+            &TrainerMetrics::default().render(),
         );
     }
 }

@@ -3,7 +3,6 @@
 //! wait for the partitions' in-flight work, bounded, and commit it before they move).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,9 +81,7 @@ impl Shared {
     pub fn start(&self, topic: &str, partition: i32, offset: i64) {
         let skipped = self.tracker.lock().map_or(0, |mut t| {
             let skipped = t.start(topic, partition, offset);
-            self.metrics
-                .in_flight
-                .store(t.total_in_flight(), Ordering::Relaxed);
+            self.metrics.in_flight.set(t.total_in_flight() as i64);
             skipped
         });
         if skipped > 0 {
@@ -97,9 +94,7 @@ impl Shared {
     pub fn finish(&self, topic: &str, partition: i32, offset: i64) {
         if let Ok(mut t) = self.tracker.lock() {
             t.finish(topic, partition, offset);
-            self.metrics
-                .in_flight
-                .store(t.total_in_flight(), Ordering::Relaxed);
+            self.metrics.in_flight.set(t.total_in_flight() as i64);
         }
         self.metrics.progress();
     }
@@ -198,17 +193,14 @@ impl ConsumerContext for ServeContext {
         // Intake pauses the whole assignment when its queue is full; partitions assigned
         // meanwhile would otherwise start fetching past the backpressure.
         if let Rebalance::Assign(tpl) = rebalance {
-            if self.shared.metrics.paused.load(Ordering::Relaxed) == 1 {
+            if self.shared.metrics.paused.get() == 1 {
                 if let Err(e) = consumer.pause(tpl) {
                     tracing::warn!(error = %e, "cannot pause newly assigned partitions");
                 }
             }
         }
         let n = consumer.assignment().map_or(0, |a| a.count());
-        self.shared
-            .metrics
-            .assigned_partitions
-            .store(n, Ordering::Relaxed);
+        self.shared.metrics.assigned_partitions.set(n as i64);
         tracing::info!(partitions = n, "assignment changed");
     }
 }
@@ -299,7 +291,7 @@ mod tests {
         }
         producer.flush(Duration::from_secs(10)).expect("flushed");
         let shared = Arc::new(Shared::new(Arc::new(ServeMetrics::default())));
-        shared.metrics.paused.store(1, Ordering::Relaxed);
+        shared.metrics.paused.set(1);
         let context = ServeContext {
             shared: Arc::clone(&shared),
             revoke_wait: Duration::from_secs(1),

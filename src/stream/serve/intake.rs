@@ -6,7 +6,6 @@
 //! [`super::group`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
@@ -68,7 +67,7 @@ impl Intake {
         msg: &BorrowedMessage<'_>,
     ) -> Result<(), StreamError> {
         let metrics = &self.shared.metrics;
-        metrics.requests.fetch_add(1, Ordering::Relaxed);
+        metrics.requests.inc();
         metrics.progress();
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         self.shared.start(topic, partition, offset);
@@ -189,9 +188,9 @@ impl Intake {
             return !pause;
         }
         let metrics = &self.shared.metrics;
-        metrics.paused.store(usize::from(pause), Ordering::Relaxed);
+        metrics.paused.set(i64::from(pause));
         if pause {
-            metrics.pauses.fetch_add(1, Ordering::Relaxed);
+            metrics.pauses.inc();
         }
         tracing::debug!(pause, "backpressure");
         pause

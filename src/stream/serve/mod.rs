@@ -13,7 +13,6 @@ mod intake;
 mod sink;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,12 +124,12 @@ pub async fn serve(
     .await;
     intake_outcome?;
     Ok(ServeSummary {
-        requests: metrics.requests.load(Ordering::Relaxed),
-        results: metrics.results.load(Ordering::Relaxed),
+        requests: metrics.requests.get(),
+        results: metrics.results.get(),
         dead_letters: metrics.dead_letters(),
         upstream_fallbacks: metrics.upstream_fallbacks.total(),
         skipped_offsets: metrics.skipped_offsets.total(),
-        pauses: metrics.pauses.load(Ordering::Relaxed),
+        pauses: metrics.pauses.get(),
     })
 }
 

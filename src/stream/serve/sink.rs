@@ -1,7 +1,6 @@
 //! The sink: results and dead letters back to Kafka through the idempotent producer.
 //! A request's offset finishes only when the broker acknowledged what it became.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,7 +88,7 @@ impl Sink {
         let (ready, requested_ms) = (Instant::now(), job.request.timestamp_ms);
         self.deliver(pending, record, source, move |shared| {
             let m = &shared.metrics;
-            m.results.fetch_add(1, Ordering::Relaxed);
+            m.results.inc();
             m.produce.observe(ready.elapsed().as_secs_f64());
             // The request's clock is upstream's: a skew that puts it in the future
             // counts as no time rather than a negative one.
