@@ -405,9 +405,38 @@ const SEMANTIC_EVALUATOR_ROW: &str = "evaluator point-wise sort semantic-ids";
 /// models never see, and every ordering gets its score.
 pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyError> {
     let world = plan.world.as_deref().map(World::load).transpose()?;
-    let p = &plan.pipeline;
+    let part = if plan.pipeline.training.judge_share > 0.0 {
+        DataPart::Model
+    } else {
+        DataPart::All
+    };
+    let mut rows = empty_rows(plan);
+    for &seed in &plan.seeds {
+        let seed_dir = plan.bundles.join(format!("seed-{seed}"));
+        let judge = (part == DataPart::Model)
+            .then(|| judge(plan, seed, &seed_dir, device))
+            .transpose()?;
+        let ctx = SeedRun {
+            plan,
+            seed,
+            seed_dir,
+            part,
+            judge: judge.as_ref(),
+            world: world.as_ref(),
+            device,
+        };
+        for &kind in &plan.reference_evaluators {
+            ctx.reference_evaluator_rows(kind, &mut rows)?;
+        }
+        ctx.run_rows(&mut rows)?;
+    }
+    Ok(rows)
+}
+
+/// The table's rows, in order, before any seed: the references, then one per run.
+fn empty_rows(plan: &StudyPlan) -> Vec<StudyRow> {
     let semantic = plan.runs.iter().any(|r| r.semantic_ids);
-    let mut rows: Vec<StudyRow> = ["initial order", "evaluator point-wise sort"]
+    ["initial order", "evaluator point-wise sort"]
         .into_iter()
         .chain(semantic.then_some(SEMANTIC_EVALUATOR_ROW))
         .chain((plan.beam_width > 0).then_some(BEAM_ROW))
@@ -425,91 +454,75 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
             curves: Vec::new(),
             click_fit: Vec::new(),
         })
-        .collect();
-    let oracle = |e: &crate::encoded::Example, order: &[usize]| {
-        crate::offline::evaluate::oracle_clicks(world.as_ref()?, e, order)
-    };
-    let part = if p.training.judge_share > 0.0 {
-        DataPart::Model
-    } else {
-        DataPart::All
-    };
-    let first_run_row = rows.len() - plan.runs.len();
-    let beam_row = rows.iter().position(|r| r.name == BEAM_ROW);
-    for &seed in &plan.seeds {
-        let seed_dir = plan.bundles.join(format!("seed-{seed}"));
+        .collect()
+}
+
+/// One seed of the study: its bundles' directory, its judge, and what every run of it
+/// is scored with.
+struct SeedRun<'a> {
+    plan: &'a StudyPlan,
+    seed: u64,
+    seed_dir: PathBuf,
+    part: DataPart,
+    judge: Option<&'a Bundle>,
+    world: Option<&'a World>,
+    device: &'a Device,
+}
+
+impl SeedRun<'_> {
+    /// A reference evaluator of `kind` (no generator): its point-wise sort and beam
+    /// rows, and its fidelity.
+    fn reference_evaluator_rows(
+        &self,
+        kind: EvaluatorKind,
+        rows: &mut [StudyRow],
+    ) -> Result<(), StudyError> {
+        let (plan, seed, device) = (self.plan, self.seed, self.device);
+        let bundle = reference_evaluator(plan, seed, kind, self.part, &self.seed_dir, device)?;
+        let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
+        let scorers = Scorers {
+            judge: self.judge,
+            judge_lists: None,
+            world: self.world,
+        };
+        let opts = EvalOptions {
+            beam_width: plan.beam_width,
+            ..eval_options(plan, seed)
+        };
+        let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
+        let [sort, beam] = reference_rows(kind);
+        let row = |name: &str| rows.iter().position(|r| r.name == name);
+        let (sort, beam) = (row(&sort), row(&beam));
+        if let Some(i) = sort {
+            rows[i].runs.push(report.evaluator_sort);
+            rows[i].fidelity.extend(validation_fidelity(
+                plan, self.world, &bundle, seed, device,
+            )?);
+        }
+        if let (Some(i), Some(b)) = (beam, report.beam) {
+            rows[i].runs.push(b);
+        }
+        Ok(())
+    }
+
+    /// Every run of the seed, trained where its bundle is missing, scored on the test
+    /// lists. The first run also fills the reference rows its evaluator gives.
+    fn run_rows(&self, rows: &mut [StudyRow]) -> Result<(), StudyError> {
+        let (plan, seed, device) = (self.plan, self.seed, self.device);
+        let first_run_row = rows.len() - plan.runs.len();
         // The evaluator of the seed, by whether its runs use semantic ids.
         let mut evaluator_from: [Option<PathBuf>; 2] = [None, None];
-        let judge = (part == DataPart::Model)
-            .then(|| judge(plan, seed, &seed_dir, device))
-            .transpose()?;
         // The test lists encoded for the judge, for runs that encode them otherwise.
         let mut judge_lists: Option<Vec<crate::encoded::Example>> = None;
-        for &kind in &plan.reference_evaluators {
-            let bundle = reference_evaluator(plan, seed, kind, part, &seed_dir, device)?;
-            let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
-            let scorers = Scorers {
-                judge: judge.as_ref(),
-                judge_lists: None,
-                world: world.as_ref(),
-            };
-            let opts = EvalOptions {
-                beam_width: plan.beam_width,
-                ..eval_options(plan, seed)
-            };
-            let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
-            let [sort, beam] = reference_rows(kind);
-            let row = |name: &str| rows.iter().position(|r| r.name == name);
-            let (sort, beam) = (row(&sort), row(&beam));
-            if let Some(i) = sort {
-                rows[i].runs.push(report.evaluator_sort);
-                rows[i].fidelity.extend(validation_fidelity(
-                    plan,
-                    world.as_ref(),
-                    &bundle,
-                    seed,
-                    device,
-                )?);
-            }
-            if let (Some(i), Some(b)) = (beam, report.beam) {
-                rows[i].runs.push(b);
-            }
-        }
         for (i, run) in plan.runs.iter().enumerate() {
-            let out = seed_dir.join(run.dir_name());
-            let features = study_features(&p.features, run.semantic_ids);
             let own_evaluator = &mut evaluator_from[usize::from(run.semantic_ids)];
             let first_of_its_evaluator = own_evaluator.is_none();
-            if !out.join("bundle.json").exists() {
-                tracing::info!(seed, run = run.name(), "training");
-                let job = TrainJob {
-                    data: &plan.train_data,
-                    evaluator: p.evaluator.clone(),
-                    generator: run.generator(&p.generator),
-                    training: run.training(&p.training, seed),
-                    features: &features,
-                    list_len: p.limits.list_len,
-                    max_list_len: p.limits.max_list_len,
-                    evaluator_from: own_evaluator.as_deref(),
-                    part,
-                    evaluator_only: false,
-                    monitor: judge.as_ref().map(|j| JudgeMonitor {
-                        judge: &j.evaluator,
-                        judge_encoder: &j.encoder,
-                        every: MONITOR_EVERY,
-                        oracle: Some(&oracle),
-                    }),
-                    out: &out,
-                    version: format!("{}-seed{seed}", run.dir_name()),
-                    git_revision: None,
-                };
-                train::run(&job, device)?;
-            }
+            let out = self.trained(run, own_evaluator.as_deref())?;
             own_evaluator.get_or_insert(out.clone());
             let bundle = Bundle::load(&out, device)?;
             let examples = Dataset::load_all(&plan.test_data, bundle.encoder.clone())?;
-            if let Some(j) = judge
-                .as_ref()
+            if let Some(j) = self
+                .judge
                 .filter(|_| run.semantic_ids && judge_lists.is_none())
             {
                 judge_lists = Some(Dataset::load_all(&plan.test_data, j.encoder.clone())?);
@@ -520,41 +533,16 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 ..eval_options(plan, seed)
             };
             let scorers = Scorers {
-                judge: judge.as_ref(),
+                judge: self.judge,
                 judge_lists: judge_lists.as_deref().filter(|_| run.semantic_ids),
-                world: world.as_ref(),
+                world: self.world,
             };
             let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
             if first_of_its_evaluator {
-                let row = if run.semantic_ids { 2 } else { 1 };
-                if run.semantic_ids {
-                    rows[row].runs.push(report.evaluator_sort.clone());
-                }
-                let cold_share = p.training.cold_item_share;
-                if cold_share > 0.0 {
-                    let fit = train::click_fit_by_item(
-                        &bundle.evaluator,
-                        &examples,
-                        &bundle.encoder,
-                        cold_share,
-                        device,
-                    )?;
-                    rows[row].click_fit.push(fit);
-                }
+                self.evaluator_rows(rows, run.semantic_ids, &report, &bundle, &examples)?;
             }
             if i == 0 {
-                if let (Some(row), Some(beam)) = (beam_row, &report.beam) {
-                    rows[row].runs.push(beam.clone());
-                }
-                rows[0].runs.push(report.initial.clone());
-                rows[1].runs.push(report.evaluator_sort.clone());
-                rows[1].fidelity.extend(validation_fidelity(
-                    plan,
-                    world.as_ref(),
-                    &bundle,
-                    seed,
-                    device,
-                )?);
+                self.first_run_rows(rows, &report, &bundle)?;
             }
             let row = &mut rows[first_run_row + i];
             row.runs.push(report.model);
@@ -564,8 +552,105 @@ pub fn run(plan: &StudyPlan, device: &Device) -> Result<Vec<StudyRow>, StudyErro
                 row.curves.push(curve);
             }
         }
+        Ok(())
     }
-    Ok(rows)
+
+    /// The bundle directory of `run`, trained first when it holds no bundle (reusing
+    /// the evaluator of `evaluator_from`, the seed's earlier run with the same ids).
+    fn trained(
+        &self,
+        run: &StudyRun,
+        evaluator_from: Option<&std::path::Path>,
+    ) -> Result<PathBuf, StudyError> {
+        let (plan, seed, p) = (self.plan, self.seed, &self.plan.pipeline);
+        let out = self.seed_dir.join(run.dir_name());
+        if out.join("bundle.json").exists() {
+            return Ok(out);
+        }
+        tracing::info!(seed, run = run.name(), "training");
+        let world = self.world;
+        let oracle = |e: &crate::encoded::Example, order: &[usize]| {
+            crate::offline::evaluate::oracle_clicks(world?, e, order)
+        };
+        let features = study_features(&p.features, run.semantic_ids);
+        let job = TrainJob {
+            data: &plan.train_data,
+            evaluator: p.evaluator.clone(),
+            generator: run.generator(&p.generator),
+            training: run.training(&p.training, seed),
+            features: &features,
+            list_len: p.limits.list_len,
+            max_list_len: p.limits.max_list_len,
+            evaluator_from,
+            part: self.part,
+            evaluator_only: false,
+            monitor: self.judge.map(|j| JudgeMonitor {
+                judge: &j.evaluator,
+                judge_encoder: &j.encoder,
+                every: MONITOR_EVERY,
+                oracle: Some(&oracle),
+            }),
+            out: &out,
+            version: format!("{}-seed{seed}", run.dir_name()),
+            git_revision: None,
+        };
+        train::run(&job, self.device)?;
+        Ok(out)
+    }
+
+    /// The rows of a seed's evaluator, from the first run that uses it: the semantic
+    /// evaluator's point-wise sort, and the click fit by item where cold items are held
+    /// out.
+    fn evaluator_rows(
+        &self,
+        rows: &mut [StudyRow],
+        semantic_ids: bool,
+        report: &crate::offline::evaluate::EvalReport,
+        bundle: &Bundle,
+        examples: &[crate::encoded::Example],
+    ) -> Result<(), StudyError> {
+        let row = if semantic_ids { 2 } else { 1 };
+        if semantic_ids {
+            rows[row].runs.push(report.evaluator_sort.clone());
+        }
+        let cold_share = self.plan.pipeline.training.cold_item_share;
+        if cold_share > 0.0 {
+            let fit = train::click_fit_by_item(
+                &bundle.evaluator,
+                examples,
+                &bundle.encoder,
+                cold_share,
+                self.device,
+            )?;
+            rows[row].click_fit.push(fit);
+        }
+        Ok(())
+    }
+
+    /// The reference rows the first run fills: the initial order, the evaluator's
+    /// point-wise sort and fidelity, and the beam over it.
+    fn first_run_rows(
+        &self,
+        rows: &mut [StudyRow],
+        report: &crate::offline::evaluate::EvalReport,
+        bundle: &Bundle,
+    ) -> Result<(), StudyError> {
+        if let (Some(row), Some(beam)) =
+            (rows.iter().position(|r| r.name == BEAM_ROW), &report.beam)
+        {
+            rows[row].runs.push(beam.clone());
+        }
+        rows[0].runs.push(report.initial.clone());
+        rows[1].runs.push(report.evaluator_sort.clone());
+        rows[1].fidelity.extend(validation_fidelity(
+            self.plan,
+            self.world,
+            bundle,
+            self.seed,
+            self.device,
+        )?);
+        Ok(())
+    }
 }
 
 /// Mean and sample standard deviation (0 for one value).

@@ -28,7 +28,7 @@ use crate::model::{
 };
 
 /// How RL went: the mean reward of the sampled lists over training.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RlReport {
     pub steps: usize,
     /// Mean sampled-list reward per progress window, in order.
@@ -158,7 +158,9 @@ impl RlMonitor<'_> {
 
 /// Runs `cfg.grpo_steps` batches of `generator` (variables `vars`) with `method`;
 /// with `reference = (pi_ref, beta)` each reward is shaped by the KL penalty
-/// ([`kl_shaped`]).
+/// ([`kl_shaped`]). Each step samples groups of lists, updates the policy on them, and
+/// every `cfg.progress_every` steps reports; with a monitor, training ends at the
+/// checkpoint the judge scores best.
 #[allow(clippy::too_many_arguments)]
 pub fn train_rl(
     method: Rl,
@@ -176,22 +178,22 @@ pub fn train_rl(
     if pools.is_empty() {
         return Err(TrainError::Empty(0));
     }
+    let run = RlRun {
+        method,
+        generator,
+        evaluator,
+        reference,
+        cfg,
+        pools,
+        enc,
+        list_len,
+        device,
+    };
     let started = Instant::now();
     let mut opt = adamw(vars, cfg.generator_lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x4752_504f);
     let mut passes = Passes::new(pools.len(), &mut rng);
-    let g = cfg.group_size;
-    let mut report = RlReport {
-        steps: 0,
-        reward_curve: Vec::new(),
-        copy_curve: Vec::new(),
-        reasoning_steps_per_list: 0.0,
-        groups: 0,
-        dropped_groups: 0,
-        seconds: 0.0,
-        curve: Vec::new(),
-        best_step: None,
-    };
+    let mut report = RlReport::default();
     // The best checkpoint by the judge: (judge score, step, weights).
     let mut best: Option<(f64, usize, std::collections::HashMap<String, Tensor>)> = None;
     let mut watch = |step: usize, report: &mut RlReport| -> Result<(), TrainError> {
@@ -205,135 +207,18 @@ pub fn train_rl(
     };
     watch(0, &mut report)?;
     let mut window = Window::default();
-    let mut total_lists = 0usize;
     for step in 1..=cfg.grpo_steps {
-        let rounds = if method == Rl::Dapo {
-            cfg.dapo_sampling_rounds
-        } else {
-            1
-        };
-        let mut kept: Vec<Sampled> = Vec::new();
-        let (mut sampled_groups, mut kept_groups) = (0usize, 0usize);
-        for _ in 0..rounds {
-            let round = sample(
-                generator,
-                evaluator,
-                reference,
-                cfg,
-                pools,
-                &mut passes,
-                &mut rng,
-                enc,
-                list_len,
-                device,
-            )?;
-            window.add(&round);
-            total_lists += round.plain.len();
-            sampled_groups += round.plain.len() / g;
-            let round = if method == Rl::Dapo {
-                round.informative(g)?
-            } else {
-                Some(round)
-            };
-            if let Some(round) = round {
-                kept_groups += round.plain.len() / g;
-                kept.push(round);
-            }
-            if kept_groups >= cfg.grpo_pools_per_step {
-                break;
-            }
-        }
-        window.groups += sampled_groups;
-        window.dropped_groups += sampled_groups - kept_groups;
-        report.groups += sampled_groups;
-        report.dropped_groups += sampled_groups - kept_groups;
-        match method {
-            Rl::Grpo | Rl::LatentGrpo => {
-                let s = &kept[0];
-                let adv = if method == Rl::LatentGrpo {
-                    batch_advantages(&s.shaped)
-                } else {
-                    group_advantages(&s.shaped, g)
-                };
-                let adv = Tensor::from_vec(adv, s.shaped.len(), device)?;
-                let log_prob = s.decoded.tracked_log_prob()?;
-                let loss = ((adv * log_prob)?.mean_all()?.neg()? / list_len as f64)?;
-                opt.backward_step(&loss)?;
-            }
-            Rl::Ppo => {
-                let s = &kept[0];
-                let adv = Tensor::from_vec(group_advantages(&s.shaped, g), s.shaped.len(), device)?;
-                let log_prob = s.decoded.tracked_log_prob()?;
-                let old = log_prob.detach();
-                let orders = s.decoded.orders();
-                // The first epoch's policy is the sampling one: its graph is reused.
-                opt.backward_step(&ppo_loss(log_prob, &old, &adv, cfg.ppo_clip, list_len)?)?;
-                for _ in 1..cfg.ppo_epochs {
-                    let new = rescore(generator, &s.pools, &orders)?;
-                    let new = new.tracked_log_prob()?;
-                    opt.backward_step(&ppo_loss(new, &old, &adv, cfg.ppo_clip, list_len)?)?;
-                }
-            }
-            Rl::Dapo if kept.is_empty() => {
-                tracing::debug!(step, "dapo: every sampled group had equal rewards");
-            }
-            Rl::Dapo => {
-                let bounds = (cfg.dapo_clip_low, cfg.dapo_clip_high);
-                let olds: Vec<Tensor> = kept
-                    .iter()
-                    .map(|s| Ok(s.decoded.tracked_item_log_probs()?.0.detach()))
-                    .collect::<candle_core::Result<_>>()?;
-                for epoch in 0..cfg.ppo_epochs {
-                    let (mut total, mut tokens) = (None::<Tensor>, 0.0);
-                    for (s, old) in kept.iter().zip(&olds) {
-                        let adv = Tensor::from_vec(
-                            group_advantages(&s.shaped, g),
-                            s.shaped.len(),
-                            device,
-                        )?;
-                        // The first epoch's policy is the sampling one.
-                        let rescored;
-                        let decoded = if epoch == 0 {
-                            &s.decoded
-                        } else {
-                            rescored = rescore(generator, &s.pools, &s.decoded.orders())?;
-                            &rescored
-                        };
-                        let (lp, mask) = decoded.tracked_item_log_probs()?;
-                        tokens += mask.sum_all()?.to_scalar::<f32>()?;
-                        let part = dapo_loss_sum(lp, old, &mask, &adv, bounds)?;
-                        total = Some(match total {
-                            None => part,
-                            Some(t) => (t + part)?,
-                        });
-                    }
-                    if let Some(total) = total {
-                        opt.backward_step(&(total / f64::from(tokens.max(1.0)))?)?;
-                    }
-                }
-            }
-        }
-
+        let kept = run.sample_step(&mut passes, &mut rng, &mut window)?;
+        report.groups += window.step_groups;
+        report.dropped_groups += window.step_dropped;
+        run.update(&mut opt, &kept, step)?;
         report.steps = step;
         if step % cfg.progress_every == 0 || step == cfg.grpo_steps {
-            let n = window.lists.max(1) as f64;
-            report.reward_curve.push(window.reward / n);
-            report.copy_curve.push(window.copies as f64 / n);
-            report.reasoning_steps_per_list = window.reasoning / n;
-            tracing::info!(
-                step,
-                steps = cfg.grpo_steps,
-                reward = window.reward / n,
-                kl = window.kl / n,
-                entropy = window.entropy / n,
-                reasoning_steps_per_list = window.reasoning / n,
-                copy_share = window.copies as f64 / n,
-                dropped_groups = window.dropped_groups,
-                groups = window.groups,
-                lists_per_s = total_lists as f64 / started.elapsed().as_secs_f64(),
-                "rl ({method:?})"
-            );
-            window = Window::default();
+            window.report(&mut report, &run, step, started);
+            window = Window {
+                total_lists: window.total_lists,
+                ..Window::default()
+            };
         }
         if monitor.is_some_and(|m| step % m.every.max(1) == 0 || step == cfg.grpo_steps) {
             watch(step, &mut report)?;
@@ -349,6 +234,165 @@ pub fn train_rl(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What every step of one RL run reads: the method, the policy and its reward, the
+/// pools and how their lists are built.
+struct RlRun<'a> {
+    method: Rl,
+    generator: &'a Generator,
+    evaluator: &'a Evaluator,
+    reference: Option<(&'a Generator, f64)>,
+    cfg: &'a TrainingConfig,
+    pools: &'a [Example],
+    enc: &'a FeatureEncoder,
+    list_len: usize,
+    device: &'a Device,
+}
+
+impl RlRun<'_> {
+    /// One step's lists: one round of groups, or for DAPO rounds until
+    /// `grpo_pools_per_step` groups whose rewards differ are kept (at most
+    /// `dapo_sampling_rounds`). Every sampled list counts in `window`.
+    fn sample_step(
+        &self,
+        passes: &mut Passes,
+        rng: &mut ChaCha8Rng,
+        window: &mut Window,
+    ) -> Result<Vec<Sampled>, TrainError> {
+        let (cfg, g) = (self.cfg, self.cfg.group_size);
+        let rounds = if self.method == Rl::Dapo {
+            cfg.dapo_sampling_rounds
+        } else {
+            1
+        };
+        let mut kept: Vec<Sampled> = Vec::new();
+        let (mut sampled_groups, mut kept_groups) = (0usize, 0usize);
+        for _ in 0..rounds {
+            let round = sample(
+                self.generator,
+                self.evaluator,
+                self.reference,
+                cfg,
+                self.pools,
+                passes,
+                rng,
+                self.enc,
+                self.list_len,
+                self.device,
+            )?;
+            window.add(&round);
+            sampled_groups += round.plain.len() / g;
+            let round = if self.method == Rl::Dapo {
+                round.informative(g)?
+            } else {
+                Some(round)
+            };
+            if let Some(round) = round {
+                kept_groups += round.plain.len() / g;
+                kept.push(round);
+            }
+            if kept_groups >= cfg.grpo_pools_per_step {
+                break;
+            }
+        }
+        window.step_groups = sampled_groups;
+        window.step_dropped = sampled_groups - kept_groups;
+        window.groups += sampled_groups;
+        window.dropped_groups += sampled_groups - kept_groups;
+        Ok(kept)
+    }
+
+    /// One policy update on the step's lists (spec §5: the method's loss).
+    fn update(
+        &self,
+        opt: &mut candle_nn::AdamW,
+        kept: &[Sampled],
+        step: usize,
+    ) -> Result<(), TrainError> {
+        let (g, list_len, device) = (self.cfg.group_size, self.list_len, self.device);
+        match self.method {
+            Rl::Grpo | Rl::LatentGrpo => {
+                let s = &kept[0];
+                let adv = if self.method == Rl::LatentGrpo {
+                    batch_advantages(&s.shaped)
+                } else {
+                    group_advantages(&s.shaped, g)
+                };
+                let adv = Tensor::from_vec(adv, s.shaped.len(), device)?;
+                let log_prob = s.decoded.tracked_log_prob()?;
+                let loss = ((adv * log_prob)?.mean_all()?.neg()? / list_len as f64)?;
+                opt.backward_step(&loss)?;
+            }
+            Rl::Ppo => self.ppo_update(opt, &kept[0])?,
+            Rl::Dapo if kept.is_empty() => {
+                tracing::debug!(step, "dapo: every sampled group had equal rewards");
+            }
+            Rl::Dapo => self.dapo_update(opt, kept)?,
+        }
+        Ok(())
+    }
+
+    /// PPO: `ppo_epochs` steps on the clipped per-list surrogate; the first epoch's
+    /// policy is the sampling one, whose graph is reused.
+    fn ppo_update(&self, opt: &mut candle_nn::AdamW, s: &Sampled) -> Result<(), TrainError> {
+        let (cfg, list_len) = (self.cfg, self.list_len);
+        let adv = Tensor::from_vec(
+            group_advantages(&s.shaped, cfg.group_size),
+            s.shaped.len(),
+            self.device,
+        )?;
+        let log_prob = s.decoded.tracked_log_prob()?;
+        let old = log_prob.detach();
+        let orders = s.decoded.orders();
+        opt.backward_step(&ppo_loss(log_prob, &old, &adv, cfg.ppo_clip, list_len)?)?;
+        for _ in 1..cfg.ppo_epochs {
+            let new = rescore(self.generator, &s.pools, &orders)?;
+            let new = new.tracked_log_prob()?;
+            opt.backward_step(&ppo_loss(new, &old, &adv, cfg.ppo_clip, list_len)?)?;
+        }
+        Ok(())
+    }
+
+    /// DAPO (GR2): `ppo_epochs` steps on the per-position clipped surrogate with
+    /// decoupled bounds, averaged over every position of the kept groups.
+    fn dapo_update(&self, opt: &mut candle_nn::AdamW, kept: &[Sampled]) -> Result<(), TrainError> {
+        let cfg = self.cfg;
+        let bounds = (cfg.dapo_clip_low, cfg.dapo_clip_high);
+        let olds: Vec<Tensor> = kept
+            .iter()
+            .map(|s| Ok(s.decoded.tracked_item_log_probs()?.0.detach()))
+            .collect::<candle_core::Result<_>>()?;
+        for epoch in 0..cfg.ppo_epochs {
+            let (mut total, mut tokens) = (None::<Tensor>, 0.0);
+            for (s, old) in kept.iter().zip(&olds) {
+                let adv = Tensor::from_vec(
+                    group_advantages(&s.shaped, cfg.group_size),
+                    s.shaped.len(),
+                    self.device,
+                )?;
+                // The first epoch's policy is the sampling one.
+                let rescored;
+                let decoded = if epoch == 0 {
+                    &s.decoded
+                } else {
+                    rescored = rescore(self.generator, &s.pools, &s.decoded.orders())?;
+                    &rescored
+                };
+                let (lp, mask) = decoded.tracked_item_log_probs()?;
+                tokens += mask.sum_all()?.to_scalar::<f32>()?;
+                let part = dapo_loss_sum(lp, old, &mask, &adv, bounds)?;
+                total = Some(match total {
+                    None => part,
+                    Some(t) => (t + part)?,
+                });
+            }
+            if let Some(total) = total {
+                opt.backward_step(&(total / f64::from(tokens.max(1.0)))?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `log pi(l) - log pi_ref(l)` per list: the policy's tracked log-probabilities of its
@@ -543,11 +587,39 @@ struct Window {
     copies: usize,
     groups: usize,
     dropped_groups: usize,
+    /// The last step's groups, sampled and dropped.
+    step_groups: usize,
+    step_dropped: usize,
+    /// Lists sampled since training started (for the rate).
+    total_lists: usize,
 }
 
 impl Window {
+    /// The window's means into `report`'s curves, and a progress line.
+    fn report(&self, report: &mut RlReport, run: &RlRun<'_>, step: usize, started: Instant) {
+        let n = self.lists.max(1) as f64;
+        report.reward_curve.push(self.reward / n);
+        report.copy_curve.push(self.copies as f64 / n);
+        report.reasoning_steps_per_list = self.reasoning / n;
+        tracing::info!(
+            step,
+            steps = run.cfg.grpo_steps,
+            reward = self.reward / n,
+            kl = self.kl / n,
+            entropy = self.entropy / n,
+            reasoning_steps_per_list = self.reasoning / n,
+            copy_share = self.copies as f64 / n,
+            dropped_groups = self.dropped_groups,
+            groups = self.groups,
+            lists_per_s = self.total_lists as f64 / started.elapsed().as_secs_f64(),
+            "rl ({:?})",
+            run.method
+        );
+    }
+
     fn add(&mut self, s: &Sampled) {
         let sum = |xs: &[f32]| xs.iter().map(|&x| f64::from(x)).sum::<f64>();
+        self.total_lists += s.plain.len();
         self.reward += sum(&s.plain);
         self.kl += sum(&s.log_ratio);
         self.lists += s.plain.len();
