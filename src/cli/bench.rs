@@ -138,7 +138,6 @@ struct Models {
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     let device = super::device()?;
-    let list_len = pipeline.limits.list_len;
     let encoder = FeatureEncoder::new(pipeline.features.clone(), DenseNormaliser::default());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = if args.workers.is_empty() {
@@ -148,30 +147,97 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     } else {
         args.workers.clone()
     };
-    let pools = args.pools.clone();
-    let first = (pools.first().copied(), args.batches.first().copied());
-    // The main grid at `--k`, then each extra depth (reasoning K, or LARES's recurrent
-    // depth at `--k`) at the first pool and batch size.
-    let mut runs: Vec<(usize, usize, Vec<usize>, Vec<usize>)> =
-        vec![(args.k, 0, pools.clone(), args.batches.clone())];
-    if let (Some(pool), Some(batch)) = first {
-        runs.extend(
+    let bench = Bench {
+        pipeline,
+        args: &args,
+        encoder: &encoder,
+        device: &device,
+        workers: &workers,
+    };
+    let mut results = Vec::new();
+    for grid in grids(&args) {
+        results.extend(bench.measure(&grid)?);
+    }
+    let g = &pipeline.generator;
+    println!(
+        "greedy EGLR decode, d_model {}, {} heads, {} layer(s), L = {}, theta = 0, {cores} core(s)",
+        g.d_model, g.heads, g.layers, pipeline.limits.list_len
+    );
+    print!("{}", table(&HEADERS, &rows(&results)));
+    if let Some(path) = &args.json {
+        write_json(path, &results)?;
+    }
+    if let Some(dir) = &args.plot {
+        write_plots(dir, &results, &args)?;
+        println!("plots: {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One model depth and the pools and batch sizes it is measured at.
+struct Grid {
+    /// Reasoning tokens per item.
+    k: usize,
+    /// LARES's recurrent depth (0: none).
+    lares_depth: usize,
+    pools: Vec<usize>,
+    batches: Vec<usize>,
+}
+
+/// The main grid at `--k`, then each extra depth (reasoning K, or LARES's recurrent
+/// depth at `--k`) at the first pool and batch size.
+fn grids(args: &Args) -> Vec<Grid> {
+    let mut grids = vec![Grid {
+        k: args.k,
+        lares_depth: 0,
+        pools: args.pools.clone(),
+        batches: args.batches.clone(),
+    }];
+    if let (Some(&pool), Some(&batch)) = (args.pools.first(), args.batches.first()) {
+        let at_first = |k, lares_depth| Grid {
+            k,
+            lares_depth,
+            pools: vec![pool],
+            batches: vec![batch],
+        };
+        grids.extend(
             args.depths
                 .iter()
                 .filter(|&&k| k != args.k)
-                .map(|&k| (k, 0, vec![pool], vec![batch])),
+                .map(|&k| at_first(k, 0)),
         );
-        runs.extend(
+        grids.extend(
             args.lares_depths
                 .iter()
                 .filter(|&&d| d > 0)
-                .map(|&d| (args.k, d, vec![pool], vec![batch])),
+                .map(|&d| at_first(args.k, d)),
         );
     }
-    let mut results = Vec::new();
-    for (k, lares_depth, pools, batches) in runs {
-        let models = models(pipeline, &encoder, &device, k, lares_depth)?;
-        for &pool in &pools {
+    grids
+}
+
+/// What every measurement shares.
+struct Bench<'a> {
+    pipeline: &'a PipelineConfig,
+    args: &'a Args,
+    encoder: &'a FeatureEncoder,
+    device: &'a Device,
+    workers: &'a [usize],
+}
+
+impl Bench<'_> {
+    /// Every pool, batch size, decoder and worker count of `grid`.
+    fn measure(&self, grid: &Grid) -> CommandResult<Vec<Measurement>> {
+        let (pipeline, args, list_len) = (self.pipeline, self.args, self.pipeline.limits.list_len);
+        let models = models(
+            pipeline,
+            self.encoder,
+            self.device,
+            grid.k,
+            grid.lares_depth,
+        )?;
+        let mut results = Vec::new();
+        for &pool in &grid.pools {
             let world = World::generate(
                 &SimulatorConfig {
                     pool_size: pool,
@@ -182,28 +248,22 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
                 1,
             );
             let traffic = Traffic::new(&world, 1);
-            for &batch in &batches {
-                let requests: Vec<_> = (0..batch as u64)
-                    .map(|i| traffic.request(&traffic.impression(i)))
-                    .collect();
-                let refs: Vec<_> = requests
-                    .iter()
-                    .map(|r| (&r.user, r.candidates.as_slice()))
-                    .collect();
-                let tensors = PoolTensors::new(&encoder.encode(&refs), &encoder, &device)?;
+            for &batch in &grid.batches {
+                let tensors = self.requests(&traffic, batch)?;
                 for &decoder in &args.decoders {
                     // The recompute baseline is slow and its ratio does not depend on
                     // the workers: measured once per batch size, on the first pool.
                     let counts = if decoder == Path::Recompute {
-                        if Some(pool) != first.0 {
+                        if Some(&pool) != args.pools.first() {
                             continue;
                         }
-                        &workers[..1]
+                        &self.workers[..1]
                     } else {
-                        &workers[..]
+                        self.workers
                     };
                     for &w in counts {
                         let m = measure(&models, &tensors, list_len, decoder, w, args.seconds)?;
+                        let (k, lares_depth) = (grid.k, grid.lares_depth);
                         tracing::info!(pool, batch, k, lares_depth, %decoder, workers = w, lists_per_s = m.1, "measured");
                         results.push(Measurement {
                             pool,
@@ -220,58 +280,68 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
                 }
             }
         }
+        Ok(results)
     }
-    let g = &pipeline.generator;
-    println!(
-        "greedy EGLR decode, d_model {}, {} heads, {} layer(s), L = {list_len}, theta = 0, {cores} core(s)",
-        g.d_model, g.heads, g.layers
+
+    /// A batch of `batch` simulated requests, encoded.
+    fn requests(&self, traffic: &Traffic<'_>, batch: usize) -> CommandResult<PoolTensors> {
+        let requests: Vec<_> = (0..batch as u64)
+            .map(|i| traffic.request(&traffic.impression(i)))
+            .collect();
+        let refs: Vec<_> = requests
+            .iter()
+            .map(|r| (&r.user, r.candidates.as_slice()))
+            .collect();
+        Ok(PoolTensors::new(
+            &self.encoder.encode(&refs),
+            self.encoder,
+            self.device,
+        )?)
+    }
+}
+
+/// `bench-batch.svg` (lists/s against the batch size) and `bench-depth.svg` (ms per
+/// list against the reasoning depth) under `dir`.
+fn write_plots(dir: &std::path::Path, results: &[Measurement], args: &Args) -> CommandResult<()> {
+    std::fs::create_dir_all(dir)?;
+    let (pool, k) = (args.pools.first().copied(), args.k);
+    let by_batch = plot_series(
+        results,
+        |m| (Some(m.pool) == pool && m.k == k).then_some(m.batch as f64),
+        |m| m.lists_per_s,
     );
-    print!("{}", table(&HEADERS, &rows(&results)));
-    if let Some(path) = &args.json {
-        write_json(path, &results)?;
-    }
-    if let Some(dir) = &args.plot {
-        std::fs::create_dir_all(dir)?;
-        let (pool, k) = (args.pools.first().copied(), args.k);
-        let by_batch = plot_series(
-            &results,
-            |m| (Some(m.pool) == pool && m.k == k).then_some(m.batch as f64),
-            |m| m.lists_per_s,
-        );
-        let title = format!(
-            "greedy decode, pool {}, K = {k}, theta = 0",
-            pool.unwrap_or(0)
-        );
-        std::fs::write(
-            dir.join("bench-batch.svg"),
-            line_chart(&title, "batch size", "lists/s", &by_batch),
-        )?;
-        let batch = args.batches.first().copied();
-        let by_depth = plot_series(
-            &results,
-            |m| {
-                (Some(m.pool) == pool && Some(m.batch) == batch && m.lares_depth == 0)
-                    .then_some(m.k as f64)
-            },
-            |m| m.ms_per_list,
-        );
-        let title = format!(
-            "latency against reasoning depth, pool {}, batch {}",
-            pool.unwrap_or(0),
-            batch.unwrap_or(0)
-        );
-        std::fs::write(
-            dir.join("bench-depth.svg"),
-            line_chart(
-                &title,
-                "reasoning tokens per item K",
-                "ms per list",
-                &by_depth,
-            ),
-        )?;
-        println!("plots: {}", dir.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    let title = format!(
+        "greedy decode, pool {}, K = {k}, theta = 0",
+        pool.unwrap_or(0)
+    );
+    std::fs::write(
+        dir.join("bench-batch.svg"),
+        line_chart(&title, "batch size", "lists/s", &by_batch),
+    )?;
+    let batch = args.batches.first().copied();
+    let by_depth = plot_series(
+        results,
+        |m| {
+            (Some(m.pool) == pool && Some(m.batch) == batch && m.lares_depth == 0)
+                .then_some(m.k as f64)
+        },
+        |m| m.ms_per_list,
+    );
+    let title = format!(
+        "latency against reasoning depth, pool {}, batch {}",
+        pool.unwrap_or(0),
+        batch.unwrap_or(0)
+    );
+    std::fs::write(
+        dir.join("bench-depth.svg"),
+        line_chart(
+            &title,
+            "reasoning tokens per item K",
+            "ms per list",
+            &by_depth,
+        ),
+    )?;
+    Ok(())
 }
 
 /// One line per decoder and worker count through the measurements `x` keeps (its x

@@ -1,7 +1,6 @@
 //! `eglr demo --loop`: the learning loop end to end on the embedded broker.
 
 use crate::cli::CommandResult;
-use eglr::fault::Failure;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +15,9 @@ use eglr::drive::{respond, VersionOutcome};
 use eglr::model::{LiveModel, ModelStore};
 use eglr::retrain::RoundReport;
 use eglr::sim::{Traffic, World};
-use eglr::stream::{pipeline, LogSettings, ServeSettings, TrainerSettings};
+use eglr::stream::{
+    pipeline, LogSettings, PipelineSummary, ServeSettings, StreamError, TrainerSettings,
+};
 use eglr::train::TrainingConfig;
 
 use super::super::device;
@@ -68,8 +69,29 @@ pub fn run(base: &PipelineConfig, args: &Args) -> CommandResult<ExitCode> {
         std::fs::remove_dir_all(&dir)?;
     }
     let p = loop_pipeline(base, &dir, args);
+    weak_first_model(base, &world, &dir, &p)?;
+    let summary = runtime()?.block_on(run_loop(&p, args, &world))?;
+    print_load_report(&summary.load);
+    print_versions(&summary);
+    if let Some(path) = &args.json {
+        write_json(path, &summary)?;
+    }
+    Ok(if summary.load.missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The first version, weak on purpose so the loop has something to learn: 300 lists,
+/// one evaluator epoch, five RL steps, no search warm start.
+fn weak_first_model(
+    base: &PipelineConfig,
+    world: &World,
+    dir: &std::path::Path,
+    p: &PipelineConfig,
+) -> CommandResult<()> {
     println!("training a weak first model on 300 simulated lists");
-    // Weak on purpose, so the loop has something to learn: no search warm start.
     let weak = TrainingConfig {
         evaluator_epochs: 1,
         grpo_steps: 5,
@@ -78,91 +100,104 @@ pub fn run(base: &PipelineConfig, args: &Args) -> CommandResult<ExitCode> {
     };
     simulate_and_train(
         base,
-        &world,
+        world,
         &dir.join("seed-logs"),
         300,
         weak,
         &p.model.store.join("v000001"),
-    )?;
+    )
+}
 
+/// The pipeline's three stages and the simulated users on the embedded broker, under
+/// `args.minutes` of load; stops once the last results are in.
+async fn run_loop(p: &PipelineConfig, args: &Args, world: &World) -> CommandResult<LoopSummary> {
     let rate = if args.offer.rate > 0.0 {
         args.offer.rate
     } else {
         100.0
     };
     let n = (rate * 60.0 * args.minutes).round().max(1.0) as usize;
-    let traffic = Traffic::new(&world, 12345);
+    let traffic = Traffic::new(world, 12345);
     let impressions: HashMap<String, u64> =
         (0..n as u64).map(|k| (traffic.request_id(k), k)).collect();
     let mut load = simulated_requests(&traffic, n, None, |_| Vec::new());
-
-    let runtime = runtime()?;
-    let summary = runtime.block_on(async {
-        let topics = TopicArgs {
-            partitions: 4,
-            create_topics: false,
-        };
-        let (_broker, brokers) = connect(&p, &topics).await?;
-        let live = Arc::new(LiveModel::open(ModelStore::new(&p.model.store), device()?)?);
-        let (stop, stopped) = watch::channel(false);
-        let stages = tokio::spawn(pipeline(
-            ServeSettings {
-                pipeline: p.clone(),
-                brokers: brokers.clone(),
-                metrics_addr: None,
-                model_poll: Duration::from_secs(1),
-                shutdown_timeout: Duration::from_secs(30),
-            },
-            live,
-            LogSettings {
-                metrics_addr: None,
-                pipeline: p.clone(),
-                brokers: brokers.clone(),
-                group_id: format!("{}-logger", p.kafka.group_id),
-                window: Duration::from_secs(2),
-                instance: "0".into(),
-            },
-            TrainerSettings {
-                pipeline: p.clone(),
-                brokers: Some(brokers.clone()),
-                git_revision: None,
-                world: Some(std::sync::Arc::new(world.clone())),
-                device: device()?,
-                metrics_addr: None,
-            },
-            stopped.clone(),
-        ));
-        let users = {
-            let (kafka, brokers, stopped) = (p.kafka.clone(), brokers.clone(), stopped.clone());
-            let world = world.clone();
-            tokio::spawn(async move {
-                let traffic = Traffic::new(&world, 12345);
-                respond(&kafka, &brokers, &traffic, &impressions, stopped).await
-            })
-        };
-        println!(
-            "{n} requests at {rate}/s for {:.1} min; a training round every {} new lists",
-            args.minutes, p.trainer.min_new_lists
-        );
-        let mut offer = args.offer.clone();
-        offer.rate = rate;
-        // Results are awaited for the whole run plus two minutes.
-        let timeout = Duration::from_secs_f64(60.0 * args.minutes + 120.0);
-        let plan = offer.plan(&mut load, timeout);
-        let report = loadgen::run(&p.kafka, &brokers, plan).await?;
-        // Let the last lists' feedback reach the logger before stopping.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let _ = stop.send(true);
-        let versions = users.await??;
-        let stages = stages.await??;
-        Ok::<_, Failure>(LoopSummary {
-            load: report,
-            versions,
-            rounds: stages.trainer.rounds,
+    let topics = TopicArgs {
+        partitions: 4,
+        create_topics: false,
+    };
+    let (_broker, brokers) = connect(p, &topics).await?;
+    let (stop, stopped) = watch::channel(false);
+    let stages = tokio::spawn(stages(p, &brokers, world, stopped.clone())?);
+    let users = {
+        let (kafka, brokers) = (p.kafka.clone(), brokers.clone());
+        let world = world.clone();
+        tokio::spawn(async move {
+            let traffic = Traffic::new(&world, 12345);
+            respond(&kafka, &brokers, &traffic, &impressions, stopped).await
         })
-    })?;
+    };
+    println!(
+        "{n} requests at {rate}/s for {:.1} min; a training round every {} new lists",
+        args.minutes, p.trainer.min_new_lists
+    );
+    let mut offer = args.offer.clone();
+    offer.rate = rate;
+    // Results are awaited for the whole run plus two minutes.
+    let timeout = Duration::from_secs_f64(60.0 * args.minutes + 120.0);
+    let plan = offer.plan(&mut load, timeout);
+    let report = loadgen::run(&p.kafka, &brokers, plan).await?;
+    // Let the last lists' feedback reach the logger before stopping.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    let versions = users.await??;
+    let stages = stages.await??;
+    Ok(LoopSummary {
+        load: report,
+        versions,
+        rounds: stages.trainer.rounds,
+    })
+}
 
-    print_load_report(&summary.load);
+/// serve, log and the trainer in one process, each without an endpoint.
+fn stages(
+    p: &PipelineConfig,
+    brokers: &str,
+    world: &World,
+    stopped: watch::Receiver<bool>,
+) -> CommandResult<impl std::future::Future<Output = Result<PipelineSummary, StreamError>>> {
+    let live = Arc::new(LiveModel::open(ModelStore::new(&p.model.store), device()?)?);
+    Ok(pipeline(
+        ServeSettings {
+            pipeline: p.clone(),
+            brokers: brokers.to_owned(),
+            metrics_addr: None,
+            model_poll: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+        },
+        live,
+        LogSettings {
+            metrics_addr: None,
+            pipeline: p.clone(),
+            brokers: brokers.to_owned(),
+            group_id: format!("{}-logger", p.kafka.group_id),
+            window: Duration::from_secs(2),
+            instance: "0".into(),
+        },
+        TrainerSettings {
+            pipeline: p.clone(),
+            brokers: Some(brokers.to_owned()),
+            git_revision: None,
+            world: Some(Arc::new(world.clone())),
+            device: device()?,
+            metrics_addr: None,
+        },
+        stopped,
+    ))
+}
+
+/// Each version's true clicks against the upstream order's on the same requests, and
+/// each round's verdict.
+fn print_versions(summary: &LoopSummary) {
     let rows: Vec<Vec<String>> = summary
         .versions
         .iter()
@@ -212,12 +247,4 @@ pub fn run(base: &PipelineConfig, args: &Args) -> CommandResult<ExitCode> {
             }
         );
     }
-    if let Some(path) = &args.json {
-        write_json(path, &summary)?;
-    }
-    Ok(if summary.load.missing == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -23,7 +23,7 @@ use crate::schema::{Candidate, UserFeatures};
 
 use super::{files_like, one_file_like, ImportError};
 use features::{read_entities, Entity};
-use impressions::{read_shard, spill, Impression};
+use impressions::{read_shard, spill, Impression, Spilled};
 
 /// Which log column is the click label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -146,58 +146,23 @@ pub fn import(
             return Err(ImportError::OutputExists(d.clone()));
         }
     }
-    let logs = files_like(dir, "log_standard_", ".csv")?;
-    let user_file = one_file_like(dir, "user_features", ".csv")?;
-    // The 27K release splits the video files into parts; every part is read.
-    let video_files: Vec<std::path::PathBuf> = [
-        files_like(dir, "video_features_basic", ".csv")?,
-        files_like(dir, "video_features_statistic", ".csv")?,
-    ]
-    .concat();
-
-    let log_bytes: u64 = logs
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|e| ImportError::io(p, e))
-        })
-        .sum::<Result<u64, _>>()?;
-    let shard_count = u32::try_from(log_bytes.div_ceil(options.shard_bytes.max(1)).max(1))
-        .map_err(|_| ImportError::BadOption("shard size too small for this log".into()))?;
+    let inputs = Inputs::find(dir)?;
+    let shard_count = shard_count(&inputs.logs, options.shard_bytes)?;
     let work = out.join(".import-shards");
-    tracing::info!(
-        files = logs.len(),
-        bytes = log_bytes,
-        shards = shard_count,
-        "streaming the log into shards"
-    );
-    let spilled = spill(&logs, options.label, options.utility, &work, shard_count)?;
+    let spilled = spill(
+        &inputs.logs,
+        options.label,
+        options.utility,
+        &work,
+        shard_count,
+    )?;
     let starts = list_starts(&spilled.shards, options.list_len)?;
     let (split_at_ms, split_rule) = split_time(options.split_at, &spilled.dates, starts)?;
-
     let mut nulls = BTreeMap::new();
-    tracing::info!(file = %user_file.display(), "reading user features");
-    let users = read_entities(
-        "user",
-        &spec.user,
-        &[&user_file],
-        "user_id",
-        |id| spilled.users.contains(id),
-        &mut nulls,
-    )?;
-    tracing::info!(videos = spilled.videos.len(), "reading video features");
-    let videos = read_entities(
-        "item",
-        &spec.item,
-        &video_files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
-        "video_id",
-        |id| spilled.videos.contains(id),
-        &mut nulls,
-    )?;
-
+    let (users, videos) = inputs.features(spec, &spilled, &mut nulls)?;
     let mut summary = ImportSummary {
-        logs: logs
+        logs: inputs
+            .logs
             .iter()
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect(),
@@ -215,53 +180,164 @@ pub fn import(
         positive_labels: 0,
         split_at_ms,
         split_rule,
-        users_without_features: spilled
-            .users
-            .iter()
-            .filter(|u| !users.contains_key(*u))
-            .count() as u64,
-        videos_without_features: spilled
-            .videos
-            .iter()
-            .filter(|v| !videos.contains_key(*v))
-            .count() as u64,
+        users_without_features: missing(&spilled.users, &users),
+        videos_without_features: missing(&spilled.videos, &videos),
         nulls,
         shards: shard_count,
     };
-    let mut train = LogWriter::create(&train_dir, "kuairand", options.roll.clone())?;
-    let mut test = LogWriter::create(&test_dir, "kuairand", options.roll.clone())?;
     let features = Features {
         users: &users,
         videos: &videos,
     };
-    for (s, shard) in spilled.shards.iter().enumerate() {
-        let (mut train_rows, mut test_rows) = (Vec::new(), Vec::new());
-        for (user_id, imps) in read_shard(shard)? {
-            let chunks = imps.chunks_exact(options.list_len);
-            summary.dropped_remainder += chunks.remainder().len() as u64;
-            for (k, chunk) in chunks.enumerate() {
-                let list = features.list(&user_id, k, chunk, &mut summary);
-                if list.timestamp_ms < split_at_ms {
-                    train_rows.push(list);
-                } else {
-                    test_rows.push(list);
+    let split = Split {
+        train: LogWriter::create(&train_dir, "kuairand", options.roll.clone())?,
+        test: LogWriter::create(&test_dir, "kuairand", options.roll.clone())?,
+        at_ms: split_at_ms,
+    };
+    split.cut_lists(&spilled, &features, options.list_len, &mut summary)?;
+    std::fs::remove_dir_all(&work).map_err(|e| ImportError::io(&work, e))?;
+    finish(summary, out, options)
+}
+
+/// Users' or videos' features by id.
+type Entities = HashMap<String, Entity>;
+
+/// The release's files: the interaction logs, the user features, and the video
+/// features (the 27K release splits them into parts; every part is read).
+struct Inputs {
+    logs: Vec<std::path::PathBuf>,
+    user_file: std::path::PathBuf,
+    video_files: Vec<std::path::PathBuf>,
+}
+
+impl Inputs {
+    fn find(dir: &Path) -> Result<Self, ImportError> {
+        Ok(Self {
+            logs: files_like(dir, "log_standard_", ".csv")?,
+            user_file: one_file_like(dir, "user_features", ".csv")?,
+            video_files: [
+                files_like(dir, "video_features_basic", ".csv")?,
+                files_like(dir, "video_features_statistic", ".csv")?,
+            ]
+            .concat(),
+        })
+    }
+
+    /// The features of the users and videos the log shows, with each field's nulls
+    /// counted in `nulls`.
+    fn features(
+        &self,
+        spec: &FeatureSpec,
+        spilled: &Spilled,
+        nulls: &mut BTreeMap<String, u64>,
+    ) -> Result<(Entities, Entities), ImportError> {
+        tracing::info!(file = %self.user_file.display(), "reading user features");
+        let users = read_entities(
+            "user",
+            &spec.user,
+            &[&self.user_file],
+            "user_id",
+            |id| spilled.users.contains(id),
+            nulls,
+        )?;
+        tracing::info!(videos = spilled.videos.len(), "reading video features");
+        let videos = read_entities(
+            "item",
+            &spec.item,
+            &self
+                .video_files
+                .iter()
+                .map(|p| p.as_path())
+                .collect::<Vec<_>>(),
+            "video_id",
+            |id| spilled.videos.contains(id),
+            nulls,
+        )?;
+        Ok((users, videos))
+    }
+}
+
+/// How many shards the logs are spilled into: about `shard_bytes` of log each.
+fn shard_count(logs: &[std::path::PathBuf], shard_bytes: u64) -> Result<u32, ImportError> {
+    let log_bytes: u64 = logs
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| ImportError::io(p, e))
+        })
+        .sum::<Result<u64, _>>()?;
+    let shards = u32::try_from(log_bytes.div_ceil(shard_bytes.max(1)).max(1))
+        .map_err(|_| ImportError::BadOption("shard size too small for this log".into()))?;
+    tracing::info!(
+        files = logs.len(),
+        bytes = log_bytes,
+        shards,
+        "streaming the log into shards"
+    );
+    Ok(shards)
+}
+
+/// How many of the ids the log shows have no features row.
+fn missing(seen: &std::collections::HashSet<String>, known: &HashMap<String, Entity>) -> u64 {
+    seen.iter().filter(|id| !known.contains_key(*id)).count() as u64
+}
+
+/// The two list logs, and the time that splits them.
+struct Split {
+    train: LogWriter,
+    test: LogWriter,
+    at_ms: i64,
+}
+
+impl Split {
+    /// Each user's impressions, in time order, cut into lists of `list_len` (the
+    /// remainder dropped), each written to the train or the test log by its time.
+    fn cut_lists(
+        mut self,
+        spilled: &Spilled,
+        features: &Features<'_>,
+        list_len: usize,
+        summary: &mut ImportSummary,
+    ) -> Result<(), ImportError> {
+        for (s, shard) in spilled.shards.iter().enumerate() {
+            let (mut train_rows, mut test_rows) = (Vec::new(), Vec::new());
+            for (user_id, imps) in read_shard(shard)? {
+                let chunks = imps.chunks_exact(list_len);
+                summary.dropped_remainder += chunks.remainder().len() as u64;
+                for (k, chunk) in chunks.enumerate() {
+                    let list = features.list(&user_id, k, chunk, summary);
+                    if list.timestamp_ms < self.at_ms {
+                        train_rows.push(list);
+                    } else {
+                        test_rows.push(list);
+                    }
                 }
             }
+            summary.train_lists += train_rows.len() as u64;
+            summary.test_lists += test_rows.len() as u64;
+            self.train.write(&train_rows)?;
+            self.test.write(&test_rows)?;
+            tracing::info!(
+                shard = s + 1,
+                of = spilled.shards.len(),
+                lists = summary.train_lists + summary.test_lists,
+                "cut lists"
+            );
         }
-        summary.train_lists += train_rows.len() as u64;
-        summary.test_lists += test_rows.len() as u64;
-        train.write(&train_rows)?;
-        test.write(&test_rows)?;
-        tracing::info!(
-            shard = s + 1,
-            of = shard_count,
-            lists = summary.train_lists + summary.test_lists,
-            "cut lists"
-        );
+        self.train.finish()?;
+        self.test.finish()?;
+        Ok(())
     }
-    train.finish()?;
-    test.finish()?;
-    std::fs::remove_dir_all(&work).map_err(|e| ImportError::io(&work, e))?;
+}
+
+/// Checks that lists were cut, warns of ids without features, and writes
+/// `import.json`.
+fn finish(
+    mut summary: ImportSummary,
+    out: &Path,
+    options: &ImportOptions,
+) -> Result<ImportSummary, ImportError> {
     summary.lists = summary.train_lists + summary.test_lists;
     if summary.lists == 0 {
         return Err(ImportError::Empty(format!(
