@@ -42,6 +42,54 @@ pub async fn respond(
     impressions: &HashMap<String, u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Vec<VersionOutcome>, StreamError> {
+    let consumer = results_from_the_start(kafka, brokers)?;
+    let producer: FutureProducer = producer_config(kafka, brokers)
+        .create()
+        .map_err(StreamError::kafka("create the feedback producer"))?;
+    let mut tally = Tally::default();
+    let mut answered = std::collections::HashSet::new();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let Ok(msg) = msg else { continue };
+        let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[])) {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode: no clicks for it");
+                continue;
+            }
+        };
+        let Some(&index) = impressions.get(&result.request_id) else {
+            continue;
+        };
+        if !answered.insert(result.request_id.clone()) {
+            continue; // a re-delivered result: the user saw the list once
+        }
+        let user = tally.add(traffic, index, &result);
+        let ids: Vec<_> = result.items.iter().map(|i| i.item_id.clone()).collect();
+        for f in traffic.feedback(index, user, &ids, result.timestamp_ms) {
+            let Ok(payload) = serde_json::to_vec(&f) else {
+                continue;
+            };
+            let record = FutureRecord::to(&kafka.topics.feedback)
+                .key(&f.request_id)
+                .payload(&payload);
+            if let Err((e, _)) = producer.send_result(record) {
+                tracing::warn!(error = %e, "feedback not sent");
+            }
+        }
+    }
+    let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
+    Ok(tally.outcomes())
+}
+
+/// A consumer of every partition of the results topic, from its start.
+fn results_from_the_start(
+    kafka: &KafkaConfig,
+    brokers: &str,
+) -> Result<StreamConsumer, StreamError> {
     let topics = &kafka.topics;
     let mut defaults = vec![
         ("group.id", "eglr-demo-users"),
@@ -65,39 +113,25 @@ pub async fn respond(
     consumer
         .assign(&assignment)
         .map_err(StreamError::kafka("assign the results"))?;
-    let producer: FutureProducer = producer_config(kafka, brokers)
-        .create()
-        .map_err(StreamError::kafka("create the feedback producer"))?;
-    let world = traffic.world();
-    // version -> (lists, sum of expected clicks, the upstream order's sum), in order of
-    // first appearance
-    let mut tally: Vec<(String, usize, f64, f64)> = Vec::new();
-    let mut answered = std::collections::HashSet::new();
-    loop {
-        let msg = tokio::select! {
-            _ = stop.changed() => break,
-            m = consumer.recv() => m,
-        };
-        let Ok(msg) = msg else { continue };
-        let result = match serde_json::from_slice::<RerankResult>(msg.payload().unwrap_or(&[])) {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "a result that does not decode: no clicks for it");
-                continue;
-            }
-        };
-        let Some(&index) = impressions.get(&result.request_id) else {
-            continue;
-        };
-        if !answered.insert(result.request_id.clone()) {
-            continue; // a re-delivered result: the user saw the list once
-        }
+    Ok(consumer)
+}
+
+/// Per version (exploration lists in a row of their own), in order of first
+/// appearance: lists, the oracle's expected clicks of the lists served, and of the
+/// upstream order on the same requests.
+#[derive(Default)]
+struct Tally(Vec<(String, usize, f64, f64)>);
+
+impl Tally {
+    /// Scores `result`, the answer to impression `index`; returns its user.
+    fn add(&mut self, traffic: &Traffic<'_>, index: u64, result: &RerankResult) -> usize {
+        let world = traffic.world();
         let impression = traffic.impression(index);
         let user = impression.user;
-        let ids: Vec<_> = result.items.iter().map(|i| i.item_id.clone()).collect();
-        let items: Vec<usize> = ids
+        let items: Vec<usize> = result
+            .items
             .iter()
-            .filter_map(|id| world.item_index(id.as_str()))
+            .filter_map(|i| world.item_index(i.item_id.as_str()))
             .collect();
         let expected = world.expected_clicks(user, &items);
         let upstream_len = items.len().min(impression.pool.len());
@@ -109,35 +143,28 @@ pub async fn respond(
         } else {
             result.model_version.as_str()
         };
-        match tally.iter_mut().find(|t| t.0 == row) {
+        match self.0.iter_mut().find(|t| t.0 == row) {
             Some(t) => {
                 t.1 += 1;
                 t.2 += expected;
                 t.3 += upstream;
             }
-            None => tally.push((row.to_owned(), 1, expected, upstream)),
+            None => self.0.push((row.to_owned(), 1, expected, upstream)),
         }
-        for f in traffic.feedback(index, user, &ids, result.timestamp_ms) {
-            let Ok(payload) = serde_json::to_vec(&f) else {
-                continue;
-            };
-            let record = FutureRecord::to(&topics.feedback)
-                .key(&f.request_id)
-                .payload(&payload);
-            if let Err((e, _)) = producer.send_result(record) {
-                tracing::warn!(error = %e, "feedback not sent");
-            }
-        }
+        user
     }
-    let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
-    tally.sort_by_key(|t| t.0 == EXPLORATION_ROW);
-    Ok(tally
-        .into_iter()
-        .map(|(version, n, sum, upstream)| VersionOutcome {
-            version,
-            lists_served: n,
-            oracle_clicks_per_list: sum / n.max(1) as f64,
-            upstream_clicks_per_list: upstream / n.max(1) as f64,
-        })
-        .collect())
+
+    /// The versions in order of first appearance, the exploration row last.
+    fn outcomes(mut self) -> Vec<VersionOutcome> {
+        self.0.sort_by_key(|t| t.0 == EXPLORATION_ROW);
+        self.0
+            .into_iter()
+            .map(|(version, n, sum, upstream)| VersionOutcome {
+                version,
+                lists_served: n,
+                oracle_clicks_per_list: sum / n.max(1) as f64,
+                upstream_clicks_per_list: upstream / n.max(1) as f64,
+            })
+            .collect()
+    }
 }

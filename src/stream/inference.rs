@@ -277,77 +277,19 @@ fn run_inference(
                 "list_len above the model's maximum; answered with the upstream order"
             );
         }
-        let version = &bundle.meta.version;
-        let upstream = |jobs: Vec<Job>, reason: &str| -> Vec<Done> {
-            jobs.into_iter()
-                .map(|job| upstream_answer(job, version, reason, &metrics))
-                .collect()
+        let answers = Answers {
+            bundle: &bundle,
+            exploration: &exploration,
+            metrics: &metrics,
+            device: &device,
         };
         // Exploration lists with the model's list they replaced (index into `out`).
         let mut explored: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut out = upstream(too_long, "model_limit");
+        let mut out = answers.upstream(too_long, "model_limit");
         let (fits, expired) = past_deadline(fits, batching.max_request_age_ms);
-        out.extend(upstream(expired, "deadline"));
+        out.extend(answers.upstream(expired, "deadline"));
         if !fits.is_empty() {
-            let started = Instant::now();
-            for job in &fits {
-                // Waiting in the queue ends when a worker opens the batch; a request
-                // that arrives while the batch fills waits in assembly only.
-                let joined = job.received.max(opened);
-                let queued = joined.saturating_duration_since(job.received);
-                metrics.queue_wait.observe(queued.as_secs_f64());
-                let assembly = started.saturating_duration_since(joined);
-                metrics.batch_assembly.observe(assembly.as_secs_f64());
-            }
-            let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
-            // A panic inside the model (a bug) must not take the thread, and with it
-            // every later request, down: it is caught and answered like a model error.
-            let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rank_batch(&bundle, &requests, &device)
-            }));
-            match ranked {
-                Ok(Ok(results)) => {
-                    metrics.batch_size.observe(fits.len() as f64);
-                    metrics
-                        .batch_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    for (job, mut result) in fits.into_iter().zip(results) {
-                        // The model's own output is checked too: a NaN never reaches
-                        // the results topic.
-                        if !finite(&result) {
-                            tracing::error!(request_id = %job.request.request_id, "the model produced non-finite scores; answered with the upstream order");
-                            out.extend(upstream(vec![job], "non_finite_output"));
-                            continue;
-                        }
-                        let steps: u32 = result.items.iter().map(|i| i.reasoning_steps).sum();
-                        metrics.reasoning_steps.observe(f64::from(steps));
-                        for item in &result.items {
-                            metrics.entropy.observe(item.entropy_after);
-                        }
-                        if exploration.explores(&job.request.request_id) {
-                            let model_list = served_order(&job.request, &result);
-                            explore(&mut result, &job.request, &model_list, &exploration);
-                            metrics.exploration_lists.add(exploration.policy.name());
-                            explored.push((out.len(), model_list));
-                        }
-                        result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
-                        out.push(Done { job, result });
-                    }
-                }
-                // A model failure is ours, not the request's: its requests are valid and
-                // get the upstream order, never the dead-letter topic.
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; answered with the upstream order");
-                    out.extend(upstream(fits, "model_error"));
-                }
-                Err(_) => {
-                    tracing::error!(
-                        batch = fits.len(),
-                        "the model panicked on a batch; answered with the upstream order"
-                    );
-                    out.extend(upstream(fits, "model_panic"));
-                }
-            }
+            answers.rank(fits, opened, &mut out, &mut explored);
         }
         let assess = batching.quality_every > 0 && ticket % batching.quality_every == 0;
         record_quality(
@@ -364,6 +306,107 @@ fn run_inference(
         if turns.in_turn(ticket, || done.blocking_send(out)).is_err() {
             break; // the sink is gone: shutting down
         }
+    }
+}
+
+/// How one batch's valid requests are answered: by the model, the exploration policy
+/// where it takes the request, or the upstream order where the model fails.
+struct Answers<'a> {
+    bundle: &'a Bundle,
+    exploration: &'a ExplorationConfig,
+    metrics: &'a ServeMetrics,
+    device: &'a Device,
+}
+
+impl Answers<'_> {
+    /// Ranks `fits` (the batch a worker opened at `opened`) and appends their answers
+    /// to `out`; exploration lists, with the model's list they replaced, to `explored`.
+    fn rank(
+        &self,
+        fits: Vec<Job>,
+        opened: Instant,
+        out: &mut Vec<Done>,
+        explored: &mut Vec<(usize, Vec<usize>)>,
+    ) {
+        let metrics = self.metrics;
+        let started = Instant::now();
+        for job in &fits {
+            // Waiting in the queue ends when a worker opens the batch; a request
+            // that arrives while the batch fills waits in assembly only.
+            let joined = job.received.max(opened);
+            let queued = joined.saturating_duration_since(job.received);
+            metrics.queue_wait.observe(queued.as_secs_f64());
+            let assembly = started.saturating_duration_since(joined);
+            metrics.batch_assembly.observe(assembly.as_secs_f64());
+        }
+        let requests: Vec<&RerankRequest> = fits.iter().map(|j| &j.request).collect();
+        // A panic inside the model (a bug) must not take the thread, and with it
+        // every later request, down: it is caught and answered like a model error.
+        let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rank_batch(self.bundle, &requests, self.device)
+        }));
+        match ranked {
+            Ok(Ok(results)) => {
+                metrics.batch_size.observe(fits.len() as f64);
+                metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+                for (job, result) in fits.into_iter().zip(results) {
+                    self.accept(job, result, out, explored);
+                }
+            }
+            // A model failure is ours, not the request's: its requests are valid and
+            // get the upstream order, never the dead-letter topic.
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, batch = fits.len(), "model failed on a batch; answered with the upstream order");
+                out.extend(self.upstream(fits, "model_error"));
+            }
+            Err(_) => {
+                tracing::error!(
+                    batch = fits.len(),
+                    "the model panicked on a batch; answered with the upstream order"
+                );
+                out.extend(self.upstream(fits, "model_panic"));
+            }
+        }
+    }
+
+    /// The model's result for `job`, checked (a NaN never reaches the results topic),
+    /// counted, and replaced by an exploration list where the policy takes the request.
+    fn accept(
+        &self,
+        job: Job,
+        mut result: RerankResult,
+        out: &mut Vec<Done>,
+        explored: &mut Vec<(usize, Vec<usize>)>,
+    ) {
+        let metrics = self.metrics;
+        if !finite(&result) {
+            tracing::error!(request_id = %job.request.request_id, "the model produced non-finite scores; answered with the upstream order");
+            out.extend(self.upstream(vec![job], "non_finite_output"));
+            return;
+        }
+        let steps: u32 = result.items.iter().map(|i| i.reasoning_steps).sum();
+        metrics.reasoning_steps.observe(f64::from(steps));
+        for item in &result.items {
+            metrics.entropy.observe(item.entropy_after);
+        }
+        if self.exploration.explores(&job.request.request_id) {
+            let model_list = served_order(&job.request, &result);
+            explore(&mut result, &job.request, &model_list, self.exploration);
+            metrics
+                .exploration_lists
+                .add(self.exploration.policy.name());
+            explored.push((out.len(), model_list));
+        }
+        result.latency_ms = job.received.elapsed().as_secs_f64() * 1000.0;
+        out.push(Done { job, result });
+    }
+
+    fn upstream(&self, jobs: Vec<Job>, reason: &str) -> Vec<Done> {
+        jobs.into_iter()
+            .map(|job| upstream_answer(job, &self.bundle.meta.version, reason, self.metrics))
+            .collect()
     }
 }
 

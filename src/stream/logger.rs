@@ -514,64 +514,8 @@ pub async fn log(
     let p = &settings.pipeline;
     let topics = &p.kafka.topics;
     co_partitioned(&p.kafka, &settings.brokers).await?;
-    let dir = &p.logs.dir;
-    let writer = LogWriter::create(
-        dir,
-        &format!("lists-{}", settings.instance),
-        p.logs.roll_policy(),
-    )
-    .map_err(StreamError::Log)?;
-    let side_dir = dir.join(UNJOINED_DIR);
-    std::fs::create_dir_all(&side_dir).map_err(|e| StreamError::Log(io(&side_dir, e)))?;
-    let side = SideFile::open(
-        side_dir.join(format!("unjoined-{}.jsonl", settings.instance)),
-        p.logs.roll_max_bytes,
-    )
-    .map_err(StreamError::Log)?;
-    let mut joiner = ListJoiner::new(
-        JoinSettings {
-            window_ms: i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX),
-            idle_ms: i64::try_from(p.logs.idle_ms).unwrap_or(i64::MAX),
-            remember_lists: p.logs.max_pending,
-        },
-        crate::clock::unix_millis(),
-    );
-    // A restart re-reads what it had not committed; some of it went into lists already
-    // published (partitions commit independently). Remembering those lists makes the
-    // re-read events duplicates instead of `result_without_request` in the side file.
-    let before = recent_request_ids(dir, p.logs.max_pending).map_err(StreamError::Log)?;
-    tracing::info!(lists = before.len(), "remembering lists already in the log");
-    joiner.written_before(before);
-    let mut logger = Logger {
-        joiner,
-        max_pending: p.logs.max_pending,
-        paused: Vec::new(),
-        unknown_fields: UnknownFieldLog::default(),
-        writer,
-        side,
-        tracker: OffsetTracker::new(),
-        awaiting: Vec::new(),
-        last_publish: Instant::now(),
-        publish_every: Duration::from_secs(p.logs.roll_max_seconds.max(1)),
-        summary: LogSummary::default(),
-    };
-    let context = GaugeContext::default();
-    let gauges = Arc::clone(&context.gauges);
-    let mut config = consumer_config(&p.kafka, &settings.brokers, &settings.group_id);
-    // The range assignor gives one member the same partition numbers of every topic
-    // (the join needs a request's three streams in one instance); a cooperative or
-    // round-robin assignor would not, so a pipeline property cannot override it.
-    config.set("partition.assignment.strategy", "range");
-    let consumer: StreamConsumer<GaugeContext> = config
-        .create_with_context(context)
-        .map_err(StreamError::kafka("create the logger's consumer"))?;
-    consumer
-        .subscribe(&[
-            topics.requests.as_str(),
-            topics.results.as_str(),
-            topics.feedback.as_str(),
-        ])
-        .map_err(StreamError::kafka("subscribe"))?;
+    let mut logger = Logger::open(&settings)?;
+    let (consumer, gauges) = join_consumer(&settings)?;
     let metrics = Arc::new(LogMetrics::new(gauges, logger.publish_every));
     if let Some(addr) = settings.metrics_addr {
         http::spawn(addr, Arc::clone(&metrics), Duration::from_secs(60)).await?;
@@ -607,6 +551,82 @@ pub async fn log(
         "logger stopped; lists still in their window will be re-read"
     );
     Ok(logger.summary)
+}
+
+impl Logger {
+    /// A logger writing `lists-INSTANCE-*.parquet` and its side file under the log
+    /// directory, its join remembering the lists already in the log.
+    fn open(settings: &LogSettings) -> Result<Self, StreamError> {
+        let p = &settings.pipeline;
+        let dir = &p.logs.dir;
+        let writer = LogWriter::create(
+            dir,
+            &format!("lists-{}", settings.instance),
+            p.logs.roll_policy(),
+        )
+        .map_err(StreamError::Log)?;
+        let side_dir = dir.join(UNJOINED_DIR);
+        std::fs::create_dir_all(&side_dir).map_err(|e| StreamError::Log(io(&side_dir, e)))?;
+        let side = SideFile::open(
+            side_dir.join(format!("unjoined-{}.jsonl", settings.instance)),
+            p.logs.roll_max_bytes,
+        )
+        .map_err(StreamError::Log)?;
+        let mut joiner = ListJoiner::new(
+            JoinSettings {
+                window_ms: i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX),
+                idle_ms: i64::try_from(p.logs.idle_ms).unwrap_or(i64::MAX),
+                remember_lists: p.logs.max_pending,
+            },
+            crate::clock::unix_millis(),
+        );
+        // A restart re-reads what it had not committed; some of it went into lists
+        // already published (partitions commit independently). Remembering those lists
+        // makes the re-read events duplicates instead of `result_without_request` in
+        // the side file.
+        let before = recent_request_ids(dir, p.logs.max_pending).map_err(StreamError::Log)?;
+        tracing::info!(lists = before.len(), "remembering lists already in the log");
+        joiner.written_before(before);
+        Ok(Logger {
+            joiner,
+            max_pending: p.logs.max_pending,
+            paused: Vec::new(),
+            unknown_fields: UnknownFieldLog::default(),
+            writer,
+            side,
+            tracker: OffsetTracker::new(),
+            awaiting: Vec::new(),
+            last_publish: Instant::now(),
+            publish_every: Duration::from_secs(p.logs.roll_max_seconds.max(1)),
+            summary: LogSummary::default(),
+        })
+    }
+}
+
+/// The logger's consumer of the three streams, and its statistics' gauges. The range
+/// assignor gives one member the same partition numbers of every topic (the join
+/// needs a request's three streams in one instance); a cooperative or round-robin
+/// assignor would not, so a pipeline property cannot override it.
+fn join_consumer(
+    settings: &LogSettings,
+) -> Result<(StreamConsumer<GaugeContext>, Arc<ConsumerGauges>), StreamError> {
+    let p = &settings.pipeline;
+    let topics = &p.kafka.topics;
+    let context = GaugeContext::default();
+    let gauges = Arc::clone(&context.gauges);
+    let mut config = consumer_config(&p.kafka, &settings.brokers, &settings.group_id);
+    config.set("partition.assignment.strategy", "range");
+    let consumer: StreamConsumer<GaugeContext> = config
+        .create_with_context(context)
+        .map_err(StreamError::kafka("create the logger's consumer"))?;
+    consumer
+        .subscribe(&[
+            topics.requests.as_str(),
+            topics.results.as_str(),
+            topics.feedback.as_str(),
+        ])
+        .map_err(StreamError::kafka("subscribe"))?;
+    Ok((consumer, gauges))
 }
 
 #[cfg(test)]

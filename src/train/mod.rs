@@ -585,47 +585,16 @@ pub fn train_ranker(
         _ => None,
     };
     let search_warm_start = match (recipe.rl, ranker.generator()) {
-        (Some(_), Some(_)) if cfg.search_warm_start_steps > 0 => {
-            let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed ^ 0x5345_4152);
-            let mut picked: Vec<usize> = (0..examples.len()).collect();
-            picked.shuffle(&mut rng);
-            picked.truncate(cfg.search_warm_start_pools);
-            let pools: Vec<Example> = picked.iter().map(|&i| examples[i].clone()).collect();
-            let lists = search_lists(
-                evaluator,
-                &pools,
-                cfg.search_warm_start_width,
-                list_len,
-                enc,
-                device,
-            )?;
-            let imitation = TrainingConfig {
-                generator_lr: cfg.search_warm_start_lr,
-                ..cfg.clone()
-            };
-            Some(train_supervised(
-                ranker,
-                vars,
-                &imitation,
-                Target::Lists(&lists),
-                cfg.search_warm_start_steps,
-                &pools,
-                enc,
-                device,
-            )?)
-        }
+        (Some(_), Some(_)) if cfg.search_warm_start_steps > 0 => Some(search_warm_start(
+            ranker, vars, evaluator, cfg, examples, enc, list_len, device,
+        )?),
         _ => None,
     };
     let rl = match (recipe.rl, ranker.generator()) {
         (Some(method), Some(generator)) => {
             // The reference policy: a frozen copy of the generator as RL starts.
             let reference = if cfg.reference_kl > 0.0 {
-                Some(Generator::new(
-                    generator.config(),
-                    enc,
-                    generator.max_list_len(),
-                    VarBuilder::from_tensors(snapshot(vars)?, DType::F32, device),
-                )?)
+                Some(frozen_copy(generator, vars, enc, device)?)
             } else {
                 None
             };
@@ -643,6 +612,63 @@ pub fn train_ranker(
         search_warm_start,
         rl,
     })
+}
+
+/// The search warm start: the generator imitates the lists a beam search over the
+/// evaluator builds on `cfg.search_warm_start_pools` pools drawn at random.
+#[allow(clippy::too_many_arguments)]
+fn search_warm_start(
+    ranker: &Ranker,
+    vars: &VarMap,
+    evaluator: &Evaluator,
+    cfg: &TrainingConfig,
+    examples: &[Example],
+    enc: &FeatureEncoder,
+    list_len: usize,
+    device: &Device,
+) -> Result<SupervisedReport, TrainError> {
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed ^ 0x5345_4152);
+    let mut picked: Vec<usize> = (0..examples.len()).collect();
+    picked.shuffle(&mut rng);
+    picked.truncate(cfg.search_warm_start_pools);
+    let pools: Vec<Example> = picked.iter().map(|&i| examples[i].clone()).collect();
+    let lists = search_lists(
+        evaluator,
+        &pools,
+        cfg.search_warm_start_width,
+        list_len,
+        enc,
+        device,
+    )?;
+    let imitation = TrainingConfig {
+        generator_lr: cfg.search_warm_start_lr,
+        ..cfg.clone()
+    };
+    train_supervised(
+        ranker,
+        vars,
+        &imitation,
+        Target::Lists(&lists),
+        cfg.search_warm_start_steps,
+        &pools,
+        enc,
+        device,
+    )
+}
+
+/// A frozen copy of `generator` (variables `vars`) as it is now.
+fn frozen_copy(
+    generator: &Generator,
+    vars: &VarMap,
+    enc: &FeatureEncoder,
+    device: &Device,
+) -> Result<Generator, TrainError> {
+    Ok(Generator::new(
+        generator.config(),
+        enc,
+        generator.max_list_len(),
+        VarBuilder::from_tensors(snapshot(vars)?, DType::F32, device),
+    )?)
 }
 
 /// Evaluator (trained or reused), then GRPO, then a bundle at `job.out`.

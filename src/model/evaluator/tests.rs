@@ -223,81 +223,14 @@ fn random_lists(n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<(usize, Vec<
 /// weights, and its logits on fresh lists match the planted ones.
 #[test]
 fn a_fitted_logistic_evaluator_recovers_planted_weights() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
 
-    use crate::encoded::Example;
     use crate::train::{train_evaluator, TrainingConfig};
 
-    let spec = FeatureSpec {
-        user: EntityFeatures {
-            sparse: [("tier".to_owned(), 2)].into(),
-            exact: ["tier".to_owned()].into(),
-            ..Default::default()
-        },
-        item: EntityFeatures {
-            sparse: [("genre".to_owned(), 3), ("format".to_owned(), 2)].into(),
-            exact: ["genre".to_owned(), "format".to_owned()].into(),
-            dense: [("quality".to_owned(), DenseTransform::Identity)].into(),
-        },
-        semantic_ids: None,
-    };
-    // Quality is drawn standard normal: its z-score is itself.
-    let unit = crate::features::FieldStats {
-        mean: 0.0,
-        std: 1.0,
-        count: 1,
-    };
-    let normaliser = DenseNormaliser {
-        item: [("quality".to_owned(), unit)].into(),
-        ..Default::default()
-    };
-    let enc = FeatureEncoder::new(spec, normaliser);
-    let user = |tier: usize| UserFeatures {
-        id: Token(format!("u{tier}")),
-        sparse: [("tier".to_owned(), Token::from(tier as u64))].into(),
-        dense: Default::default(),
-    };
-    let candidates = |list: &[Item]| -> Vec<Candidate> {
-        list.iter()
-            .enumerate()
-            .map(|(j, &(genre, format, quality))| Candidate {
-                item_id: Token(format!("i{j}")),
-                sparse: [
-                    ("genre".to_owned(), Token::from(genre as u64)),
-                    ("format".to_owned(), Token::from(format as u64)),
-                ]
-                .into(),
-                dense: [("quality".to_owned(), quality)].into(),
-                upstream_score: None,
-            })
-            .collect()
-    };
+    let enc = planted::encoder();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
-    let examples = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Example> {
-        random_lists(n, rng)
-            .into_iter()
-            .map(|(tier, list)| {
-                let clicks: Vec<bool> = (0..list.len())
-                    .map(|t| {
-                        let p = 1.0 / (1.0 + (-planted_logit(tier, &list, t)).exp());
-                        rng.random_bool(p)
-                    })
-                    .collect();
-                let cands = candidates(&list);
-                Example {
-                    pool: enc.encode(&[(&user(tier), cands.as_slice())]),
-                    served: (0..list.len()).collect(),
-                    utility: clicks.iter().filter(|&&c| c).count() as f32,
-                    clicks,
-                    exploration: true,
-                    user_id: format!("u{tier}"),
-                    item_ids: cands.iter().map(|c| c.item_id.0.clone()).collect(),
-                }
-            })
-            .collect()
-    };
-    let train = examples(20_000, &mut rng);
-    let validation = examples(2_000, &mut rng);
+    let train = planted::examples(&enc, 20_000, &mut rng);
+    let validation = planted::examples(&enc, 2_000, &mut rng);
     let (e, vars) = evaluator(EvaluatorKind::Logistic, &enc, 3);
     let cfg = crate::model::EvaluatorConfig {
         kind: EvaluatorKind::Logistic,
@@ -326,7 +259,7 @@ fn a_fitted_logistic_evaluator_recovers_planted_weights() {
 
     // The model's click logits of `list` for a user of `tier`.
     let fitted = |tier: usize, list: &[Item]| -> Vec<f32> {
-        let pools = tensors(&enc, &[(user(tier), candidates(list))]);
+        let pools = tensors(&enc, &[(planted::user(tier), planted::candidates(list))]);
         e.forward(&pools, None, &pools.mask)
             .expect("forward")
             .click_logits
@@ -377,4 +310,94 @@ fn a_fitted_logistic_evaluator_recovers_planted_weights() {
         mean_error < 0.15,
         "mean |fitted - planted| logit: {mean_error:.3}"
     );
+}
+
+/// The planted logistic click model's data: a user field `tier`, item fields `genre`,
+/// `format` and a standard-normal `quality`, lists drawn by `random_lists`.
+mod planted {
+    use rand::Rng;
+
+    use super::*;
+    use crate::encoded::Example;
+
+    pub fn encoder() -> FeatureEncoder {
+        let spec = FeatureSpec {
+            user: EntityFeatures {
+                sparse: [("tier".to_owned(), 2)].into(),
+                exact: ["tier".to_owned()].into(),
+                ..Default::default()
+            },
+            item: EntityFeatures {
+                sparse: [("genre".to_owned(), 3), ("format".to_owned(), 2)].into(),
+                exact: ["genre".to_owned(), "format".to_owned()].into(),
+                dense: [("quality".to_owned(), DenseTransform::Identity)].into(),
+            },
+            semantic_ids: None,
+        };
+        // Quality is drawn standard normal: its z-score is itself.
+        let unit = crate::features::FieldStats {
+            mean: 0.0,
+            std: 1.0,
+            count: 1,
+        };
+        let normaliser = DenseNormaliser {
+            item: [("quality".to_owned(), unit)].into(),
+            ..Default::default()
+        };
+        FeatureEncoder::new(spec, normaliser)
+    }
+
+    pub fn user(tier: usize) -> UserFeatures {
+        UserFeatures {
+            id: Token(format!("u{tier}")),
+            sparse: [("tier".to_owned(), Token::from(tier as u64))].into(),
+            dense: Default::default(),
+        }
+    }
+
+    pub fn candidates(list: &[Item]) -> Vec<Candidate> {
+        list.iter()
+            .enumerate()
+            .map(|(j, &(genre, format, quality))| Candidate {
+                item_id: Token(format!("i{j}")),
+                sparse: [
+                    ("genre".to_owned(), Token::from(genre as u64)),
+                    ("format".to_owned(), Token::from(format as u64)),
+                ]
+                .into(),
+                dense: [("quality".to_owned(), quality)].into(),
+                upstream_score: None,
+            })
+            .collect()
+    }
+
+    /// `n` random lists, each clicked by the planted model, as uniformly random
+    /// (exploration) logged lists.
+    pub fn examples(
+        enc: &FeatureEncoder,
+        n: usize,
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Vec<Example> {
+        random_lists(n, rng)
+            .into_iter()
+            .map(|(tier, list)| {
+                let clicks: Vec<bool> = (0..list.len())
+                    .map(|t| {
+                        let p = 1.0 / (1.0 + (-planted_logit(tier, &list, t)).exp());
+                        rng.random_bool(p)
+                    })
+                    .collect();
+                let cands = candidates(&list);
+                Example {
+                    pool: enc.encode(&[(&user(tier), cands.as_slice())]),
+                    served: (0..list.len()).collect(),
+                    utility: clicks.iter().filter(|&&c| c).count() as f32,
+                    clicks,
+                    exploration: true,
+                    user_id: format!("u{tier}"),
+                    item_ids: cands.iter().map(|c| c.item_id.0.clone()).collect(),
+                }
+            })
+            .collect()
+    }
 }
