@@ -200,3 +200,75 @@ fn the_readme_layout_names_every_top_level_module() {
         assert!(exists, "src/lib.rs declares {module}, which has no file");
     }
 }
+
+/// The README's layout table lists the layers lowest first: a module uses only
+/// modules of its own row or of rows above it.
+#[test]
+fn the_readme_layout_lists_the_layers_lowest_first() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a ## Layout section");
+    let mut row_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (row, line) in layout
+        .lines()
+        .filter(|l| l.starts_with("| `src/"))
+        .enumerate()
+    {
+        let paths = line.split(" | ").next().unwrap_or("");
+        for path in paths.split(", ") {
+            let module = path
+                .trim_start_matches("| ")
+                .trim_matches('`')
+                .trim_start_matches("src/")
+                .trim_end_matches(".rs")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            row_of.insert(module.to_owned(), row);
+        }
+    }
+    assert!(row_of.len() > 10, "the layout table was read: {row_of:?}");
+    let graph = graph(&root.join("src"));
+    for (user, used) in &graph {
+        for (module, file) in used {
+            let (Some(a), Some(b)) = (row_of.get(user), row_of.get(module)) else {
+                panic!("{user} or {module} is not in the README's layout table");
+            };
+            assert!(
+                b <= a,
+                "{user} uses {module} (in src/{}), a higher layer by the README's layout table (a later row)",
+                file.display()
+            );
+        }
+    }
+}
+
+/// What issue 32 moved: the offline jobs do not reach into training (the encoded list
+/// has its own layer), and only the list log names the Parquet crate.
+#[test]
+fn offline_stays_off_train_and_only_the_list_log_names_parquet() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = graph(&src);
+    assert!(
+        !graph
+            .get("offline")
+            .is_some_and(|used| used.contains_key("train")),
+        "offline uses train: {:?}",
+        graph.get("offline").and_then(|used| used.get("train"))
+    );
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let naming: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| !f.starts_with(src.join("list_log")))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("readable source");
+            code(&text).contains("parquet::")
+        })
+        .collect();
+    assert!(naming.is_empty(), "outside src/list_log: {naming:?}");
+}
