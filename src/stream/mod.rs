@@ -13,6 +13,7 @@ mod prometheus;
 mod quality;
 mod retrainer;
 mod serve;
+mod stage;
 
 use crate::fault::{Fault, HasFault};
 pub use headers::TraceContext;
@@ -24,6 +25,7 @@ pub use pipeline::{pipeline, PipelineSummary};
 pub use prometheus::{Histogram, ServeMetrics};
 pub use retrainer::{round_once, trainer, TrainerSettings, TrainerSummary};
 pub use serve::{serve, ServeSettings, ServeSummary};
+pub use stage::Stage;
 
 /// Errors that stop a stage. [`HasFault`] says whose fault each is: the binary exits
 /// with its code, so a supervisor can tell a broker outage (restart later) from a bad

@@ -15,9 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::http::{self, Exposition};
+use super::http::Exposition;
 use super::kafka::producer_config;
 use super::prometheus::{FloatGauge, LabelledCounter, Metrics};
+use super::stage::{self, Stage};
 use super::StreamError;
 use crate::config::PipelineConfig;
 use crate::fault::{Fault, HasFault};
@@ -230,52 +231,82 @@ async fn announce(
 /// is finished first).
 pub async fn trainer(
     settings: TrainerSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<TrainerSummary, StreamError> {
-    let p = &settings.pipeline;
-    let logs: PathBuf = p.logs.dir.clone();
-    let every = Duration::from_secs_f64(p.trainer.check_every_s.max(0.1));
-    let mut summary = TrainerSummary::default();
-    let metrics = Arc::new(TrainerMetrics::default());
-    if let Some(addr) = settings.metrics_addr {
-        http::spawn(addr, Arc::clone(&metrics), Duration::from_secs(60)).await?;
+    let endpoint = settings.metrics_addr;
+    let stage = TrainerStage {
+        settings,
+        metrics: Arc::new(TrainerMetrics::default()),
+    };
+    stage::run(stage, endpoint, shutdown).await
+}
+
+/// The trainer stage: it holds no connection between rounds.
+struct TrainerStage {
+    settings: TrainerSettings,
+    metrics: Arc<TrainerMetrics>,
+}
+
+impl Stage for TrainerStage {
+    type Summary = TrainerSummary;
+    type Metrics = TrainerMetrics;
+    const NAME: &'static str = "trainer";
+
+    fn metrics(&self) -> Arc<TrainerMetrics> {
+        Arc::clone(&self.metrics)
     }
-    let mut trained_on = 0usize;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let dir = logs.clone();
-        let logged = match tokio::task::spawn_blocking(move || count_lists(&dir)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot count the logged lists");
+
+    /// Not consulted: a round runs for minutes, so the trainer's liveness asks only
+    /// that the process is up.
+    fn stall(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    /// Counts the logged lists every `trainer.check_every_s` and runs a round once
+    /// `trainer.min_new_lists` new ones arrived.
+    async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<TrainerSummary, StreamError> {
+        let Self { settings, metrics } = self;
+        let p = &settings.pipeline;
+        let logs: PathBuf = p.logs.dir.clone();
+        let every = Duration::from_secs_f64(p.trainer.check_every_s.max(0.1));
+        let mut summary = TrainerSummary::default();
+        let mut trained_on = 0usize;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let dir = logs.clone();
+            let logged = match tokio::task::spawn_blocking(move || count_lists(&dir)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot count the logged lists");
+                    continue;
+                }
+                Err(_) => return Err(StreamError::Internal("the log counter panicked")),
+            };
+            metrics.logged_lists.set(logged as i64);
+            if logged < trained_on + p.trainer.min_new_lists {
                 continue;
             }
-            Err(_) => return Err(StreamError::Internal("the log counter panicked")),
-        };
-        metrics.logged_lists.set(logged as i64);
-        if logged < trained_on + p.trainer.min_new_lists {
-            continue;
-        }
-        trained_on = logged;
-        tracing::info!(lists = logged, "training round");
-        match round_once(&settings).await {
-            Ok(report) => {
-                metrics.round(Some(report.published));
-                summary.rounds.push(report);
-            }
-            // A bug stops the stage (its exit code says so); bad input (a corrupt file,
-            // too few lists) or an outside failure is retried after the next lists.
-            Err(e) if e.fault() == Fault::Bug => return Err(e),
-            Err(e) => {
-                metrics.round(None);
-                tracing::error!(error = %e, fault = ?e.fault(), "training round failed; retried after the next lists")
+            trained_on = logged;
+            tracing::info!(lists = logged, "training round");
+            match round_once(&settings).await {
+                Ok(report) => {
+                    metrics.round(Some(report.published));
+                    summary.rounds.push(report);
+                }
+                // A bug stops the stage (its exit code says so); bad input (a corrupt file,
+                // too few lists) or an outside failure is retried after the next lists.
+                Err(e) if e.fault() == Fault::Bug => return Err(e),
+                Err(e) => {
+                    metrics.round(None);
+                    tracing::error!(error = %e, fault = ?e.fault(), "training round failed; retried after the next lists")
+                }
             }
         }
+        Ok(summary)
     }
-    Ok(summary)
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::inference;
 use super::kafka::{consumer_config, producer_config};
 use super::prometheus::ServeMetrics;
-use super::{http, StreamError};
+use super::stage::{self, Stage};
+use super::StreamError;
 use crate::config::PipelineConfig;
 use crate::contract::{Contract, UnknownFieldLog};
 use crate::model::LiveModel;
@@ -63,74 +64,124 @@ pub struct ServeSummary {
 pub async fn serve(
     settings: ServeSettings,
     live: Arc<LiveModel>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<ServeSummary, StreamError> {
-    let p = &settings.pipeline;
-    let metrics = Arc::new(ServeMetrics::new(&p.exploration));
-    let meta = &live.current().meta;
-    metrics.set_model_version(&meta.version, meta.training.created_unix_ms);
-    let shared = Arc::new(Shared::new(Arc::clone(&metrics)));
-    let consumer = join_group(&settings, &shared)?;
-    let producer: FutureProducer = producer_config(&p.kafka, &settings.brokers)
-        .create()
-        .map_err(StreamError::kafka("create the producer"))?;
-    if let Some(addr) = settings.metrics_addr {
-        let stall = settings.model_poll.max(Duration::from_secs(30));
-        http::spawn(addr, Arc::clone(&metrics), stall).await?;
-    }
-    let watcher = watch_store(&live, &metrics, settings.model_poll, shutdown.clone());
-    let (queue, jobs) = sync_channel(p.batching.queue_capacity);
-    // Finished batches waiting for the sink: bounded like the job queue, in batches.
-    let batches = p.batching.queue_capacity / p.batching.max_batch.max(1) + 1;
-    let (done_tx, done) = tokio::sync::mpsc::channel(batches);
-    let inference = inference::spawn(jobs, done_tx, &live, &p.batching, &p.exploration, &metrics)?;
-    let sink = Sink {
-        producer: producer.clone(),
-        shared: Arc::clone(&shared),
-        results: p.kafka.topics.results.clone(),
-        dead_letter: p.kafka.topics.dead_letter.clone(),
-        max_dead_letter_payload: max_dead_letter_payload(&p.kafka),
-    };
-    let sink_task = tokio::spawn(sink.clone().run(done));
-    let mut intake = Intake {
-        queue,
-        capacity: p.batching.queue_capacity,
-        shared: Arc::clone(&shared),
-        sink,
-        paused: false,
-        dead_letters: JoinSet::new(),
-        unknown_fields: UnknownFieldLog::default(),
-    };
-    let contract = Contract::new(&p.features, &p.limits);
-    // On a failure too, what is in flight is finished and committed before the error
-    // is returned: a restart then re-reads as little as possible.
-    let intake_outcome = intake.run(&consumer, &contract, &mut shutdown).await;
+    let endpoint = settings.metrics_addr;
+    stage::run(ServeStage::start(settings, live)?, endpoint, shutdown).await
+}
 
-    tracing::info!("shutting down: finishing in-flight requests");
-    let drained = tokio::time::timeout(settings.shutdown_timeout, async {
-        intake.close().await;
-        let _ = sink_task.await;
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("shutdown timed out; unfinished requests will be re-read by the group");
+/// The serve stage, started: a member of the serving group with its producer.
+struct ServeStage {
+    settings: ServeSettings,
+    live: Arc<LiveModel>,
+    metrics: Arc<ServeMetrics>,
+    shared: Arc<Shared>,
+    consumer: StreamConsumer<ServeContext>,
+    producer: FutureProducer,
+}
+
+impl ServeStage {
+    fn start(settings: ServeSettings, live: Arc<LiveModel>) -> Result<Self, StreamError> {
+        let p = &settings.pipeline;
+        let metrics = Arc::new(ServeMetrics::new(&p.exploration));
+        let meta = &live.current().meta;
+        metrics.set_model_version(&meta.version, meta.training.created_unix_ms);
+        let shared = Arc::new(Shared::new(Arc::clone(&metrics)));
+        let consumer = join_group(&settings, &shared)?;
+        let producer: FutureProducer = producer_config(&p.kafka, &settings.brokers)
+            .create()
+            .map_err(StreamError::kafka("create the producer"))?;
+        Ok(Self {
+            settings,
+            live,
+            metrics,
+            shared,
+            consumer,
+            producer,
+        })
     }
-    commit_what_finished(&producer, &consumer, &shared);
-    watcher.abort();
-    let _ = tokio::task::spawn_blocking(move || {
-        inference.join();
-        drop(consumer);
-    })
-    .await;
-    intake_outcome?;
-    Ok(ServeSummary {
-        requests: metrics.requests.get(),
-        results: metrics.results.get(),
-        dead_letters: metrics.dead_letters(),
-        upstream_fallbacks: metrics.upstream_fallbacks.total(),
-        skipped_offsets: metrics.skipped_offsets.total(),
-        pauses: metrics.pauses.get(),
-    })
+}
+
+impl Stage for ServeStage {
+    type Summary = ServeSummary;
+    type Metrics = ServeMetrics;
+    const NAME: &'static str = "serve";
+
+    fn metrics(&self) -> Arc<ServeMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    fn stall(&self) -> Duration {
+        self.settings.model_poll.max(Duration::from_secs(30))
+    }
+
+    /// Source -> queue -> inference thread -> sink until shutdown; then what is in
+    /// flight is finished and committed (bounded by `shutdown_timeout`).
+    async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<ServeSummary, StreamError> {
+        let Self {
+            settings,
+            live,
+            metrics,
+            shared,
+            consumer,
+            producer,
+        } = self;
+        let p = &settings.pipeline;
+        let watcher = watch_store(&live, &metrics, settings.model_poll, shutdown.clone());
+        let (queue, jobs) = sync_channel(p.batching.queue_capacity);
+        // Finished batches waiting for the sink: bounded like the job queue, in batches.
+        let batches = p.batching.queue_capacity / p.batching.max_batch.max(1) + 1;
+        let (done_tx, done) = tokio::sync::mpsc::channel(batches);
+        let inference =
+            inference::spawn(jobs, done_tx, &live, &p.batching, &p.exploration, &metrics)?;
+        let sink = Sink {
+            producer: producer.clone(),
+            shared: Arc::clone(&shared),
+            results: p.kafka.topics.results.clone(),
+            dead_letter: p.kafka.topics.dead_letter.clone(),
+            max_dead_letter_payload: max_dead_letter_payload(&p.kafka),
+        };
+        let sink_task = tokio::spawn(sink.clone().run(done));
+        let mut intake = Intake {
+            queue,
+            capacity: p.batching.queue_capacity,
+            shared: Arc::clone(&shared),
+            sink,
+            paused: false,
+            dead_letters: JoinSet::new(),
+            unknown_fields: UnknownFieldLog::default(),
+        };
+        let contract = Contract::new(&p.features, &p.limits);
+        // On a failure too, what is in flight is finished and committed before the error
+        // is returned: a restart then re-reads as little as possible.
+        let intake_outcome = intake.run(&consumer, &contract, &mut shutdown).await;
+
+        tracing::info!("shutting down: finishing in-flight requests");
+        let drained = tokio::time::timeout(settings.shutdown_timeout, async {
+            intake.close().await;
+            let _ = sink_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timed out; unfinished requests will be re-read by the group");
+        }
+        commit_what_finished(&producer, &consumer, &shared);
+        watcher.abort();
+        let _ = tokio::task::spawn_blocking(move || {
+            inference.join();
+            drop(consumer);
+        })
+        .await;
+        intake_outcome?;
+        Ok(ServeSummary {
+            requests: metrics.requests.get(),
+            results: metrics.results.get(),
+            dead_letters: metrics.dead_letters(),
+            upstream_fallbacks: metrics.upstream_fallbacks.total(),
+            skipped_offsets: metrics.skipped_offsets.total(),
+            pauses: metrics.pauses.get(),
+        })
+    }
 }
 
 /// Bytes of a dead letter's payload: the producer's `message.max.bytes` (librdkafka's
