@@ -1,5 +1,5 @@
-//! The consumer group's side of serving: the offset state shared by intake, sink and the
-//! rebalance callbacks, and the callbacks themselves (lag from statistics; on revoke,
+//! The consumer group's side of serving: what intake, sink and the rebalance callbacks
+//! share (the offset ledger, the overflow, the metrics), and the callbacks themselves (lag from statistics; on revoke,
 //! wait for the partitions' in-flight work, bounded, and commit it before they move).
 
 use std::collections::{HashMap, VecDeque};
@@ -11,12 +11,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use super::super::inference::Job;
-use super::super::offsets::OffsetTracker;
 use super::super::prometheus::ServeMetrics;
+use super::ledger::OffsetLedger;
 
 /// Offsets in flight and the stage's metrics, shared by every part of the stage.
 pub(super) struct Shared {
-    pub tracker: Mutex<OffsetTracker>,
+    pub ledger: OffsetLedger,
     /// Valid jobs the full inference queue could not take yet (the intake's backlog
     /// while it is paused). Shared so that a revoke can take its partitions' jobs out.
     pub overflow: Mutex<VecDeque<Job>>,
@@ -26,7 +26,7 @@ pub(super) struct Shared {
 impl Shared {
     pub fn new(metrics: Arc<ServeMetrics>) -> Self {
         Self {
-            tracker: Mutex::new(OffsetTracker::new()),
+            ledger: OffsetLedger::new(Arc::clone(&metrics)),
             overflow: Mutex::new(VecDeque::new()),
             metrics,
         }
@@ -57,52 +57,11 @@ impl Shared {
         deadline: Instant,
     ) -> usize {
         loop {
-            let left: usize = self
-                .tracker
-                .lock()
-                .map(|t| {
-                    parts
-                        .iter()
-                        .map(|key| {
-                            let gone = withdrawn.get(key).copied().unwrap_or(0);
-                            t.in_flight(&key.0, key.1).saturating_sub(gone)
-                        })
-                        .sum()
-                })
-                .unwrap_or(0);
+            let left = self.ledger.in_flight(parts, withdrawn);
             if left == 0 || Instant::now() >= deadline {
                 return left;
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// A message was taken in.
-    pub fn start(&self, topic: &str, partition: i32, offset: i64) {
-        let skipped = self.tracker.lock().map_or(0, |mut t| {
-            let skipped = t.start(topic, partition, offset);
-            self.metrics.in_flight.set(t.total_in_flight() as i64);
-            skipped
-        });
-        if skipped > 0 {
-            tracing::warn!(topic, partition, offset, skipped, "offsets jumped over");
-            self.metrics.skipped_offsets.add_n(topic, skipped as u64);
-        }
-    }
-
-    /// A message's result or dead letter was acknowledged.
-    pub fn finish(&self, topic: &str, partition: i32, offset: i64) {
-        if let Ok(mut t) = self.tracker.lock() {
-            t.finish(topic, partition, offset);
-            self.metrics.in_flight.set(t.total_in_flight() as i64);
-        }
-        self.metrics.progress();
-    }
-
-    /// Stores every offset that became committable.
-    pub fn store<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C) {
-        if let Ok(mut t) = self.tracker.lock() {
-            t.store_commits(consumer);
         }
     }
 
@@ -114,14 +73,6 @@ impl Shared {
         self.metrics
             .fail(format!("a record for {topic} could not be delivered"));
         tracing::error!(%topic, "giving up on a delivery: the stage stops so that its partition is re-read after a restart");
-    }
-
-    /// Whether in-flight requests (an upper bound on the queue's length) fill at most
-    /// half of `capacity`.
-    pub fn below_half(&self, capacity: usize) -> bool {
-        self.tracker
-            .lock()
-            .map_or(true, |t| t.total_in_flight() <= capacity / 2)
     }
 }
 
@@ -178,15 +129,11 @@ impl ConsumerContext for ServeContext {
                 "revoke: queued requests of the revoked partitions left to their next owner"
             );
         }
-        self.shared.store(consumer);
+        self.shared.ledger.store(consumer);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke");
         }
-        if let Ok(mut t) = self.shared.tracker.lock() {
-            for (topic, p) in &parts {
-                t.forget(topic, *p);
-            }
-        }
+        self.shared.ledger.forget(&parts);
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -239,7 +186,7 @@ mod tests {
     fn a_revoke_withdraws_its_partitions_overflow_and_waits_only_for_the_queued() {
         let shared = Shared::new(Arc::new(ServeMetrics::default()));
         for (p, o) in [(0, 10), (0, 11), (0, 12), (1, 5)] {
-            shared.start("requests", p, o);
+            shared.ledger.start("requests", p, o);
         }
         // Offset 10 went to the inference queue; 11, 12 and partition 1's 5 overflowed.
         if let Ok(mut overflow) = shared.overflow.lock() {
@@ -255,14 +202,10 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(left_jobs, [5], "the other partition's job stays");
         assert_eq!(shared.wait_for(&revoked, &withdrawn, Instant::now()), 1);
-        shared.finish("requests", 0, 10);
+        shared.ledger.finish("requests", 0, 10);
         let soon = Instant::now() + Duration::from_secs(5);
         assert_eq!(shared.wait_for(&revoked, &withdrawn, soon), 0);
-        let commits = shared
-            .tracker
-            .lock()
-            .map(|mut t| t.take_commits())
-            .unwrap_or_default();
+        let commits = shared.ledger.take_commits();
         assert!(
             commits.contains(&("requests".to_owned(), 0, 11)),
             "commit stops before the withdrawn: {commits:?}"

@@ -70,7 +70,7 @@ impl Intake {
         metrics.requests.inc();
         metrics.progress();
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-        self.shared.start(topic, partition, offset);
+        self.shared.ledger.start(topic, partition, offset);
         // A message without a payload (a tombstone) fails decoding like any bad bytes
         // and is dead-lettered with the decoder's message.
         let raw = msg.payload().unwrap_or(&[]);
@@ -148,10 +148,10 @@ impl Intake {
             });
         }
         self.drain_overflow()?;
-        if self.paused && !self.overflowing() && self.shared.below_half(self.capacity) {
+        if self.paused && !self.overflowing() && self.shared.ledger.below_half(self.capacity) {
             self.paused = self.set_paused(consumer, false);
         }
-        self.shared.store(consumer);
+        self.shared.ledger.store(consumer);
         while self.dead_letters.try_join_next().is_some() {}
         Ok(())
     }

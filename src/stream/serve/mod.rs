@@ -5,11 +5,12 @@
 //! dead letter) was acknowledged by the broker. Bad input goes to the dead-letter topic
 //! with its raw bytes and headers, and its offset is committed like any other. The
 //! parts, one job each: [`intake`] (source and backpressure), the inference thread
-//! ([`super::inference`]), [`sink`], and [`group`] (offsets shared with the rebalance
-//! callbacks).
+//! ([`super::inference`]), [`sink`], [`ledger`] (the offsets in flight, stored once
+//! finished), and [`group`] (what the parts share, and the rebalance callbacks).
 
 mod group;
 mod intake;
+mod ledger;
 mod sink;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -165,7 +166,7 @@ impl Stage for ServeStage {
         if drained.is_err() {
             tracing::warn!("shutdown timed out; unfinished requests will be re-read by the group");
         }
-        commit_what_finished(&producer, &consumer, &shared);
+        shared.ledger.commit_what_finished(&producer, &consumer);
         watcher.abort();
         let _ = tokio::task::spawn_blocking(move || {
             inference.join();
@@ -240,17 +241,4 @@ fn watch_store(
             }
         }
     })
-}
-
-/// Flushes the producer, stores the offsets that finished and commits them.
-fn commit_what_finished(
-    producer: &FutureProducer,
-    consumer: &StreamConsumer<ServeContext>,
-    shared: &Shared,
-) {
-    let _ = rdkafka::producer::Producer::flush(producer, Duration::from_secs(5));
-    shared.store(consumer);
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit");
-    }
 }

@@ -161,7 +161,7 @@ impl Sink {
                     if acknowledged(&producer, &record, first).await {
                         delivered(&shared);
                         let (topic, partition, offset) = source;
-                        shared.finish(&topic, partition, offset);
+                        shared.ledger.finish(&topic, partition, offset);
                     } else {
                         shared.give_up(&record.topic);
                     }
