@@ -22,8 +22,8 @@ use serde::Serialize;
 use eglr::config::PipelineConfig;
 use eglr::features::{DenseNormaliser, FeatureEncoder};
 use eglr::model::{
-    DecodeOptions, Evaluator, Generator, GeneratorConfig, PoolTensors, Ranker, Selection,
-    ServeSelection, Variant,
+    DecodeOptions, Evaluator, Generator, GeneratorConfig, Pick, PoolTensors, Ranker,
+    UpstreamMargin, Variant,
 };
 use eglr::sim::SimulatorConfig;
 use eglr::sim::{Traffic, World};
@@ -65,7 +65,7 @@ pub struct Args {
     /// Decoders to measure: `host` (the fused host decode of a loaded bundle),
     /// `candle` (the same decode as candle ops), `selection` (host decode plus
     /// generator-evaluator selection), `recompute` (no KV cache).
-    #[arg(long, value_delimiter = ',', default_values_t = [Path::Host, Path::Candle, Path::Selection, Path::Recompute])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Path::Host, Path::Candle, Path::Pick, Path::Recompute])]
     decoders: Vec<Path>,
 
     /// Seconds to run each measurement for (after one warm-up batch).
@@ -92,7 +92,7 @@ enum Path {
     /// The same greedy decode with the KV cache as candle ops.
     Candle,
     /// The host decode, then generator-evaluator selection (`Ranker::rank`).
-    Selection,
+    Pick,
     /// Candle ops without the KV cache: the whole sequence recomputed at every step.
     Recompute,
 }
@@ -102,7 +102,7 @@ impl std::fmt::Display for Path {
         f.write_str(match self {
             Path::Host => "host",
             Path::Candle => "candle",
-            Path::Selection => "selection",
+            Path::Pick => "selection",
             Path::Recompute => "recompute",
         })
     }
@@ -452,7 +452,7 @@ fn models(
     let candle = Generator::new(&cfg, encoder, list_len, plain(&vars)?)?;
     let host = candle.clone().freeze()?;
     let selecting = GeneratorConfig {
-        selection: Some(ServeSelection {
+        selection: Some(UpstreamMargin {
             margin: 0.0,
             reward: eglr::model::Reward::Clicks,
         }),
@@ -501,7 +501,7 @@ fn measure(
     let lens = vec![list_len; batch];
     let decode = || -> CommandResult<usize> {
         let (generator, use_cache) = match decoder {
-            Path::Selection => {
+            Path::Pick => {
                 return Ok(models.ranker.rank(pools, &lens, &models.evaluator)?.steps);
             }
             Path::Host => (&models.host, true),
@@ -510,7 +510,7 @@ fn measure(
         };
         let encoded = generator.encode(pools)?;
         let options = DecodeOptions {
-            selection: Selection::Greedy,
+            pick: Pick::Greedy,
             track_log_prob: false,
             use_cache,
         };

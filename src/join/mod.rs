@@ -22,7 +22,7 @@
 //! - Pending state is bounded by the caller: [`ListJoiner::waiting_on`] names the
 //!   stream most pending lists wait for, so intake of the others can pause.
 
-mod clock;
+mod event_time;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::list_log::LoggedList;
 use crate::schema::{Feedback, RerankRequest, RerankResult, ServedSource};
-use clock::{Idle, StreamClock};
+use event_time::{Idle, StreamClock};
 
 /// Where an event came from: its offset is finished once what it went into is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::schema::{candidate_fields, list_item, log_schema, map_entries_field, LoggedList};
+use super::columns::{candidate_fields, list_item, log_schema, map_entries_field, LoggedList};
 use crate::schema::{Candidate, Token, UserFeatures};
 
 /// Accumulates many `BTreeMap<String, V>` into one map column.

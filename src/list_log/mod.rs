@@ -1,15 +1,15 @@
 //! Parquet list logs: the schema, a crash-safe rolling writer and a streaming reader.
 
+mod columns;
 mod convert;
 mod reader;
-mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use columns::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
 pub use convert::{from_record_batch, to_record_batch};
 pub use reader::{recent_request_ids, row_count, LogBatches, LogReader};
-pub use schema::{log_schema, LoggedList, LOG_SCHEMA_VERSION, LOG_SCHEMA_VERSION_KEY};
 pub use writer::{LogWriter, ParquetRows, RollPolicy};
 
 /// `options` creating files readable by their owner and group only: logged lists hold

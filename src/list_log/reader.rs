@@ -15,8 +15,8 @@ use arrow::array::StringArray;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
+use super::columns::LoggedList;
 use super::convert::from_record_batch;
-use super::schema::LoggedList;
 use super::LogError;
 
 /// The published log files matching a pattern.

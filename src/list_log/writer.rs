@@ -17,8 +17,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+use super::columns::{log_schema, LoggedList};
 use super::convert::to_record_batch;
-use super::schema::{log_schema, LoggedList};
 
 /// Rows that have a fixed Arrow schema: what a [`LogWriter`] can write.
 pub trait ParquetRows: Sized {

@@ -385,13 +385,13 @@ pub struct GeneratorConfig {
     /// and the model's list is served only when it wins by the margin. Unset: the
     /// generated list is always served.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub selection: Option<ServeSelection>,
+    pub selection: Option<UpstreamMargin>,
 }
 
 /// When the generated list replaces the upstream order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServeSelection {
+pub struct UpstreamMargin {
     /// The model's list is served when its evaluator score exceeds the upstream list's
     /// by this share of the upstream score (`s_model > s_upstream * (1 + margin)`);
     /// otherwise the upstream order is.
@@ -594,7 +594,7 @@ pub struct EvaluatorConfig {
     /// layer away. Off reproduces spec §3 steps 1-2. The cascade kind always reads it.
     pub previous_item: bool,
     /// What picks the best epoch on the validation split.
-    pub selection: EvaluatorSelection,
+    pub selection: EpochCriterion,
 }
 
 /// The evaluator's encoder.
@@ -627,7 +627,7 @@ pub enum EvaluatorKind {
 /// How the evaluator's best epoch is chosen on the validation split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EvaluatorSelection {
+pub enum EpochCriterion {
     /// The training loss (spec eq. 15-17), mostly per-item BCE of logged orders.
     Loss,
     /// Click log-loss on the validation split's exploration lists (shown in random
@@ -659,7 +659,7 @@ impl Default for EvaluatorConfig {
             position_dim: 16,
             wlr_weight: 0.1,
             previous_item: false,
-            selection: EvaluatorSelection::Loss,
+            selection: EpochCriterion::Loss,
         }
     }
 }

@@ -21,14 +21,14 @@ pub use bundle::{
     judge_conflict, Bundle, BundleError, BundleMeta, DataPart, TrainingInfo, BUNDLE_FORMAT,
 };
 pub use config::{
-    Architecture, DecoderKind, EvaluatorConfig, EvaluatorKind, EvaluatorSelection, GeneratorConfig,
-    ReasoningMode, ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, ServeSelection,
+    Architecture, DecoderKind, EpochCriterion, EvaluatorConfig, EvaluatorKind, GeneratorConfig,
+    ReasoningMode, ReasoningPolicy, ReasoningToken, Recipe, Rl, ScorerKind, UpstreamMargin,
     Variant,
 };
 pub use embedding::{FeatureEmbedding, PoolTensors};
 pub use evaluator::{evaluator_loss, gather_rows, EmbeddedPools, Evaluator, ListScores};
 pub use generator::{
-    DecodeOptions, Decoded, DecoderState, EncodedPool, Generator, PositionTrace, Selection,
+    DecodeOptions, Decoded, DecoderState, Generator, Pick, PoolEncoding, PositionTrace,
 };
 pub use layers::{mask_scores, KvCache, LayerNorm, LAYER_NORM_NAMES};
 pub use ranker::{is_upstream_order, upstream_lists, Ranker};

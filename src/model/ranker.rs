@@ -7,10 +7,10 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{GeneratorConfig, ServeSelection};
+use super::config::{GeneratorConfig, UpstreamMargin};
 use super::embedding::PoolTensors;
 use super::evaluator::Evaluator;
-use super::generator::{DecodeOptions, Decoded, EncodedPool, Generator, Selection};
+use super::generator::{DecodeOptions, Decoded, Generator, Pick, PoolEncoding};
 use super::reward::{group_advantages, rewards, Reward};
 use super::scorer::Scorer;
 use crate::features::FeatureEncoder;
@@ -75,7 +75,7 @@ impl Ranker {
     }
 
     /// Generator-evaluator selection at inference, if the bundle's config has it.
-    pub fn selection(&self) -> Option<ServeSelection> {
+    pub fn selection(&self) -> Option<UpstreamMargin> {
         match self {
             Ranker::Generator(g) => g.config().selection,
             Ranker::Scorer(s) => s.selection(),
@@ -113,7 +113,7 @@ pub fn select_against_upstream(
     pools: &PoolTensors,
     list_lens: &[usize],
     evaluator: &Evaluator,
-    selection: ServeSelection,
+    selection: UpstreamMargin,
 ) -> Result<Decoded> {
     let upstream = upstream_lists(pools, list_lens);
     let model_scores = rewards(evaluator, pools, &generated, selection.reward)?;
@@ -164,7 +164,7 @@ fn test_time_update(
     g: &Generator,
     evaluator: &Evaluator,
     pools: &PoolTensors,
-    encoded: &EncodedPool,
+    encoded: &PoolEncoding,
     list_lens: &[usize],
     greedy: Decoded,
 ) -> Result<Decoded> {
@@ -179,7 +179,7 @@ fn test_time_update(
         rows.len(),
         h.device(),
     )?;
-    let repeated = EncodedPool {
+    let repeated = PoolEncoding {
         h: h.index_select(&index, 0)?,
         s0: s0.index_select(&index, 0)?,
         mask: encoded.mask.index_select(&index, 0)?,
@@ -192,7 +192,7 @@ fn test_time_update(
         &repeated,
         &repeated_lens,
         DecodeOptions {
-            selection: Selection::Sample(&mut rng),
+            pick: Pick::Sample(&mut rng),
             track_log_prob: true,
             use_cache: true,
         },
@@ -216,7 +216,7 @@ fn test_time_update(
     let mut best_scores = rewards(evaluator, pools, &best, Reward::Dcg)?;
     for k in 1..=cfg.test_time_candidates {
         let eta = cfg.test_time_step * k as f64;
-        let stepped = EncodedPool {
+        let stepped = PoolEncoding {
             h: (h.as_tensor() - (&dir_h * eta)?)?,
             s0: (s0.as_tensor() - (&dir_s0 * eta)?)?,
             mask: encoded.mask.clone(),

@@ -10,7 +10,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use super::config::{GeneratorConfig, ScorerKind, ServeSelection};
+use super::config::{GeneratorConfig, ScorerKind, UpstreamMargin};
 use super::embedding::{join_user, FeatureEmbedding, PoolTensors};
 use super::generator::{Decoded, PositionTrace};
 use super::layers::{mask_scores, padding_mask, LayerNorm, TransformerLayer};
@@ -38,7 +38,7 @@ pub struct Scorer {
     embedding: FeatureEmbedding,
     input: Linear,
     body: Body,
-    selection: Option<ServeSelection>,
+    selection: Option<UpstreamMargin>,
 }
 
 impl Scorer {
@@ -95,7 +95,7 @@ impl Scorer {
 
     /// Scores `[b, n]` of every candidate; padded slots get a large negative score.
     /// Generator-evaluator selection at inference, if configured.
-    pub fn selection(&self) -> Option<ServeSelection> {
+    pub fn selection(&self) -> Option<UpstreamMargin> {
         self.selection
     }
 

@@ -126,7 +126,7 @@ fn incremental_matches_full(cfg: &GeneratorConfig) {
             &enc,
             &[5, 5],
             DecodeOptions {
-                selection: Selection::Greedy,
+                pick: Pick::Greedy,
                 track_log_prob: false,
                 use_cache,
             },
@@ -238,13 +238,13 @@ fn lists_are_permutations_of_real_candidates() {
     }) {
         let (g, _) = generator(&cfg);
         let encd = g.encode(&pools).expect("encode");
-        for selection in [Selection::Greedy, Selection::Sample(&mut rng)] {
+        for pick in [Pick::Greedy, Pick::Sample(&mut rng)] {
             let d = g
                 .decode(
                     &encd,
                     &[10, 10, 10],
                     DecodeOptions {
-                        selection,
+                        pick,
                         track_log_prob: true,
                         use_cache: true,
                     },
@@ -447,7 +447,7 @@ fn forced_selection_places_the_targets() {
                 &g.encode(&pools).expect("encode"),
                 &[3, 2],
                 DecodeOptions {
-                    selection: Selection::Forced(&targets),
+                    pick: Pick::Forced(&targets),
                     track_log_prob: true,
                     use_cache: true,
                 },
@@ -495,7 +495,7 @@ fn last_keeps_a_list_only_when_the_evaluator_prefers_it() {
 #[test]
 fn selection_never_serves_a_list_below_upstream_by_more_than_the_margin() {
     use crate::model::upstream_lists;
-    use crate::model::ServeSelection;
+    use crate::model::UpstreamMargin;
     let enc = encoder();
     let pools = tensors(&enc, &(0..16).map(|s| pool(s, 12)).collect::<Vec<_>>());
     let judge = evaluator(&enc);
@@ -505,7 +505,7 @@ fn selection_never_serves_a_list_below_upstream_by_more_than_the_margin() {
     let (mut saw_model, mut saw_upstream) = (false, false);
     for margin in [-0.5, -0.05, 0.0, 0.02, 0.5] {
         let cfg = GeneratorConfig {
-            selection: Some(ServeSelection {
+            selection: Some(UpstreamMargin {
                 margin,
                 reward: Reward::Clicks,
             }),
@@ -584,7 +584,7 @@ fn sample_lists(g: &Generator, pools: &PoolTensors, seed: u64) -> Decoded {
         &g.encode(pools).expect("encode"),
         &vec![8; pools.batch()],
         DecodeOptions {
-            selection: Selection::Sample(&mut rng),
+            pick: Pick::Sample(&mut rng),
             track_log_prob: true,
             use_cache: true,
         },
@@ -678,7 +678,7 @@ fn a_generated_copy_of_the_upstream_order_is_not_a_fallback() {
     let pools = tensors(&enc, &(0..4).map(|s| pool(s, 10)).collect::<Vec<_>>());
     let lens = [5; 4];
     let copy = Decoded::from_orders((0..4).map(|_| (0..5).collect()));
-    let selection = ServeSelection {
+    let selection = UpstreamMargin {
         margin: 0.0,
         reward: Reward::Clicks,
     };

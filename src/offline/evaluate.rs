@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::encoded::{is_cold_item, pool_tensors, Example};
 use crate::model::{
-    beam_search, is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, PoolTensors,
-    PositionTrace, Selection,
+    beam_search, is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, Pick,
+    PoolTensors, PositionTrace,
 };
 use crate::model::{rewards, Reward};
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
@@ -310,7 +310,7 @@ impl<'a> Evaluation<'a> {
                     &encoded,
                     lens,
                     DecodeOptions {
-                        selection: Selection::Sample(&mut self.rng),
+                        pick: Pick::Sample(&mut self.rng),
                         track_log_prob: false,
                         use_cache: true,
                     },

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::window::Window;
-use super::{Round, TrainerError};
+use super::{Round, RoundError};
 use crate::model::{Bundle, Evaluator, Ranker};
 use crate::train::{
     snapshot, train_evaluator, train_ranker, EvaluatorReport, RankerReport, TrainingConfig,
@@ -34,7 +34,7 @@ impl Trained {
         serving_dir: &Path,
         window: &Window,
         device: &Device,
-    ) -> Result<Self, TrainerError> {
+    ) -> Result<Self, RoundError> {
         let settings = TrainingConfig {
             evaluator_epochs: round.trainer.evaluator_epochs,
             grpo_steps: round.trainer.grpo_steps,
@@ -43,7 +43,7 @@ impl Trained {
         };
         let (meta, enc) = (&serving.meta, &serving.encoder);
         let new_evaluator = |vb| Evaluator::new(&meta.evaluator, enc, meta.max_list_len, vb);
-        let refreshed = |part: &[crate::encoded::Example]| -> Result<_, TrainerError> {
+        let refreshed = |part: &[crate::encoded::Example]| -> Result<_, RoundError> {
             let (evaluator, vars) =
                 warm_started(serving_dir, "evaluator.safetensors", device, new_evaluator)?;
             let report = train_evaluator(
@@ -103,7 +103,7 @@ fn warm_started<M>(
     file: &str,
     device: &Device,
     build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<M>,
-) -> Result<(M, VarMap), TrainerError> {
+) -> Result<(M, VarMap), RoundError> {
     let mut vars = VarMap::new();
     let model = build(VarBuilder::from_varmap(&vars, DType::F32, device))?;
     vars.load(dir.join(file))?;

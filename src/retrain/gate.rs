@@ -9,7 +9,7 @@ use crate::list_log::LoggedList;
 use crate::model::{Bundle, Evaluator};
 use crate::offline::audit::{bootstrap_ci95, AuditOptions, Auditor, ModelAudit};
 use crate::offline::OfflineError;
-use crate::train::{validate, TrainError};
+use crate::train::{validation_scores, TrainError};
 
 pub(super) fn click_metrics(
     evaluator: &Evaluator,
@@ -17,7 +17,7 @@ pub(super) fn click_metrics(
     holdout: &[Example],
     device: &Device,
 ) -> Result<ClickMetrics, TrainError> {
-    let v = validate(
+    let v = validation_scores(
         evaluator,
         &bundle.meta.evaluator,
         holdout,

@@ -137,7 +137,7 @@ impl TrainerConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TrainerError {
+pub enum RoundError {
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
@@ -155,17 +155,17 @@ pub enum TrainerError {
     Report(String),
 }
 
-impl crate::fault::HasFault for TrainerError {
+impl crate::fault::HasFault for RoundError {
     fn fault(&self) -> crate::fault::Fault {
         use crate::fault::Fault;
         match self {
-            TrainerError::Train(e) => e.fault(),
-            TrainerError::Offline(e) => e.fault(),
-            TrainerError::Model(e) => e.fault(),
-            TrainerError::Io { source, .. } => Fault::of_io(source),
+            RoundError::Train(e) => e.fault(),
+            RoundError::Offline(e) => e.fault(),
+            RoundError::Model(e) => e.fault(),
+            RoundError::Io { source, .. } => Fault::of_io(source),
             // More lists arrive with time: the next round may have enough.
-            TrainerError::TooFewLists(_) => Fault::Input,
-            TrainerError::Report(_) => Fault::Bug,
+            RoundError::TooFewLists(_) => Fault::Input,
+            RoundError::Report(_) => Fault::Bug,
         }
     }
 }
@@ -222,8 +222,8 @@ pub struct Round<'a> {
     pub world: Option<&'a crate::sim::World>,
 }
 
-pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
-    move |source| TrainerError::Io {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RoundError + '_ {
+    move |source| RoundError::Io {
         path: path.to_owned(),
         source,
     }
@@ -235,7 +235,7 @@ pub fn run_round(
     round: &Round<'_>,
     serving_version: &str,
     device: &Device,
-) -> Result<RoundReport, TrainerError> {
+) -> Result<RoundReport, RoundError> {
     let started = std::time::Instant::now();
     let serving_dir = round.store.join(serving_version);
     let serving = Bundle::load(&serving_dir, device).map_err(TrainError::from)?;
@@ -267,7 +267,7 @@ fn stage(
     version: &str,
     trained: &Trained,
     window: &Window,
-) -> Result<PathBuf, TrainerError> {
+) -> Result<PathBuf, RoundError> {
     let staging = round.store.join(".candidates").join(version);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
@@ -310,7 +310,7 @@ fn judge(
     trained: &Trained,
     window: &Window,
     device: &Device,
-) -> Result<RoundReport, TrainerError> {
+) -> Result<RoundReport, RoundError> {
     let meta = &serving.meta;
     let serving_clicks = click_metrics(&serving.evaluator, serving, &window.holdout, device)?;
     let candidate_clicks = click_metrics(&trained.evaluator, serving, &window.holdout, device)?;
@@ -376,7 +376,7 @@ fn publish(
     round: &Round<'_>,
     staging: &Path,
     mut report: RoundReport,
-) -> Result<RoundReport, TrainerError> {
+) -> Result<RoundReport, RoundError> {
     report.bundle = if report.published {
         round.store.join(&report.candidate_version)
     } else {
@@ -387,8 +387,7 @@ fn publish(
             .join(format!("{}-{millis}", report.candidate_version))
     };
     let report_path = staging.join("round.json");
-    let json =
-        serde_json::to_vec_pretty(&report).map_err(|e| TrainerError::Report(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| RoundError::Report(e.to_string()))?;
     std::fs::write(&report_path, json).map_err(io(&report_path))?;
     if let Some(parent) = report.bundle.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;

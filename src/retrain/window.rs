@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{io, Round, TrainerError};
+use super::{io, Round, RoundError};
 use crate::encoded::{encode_rows, is_validation, Example};
 use crate::features::FeatureEncoder;
 use crate::list_log::{row_count, LogReader, LoggedList};
@@ -25,12 +25,12 @@ pub(super) struct Window {
 }
 
 impl Window {
-    pub fn read(round: &Round<'_>, encoder: &FeatureEncoder) -> Result<Self, TrainerError> {
+    pub fn read(round: &Round<'_>, encoder: &FeatureEncoder) -> Result<Self, RoundError> {
         let mut rows = read_window(round.logs, round.trainer.window_lists)?;
         let lists = rows.len();
         let holdout_len = ((lists as f64) * round.trainer.holdout_share).ceil() as usize;
         if lists < 10 || holdout_len == 0 || holdout_len >= lists {
-            return Err(TrainerError::TooFewLists(lists));
+            return Err(RoundError::TooFewLists(lists));
         }
         let holdout_rows = rows.split_off(lists - holdout_len);
         let train_examples = encode_rows(&rows, encoder, round.logs).map_err(TrainError::from)?;
@@ -48,7 +48,7 @@ impl Window {
             }
         }
         if fit.is_empty() || judge_fit.is_empty() {
-            return Err(TrainerError::TooFewLists(lists));
+            return Err(RoundError::TooFewLists(lists));
         }
         Ok(Self {
             lists,
@@ -64,7 +64,7 @@ impl Window {
 
 /// Published list-log files of `logs` (a directory or glob) with their row counts
 /// (from the Parquet footers, nothing decoded), oldest publish first.
-fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, TrainerError> {
+fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, RoundError> {
     let reader = LogReader::open(logs, 1).map_err(TrainError::from)?;
     let mut files = Vec::new();
     for path in reader.files() {
@@ -82,7 +82,7 @@ fn files_by_publish_time(logs: &str) -> Result<Vec<(PathBuf, usize)>, TrainerErr
 /// The newest `window` lists of the log (by publish time of their files), oldest
 /// first; only the newest files that hold them are read, one batch at a time, and
 /// duplicates are removed on read.
-pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, TrainerError> {
+pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, RoundError> {
     let files = files_by_publish_time(logs)?;
     let mut newest = Vec::new();
     let mut rows_in = 0;
@@ -109,10 +109,10 @@ pub fn read_window(logs: &str, window: usize) -> Result<Vec<LoggedList>, Trainer
 
 /// Lists in the log (from the files' footers, nothing decoded); 0 when there is no
 /// log yet.
-pub fn count_lists(logs: &Path) -> Result<usize, TrainerError> {
+pub fn count_lists(logs: &Path) -> Result<usize, RoundError> {
     match files_by_publish_time(&logs.display().to_string()) {
         Ok(files) => Ok(files.iter().map(|(_, n)| n).sum()),
-        Err(TrainerError::Train(TrainError::Log(crate::list_log::LogError::NoFiles(_)))) => Ok(0),
+        Err(RoundError::Train(TrainError::Log(crate::list_log::LogError::NoFiles(_)))) => Ok(0),
         Err(e) => Err(e),
     }
 }

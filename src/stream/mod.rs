@@ -11,9 +11,9 @@ mod offsets;
 mod pipeline;
 mod prometheus;
 mod quality;
-mod retrainer;
 mod serve;
 mod stage;
+mod trainer;
 
 use crate::fault::{Fault, HasFault};
 pub use headers::TraceContext;
@@ -23,9 +23,9 @@ pub use logger::{log, LogSettings, LogSummary, UNJOINED_DIR};
 pub use offsets::OffsetTracker;
 pub use pipeline::{pipeline, PipelineSummary};
 pub use prometheus::{Histogram, ServeMetrics};
-pub use retrainer::{round_once, trainer, TrainerSettings, TrainerSummary};
 pub use serve::{serve, ServeSettings, ServeSummary};
 pub use stage::Stage;
+pub use trainer::{round_once, trainer, TrainerSettings, TrainerSummary};
 
 /// Errors that stop a stage. [`HasFault`] says whose fault each is: the binary exits
 /// with its code, so a supervisor can tell a broker outage (restart later) from a bad
@@ -39,7 +39,7 @@ pub enum StreamError {
     #[error("cannot write the list log: {0}")]
     Log(#[from] crate::list_log::LogError),
     #[error("training round: {0}")]
-    Round(#[from] crate::retrain::TrainerError),
+    Round(#[from] crate::retrain::RoundError),
     /// The cluster is set up in a way the stage cannot work with (the operator's to fix).
     #[error("{0}")]
     Topology(String),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{restore, snapshot, TrainError, TrainingConfig};
 use crate::encoded::Example;
 use crate::features::FeatureEncoder;
-use crate::model::{evaluator_loss, Evaluator, EvaluatorConfig, EvaluatorSelection, PoolTensors};
+use crate::model::{evaluator_loss, EpochCriterion, Evaluator, EvaluatorConfig, PoolTensors};
 
 /// Displayed lists of `examples` as tensors: pools in served order, clicks, utilities.
 #[derive(Debug)]
@@ -76,9 +76,9 @@ pub struct Validation {
 
 impl Validation {
     /// The figure `selection` minimises.
-    fn criterion(&self, selection: EvaluatorSelection) -> f64 {
+    fn criterion(&self, selection: EpochCriterion) -> f64 {
         match selection {
-            EvaluatorSelection::ExplorationLogloss if self.exploration_logloss.is_finite() => {
+            EpochCriterion::ExplorationLogloss if self.exploration_logloss.is_finite() => {
                 self.exploration_logloss
             }
             _ => self.loss,
@@ -102,7 +102,7 @@ fn logloss(scored: &[(f32, bool)]) -> f64 {
 }
 
 /// Validation loss, click log-loss and AUC, and the log-loss on exploration lists.
-pub fn validate(
+pub fn validation_scores(
     model: &Evaluator,
     cfg: &EvaluatorConfig,
     examples: &[Example],
@@ -286,7 +286,7 @@ pub fn train_evaluator(
                 exploration_logloss: f64::NAN,
             }
         } else {
-            validate(model, cfg, validation, enc, device)?
+            validation_scores(model, cfg, validation, enc, device)?
         };
         let criterion = v.criterion(cfg.selection);
         report.epochs = epoch;

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::{group_advantages, rewards, Reward};
 pub use data::{DataPart, Dataset, Split};
 pub use fit_evaluator::{
-    auc, click_fit_by_item, train_evaluator, validate, ClickFit, EvaluatorReport, ListBatch,
-    Validation,
+    auc, click_fit_by_item, train_evaluator, validation_scores, ClickFit, EvaluatorReport,
+    ListBatch, Validation,
 };
 pub use rl::{kl_shaped, log_ratio, train_rl, CurvePoint, Oracle, RlMonitor, RlReport};
 pub use supervised::{search_lists, supervised_loss, train_supervised, SupervisedReport, Target};

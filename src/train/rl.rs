@@ -23,8 +23,8 @@ use crate::encoded::{pool_tensors, Example};
 use crate::features::FeatureEncoder;
 use crate::model::{
     batch_advantages, conditional_rewards, group_advantages, informative_groups, is_upstream_order,
-    rewards, upstream_lists, DecodeOptions, Decoded, EncodedPool, Evaluator, Generator,
-    PoolTensors, Reward, Rl, Selection,
+    rewards, upstream_lists, DecodeOptions, Decoded, Evaluator, Generator, Pick, PoolEncoding,
+    PoolTensors, Reward, Rl,
 };
 
 /// How RL went: the mean reward of the sampled lists over training.
@@ -441,13 +441,13 @@ fn rescore(
     pools: &PoolTensors,
     orders: &[Vec<usize>],
 ) -> candle_core::Result<Decoded> {
-    let encoded: EncodedPool = generator.encode(pools)?;
+    let encoded: PoolEncoding = generator.encode(pools)?;
     let lens: Vec<usize> = orders.iter().map(Vec::len).collect();
     generator.decode(
         &encoded,
         &lens,
         DecodeOptions {
-            selection: Selection::Forced(orders),
+            pick: Pick::Forced(orders),
             track_log_prob: true,
             use_cache: true,
         },
@@ -512,7 +512,7 @@ fn sample(
         &generator.encode(&pt)?,
         &lens,
         DecodeOptions {
-            selection: Selection::Sample(rng),
+            pick: Pick::Sample(rng),
             track_log_prob: true,
             use_cache: true,
         },

@@ -15,8 +15,8 @@ use crate::encoded::pool_tensors;
 use crate::encoded::Example;
 use crate::features::FeatureEncoder;
 use crate::model::{
-    beam_search, DecodeOptions, Evaluator, Generator, PoolTensors, Ranker, Reward, Scorer,
-    ScorerKind, Selection,
+    beam_search, DecodeOptions, Evaluator, Generator, Pick, PoolTensors, Ranker, Reward, Scorer,
+    ScorerKind,
 };
 
 /// How the supervised stage went.
@@ -256,12 +256,12 @@ fn pointer_loss(
 ) -> candle_core::Result<Tensor> {
     let lens: Vec<usize> = targets.iter().map(Vec::len).collect();
     let clicks = lens.iter().sum::<usize>().max(1) as f64;
-    let nll = |encoded: &crate::model::EncodedPool| -> candle_core::Result<Tensor> {
+    let nll = |encoded: &crate::model::PoolEncoding| -> candle_core::Result<Tensor> {
         let decoded = generator.decode(
             encoded,
             &lens,
             DecodeOptions {
-                selection: Selection::Forced(targets),
+                pick: Pick::Forced(targets),
                 track_log_prob: true,
                 use_cache: true,
             },

@@ -10,7 +10,7 @@ use super::super::config::ReasoningToken;
 use super::super::host::{axpy, dot, PACKED_FROM_ROWS};
 use super::decoder::{HostDecoder, HostState};
 use super::step::{RowState, Step};
-use super::{Decoded, EncodedPool, Generator, Selection};
+use super::{Decoded, Generator, Pick, PoolEncoding};
 
 /// The working set (KV caches and item embeddings) a tile of rows may take. Every
 /// step reads each row's cache and items, so a batch of 256 rows streams megabytes per
@@ -26,7 +26,7 @@ impl Generator {
     pub(super) fn decode_on_host(
         &self,
         host: &HostDecoder,
-        pool: &EncodedPool,
+        pool: &PoolEncoding,
         list_lens: &[usize],
     ) -> Result<Decoded> {
         let (b, n, d) = pool.h.dims3()?;
@@ -106,14 +106,7 @@ impl Generator {
                 }
             }
             // Steps 2-4: entropy, gate, choice.
-            let step = Step::decide(
-                &scores,
-                n,
-                rows,
-                available,
-                &self.policy,
-                &mut Selection::Greedy,
-            );
+            let step = Step::decide(&scores, n, rows, available, &self.policy, &mut Pick::Greedy);
             // The next token `W h`: the chosen item's embedding, or the context-aware
             // reasoning token `sum_j softmax(a / tau_r)_j h_j` (eq. 15); a plain
             // reasoning token is the output `o` itself.

@@ -35,7 +35,7 @@ use step::{RowState, Step};
 
 /// The encoded pool: candidate embeddings `h [b, n, d]`, DeepSets context `s0 [b, d]`.
 #[derive(Debug, Clone)]
-pub struct EncodedPool {
+pub struct PoolEncoding {
     pub h: Tensor,
     pub s0: Tensor,
     pub mask: Tensor,
@@ -44,7 +44,7 @@ pub struct EncodedPool {
 
 /// How a recommend step picks the item.
 #[derive(Debug)]
-pub enum Selection<'a> {
+pub enum Pick<'a> {
     /// `argmax p` (inference).
     Greedy,
     /// `l_t ~ p` (training: Thompson sampling).
@@ -57,7 +57,7 @@ pub enum Selection<'a> {
 /// Options of one decode.
 #[derive(Debug)]
 pub struct DecodeOptions<'a> {
-    pub selection: Selection<'a>,
+    pub pick: Pick<'a>,
     /// Keep the log-probabilities of the choices in the autograd graph (training).
     pub track_log_prob: bool,
     /// Use the KV cache; `false` recomputes the whole sequence at every step (the
@@ -69,7 +69,7 @@ impl DecodeOptions<'static> {
     /// Inference: greedy choices, KV cache, no autograd bookkeeping.
     pub fn greedy() -> Self {
         DecodeOptions {
-            selection: Selection::Greedy,
+            pick: Pick::Greedy,
             track_log_prob: false,
             use_cache: true,
         }
@@ -268,12 +268,12 @@ impl Generator {
 
     /// `h_j = MLP_enc([e_j ; u])` and `s0 = rho(sum_j phi(h_j))` over real candidates
     /// (eq. 9-10): invariant to the order of the pool.
-    pub fn encode(&self, pools: &PoolTensors) -> Result<EncodedPool> {
+    pub fn encode(&self, pools: &PoolTensors) -> Result<PoolEncoding> {
         let (user, items) = self.embedding.forward(pools)?;
         let (h, s0) = self
             .encoder
             .forward(&join_user(&items, user.as_ref())?, &pools.mask)?;
-        Ok(EncodedPool {
+        Ok(PoolEncoding {
             h,
             s0,
             mask: pools.mask.clone(),
@@ -284,14 +284,14 @@ impl Generator {
     /// The pools encoded at every step of LARES's recurrent refinement, the last being
     /// [`Self::encode`]'s (one step for a generator without it): its pre-training
     /// aligns them.
-    pub fn encode_trajectory(&self, pools: &PoolTensors) -> Result<Vec<EncodedPool>> {
+    pub fn encode_trajectory(&self, pools: &PoolTensors) -> Result<Vec<PoolEncoding>> {
         let (user, items) = self.embedding.forward(pools)?;
         let steps = self
             .encoder
             .trajectory(&join_user(&items, user.as_ref())?, &pools.mask)?;
         Ok(steps
             .into_iter()
-            .map(|(h, s0)| EncodedPool {
+            .map(|(h, s0)| PoolEncoding {
                 h,
                 s0,
                 mask: pools.mask.clone(),
@@ -327,13 +327,13 @@ impl Generator {
     /// tensors, so gradients flow through them (spec §5).
     pub fn decode(
         &self,
-        pool: &EncodedPool,
+        pool: &PoolEncoding,
         list_lens: &[usize],
         mut opts: DecodeOptions<'_>,
     ) -> Result<Decoded> {
-        if let (Some(host), Selection::Greedy, false, true, true) = (
+        if let (Some(host), Pick::Greedy, false, true, true) = (
             &self.host,
-            &opts.selection,
+            &opts.pick,
             opts.track_log_prob,
             opts.use_cache,
             pool.h.device().is_cpu(),
@@ -368,20 +368,13 @@ impl Generator {
                 &mut rows,
                 &mut available,
                 &self.policy,
-                &mut opts.selection,
+                &mut opts.pick,
             );
             let mut w = Tensor::from_slice(&step.weights, (b, 1, n), pool.h.device())?;
             if opts.track_log_prob {
                 let taken = |row: usize| rows[row].list.len();
-                let (tracked, lp) = self.track(
-                    &scores,
-                    &step,
-                    &available,
-                    w,
-                    &opts.selection,
-                    taken,
-                    &mut extra,
-                )?;
+                let (tracked, lp) =
+                    self.track(&scores, &step, &available, w, &opts.pick, taken, &mut extra)?;
                 w = tracked;
                 log_probs.push(lp);
                 for (row, &r) in step.recommend.iter().enumerate() {
@@ -391,7 +384,7 @@ impl Generator {
                 }
             }
             let density;
-            (x, density) = self.next_tokens(&w, pool, &o, &step, &mut opts.selection)?;
+            (x, density) = self.next_tokens(&w, pool, &o, &step, &mut opts.pick)?;
             if let (Some(d), true) = (density, opts.track_log_prob) {
                 let reasoning: Vec<f32> = step.reasoning.iter().map(|&r| f32::from(r)).collect();
                 let device = d.device().clone();
@@ -423,7 +416,7 @@ impl Generator {
     /// the most decoder steps the longest list can take.
     fn plan(
         &self,
-        pool: &EncodedPool,
+        pool: &PoolEncoding,
         list_lens: &[usize],
     ) -> Result<(Vec<RowState>, Vec<f32>, usize)> {
         let targets: Vec<usize> = list_lens
@@ -464,7 +457,7 @@ impl Generator {
         step: &Step,
         available: &[f32],
         w: Tensor,
-        selection: &Selection<'_>,
+        pick: &Pick<'_>,
         taken: impl Fn(usize) -> usize,
         extra: &mut Vec<Tensor>,
     ) -> Result<(Tensor, Tensor)> {
@@ -488,9 +481,7 @@ impl Generator {
             .gather(&pick_t, 1)?
             .squeeze(1)?;
         let lp = (lp * Tensor::from_slice(&step.recommend, b, device)?)?;
-        if let (Some(decay), Selection::Forced(targets), true) =
-            (p.progressive_decay, selection, reasons)
-        {
+        if let (Some(decay), Pick::Forced(targets), true) = (p.progressive_decay, pick, reasons) {
             extra.push(progressive_log_prob(
                 &masked,
                 &step.reasoning_step,
@@ -510,14 +501,14 @@ impl Generator {
     fn next_tokens(
         &self,
         w: &Tensor,
-        pool: &EncodedPool,
+        pool: &PoolEncoding,
         o: &Tensor,
         step: &Step,
-        selection: &mut Selection<'_>,
+        pick: &mut Pick<'_>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let x = w.matmul(&pool.h)?.squeeze(1)?;
-        let rng = match selection {
-            Selection::Sample(rng) => Some(&mut **rng),
+        let rng = match pick {
+            Pick::Sample(rng) => Some(&mut **rng),
             _ => None,
         };
         let p = &self.policy;

@@ -7,7 +7,7 @@ use candle_core::{Device, Result, Tensor};
 use rand::Rng;
 
 use super::super::config::{ReasoningMode, ReasoningPolicy, ReasoningToken};
-use super::{PositionTrace, Selection};
+use super::{Pick, PositionTrace};
 
 /// What every row does at one step, as the rows of `W` in the next token `W h`.
 pub(super) struct Step {
@@ -34,7 +34,7 @@ impl Step {
         rows: &mut [RowState],
         available: &mut [f32],
         p: &ReasoningPolicy,
-        selection: &mut Selection<'_>,
+        pick: &mut Pick<'_>,
     ) -> Self {
         let b = rows.len();
         let mut step = Step {
@@ -67,7 +67,7 @@ impl Step {
                 // Step 4: recommend from `softmax(a / tau_c)`.
                 masked_softmax(a, avail, p.tau_recommend, &mut dist);
                 let at = (row, state.list.len());
-                let item = choose(&dist, avail, selection, at);
+                let item = choose(&dist, avail, pick, at);
                 w[item] = 1.0;
                 step.picks[row] = item as u32;
                 step.recommend[row] = 1.0;
@@ -178,12 +178,7 @@ impl RowState {
 /// Picks an available candidate for row `at.0`, position `at.1`: argmax, a draw from
 /// `probs` (renormalised over the available ones, so rounding can never pick a taken or
 /// padded slot), or the forced target (greedy if the target is missing or taken).
-fn choose(
-    probs: &[f32],
-    available: &[f32],
-    selection: &mut Selection<'_>,
-    at: (usize, usize),
-) -> usize {
+fn choose(probs: &[f32], available: &[f32], pick: &mut Pick<'_>, at: (usize, usize)) -> usize {
     let candidates = probs
         .iter()
         .zip(available)
@@ -195,13 +190,13 @@ fn choose(
             .max_by(|a, b| a.1 .0.total_cmp(b.1 .0))
             .map_or(0, |(j, _)| j)
     };
-    match selection {
-        Selection::Greedy => argmax(),
-        Selection::Forced(targets) => match targets.get(at.0).and_then(|t| t.get(at.1)) {
+    match pick {
+        Pick::Greedy => argmax(),
+        Pick::Forced(targets) => match targets.get(at.0).and_then(|t| t.get(at.1)) {
             Some(&j) if available.get(j).is_some_and(|&a| a > 0.0) => j,
             _ => argmax(),
         },
-        Selection::Sample(rng) => {
+        Pick::Sample(rng) => {
             let total: f64 = candidates.clone().map(|(_, (&p, _))| f64::from(p)).sum();
             let mut u = rng.random::<f64>() * total;
             let mut last = 0;
