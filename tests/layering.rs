@@ -175,15 +175,21 @@ fn the_cycle_finder_finds_a_planted_cycle() {
     );
 }
 
-#[test]
-fn the_readme_layout_names_every_top_level_module() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The README's `## Layout` section.
+fn readme_layout(root: &Path) -> String {
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let layout = readme
+    readme
         .split("## Layout")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("a ## Layout section");
+        .expect("a ## Layout section")
+        .to_owned()
+}
+
+#[test]
+fn the_readme_layout_names_every_top_level_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let layout = readme_layout(root);
     let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("src/lib.rs");
     for module in lib
         .lines()
@@ -206,12 +212,7 @@ fn the_readme_layout_names_every_top_level_module() {
 #[test]
 fn the_readme_layout_lists_the_layers_lowest_first() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let layout = readme
-        .split("## Layout")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("a ## Layout section");
+    let layout = readme_layout(root);
     let mut row_of: BTreeMap<String, usize> = BTreeMap::new();
     for (row, line) in layout
         .lines()

@@ -65,7 +65,7 @@ pub struct Args {
     /// Decoders to measure: `host` (the fused host decode of a loaded bundle),
     /// `candle` (the same decode as candle ops), `selection` (host decode plus
     /// generator-evaluator selection), `recompute` (no KV cache).
-    #[arg(long, value_delimiter = ',', default_values_t = [Path::Host, Path::Candle, Path::Pick, Path::Recompute])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Path::Host, Path::Candle, Path::Selection, Path::Recompute])]
     decoders: Vec<Path>,
 
     /// Seconds to run each measurement for (after one warm-up batch).
@@ -92,7 +92,7 @@ enum Path {
     /// The same greedy decode with the KV cache as candle ops.
     Candle,
     /// The host decode, then generator-evaluator selection (`Ranker::rank`).
-    Pick,
+    Selection,
     /// Candle ops without the KV cache: the whole sequence recomputed at every step.
     Recompute,
 }
@@ -102,7 +102,7 @@ impl std::fmt::Display for Path {
         f.write_str(match self {
             Path::Host => "host",
             Path::Candle => "candle",
-            Path::Pick => "selection",
+            Path::Selection => "selection",
             Path::Recompute => "recompute",
         })
     }
@@ -501,7 +501,7 @@ fn measure(
     let lens = vec![list_len; batch];
     let decode = || -> CommandResult<usize> {
         let (generator, use_cache) = match decoder {
-            Path::Pick => {
+            Path::Selection => {
                 return Ok(models.ranker.rank(pools, &lens, &models.evaluator)?.steps);
             }
             Path::Host => (&models.host, true),

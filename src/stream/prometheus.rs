@@ -751,6 +751,23 @@ mod tests {
         assert!(text.contains("eglr_model_swaps_total 1"), "{text}");
     }
 
+    /// A thread that panicked holding the progress clock's lock is a bug: `/livez`
+    /// asks for a restart instead of reading the clock as fresh.
+    #[test]
+    fn a_poisoned_progress_clock_fails_liveness() {
+        let m = ServeMetrics::default();
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = m.last_progress.lock();
+                panic!("a bug while holding the clock");
+            })
+            .join()
+        });
+        assert!(panicked.is_err());
+        let why = m.liveness(Duration::from_secs(3600)).expect_err("not live");
+        assert_eq!(why, POISONED);
+    }
+
     #[test]
     fn a_stage_is_live_unless_it_stalls_with_the_brokers_reachable() {
         let m = ServeMetrics::default();

@@ -153,6 +153,23 @@ impl Exposition for LogMetrics {
 mod tests {
     use super::*;
 
+    /// A thread that panicked holding the durability clock's lock is a bug: `/livez`
+    /// asks for a restart.
+    #[test]
+    fn a_poisoned_durability_clock_fails_liveness() {
+        let m = LogMetrics::new(Arc::default(), Duration::from_secs(1));
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = m.last_durable.lock();
+                panic!("a bug while holding the clock");
+            })
+            .join()
+        });
+        assert!(panicked.is_err());
+        let why = m.liveness(Duration::from_secs(3600)).expect_err("not live");
+        assert_eq!(why, POISONED);
+    }
+
     #[test]
     fn endpoint_shows_the_join_counts_and_a_stalled_publish() {
         let mut summary = LogSummary {
