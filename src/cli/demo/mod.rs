@@ -60,8 +60,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3.0)]
     minutes: f64,
 
-    /// In --loop mode, a training round starts after this many new logged lists.
-    #[arg(long, default_value_t = 3000)]
+    /// In --loop mode, a training round starts after this many new logged lists (and
+    /// reads the newest twice as many). Evaluators refreshed on 6,000-list windows
+    /// ordered lists at Kendall tau 0.12-0.36 against the oracle; on 16,000, 0.36-0.45.
+    #[arg(long, default_value_t = 8000)]
     lists_per_round: usize,
 }
 
