@@ -634,6 +634,19 @@ pub(super) mod parsed {
     }
 }
 
+/// Poisons `lock` the way a bug does: a thread panics while holding it.
+#[cfg(test)]
+pub(super) fn poison<T: Send>(lock: &Mutex<T>) {
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _held = lock.lock();
+            panic!("a bug while holding the lock");
+        })
+        .join()
+    });
+    assert!(panicked.is_err() && lock.is_poisoned());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,14 +769,7 @@ mod tests {
     #[test]
     fn a_poisoned_progress_clock_fails_liveness() {
         let m = ServeMetrics::default();
-        let panicked = std::thread::scope(|s| {
-            s.spawn(|| {
-                let _held = m.last_progress.lock();
-                panic!("a bug while holding the clock");
-            })
-            .join()
-        });
-        assert!(panicked.is_err());
+        poison(&m.last_progress);
         let why = m.liveness(Duration::from_secs(3600)).expect_err("not live");
         assert_eq!(why, POISONED);
     }
