@@ -120,6 +120,44 @@ fn world_reuse_keeps_users_and_items_but_not_lists() {
 }
 
 #[test]
+fn the_summary_shows_the_fidelity_ceiling_and_demo_keeps_to_its_world() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let printed = simulate(tmp.path(), "7", &[]);
+    assert!(printed.contains("fidelity ceiling"), "{printed}");
+    let summary: serde_json::Value = {
+        let json = tmp.path().join("summary.json");
+        simulate(
+            tmp.path(),
+            "7",
+            &["--force", "--json", json.to_str().expect("utf-8")],
+        );
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("valid json")
+    };
+    let rows = summary["fidelity_ceiling"]
+        .as_array()
+        .expect("ceiling rows");
+    // The first row knows the truth: it orders every pool's lists as the oracle does.
+    assert_eq!(rows[0]["fidelity"]["kendall_tau"], 1.0, "{}", rows[0]);
+    // The simulated directory holds world 7: the demo refuses to run another there.
+    let out = eglr(
+        &[
+            "demo",
+            "--dir",
+            tmp.path().to_str().expect("utf-8"),
+            "--world-seed",
+            "11",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("holds world seed 7, not --world-seed 11"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn refuses_to_overwrite_logs_without_force() {
     let tmp = tempfile::tempdir().expect("tempdir");
     simulate(tmp.path(), "1", &[]);

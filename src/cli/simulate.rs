@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use eglr::config::PipelineConfig;
 use eglr::list_log::LogWriter;
+use eglr::offline::ceiling::{fidelity_ceiling, CeilingRow};
+use eglr::offline::fidelity;
 use eglr::sim::{headroom, write_logs, Headroom, LogStats, Traffic, World};
 
 use super::report::{table, write_json};
@@ -46,7 +48,9 @@ pub struct Args {
     #[arg(long)]
     force: bool,
 
-    /// Lists used to measure the oracle headroom (0 to skip).
+    /// Lists used to measure the oracle headroom and the fidelity ceiling (0 to skip):
+    /// the Kendall tau, adjacency probe and point-wise sort that evaluators with a
+    /// perfect list model and stated point-wise knowledge reach on this world.
     #[arg(long, default_value_t = 500)]
     headroom_lists: u64,
 
@@ -69,6 +73,7 @@ struct Summary {
     clicks_per_list: f64,
     log: LogStats,
     headroom: Option<Headroom>,
+    fidelity_ceiling: Option<Vec<CeilingRow>>,
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
@@ -106,6 +111,10 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
         write_events(&traffic, args.lists, &args.out.join("events"))?;
     }
     let headroom = (args.headroom_lists > 0).then(|| headroom(&traffic, args.headroom_lists));
+    let fidelity_ceiling = (args.headroom_lists > 0).then(|| {
+        let pools = args.headroom_lists.min(fidelity::POOLS as u64);
+        fidelity_ceiling(&traffic, pools, fidelity::Sample::standard(args.seed))
+    });
 
     let summary = Summary {
         files: list_files(&logs_dir)?,
@@ -120,6 +129,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
         clicks_per_list: log.clicks_per_list(),
         log,
         headroom,
+        fidelity_ceiling,
     };
     print_summary(&summary);
     if let Some(path) = &args.json {
@@ -239,4 +249,47 @@ fn print_summary(s: &Summary) {
             )
         );
     }
+    if let Some(rows) = &s.fidelity_ceiling {
+        print_ceiling(rows);
+    }
+}
+
+/// The fidelity an evaluator with the world's list effects reaches by what it knows of
+/// the point-wise relevance (`eglr::offline::ceiling`).
+fn print_ceiling(rows: &[CeilingRow]) {
+    let Some(first) = rows.first() else { return };
+    println!(
+        "\nfidelity ceiling: evaluators that model the list effects exactly, by what they know of point-wise relevance ({} pools, {} orderings each; as `eval --simulator` measures):",
+        first.fidelity.pools, first.fidelity.orderings_per_pool
+    );
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.knowledge.clone(),
+                format!("{:.2}", r.logit_rmse),
+                format!("{:.3}", r.fidelity.kendall_tau),
+                format!("{:.1} %", 100.0 * r.fidelity.pair_agreement),
+                format!(
+                    "{:.1} %",
+                    100.0 * r.fidelity.adjacency.evaluator_prefers_adjacent
+                ),
+                format!("{:+.1} %", 100.0 * r.pointwise_sort_vs_initial),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "point-wise knowledge",
+                "logit error (rms)",
+                "Kendall tau",
+                "pairs as oracle",
+                "prefers adjacent",
+                "its point-wise sort vs initial"
+            ],
+            &body
+        )
+    );
 }

@@ -28,6 +28,19 @@ pub struct VersionOutcome {
     pub lists_served: usize,
     pub oracle_clicks_per_list: f64,
     pub upstream_clicks_per_list: f64,
+    /// Requests the exploration logging policy answered while this version served
+    /// (their clicks are in the [`EXPLORATION_ROW`]; there, every list it holds).
+    pub exploration_lists: usize,
+}
+
+impl VersionOutcome {
+    /// The share of this version's requests answered by exploration.
+    pub fn exploration_share(&self) -> f64 {
+        if self.version == EXPLORATION_ROW {
+            return 1.0;
+        }
+        self.exploration_lists as f64 / (self.lists_served + self.exploration_lists).max(1) as f64
+    }
 }
 
 /// The row of the lists the exploration logging policy drew (any version), last.
@@ -120,7 +133,16 @@ fn results_from_the_start(
 /// appearance: lists, the oracle's expected clicks of the lists served, and of the
 /// upstream order on the same requests.
 #[derive(Default)]
-struct Tally(Vec<(String, usize, f64, f64)>);
+struct Tally(Vec<Row>);
+
+#[derive(Default)]
+struct Row {
+    version: String,
+    lists: usize,
+    clicks: f64,
+    upstream: f64,
+    exploration_lists: usize,
+}
 
 impl Tally {
     /// Scores `result`, the answer to impression `index`; returns its user.
@@ -137,34 +159,124 @@ impl Tally {
         let upstream_len = items.len().min(impression.pool.len());
         let upstream = world.expected_clicks(user, &impression.pool[..upstream_len]);
         // Exploration lists are the logging policy's, not the version's: a row of their
-        // own shows what exploring costs.
+        // own shows what exploring costs; the serving version counts how many it gave up.
         let row = if result.source == ServedSource::Exploration {
-            EXPLORATION_ROW
+            self.row(&result.model_version).exploration_lists += 1;
+            let row = self.row(EXPLORATION_ROW);
+            row.exploration_lists += 1;
+            row
         } else {
-            result.model_version.as_str()
+            self.row(&result.model_version)
         };
-        match self.0.iter_mut().find(|t| t.0 == row) {
-            Some(t) => {
-                t.1 += 1;
-                t.2 += expected;
-                t.3 += upstream;
-            }
-            None => self.0.push((row.to_owned(), 1, expected, upstream)),
-        }
+        row.lists += 1;
+        row.clicks += expected;
+        row.upstream += upstream;
         user
+    }
+
+    fn row(&mut self, version: &str) -> &mut Row {
+        let at = match self.0.iter().position(|r| r.version == version) {
+            Some(at) => at,
+            None => {
+                self.0.push(Row {
+                    version: version.to_owned(),
+                    ..Row::default()
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at]
     }
 
     /// The versions in order of first appearance, the exploration row last.
     fn outcomes(mut self) -> Vec<VersionOutcome> {
-        self.0.sort_by_key(|t| t.0 == EXPLORATION_ROW);
+        self.0.sort_by_key(|r| r.version == EXPLORATION_ROW);
         self.0
             .into_iter()
-            .map(|(version, n, sum, upstream)| VersionOutcome {
-                version,
-                lists_served: n,
-                oracle_clicks_per_list: sum / n.max(1) as f64,
-                upstream_clicks_per_list: upstream / n.max(1) as f64,
+            .map(|r| VersionOutcome {
+                oracle_clicks_per_list: r.clicks / r.lists.max(1) as f64,
+                upstream_clicks_per_list: r.upstream / r.lists.max(1) as f64,
+                version: r.version,
+                lists_served: r.lists,
+                exploration_lists: r.exploration_lists,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::RankedItem;
+    use crate::sim::World;
+
+    /// The answer to impression `index` of `traffic`: its upstream list, from `version`.
+    fn result(
+        traffic: &Traffic<'_>,
+        index: u64,
+        version: &str,
+        source: ServedSource,
+    ) -> RerankResult {
+        let world = traffic.world();
+        let imp = traffic.impression(index);
+        RerankResult {
+            request_id: traffic.request_id(index),
+            model_version: version.into(),
+            items: imp.pool[..world.list_len]
+                .iter()
+                .map(|&i| RankedItem {
+                    item_id: world.item_id(i).into(),
+                    score: 0.0,
+                    reasoning_steps: 0,
+                    entropy_before: 0.0,
+                    entropy_after: 0.0,
+                })
+                .collect(),
+            latency_ms: 0.0,
+            timestamp_ms: 0,
+            source,
+            exploration: None,
+            schema_version: None,
+        }
+    }
+
+    #[test]
+    fn each_version_counts_the_requests_exploration_answered_while_it_served() {
+        let world = World::small(3);
+        let traffic = Traffic::new(&world, 1);
+        let mut tally = Tally::default();
+        let served = [
+            ("v1", ServedSource::Model),
+            ("v1", ServedSource::Exploration),
+            ("v1", ServedSource::Model),
+            ("v1", ServedSource::Model),
+            ("v2", ServedSource::Exploration),
+            ("v2", ServedSource::Model),
+        ];
+        for (k, (version, source)) in served.into_iter().enumerate() {
+            tally.add(
+                &traffic,
+                k as u64,
+                &result(&traffic, k as u64, version, source),
+            );
+        }
+        let rows = tally.outcomes();
+        let names: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+        // Versions in order of first appearance, the exploration row last.
+        assert_eq!(names, ["v1", "v2", EXPLORATION_ROW]);
+        let (v1, v2, exploration) = (&rows[0], &rows[1], &rows[2]);
+        assert_eq!((v1.lists_served, v1.exploration_lists), (3, 1));
+        assert_eq!((v2.lists_served, v2.exploration_lists), (1, 1));
+        assert_eq!(
+            (exploration.lists_served, exploration.exploration_lists),
+            (2, 2)
+        );
+        assert!((v1.exploration_share() - 0.25).abs() < 1e-12);
+        assert!((v2.exploration_share() - 0.5).abs() < 1e-12);
+        // Every request is in exactly one row's lists.
+        assert_eq!(
+            rows.iter().map(|r| r.lists_served).sum::<usize>(),
+            served.len()
+        );
     }
 }

@@ -71,6 +71,30 @@ impl Sample {
     }
 }
 
+/// One pool's lists as drawn for a fidelity measurement.
+#[derive(Debug, Clone)]
+pub struct PoolLists {
+    /// Index of the pool in the caller's sequence.
+    pub source: usize,
+    pub user: usize,
+    /// The pool's world items, in initial order.
+    pub items: Vec<usize>,
+    /// Lists as indices into `items`, top first: the orderings (the upstream list
+    /// first), then the adjacency probe's adjacent and apart lists when `probe`.
+    pub lists: Vec<Vec<usize>>,
+    pub probe: bool,
+}
+
+impl PoolLists {
+    /// A list's world items.
+    pub fn world_items(&self, list: &[usize]) -> Vec<usize> {
+        list.iter().map(|&j| self.items[j]).collect()
+    }
+}
+
+/// Pools a scorer is handed at a time (the evaluator's batch).
+const SCORE_CHUNK: usize = 32;
+
 /// Fidelity of `evaluator` on the pools of `examples` (at most `sample.max_pools`)
 /// against the oracle of `world`, with `sample.orderings` lists per pool.
 pub fn fidelity(
@@ -81,87 +105,111 @@ pub fn fidelity(
     sample: Sample,
     device: &Device,
 ) -> candle_core::Result<Fidelity> {
-    let Sample {
-        orderings,
-        max_pools,
-        seed,
-    } = sample;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let len = world.list_len;
-    let (mut tau_sum, mut tau_pools) = (0.0, 0usize);
-    let (mut agree, mut pairs) = (0.0, 0usize);
-    let mut probe = ProbeSums::default();
-    for chunk in examples[..examples.len().min(max_pools)].chunks(32) {
-        let mut rows = Vec::new();
-        let mut lists: Vec<Vec<usize>> = Vec::new();
-        let mut truth: Vec<f64> = Vec::new();
-        let mut probe_rows: Vec<usize> = Vec::new();
-        for (r, e) in chunk.iter().enumerate() {
-            let Some((user, items)) = resolve(world, e) else {
-                continue;
-            };
-            let n = items.len();
-            let oracle = |list: &[usize]| {
-                let ids: Vec<usize> = list.iter().map(|&j| items[j]).collect();
-                world.expected_clicks(user, &ids)
-            };
-            let mut pool_lists = vec![(0..n.min(len)).collect::<Vec<usize>>()];
-            let mut all: Vec<usize> = (0..n).collect();
-            while pool_lists.len() < orderings {
-                all.shuffle(&mut rng);
-                pool_lists.push(all[..n.min(len)].to_vec());
-            }
-            if let Some((adjacent, apart)) = adjacency_pair(world, &items, &pool_lists[0]) {
-                probe_rows.push(rows.len() + pool_lists.len());
-                pool_lists.push(adjacent);
-                pool_lists.push(apart);
-            }
-            for list in pool_lists {
-                truth.push(oracle(&list));
-                rows.push(r);
-                lists.push(list);
-            }
-        }
-        if rows.is_empty() {
-            continue;
-        }
-        let pools = pool_tensors(&chunk.iter().collect::<Vec<_>>(), enc, device)?;
-        let repeated = pools.select_rows(&rows)?;
+    let pools = examples[..examples.len().min(sample.max_pools)]
+        .iter()
+        .enumerate()
+        .filter_map(|(k, e)| resolve(world, e).map(|(user, items)| (k, user, items)));
+    fidelity_of(world, pools, sample, |chunk| {
+        let batch: Vec<&Example> = chunk.iter().map(|p| &examples[p.source]).collect();
+        let rows: Vec<usize> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(r, p)| std::iter::repeat_n(r, p.lists.len()))
+            .collect();
+        let lists = chunk.iter().flat_map(|p| p.lists.iter().cloned());
+        let repeated = pool_tensors(&batch, enc, device)?.select_rows(&rows)?;
         let scores = rewards(
             evaluator,
             &repeated,
-            &crate::model::Decoded::from_orders(lists.into_iter()),
+            &crate::model::Decoded::from_orders(lists),
             Reward::Clicks,
         )?;
-        // Per pool: the `orderings` lists (the probe's two lists are left out of tau).
-        let mut start = 0;
-        while start < rows.len() {
-            let end = start + orderings.min(rows.len() - start);
-            let (e, t) = (&scores[start..end], &truth[start..end]);
-            let (tau, a, p) = kendall(e, t);
+        Ok(scores.into_iter().map(f64::from).collect())
+    })
+}
+
+/// Fidelity of any list scorer against the oracle of `world` on `pools` (source index,
+/// user, world items in initial order): `score` is handed a few pools at a time and
+/// returns one score per list of each, in order.
+pub fn fidelity_of<E>(
+    world: &World,
+    pools: impl Iterator<Item = (usize, usize, Vec<usize>)>,
+    sample: Sample,
+    mut score: impl FnMut(&[PoolLists]) -> Result<Vec<f64>, E>,
+) -> Result<Fidelity, E> {
+    let mut rng = ChaCha8Rng::seed_from_u64(sample.seed);
+    let drawn: Vec<PoolLists> = pools
+        .map(|(source, user, items)| draw(world, source, user, items, sample.orderings, &mut rng))
+        .collect();
+    let (mut tau_sum, mut tau_pools) = (0.0, 0usize);
+    let (mut agree, mut pairs) = (0.0, 0usize);
+    let mut probe = ProbeSums::default();
+    for chunk in drawn.chunks(SCORE_CHUNK) {
+        let scores = score(chunk)?;
+        let mut at = 0;
+        for pool in chunk {
+            let truth: Vec<f64> = pool
+                .lists
+                .iter()
+                .map(|l| world.expected_clicks(pool.user, &pool.world_items(l)))
+                .collect();
+            let scores = &scores[at..at + pool.lists.len()];
+            at += pool.lists.len();
+            // The probe's two lists are left out of tau.
+            let orderings = pool.lists.len() - 2 * usize::from(pool.probe);
+            let (tau, a, p) = kendall(&scores[..orderings], &truth[..orderings]);
             if let Some(tau) = tau {
                 tau_sum += tau;
                 tau_pools += 1;
             }
             agree += a;
             pairs += p;
-            start = end;
-            if probe_rows.contains(&start) {
-                probe.add(
-                    f64::from(scores[start]) - f64::from(scores[start + 1]),
-                    truth[start] - truth[start + 1],
-                );
-                start += 2;
+            if pool.probe {
+                let k = orderings;
+                probe.add(scores[k] - scores[k + 1], truth[k] - truth[k + 1]);
             }
         }
     }
     Ok(Fidelity {
         pools: tau_pools,
-        orderings_per_pool: orderings,
+        orderings_per_pool: sample.orderings,
         kendall_tau: tau_sum / tau_pools.max(1) as f64,
         pair_agreement: agree / pairs.max(1) as f64,
         adjacency: probe.finish(),
     })
+}
+
+/// A pool's lists: the upstream list, random `L`-subsets in random order up to
+/// `orderings`, then the adjacency probe's pair where the upstream list has one.
+fn draw(
+    world: &World,
+    source: usize,
+    user: usize,
+    items: Vec<usize>,
+    orderings: usize,
+    rng: &mut ChaCha8Rng,
+) -> PoolLists {
+    let n = items.len();
+    let len = world.list_len;
+    let mut lists = vec![(0..n.min(len)).collect::<Vec<usize>>()];
+    let mut all: Vec<usize> = (0..n).collect();
+    while lists.len() < orderings {
+        all.shuffle(rng);
+        lists.push(all[..n.min(len)].to_vec());
+    }
+    let probe = adjacency_pair(world, &items, &lists[0]);
+    let has_probe = probe.is_some();
+    if let Some((adjacent, apart)) = probe {
+        lists.push(adjacent);
+        lists.push(apart);
+    }
+    PoolLists {
+        source,
+        user,
+        items,
+        lists,
+        probe: has_probe,
+    }
 }
 
 /// The user and pool items of a simulated example, if they belong to `world`.
@@ -203,11 +251,11 @@ fn adjacency_pair(
 
 /// Kendall's tau-b of two score vectors, with the concordant share of untied pairs and
 /// their count. `None` for tau when either side is constant.
-fn kendall(a: &[f32], b: &[f64]) -> (Option<f64>, f64, usize) {
+fn kendall(a: &[f64], b: &[f64]) -> (Option<f64>, f64, usize) {
     let (mut concordant, mut discordant, mut ties_a, mut ties_b) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for i in 0..a.len() {
         for j in i + 1..a.len() {
-            let da = f64::from(a[i]) - f64::from(a[j]);
+            let da = a[i] - a[j];
             let db = b[i] - b[j];
             if da == 0.0 && db == 0.0 {
                 continue;

@@ -5,6 +5,7 @@
 //! ([`fidelity`]).
 
 pub mod audit;
+pub mod ceiling;
 pub mod evaluate;
 pub mod fidelity;
 pub mod off_policy;

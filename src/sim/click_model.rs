@@ -39,6 +39,50 @@ impl World {
         self.click_probabilities_by(list, |i| self.pointwise_logit(user, i))
     }
 
+    /// Expected clicks of `list` with the point-wise logit given by `logit` and the
+    /// world's list effects: what an evaluator with that point-wise knowledge and a
+    /// perfect list model would score.
+    pub fn expected_clicks_by(&self, list: &[usize], logit: impl Fn(usize) -> f64) -> f64 {
+        self.click_probabilities_by(list, logit).iter().sum()
+    }
+
+    /// The point-wise logit with the user's own tastes replaced by their segment's mean
+    /// (`means`): what is known of `s(u, i)` from every item and every segment exactly,
+    /// without anything personal to the user.
+    pub fn segment_logit(&self, means: &SegmentMeans, user: usize, item: usize) -> f64 {
+        let u = &self.users[user];
+        let it = &self.items[item];
+        let latent = &means.latent[u.segment];
+        let dot: f64 = latent.iter().zip(&it.latent).map(|(a, b)| a * b).sum();
+        self.params.base_logit
+            + ACTIVITY_WEIGHT * u.activity
+            + dot / (self.params.latent_dim as f64).sqrt()
+            + means.category_taste[u.segment][it.category]
+            + it.quality
+    }
+
+    /// The users' latent and category tastes averaged per segment.
+    pub fn segment_means(&self) -> SegmentMeans {
+        let segments = self.params.segments;
+        let mut latent = vec![vec![0.0; self.params.latent_dim]; segments];
+        let mut category_taste = vec![vec![0.0; self.params.categories]; segments];
+        let mut counts = vec![0usize; segments];
+        for u in &self.users {
+            counts[u.segment] += 1;
+            add(&mut latent[u.segment], &u.latent);
+            add(&mut category_taste[u.segment], &u.category_taste);
+        }
+        for (s, &n) in counts.iter().enumerate() {
+            let n = n.max(1) as f64;
+            latent[s].iter_mut().for_each(|x| *x /= n);
+            category_taste[s].iter_mut().for_each(|x| *x /= n);
+        }
+        SegmentMeans {
+            latent,
+            category_taste,
+        }
+    }
+
     /// The click model with the point-wise logit given by `logit` (the truth, or an
     /// estimate from observed inputs): position bias, redundancy and complementarity are
     /// the world's.
@@ -107,9 +151,20 @@ impl World {
         by_logit.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let sorted: Vec<usize> = by_logit.iter().take(len).map(|&j| pool[j]).collect();
         search(pool, len, sorted, |list| {
-            self.click_probabilities_by(list, logit_of).iter().sum()
+            self.expected_clicks_by(list, logit_of)
         })
     }
+}
+
+/// Per segment, its users' mean latent taste and mean category tastes.
+#[derive(Debug, Clone)]
+pub struct SegmentMeans {
+    pub latent: Vec<Vec<f64>>,
+    pub category_taste: Vec<Vec<f64>>,
+}
+
+fn add(sum: &mut [f64], x: &[f64]) {
+    sum.iter_mut().zip(x).for_each(|(s, v)| *s += v);
 }
 
 /// Greedy list by marginal `value`, or `sorted` when that is worth more, then swaps of

@@ -63,7 +63,7 @@ pub fn run(base: &PipelineConfig, args: &Args) -> CommandResult<ExitCode> {
         args.minutes.is_finite() && args.minutes > 0.0,
         "--minutes must be > 0"
     );
-    let world: World = world(base, &args.dir)?;
+    let world: World = world(base, args)?;
     let dir = args.dir.join("loop");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -202,15 +202,21 @@ fn print_versions(summary: &LoopSummary) {
         .versions
         .iter()
         .map(|v| {
+            let vs_upstream = if v.lists_served == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:+.1} %",
+                    100.0 * (v.oracle_clicks_per_list / v.upstream_clicks_per_list - 1.0)
+                )
+            };
             vec![
                 v.version.clone(),
                 v.lists_served.to_string(),
                 format!("{:.3}", v.oracle_clicks_per_list),
                 format!("{:.3}", v.upstream_clicks_per_list),
-                format!(
-                    "{:+.1} %",
-                    100.0 * (v.oracle_clicks_per_list / v.upstream_clicks_per_list - 1.0)
-                ),
+                vs_upstream,
+                format!("{:.1} %", 100.0 * v.exploration_share()),
             ]
         })
         .collect();
@@ -222,10 +228,14 @@ fn print_versions(summary: &LoopSummary) {
                 "lists served",
                 "true clicks/list",
                 "upstream order's",
-                "vs upstream"
+                "vs upstream",
+                "exploration share"
             ],
             &rows
         )
+    );
+    println!(
+        "exploration share: of the requests a version was serving, those the exploration policy answered (their lists are the exploration row's)"
     );
     for r in &summary.rounds {
         println!(

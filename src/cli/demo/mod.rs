@@ -65,16 +65,33 @@ pub struct Args {
     /// ordered lists at Kendall tau 0.12-0.36 against the oracle; on 16,000, 0.36-0.45.
     #[arg(long, default_value_t = 8000)]
     lists_per_round: usize,
+
+    /// Seed of the simulated world, drawn when DIR holds none yet (a DIR whose world
+    /// has another seed is refused: pick another --dir).
+    #[arg(long, default_value_t = 11)]
+    world_seed: u64,
 }
 
-/// The demo's world, made once.
-fn world(pipeline: &PipelineConfig, dir: &std::path::Path) -> CommandResult<World> {
-    let world_path = dir.join("world.json");
+/// The demo's world, made once in `args.dir`.
+fn world(pipeline: &PipelineConfig, args: &Args) -> CommandResult<World> {
+    let world_path = args.dir.join("world.json");
     if world_path.exists() {
-        return Ok(World::load(&world_path)?);
+        let w = World::load(&world_path)?;
+        ensure_input!(
+            w.seed == args.world_seed,
+            "{} holds world seed {}, not --world-seed {}: pick another --dir",
+            world_path.display(),
+            w.seed,
+            args.world_seed
+        );
+        return Ok(w);
     }
-    std::fs::create_dir_all(dir)?;
-    let w = World::generate(&pipeline.simulator, pipeline.limits.list_len, 11);
+    std::fs::create_dir_all(&args.dir)?;
+    let w = World::generate(
+        &pipeline.simulator,
+        pipeline.limits.list_len,
+        args.world_seed,
+    );
     w.save(&world_path)?;
     Ok(w)
 }
@@ -116,8 +133,9 @@ fn simulate_and_train(
 }
 
 /// The demo's world and a first model, made once.
-fn prepare(pipeline: &PipelineConfig, dir: &std::path::Path) -> CommandResult<(World, ModelStore)> {
-    let world = world(pipeline, dir)?;
+fn prepare(pipeline: &PipelineConfig, args: &Args) -> CommandResult<(World, ModelStore)> {
+    let dir = &args.dir;
+    let world = world(pipeline, args)?;
     let store = ModelStore::new(&dir.join("models"));
     if store.latest().is_none() {
         println!(
@@ -148,7 +166,7 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
     if args.learning_loop {
         return learning_loop::run(pipeline, &args);
     }
-    let (world, store) = prepare(pipeline, &args.dir)?;
+    let (world, store) = prepare(pipeline, &args)?;
     let runtime = runtime()?;
     let report: LoadReport = runtime.block_on(async {
         let mut pipeline = pipeline.clone();
