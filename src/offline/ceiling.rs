@@ -7,6 +7,8 @@
 //! - every item and every user segment exactly, and a user's own tastes only through
 //!   the upstream score (the posterior mean given it): what a model that cannot learn
 //!   individual users could know at best;
+//! - what the features show (segment, activity, category, views) exactly, the rest
+//!   through the upstream score: what a model without user or item ids could know;
 //! - the upstream score alone, linearly calibrated to the logit (the headroom table's
 //!   "observable inputs" search).
 //!
@@ -22,7 +24,7 @@ use serde::Serialize;
 
 use super::fidelity::{fidelity_of, Fidelity, PoolLists, Sample};
 use crate::random::normal;
-use crate::sim::{upstream_calibration, Impression, Traffic, World};
+use crate::sim::{upstream_calibration, GroupMeans, Impression, Traffic, World};
 
 /// Standard deviations of the noise on the true point-wise logit in the sweep.
 pub const NOISE_SWEEP: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
@@ -34,6 +36,9 @@ pub enum Knowledge {
     NoisyTruth { sd: f64 },
     /// Items and segments exactly; the user's own tastes through the upstream score.
     SegmentsAndUpstream,
+    /// Segment, category and the view count's quality exactly; the rest through the
+    /// upstream score.
+    FeaturesAndUpstream,
     /// The upstream score, calibrated linearly to the logit.
     Upstream,
 }
@@ -45,6 +50,9 @@ impl Knowledge {
             Knowledge::NoisyTruth { sd } => format!("the true relevance + noise sd {sd}"),
             Knowledge::SegmentsAndUpstream => {
                 "items and segments exactly, a user's own tastes via the upstream score".into()
+            }
+            Knowledge::FeaturesAndUpstream => {
+                "what the features show exactly, the rest via the upstream score".into()
             }
             Knowledge::Upstream => "the upstream score alone (calibrated)".into(),
         }
@@ -64,7 +72,7 @@ pub struct CeilingRow {
 }
 
 /// The ceiling table on the first `pools` impressions of `traffic`: the noise sweep,
-/// then segments + upstream, then upstream alone.
+/// then segments + upstream, features + upstream, upstream alone.
 pub fn fidelity_ceiling(traffic: &Traffic<'_>, pools: u64, sample: Sample) -> Vec<CeilingRow> {
     let world = traffic.world();
     let impressions: Vec<Impression> = (0..pools).map(|k| traffic.impression(k)).collect();
@@ -72,7 +80,11 @@ pub fn fidelity_ceiling(traffic: &Traffic<'_>, pools: u64, sample: Sample) -> Ve
     NOISE_SWEEP
         .iter()
         .map(|&sd| Knowledge::NoisyTruth { sd })
-        .chain([Knowledge::SegmentsAndUpstream, Knowledge::Upstream])
+        .chain([
+            Knowledge::SegmentsAndUpstream,
+            Knowledge::FeaturesAndUpstream,
+            Knowledge::Upstream,
+        ])
         .map(|knowledge| {
             let logits: Vec<Vec<f64>> = impressions
                 .iter()
@@ -136,35 +148,54 @@ fn row(
     }
 }
 
-/// What the estimates need from the whole sample: segment means, the shrinkage of the
-/// upstream score towards the segment-level logit, the upstream calibration.
+/// What the estimates need from the whole sample: group means, the upstream
+/// calibration, and for each prior the weight of the upstream score's evidence.
 struct Estimates<'a> {
     world: &'a World,
-    means: crate::sim::SegmentMeans,
-    /// Weight of the upstream score's evidence on the personal part of the logit:
-    /// `var(personal) / (var(personal) + upstream_noise²)`, the Gaussian posterior's.
-    shrink: f64,
+    means: GroupMeans,
+    segments: Shrinkage,
+    features: Shrinkage,
     calibration: (f64, f64),
+}
+
+/// A prior logit `known(user, item)` combined with the upstream score `x` (the truth
+/// plus N(0, upstream_noise²)) into the Gaussian posterior mean `known + w (x - known)`,
+/// `w = var(truth - known) / (var(truth - known) + upstream_noise²)`.
+#[derive(Debug, Clone, Copy)]
+struct Shrinkage {
+    weight: f64,
+}
+
+impl Shrinkage {
+    fn fit(world: &World, impressions: &[Impression], known: impl Fn(usize, usize) -> f64) -> Self {
+        let (mut squared, mut n) = (0.0, 0usize);
+        for imp in impressions {
+            for &item in &imp.pool {
+                let rest = world.pointwise_logit(imp.user, item) - known(imp.user, item);
+                squared += rest * rest;
+                n += 1;
+            }
+        }
+        let rest_var = squared / n.max(1) as f64;
+        let noise_var = world.params.upstream_noise.powi(2);
+        Self {
+            weight: rest_var / (rest_var + noise_var).max(f64::MIN_POSITIVE),
+        }
+    }
+
+    fn posterior(self, known: f64, upstream: f64) -> f64 {
+        known + self.weight * (upstream - known)
+    }
 }
 
 impl<'a> Estimates<'a> {
     fn new(world: &'a World, impressions: &[Impression]) -> Self {
-        let means = world.segment_means();
-        let (mut squared, mut n) = (0.0, 0usize);
-        for imp in impressions {
-            for &item in &imp.pool {
-                let personal = world.pointwise_logit(imp.user, item)
-                    - world.segment_logit(&means, imp.user, item);
-                squared += personal * personal;
-                n += 1;
-            }
-        }
-        let personal_var = squared / n.max(1) as f64;
-        let noise_var = world.params.upstream_noise.powi(2);
+        let means = world.group_means();
         Self {
+            segments: Shrinkage::fit(world, impressions, |u, i| world.segment_logit(&means, u, i)),
+            features: Shrinkage::fit(world, impressions, |u, i| world.feature_logit(&means, u, i)),
             world,
             means,
-            shrink: personal_var / (personal_var + noise_var).max(f64::MIN_POSITIVE),
             calibration: upstream_calibration(world, impressions),
         }
     }
@@ -172,6 +203,13 @@ impl<'a> Estimates<'a> {
     /// The point-wise logit of each pool item of `imp` under `knowledge`.
     fn logits(&self, knowledge: Knowledge, imp: &Impression, seed: u64) -> Vec<f64> {
         let world = self.world;
+        let with_upstream = |prior: Shrinkage, known: &dyn Fn(usize) -> f64| -> Vec<f64> {
+            imp.pool
+                .iter()
+                .zip(&imp.upstream_scores)
+                .map(|(&i, &x)| prior.posterior(known(i), x))
+                .collect()
+        };
         match knowledge {
             Knowledge::NoisyTruth { sd } => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed ^ imp.index.rotate_left(17));
@@ -180,15 +218,12 @@ impl<'a> Estimates<'a> {
                     .map(|&i| world.pointwise_logit(imp.user, i) + sd * normal(&mut rng))
                     .collect()
             }
-            Knowledge::SegmentsAndUpstream => imp
-                .pool
-                .iter()
-                .zip(&imp.upstream_scores)
-                .map(|(&i, &x)| {
-                    let known = world.segment_logit(&self.means, imp.user, i);
-                    known + self.shrink * (x - known)
-                })
-                .collect(),
+            Knowledge::SegmentsAndUpstream => with_upstream(self.segments, &|i| {
+                world.segment_logit(&self.means, imp.user, i)
+            }),
+            Knowledge::FeaturesAndUpstream => with_upstream(self.features, &|i| {
+                world.feature_logit(&self.means, imp.user, i)
+            }),
             Knowledge::Upstream => imp
                 .upstream_scores
                 .iter()
@@ -215,7 +250,7 @@ mod tests {
                 seed: 1,
             },
         );
-        assert_eq!(rows.len(), NOISE_SWEEP.len() + 2);
+        assert_eq!(rows.len(), NOISE_SWEEP.len() + 3);
         let truth = &rows[0];
         assert!((truth.fidelity.kendall_tau - 1.0).abs() < 1e-9, "{truth:?}");
         assert_eq!(truth.logit_rmse, 0.0);

@@ -49,37 +49,76 @@ impl World {
     /// The point-wise logit with the user's own tastes replaced by their segment's mean
     /// (`means`): what is known of `s(u, i)` from every item and every segment exactly,
     /// without anything personal to the user.
-    pub fn segment_logit(&self, means: &SegmentMeans, user: usize, item: usize) -> f64 {
-        let u = &self.users[user];
+    pub fn segment_logit(&self, means: &GroupMeans, user: usize, item: usize) -> f64 {
         let it = &self.items[item];
-        let latent = &means.latent[u.segment];
-        let dot: f64 = latent.iter().zip(&it.latent).map(|(a, b)| a * b).sum();
+        self.group_logit(means, user, it.category, &it.latent, it.quality)
+    }
+
+    /// The point-wise logit as far as the simulated features show it: the user's segment
+    /// and activity, the item's category, and its quality as predicted from its view
+    /// count; the item's own latent vector is replaced by its category's mean.
+    pub fn feature_logit(&self, means: &GroupMeans, user: usize, item: usize) -> f64 {
+        let it = &self.items[item];
+        let (a, b) = means.quality_from_log_views;
+        let quality = a + b * it.views.ln_1p();
+        self.group_logit(
+            means,
+            user,
+            it.category,
+            &means.category_latent[it.category],
+            quality,
+        )
+    }
+
+    fn group_logit(
+        &self,
+        means: &GroupMeans,
+        user: usize,
+        category: usize,
+        item_latent: &[f64],
+        quality: f64,
+    ) -> f64 {
+        let u = &self.users[user];
+        let latent = &means.segment_latent[u.segment];
+        let dot: f64 = latent.iter().zip(item_latent).map(|(a, b)| a * b).sum();
         self.params.base_logit
             + ACTIVITY_WEIGHT * u.activity
             + dot / (self.params.latent_dim as f64).sqrt()
-            + means.category_taste[u.segment][it.category]
-            + it.quality
+            + means.segment_category_taste[u.segment][category]
+            + quality
     }
 
-    /// The users' latent and category tastes averaged per segment.
-    pub fn segment_means(&self) -> SegmentMeans {
-        let segments = self.params.segments;
-        let mut latent = vec![vec![0.0; self.params.latent_dim]; segments];
-        let mut category_taste = vec![vec![0.0; self.params.categories]; segments];
-        let mut counts = vec![0usize; segments];
-        for u in &self.users {
-            counts[u.segment] += 1;
-            add(&mut latent[u.segment], &u.latent);
-            add(&mut category_taste[u.segment], &u.category_taste);
-        }
-        for (s, &n) in counts.iter().enumerate() {
-            let n = n.max(1) as f64;
-            latent[s].iter_mut().for_each(|x| *x /= n);
-            category_taste[s].iter_mut().for_each(|x| *x /= n);
-        }
-        SegmentMeans {
-            latent,
-            category_taste,
+    /// Per segment and per category means, and the view count's linear prediction of
+    /// quality (least squares over the items).
+    pub fn group_means(&self) -> GroupMeans {
+        let p = &self.params;
+        let (segment_latent, _) = means_by(
+            self.users.iter().map(|u| (u.segment, &u.latent[..])),
+            p.segments,
+            p.latent_dim,
+        );
+        let (segment_category_taste, _) = means_by(
+            self.users
+                .iter()
+                .map(|u| (u.segment, &u.category_taste[..])),
+            p.segments,
+            p.categories,
+        );
+        let (category_latent, _) = means_by(
+            self.items.iter().map(|i| (i.category, &i.latent[..])),
+            p.categories,
+            p.latent_dim,
+        );
+        let xy: Vec<(f64, f64)> = self
+            .items
+            .iter()
+            .map(|i| (i.views.ln_1p(), i.quality))
+            .collect();
+        GroupMeans {
+            segment_latent,
+            segment_category_taste,
+            category_latent,
+            quality_from_log_views: least_squares(&xy),
         }
     }
 
@@ -156,15 +195,46 @@ impl World {
     }
 }
 
-/// Per segment, its users' mean latent taste and mean category tastes.
+/// Group-level knowledge of a world: what a model could learn without telling
+/// individual users (and, for the feature-level logit, individual items) apart.
 #[derive(Debug, Clone)]
-pub struct SegmentMeans {
-    pub latent: Vec<Vec<f64>>,
-    pub category_taste: Vec<Vec<f64>>,
+pub struct GroupMeans {
+    pub segment_latent: Vec<Vec<f64>>,
+    pub segment_category_taste: Vec<Vec<f64>>,
+    pub category_latent: Vec<Vec<f64>>,
+    /// `(a, b)`: quality predicted as `a + b * ln(1 + views)`.
+    pub quality_from_log_views: (f64, f64),
 }
 
-fn add(sum: &mut [f64], x: &[f64]) {
-    sum.iter_mut().zip(x).for_each(|(s, v)| *s += v);
+/// The mean vector of each of `groups` groups (`dim` long), and the group sizes.
+fn means_by<'a>(
+    rows: impl Iterator<Item = (usize, &'a [f64])>,
+    groups: usize,
+    dim: usize,
+) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let mut sums = vec![vec![0.0; dim]; groups];
+    let mut counts = vec![0usize; groups];
+    for (g, x) in rows {
+        counts[g] += 1;
+        sums[g].iter_mut().zip(x).for_each(|(s, v)| *s += v);
+    }
+    for (sum, &n) in sums.iter_mut().zip(&counts) {
+        sum.iter_mut().for_each(|x| *x /= n.max(1) as f64);
+    }
+    (sums, counts)
+}
+
+/// Intercept and slope of the least-squares line through `xy`.
+pub fn least_squares(xy: &[(f64, f64)]) -> (f64, f64) {
+    let n = xy.len().max(1) as f64;
+    let (mx, my) = xy
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (sxy, sxx) = xy.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - slope * mx, slope)
 }
 
 /// Greedy list by marginal `value`, or `sorted` when that is worth more, then swaps of

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::click_model::least_squares;
 use super::traffic::{Impression, Traffic};
 use super::world::World;
 use crate::list_log::{LogError, LogWriter, LoggedList};
@@ -101,15 +102,7 @@ pub fn upstream_calibration(world: &World, impressions: &[Impression]) -> (f64, 
                 .map(|(&i, &x)| (x, world.pointwise_logit(imp.user, i)))
         })
         .collect();
-    let n = pairs.len().max(1) as f64;
-    let (mx, my) = pairs
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-    let (sxy, sxx) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
-        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
-    });
-    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-    (my - slope * mx, slope)
+    least_squares(&pairs)
 }
 
 /// The lists of every headroom reference for one impression, in [`Headroom`]'s order

@@ -10,7 +10,7 @@ mod world;
 
 use std::path::{Path, PathBuf};
 
-pub use click_model::SegmentMeans;
+pub use click_model::GroupMeans;
 pub use config::SimulatorConfig;
 pub use dataset::{
     headroom, reference_lists, upstream_calibration, write_logs, Headroom, LogStats,
