@@ -147,6 +147,11 @@ fn cross_field_checks() {
             "simulator.pool_size",
             "5 must lie between limits.list_len = 10",
         ),
+        (
+            "[training]\nevaluator_weight_decay = -0.1",
+            "training.evaluator_weight_decay",
+            "-0.1 must be finite and >= 0",
+        ),
     ];
     for (extra, key, message) in cases {
         let e = load(&format!("{MINIMAL}\n{extra}\n"), &[]).expect_err(key);

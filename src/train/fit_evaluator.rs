@@ -246,7 +246,7 @@ pub fn train_evaluator(
         vars.all_vars(),
         ParamsAdamW {
             lr: train.evaluator_lr,
-            weight_decay: 1e-4,
+            weight_decay: train.evaluator_weight_decay,
             ..Default::default()
         },
     )?;

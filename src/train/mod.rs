@@ -68,6 +68,9 @@ pub struct TrainingConfig {
     /// Share of logged lists held out for model selection (by a hash of request_id).
     pub validation_share: f64,
     pub evaluator_lr: f64,
+    /// AdamW's decoupled weight decay on the evaluator's parameters: the prior that
+    /// keeps many rarely seen rows (item or user ids) near zero.
+    pub evaluator_weight_decay: f64,
     pub evaluator_batch: usize,
     pub evaluator_epochs: usize,
     /// Epochs without validation improvement before stopping.
@@ -163,6 +166,7 @@ impl Default for TrainingConfig {
             seed: 1,
             validation_share: 0.1,
             evaluator_lr: 1e-3,
+            evaluator_weight_decay: 1e-4,
             evaluator_batch: 128,
             evaluator_epochs: 10,
             evaluator_patience: 2,
@@ -218,6 +222,13 @@ impl TrainingConfig {
             if !(v > 0.0 && v.is_finite()) {
                 return Err((key, format!("{v} must be finite and > 0")));
             }
+        }
+        let decay = self.evaluator_weight_decay;
+        if !(decay >= 0.0 && decay.is_finite()) {
+            return Err((
+                "training.evaluator_weight_decay",
+                format!("{decay} must be finite and >= 0"),
+            ));
         }
         for (key, v) in [
             ("training.evaluator_batch", self.evaluator_batch),
