@@ -92,19 +92,19 @@ impl World {
     /// quality (least squares over the items).
     pub fn group_means(&self) -> GroupMeans {
         let p = &self.params;
-        let (segment_latent, _) = means_by(
+        let segment_latent = means_by(
             self.users.iter().map(|u| (u.segment, &u.latent[..])),
             p.segments,
             p.latent_dim,
         );
-        let (segment_category_taste, _) = means_by(
+        let segment_category_taste = means_by(
             self.users
                 .iter()
                 .map(|u| (u.segment, &u.category_taste[..])),
             p.segments,
             p.categories,
         );
-        let (category_latent, _) = means_by(
+        let category_latent = means_by(
             self.items.iter().map(|i| (i.category, &i.latent[..])),
             p.categories,
             p.latent_dim,
@@ -206,12 +206,12 @@ pub struct GroupMeans {
     pub quality_from_log_views: (f64, f64),
 }
 
-/// The mean vector of each of `groups` groups (`dim` long), and the group sizes.
+/// The mean vector of each of `groups` groups (`dim` long).
 fn means_by<'a>(
     rows: impl Iterator<Item = (usize, &'a [f64])>,
     groups: usize,
     dim: usize,
-) -> (Vec<Vec<f64>>, Vec<usize>) {
+) -> Vec<Vec<f64>> {
     let mut sums = vec![vec![0.0; dim]; groups];
     let mut counts = vec![0usize; groups];
     for (g, x) in rows {
@@ -221,7 +221,7 @@ fn means_by<'a>(
     for (sum, &n) in sums.iter_mut().zip(&counts) {
         sum.iter_mut().for_each(|x| *x /= n.max(1) as f64);
     }
-    (sums, counts)
+    sums
 }
 
 /// Intercept and slope of the least-squares line through `xy`.
