@@ -227,6 +227,20 @@ pub(super) fn print_report(r: &EvalReport) {
             f.adjacency.evaluator_gain,
             f.adjacency.oracle_gain
         );
+        println!(
+            "redundancy probe ({} pools): evaluator sees the loss of an item of the same category above in {:.1} % (oracle {:.1} %), effect {:+.4} (oracle {:+.4}) clicks",
+            f.redundancy.probes,
+            100.0 * f.redundancy.evaluator_sees_loss,
+            100.0 * f.redundancy.oracle_sees_loss,
+            f.redundancy.evaluator_effect,
+            f.redundancy.oracle_effect
+        );
+        println!(
+            "point-wise probe: each item scored alone, Kendall tau with its true relevance {:.3} (the initial order's {:.3}); its point-wise sort with the list effects off {:+.1} % vs initial",
+            f.pointwise.evaluator_tau,
+            f.pointwise.initial_tau,
+            100.0 * f.pointwise.sort_vs_initial_without_list_effects
+        );
     }
     println!("\nentropy by position (model):");
     let rows: Vec<Vec<String>> = r

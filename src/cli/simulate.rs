@@ -49,8 +49,9 @@ pub struct Args {
     force: bool,
 
     /// Lists used to measure the oracle headroom and the fidelity ceiling (0 to skip):
-    /// the Kendall tau, adjacency probe and point-wise sort that evaluators with a
-    /// perfect list model and stated point-wise knowledge reach on this world.
+    /// the Kendall tau, adjacency and redundancy probes and point-wise sort (with and
+    /// without the list effects) that evaluators with a perfect list model and stated
+    /// point-wise knowledge reach on this world.
     #[arg(long, default_value_t = 500)]
     headroom_lists: u64,
 
@@ -274,7 +275,12 @@ fn print_ceiling(rows: &[CeilingRow]) {
                     "{:.1} %",
                     100.0 * r.fidelity.adjacency.evaluator_prefers_adjacent
                 ),
+                format!("{:.1} %", 100.0 * r.fidelity.redundancy.evaluator_sees_loss),
                 format!("{:+.1} %", 100.0 * r.pointwise_sort_vs_initial),
+                format!(
+                    "{:+.1} %",
+                    100.0 * r.fidelity.pointwise.sort_vs_initial_without_list_effects
+                ),
             ]
         })
         .collect();
@@ -287,7 +293,9 @@ fn print_ceiling(rows: &[CeilingRow]) {
                 "Kendall tau",
                 "pairs as oracle",
                 "prefers adjacent",
-                "its point-wise sort vs initial"
+                "sees redundancy",
+                "its point-wise sort vs initial",
+                "the same, list effects off"
             ],
             &body
         )

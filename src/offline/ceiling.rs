@@ -125,7 +125,10 @@ fn row(
                 .collect(),
         )
     };
-    let Ok(fidelity) = fidelity_of(world, pools, sample, score);
+    let items = |chunk: &[PoolLists]| {
+        Ok::<_, Infallible>(chunk.iter().map(|p| logits[p.source].clone()).collect())
+    };
+    let Ok(fidelity) = fidelity_of(world, pools, sample, items, score);
     let (mut squared, mut n) = (0.0, 0usize);
     let (mut sorted, mut initial) = (0.0, 0.0);
     for (imp, logit) in impressions.iter().zip(logits) {

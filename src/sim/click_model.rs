@@ -154,6 +154,15 @@ impl World {
         self.click_probabilities(user, list).iter().sum()
     }
 
+    /// Expected clicks of `list` with the list effects off (`sum_t exam(t) sigmoid(s)`):
+    /// what a list earns by its items' relevance and places alone.
+    pub fn clicks_without_list_effects(&self, user: usize, list: &[usize]) -> f64 {
+        list.iter()
+            .enumerate()
+            .map(|(t, &i)| self.examination(t) * sigmoid(self.pointwise_logit(user, i)))
+            .sum()
+    }
+
     /// The first `len` items of `pool` sorted by true point-wise relevance: the best a
     /// re-ranker that ignores list context can do.
     pub fn pointwise_sort(&self, user: usize, pool: &[usize], len: usize) -> Vec<usize> {

@@ -68,7 +68,11 @@ impl Report<'_> {
             doc += &format!(
                 "\n## Evaluator fidelity (validation pools)\n\nEach seed's evaluator against the oracle on {} validation \
                  pools: Kendall tau over {} orderings of each pool, the share of list pairs it orders as the oracle does, and \
-                 the adjacency probe (a complementary pair adjacent vs one place apart). Mean ± std over seeds.\n\n{fidelity}",
+                 the adjacency probe (a complementary pair adjacent vs one place apart). Then the redundancy probe (four \
+                 lists that differ in their first two places, whose difference in differences leaves what an item of the \
+                 same category above does to an item's clicks) and the point-wise probe (the evaluator's score of each item \
+                 alone against its true relevance, beside the initial order's, and its point-wise sort scored with the list \
+                 effects off). Mean ± std over seeds.\n\n{fidelity}",
                 crate::offline::fidelity::POOLS,
                 crate::offline::fidelity::ORDERINGS
             );

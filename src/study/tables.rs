@@ -254,25 +254,46 @@ pub fn headroom_table(h: &Headroom) -> String {
 }
 
 /// The seeds' evaluator fidelity on validation pools, one line per evaluator (the
-/// models' and each reference kind's).
+/// models' and each reference kind's): the orderings and the adjacency probe, then the
+/// redundancy and point-wise probes.
 pub fn fidelity_table(rows: &[StudyRow]) -> String {
     let rows: Vec<&StudyRow> = rows.iter().filter(|r| !r.fidelity.is_empty()).collect();
     if rows.is_empty() {
         return String::new();
     }
-    type Stat = fn(&crate::offline::fidelity::Fidelity) -> f64;
-    let stats: [Stat; 6] = [
-        |f| f.kendall_tau,
-        |f| f.pair_agreement,
-        |f| f.adjacency.evaluator_prefers_adjacent,
-        |f| f.adjacency.oracle_prefers_adjacent,
-        |f| f.adjacency.evaluator_gain,
-        |f| f.adjacency.oracle_gain,
-    ];
-    let mut out = String::from(
-        "| evaluator | Kendall tau | pairs ordered as the oracle | adjacency probe: evaluator prefers adjacent | oracle prefers adjacent | evaluator gain | oracle gain |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+    let lists = fidelity_rows(
+        &rows,
+        "| evaluator | Kendall tau | pairs ordered as the oracle | adjacency probe: evaluator prefers adjacent | oracle prefers adjacent | evaluator gain | oracle gain |",
+        &[
+            |f| f.kendall_tau,
+            |f| f.pair_agreement,
+            |f| f.adjacency.evaluator_prefers_adjacent,
+            |f| f.adjacency.oracle_prefers_adjacent,
+            |f| f.adjacency.evaluator_gain,
+            |f| f.adjacency.oracle_gain,
+        ],
     );
+    let probes = fidelity_rows(
+        &rows,
+        "| evaluator | redundancy probe: evaluator sees the loss | oracle sees it | evaluator effect (clicks) | oracle effect | item score: Kendall tau with true relevance | initial order's | point-wise sort vs initial, list effects off |",
+        &[
+            |f| f.redundancy.evaluator_sees_loss,
+            |f| f.redundancy.oracle_sees_loss,
+            |f| f.redundancy.evaluator_effect,
+            |f| f.redundancy.oracle_effect,
+            |f| f.pointwise.evaluator_tau,
+            |f| f.pointwise.initial_tau,
+            |f| f.pointwise.sort_vs_initial_without_list_effects,
+        ],
+    );
+    format!("{lists}\n{probes}")
+}
+
+type FidelityStat = fn(&crate::offline::fidelity::Fidelity) -> f64;
+
+/// One markdown table: `header`, then per evaluator each stat's mean ± std over seeds.
+fn fidelity_rows(rows: &[&StudyRow], header: &str, stats: &[FidelityStat]) -> String {
+    let mut out = format!("{header}\n|---|{}\n", "---:|".repeat(stats.len()));
     for row in rows {
         let name = row
             .name
