@@ -167,7 +167,12 @@ pub fn fidelity(
         Ok(chunk
             .iter()
             .zip(logits)
-            .map(|(p, z)| z[..p.items.len()].iter().map(|&x| f64::from(x)).collect())
+            .map(|(p, z)| {
+                z.iter()
+                    .take(p.items.len())
+                    .map(|&x| f64::from(x))
+                    .collect()
+            })
             .collect())
     };
     fidelity_of(world, pools, sample, items, |chunk| {
@@ -405,6 +410,10 @@ struct PointwiseSums {
 
 impl PointwiseSums {
     fn add(&mut self, world: &World, pool: &PoolLists, scores: &[f64]) {
+        if scores.len() != pool.items.len() {
+            // A scorer that saw a shorter pool than the world's has nothing to compare.
+            return;
+        }
         let truth: Vec<f64> = pool
             .items
             .iter()
