@@ -10,10 +10,12 @@ use candle_core::Device;
 use eglr::config::PipelineConfig;
 use eglr::encoded::Example;
 use eglr::model::{judge_conflict, Bundle};
-use eglr::offline::evaluate::{evaluate, EvalOptions, EvalReport, OrderingReport, Scorers};
+use eglr::offline::evaluate::{
+    evaluate, BeamEnsemble, EvalOptions, EvalReport, OrderingReport, Scorers,
+};
 use eglr::offline::fidelity::fidelity;
 use eglr::sim::World;
-use eglr::train::Dataset;
+use eglr::train::{DataPart, Dataset};
 
 use super::report::{table, write_json};
 use super::{data_pattern, device};
@@ -46,6 +48,19 @@ pub struct Args {
     /// about `width x pool size` evaluator calls per position; 0 leaves the row out.
     #[arg(long, default_value_t = 8, value_name = "WIDTH")]
     beam: usize,
+
+    /// Extra evaluators for the beam row (repeatable): bundles trained on the same logs
+    /// as the model, e.g. by `train --evaluator-only` with other seeds. The beam then
+    /// ranks lists by the ensemble of the model's evaluator and these, its mean expected
+    /// clicks less `--disagreement-penalty` standard deviations: a wide search otherwise
+    /// drifts to lists the evaluator overrates, where members trained alike disagree.
+    #[arg(long, value_name = "BUNDLE")]
+    beam_ensemble: Vec<PathBuf>,
+
+    /// Standard deviations of the ensemble's expected clicks taken off its mean (with
+    /// `--beam-ensemble`); 0 ranks by the mean.
+    #[arg(long, default_value_t = 1.0, value_name = "STDS")]
+    disagreement_penalty: f32,
 
     /// Seed of the Pass@N sampling.
     #[arg(long, default_value_t = 0)]
@@ -98,6 +113,42 @@ pub(super) fn judge_lists(
     }
 }
 
+/// Loads the beam's ensemble members for `model`: refused when one encodes features
+/// otherwise (another spec or normaliser: the pools are encoded once, by the model's
+/// encoder) or learnt from the judge's lists (the judge would no longer be independent).
+fn load_ensemble(
+    paths: &[PathBuf],
+    model: &Bundle,
+    judge: Option<&Bundle>,
+    device: &Device,
+) -> CommandResult<Vec<Bundle>> {
+    paths
+        .iter()
+        .map(|path| {
+            let member = Bundle::load(path, device)
+                .with_context(|| format!("loading ensemble member {}", path.display()))?;
+            ensure_input!(
+                member.encoder.spec() == model.encoder.spec()
+                    && member.encoder.normaliser() == model.encoder.normaliser(),
+                "the ensemble member {} encodes features differently from {} (another \
+                 feature spec or other training logs): train both on the same logs",
+                path.display(),
+                model.meta.version
+            );
+            if let Some(why) = judge.and_then(|j| judge_conflict(&member.meta, &j.meta)) {
+                bail_input!("ensemble member {}: {why}", path.display());
+            }
+            ensure_input!(
+                member.meta.training.part != DataPart::Judge,
+                "the ensemble member {} learnt from the judge's lists (`train --judge`): \
+                 the beam would be searched with the judge's knowledge",
+                path.display()
+            );
+            Ok(member)
+        })
+        .collect()
+}
+
 pub fn world_path(p: &Path) -> PathBuf {
     if p.is_dir() {
         p.join("world.json")
@@ -120,6 +171,16 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
         .as_deref()
         .map(|p| load_judge(p, &bundle, &device))
         .transpose()?;
+    ensure_input!(
+        args.disagreement_penalty.is_finite() && args.disagreement_penalty >= 0.0,
+        "--disagreement-penalty must be a non-negative number of standard deviations, got {}",
+        args.disagreement_penalty
+    );
+    ensure_input!(
+        args.beam_ensemble.is_empty() || args.beam > 0,
+        "--beam-ensemble searches the beam row: give --beam a width above 0"
+    );
+    let members = load_ensemble(&args.beam_ensemble, &bundle, judge.as_ref(), &device)?;
     let data = data_pattern(&args.data);
     let examples = Dataset::load_all(&data, bundle.encoder.clone())?;
     let judged_lists = judge_lists(&data, judge.as_ref(), &bundle)?;
@@ -134,6 +195,10 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
         judge: judge.as_ref(),
         judge_lists: judged_lists.as_deref(),
         world: world.as_ref(),
+        beam_ensemble: (!members.is_empty()).then_some(BeamEnsemble {
+            members: &members,
+            disagreement_penalty: args.disagreement_penalty,
+        }),
     };
     let mut report = evaluate(&bundle, &examples, scorers, &opts, &device)?;
     if let Some(world) = &world {
@@ -202,6 +267,12 @@ pub(super) fn print_report(r: &EvalReport) {
             .collect::<Vec<_>>(),
         )
     );
+    if let Some(e) = &r.beam_ensemble {
+        println!(
+            "evaluator beam: searched by an ensemble of {} evaluators, mean expected clicks less {} standard deviations",
+            e.members, e.disagreement_penalty
+        );
+    }
     println!(
         "upstream order served by generator-evaluator selection: {:.1} % of lists",
         100.0 * r.upstream_share

@@ -16,7 +16,7 @@ mod reward;
 mod scorer;
 mod store;
 
-pub use beam::beam_search;
+pub use beam::{beam_search, SearchObjective};
 pub use bundle::{
     judge_conflict, Bundle, BundleError, BundleMeta, DataPart, TrainingInfo, BUNDLE_FORMAT,
 };

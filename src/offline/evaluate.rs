@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::encoded::{is_cold_item, pool_tensors, Example};
 use crate::model::{
     beam_search, is_upstream_order, upstream_lists, Bundle, DecodeOptions, Decoded, Pick,
-    PoolTensors, PositionTrace,
+    PoolTensors, PositionTrace, SearchObjective,
 };
 use crate::model::{rewards, Reward};
 use crate::ranking_metrics::{ListScore, MetricAccumulator, MetricSummary};
@@ -73,6 +73,9 @@ pub struct EvalReport {
     /// evaluator allows a generator, when `beam_width > 0`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beam: Option<OrderingReport>,
+    /// The ensemble the beam searched with, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam_ensemble: Option<EnsembleSummary>,
     /// The order the list was actually shown in, as logged (differs from the initial
     /// order for exploration traffic and for lists a model served).
     pub logged: OrderingReport,
@@ -95,6 +98,26 @@ pub struct Scorers<'a> {
     /// the evaluation's n-th list is its n-th. `None`: the model's encoding serves both.
     pub judge_lists: Option<&'a [Example]>,
     pub world: Option<&'a World>,
+    /// Evaluators the beam row searches with beside the model's own, when given.
+    pub beam_ensemble: Option<BeamEnsemble<'a>>,
+}
+
+/// How the beam row's ensemble ranked lists.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EnsembleSummary {
+    /// Evaluators, the model's own included.
+    pub members: usize,
+    pub disagreement_penalty: f32,
+}
+
+/// Extra evaluators for the beam row, with the model's own making an ensemble that ranks
+/// lists by its lower bound ([`SearchObjective::ensemble`]): bundles of the model's
+/// feature encoding, say evaluators trained on the same lists with other seeds.
+#[derive(Debug, Clone, Copy)]
+pub struct BeamEnsemble<'a> {
+    pub members: &'a [Bundle],
+    /// Standard deviations of the members' rewards taken off their mean.
+    pub disagreement_penalty: f32,
 }
 
 /// Runs the bundle's generator over every example and scores every ordering.
@@ -339,8 +362,18 @@ impl<'a> Evaluation<'a> {
             return Ok(None);
         }
         let evaluator = &self.bundle.evaluator;
+        let objective = match self.scorers.beam_ensemble {
+            None => SearchObjective::single(evaluator, Reward::Clicks),
+            Some(e) => SearchObjective::ensemble(
+                std::iter::once(evaluator)
+                    .chain(e.members.iter().map(|b| &b.evaluator))
+                    .collect(),
+                Reward::Clicks,
+                e.disagreement_penalty,
+            ),
+        };
         let started = Instant::now();
-        let lists = beam_search(evaluator, pools, lens, self.opts.beam_width, Reward::Clicks)?;
+        let lists = beam_search(&objective, pools, lens, self.opts.beam_width)?;
         self.beam_seconds += started.elapsed().as_secs_f64();
         let scores = rewards(evaluator, pools, &lists, Reward::Dcg)?;
         Ok(Some((lists, scores)))
@@ -457,6 +490,14 @@ impl<'a> Evaluation<'a> {
                 copies_initial_order: self.beam_copies as f64 / n,
                 cold_items: None,
             }),
+            beam_ensemble: self
+                .scorers
+                .beam_ensemble
+                .filter(|_| self.opts.beam_width > 0)
+                .map(|e| EnsembleSummary {
+                    members: 1 + e.members.len(),
+                    disagreement_penalty: e.disagreement_penalty,
+                }),
             by_position: self.positions,
             upstream_share: self.upstream_served as f64 / n,
             fidelity: None,

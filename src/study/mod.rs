@@ -484,6 +484,7 @@ impl SeedRun<'_> {
             judge: self.judge,
             judge_lists: None,
             world: self.world,
+            beam_ensemble: None,
         };
         let opts = EvalOptions {
             beam_width: plan.beam_width,
@@ -536,6 +537,7 @@ impl SeedRun<'_> {
                 judge: self.judge,
                 judge_lists: judge_lists.as_deref().filter(|_| run.semantic_ids),
                 world: self.world,
+                beam_ensemble: None,
             };
             let report = evaluate(&bundle, &examples, scorers, &opts, device)?;
             if first_of_its_evaluator {

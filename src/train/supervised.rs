@@ -16,7 +16,7 @@ use crate::encoded::Example;
 use crate::features::FeatureEncoder;
 use crate::model::{
     beam_search, DecodeOptions, Evaluator, Generator, Pick, PoolTensors, Ranker, Reward, Scorer,
-    ScorerKind,
+    ScorerKind, SearchObjective,
 };
 
 /// How the supervised stage went.
@@ -163,12 +163,13 @@ pub fn search_lists(
     device: &Device,
 ) -> candle_core::Result<Vec<Vec<usize>>> {
     let started = Instant::now();
+    let objective = SearchObjective::single(evaluator, Reward::Clicks);
     let mut lists = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(256) {
         let refs: Vec<&Example> = chunk.iter().collect();
         let pools = pool_tensors(&refs, enc, device)?;
         let lens = vec![len; chunk.len()];
-        lists.extend(beam_search(evaluator, &pools, &lens, width, Reward::Clicks)?.orders());
+        lists.extend(beam_search(&objective, &pools, &lens, width)?.orders());
         tracing::info!(
             pools = lists.len(),
             of = examples.len(),

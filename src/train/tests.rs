@@ -126,6 +126,7 @@ fn tiny_end_to_end_run_raises_the_evaluator_reward() {
             judge: None,
             judge_lists: None,
             world: Some(&world),
+            beam_ensemble: None,
         };
         evaluate(&bundle, &examples[..300], scorers, &opts, &device).expect("eval")
     };
@@ -438,6 +439,7 @@ fn semantic_id_bundles_train_load_and_are_judged_by_a_hashed_judge() {
         judge: Some(&judge),
         judge_lists,
         world: Some(&world),
+        beam_ensemble: None,
     };
     let by_model = evaluate(
         &model,
