@@ -205,6 +205,12 @@ fn bad_config_and_flags_are_clear_errors() {
         (vec!["log"], vec![("EGLR_KAFKA__BROKERS", "")], "`kafka.brokers` is not set"),
         // The binary's own argument checks are the input's too (they once exited 1).
         (vec!["log", "--window-s=-1"], vec![], "--window-s must be a number of seconds >= 0"),
+        // Checked before any bundle is loaded.
+        (vec!["eval", "--model", "/no/m", "--data", "/no/d", "--disagreement-penalty=-1"],
+         vec![], "--disagreement-penalty must be a non-negative number"),
+        (vec!["eval", "--model", "/no/m", "--data", "/no/d", "--beam", "0",
+              "--beam-ensemble", "/no/e"],
+         vec![], "--beam-ensemble searches the beam row"),
     ];
     for (args, envs, expected) in cases {
         let out = eglr(&args, &envs);

@@ -158,6 +158,15 @@ pub fn world_path(p: &Path) -> PathBuf {
 }
 
 pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
+    ensure_input!(
+        args.disagreement_penalty.is_finite() && args.disagreement_penalty >= 0.0,
+        "--disagreement-penalty must be a non-negative number of standard deviations, got {}",
+        args.disagreement_penalty
+    );
+    ensure_input!(
+        args.beam_ensemble.is_empty() || args.beam > 0,
+        "--beam-ensemble searches the beam row: give --beam a width above 0"
+    );
     let device = device()?;
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
@@ -171,15 +180,6 @@ pub fn run(pipeline: &PipelineConfig, args: Args) -> CommandResult<ExitCode> {
         .as_deref()
         .map(|p| load_judge(p, &bundle, &device))
         .transpose()?;
-    ensure_input!(
-        args.disagreement_penalty.is_finite() && args.disagreement_penalty >= 0.0,
-        "--disagreement-penalty must be a non-negative number of standard deviations, got {}",
-        args.disagreement_penalty
-    );
-    ensure_input!(
-        args.beam_ensemble.is_empty() || args.beam > 0,
-        "--beam-ensemble searches the beam row: give --beam a width above 0"
-    );
     let members = load_ensemble(&args.beam_ensemble, &bundle, judge.as_ref(), &device)?;
     let data = data_pattern(&args.data);
     let examples = Dataset::load_all(&data, bundle.encoder.clone())?;
