@@ -49,10 +49,6 @@ impl<'a> SearchObjective<'a> {
             disagreement_penalty: penalty,
         }
     }
-
-    pub fn members(&self) -> usize {
-        self.evaluators.len()
-    }
 }
 
 /// `mean - penalty * std` over members of each list's value, `by_member[m][i]` the value
