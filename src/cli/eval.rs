@@ -46,20 +46,23 @@ pub struct Args {
     /// Width of the beam search over the model's evaluator (by expected clicks), a
     /// non-learned reference row: the ceiling the evaluator allows a generator. Costs
     /// about `width x pool size` evaluator calls per position; 0 leaves the row out.
+    /// Wider is not better: on the simulator width 8 served fewer true clicks than
+    /// width 1, finding lists the evaluator overrates (`docs/results-sim-search.md`).
     #[arg(long, default_value_t = 8, value_name = "WIDTH")]
     beam: usize,
 
     /// Extra evaluators for the beam row (repeatable): bundles trained on the same logs
     /// as the model, e.g. by `train --evaluator-only` with other seeds. The beam then
     /// ranks lists by the ensemble of the model's evaluator and these, its mean expected
-    /// clicks less `--disagreement-penalty` standard deviations: a wide search otherwise
-    /// drifts to lists the evaluator overrates, where members trained alike disagree.
+    /// clicks less `--disagreement-penalty` standard deviations: a wide search over one
+    /// evaluator drifts to the lists it overrates, and another seed's errors differ.
     #[arg(long, value_name = "BUNDLE")]
     beam_ensemble: Vec<PathBuf>,
 
     /// Standard deviations of the ensemble's expected clicks taken off its mean (with
-    /// `--beam-ensemble`); 0 ranks by the mean.
-    #[arg(long, default_value_t = 1.0, value_name = "STDS")]
+    /// `--beam-ensemble`). 0 ranks by the mean, which did best on validation lists of
+    /// the simulator (`docs/results-sim-search.md`: 1 and 3 deviations did worse).
+    #[arg(long, default_value_t = 0.0, value_name = "STDS")]
     disagreement_penalty: f32,
 
     /// Seed of the Pass@N sampling.
