@@ -13,8 +13,8 @@
 //! an ensemble ([`SearchObjective::ensemble`]): its members' mean, less a multiple of
 //! their disagreement, the pessimism of offline model-based RL (MOPO, Yu et al. 2020,
 //! penalises a learned model's reward by its uncertainty). On simulated world 7 the mean
-//! of three seeds took back most of what beam 8 loses to greedy; the penalty added
-//! nothing (`docs/results-sim-search.md`).
+//! of three seeds took back most of what beam 8 loses to greedy, on a fresh world
+//! nothing; the penalty added nothing (`docs/results-sim-search.md`).
 
 use candle_core::Result;
 
